@@ -1,0 +1,13 @@
+"""Errors the runtime raises: each names the file or input and the cause in one line."""
+
+
+class StylertError(Exception):
+    """Base of every error stylert raises on purpose."""
+
+
+class ModelError(StylertError):
+    """A model file is missing, unreadable, not ONNX, for another call, or from an incompatible stylert."""
+
+
+class InputError(StylertError, ValueError):
+    """An input array has the wrong name, dtype, shape or batch, or non-finite values."""

@@ -1,0 +1,37 @@
+"""stylert: StyleGAN2-based portrait editing, exported and run fast (see README.md)."""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "sdk/stylert/__init__.py").read_text()).group(1)
+
+setup(
+    name="stylert",
+    version=VERSION,
+    description="Inference SDK for StyleGAN2-based portrait retouching, restoration and stylization",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["stylert", "stylert_export", "stylert_export.ops"],
+    package_dir={
+        "stylert": "sdk/stylert",
+        "stylert_export": "export/stylert_export",
+        "stylert_export.ops": "export/stylert_export/ops",
+    },
+    # The runtime (import name `stylert`) never needs torch.
+    install_requires=["numpy>=1.24", "onnxruntime>=1.17", "opencv-python-headless>=4.8"],
+    extras_require={
+        # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
+        # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
+        "export": ["torch>=2.4", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={
+        "console_scripts": ["stylert=stylert.cli:main"],
+        # Subcommands that live outside the runtime register here; the runtime never imports them.
+        "stylert.commands": ["export=stylert_export.cli:register"],
+    },
+)

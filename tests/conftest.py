@@ -1,0 +1,49 @@
+"""Shared fixtures. `tests/fixtures/` holds tiny checkpoints written by the official
+rosinality and NVlabs implementations and their outputs (see tests/fixtures/README.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def rel_error(got, want) -> float:
+    """Relative L2 error; NaN or inf anywhere gives inf, so it never passes a bound."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if not (np.isfinite(got).all() and np.isfinite(want).all()):
+        return float("inf")
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12))
+
+
+def max_abs(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if not np.isfinite(got).all():
+        return float("inf")
+    return float(np.abs(got - want).max())
+
+
+@pytest.fixture(scope="session")
+def reference_outputs():
+    return dict(np.load(FIXTURES / "reference_outputs.npz"))
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """ONNX graphs exported once per session from the official-layout fixtures (needs torch)."""
+    pytest.importorskip("torch")
+    from stylert_export.generator import export_generator, from_checkpoint, from_random_init
+
+    out = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for name, ckpt in (("rosinality", "rosinality_32.pt"), ("nvlabs", "nvlabs_32.pkl")):
+        paths[name] = out / f"{name}.onnx"
+        export_generator(from_checkpoint(FIXTURES / ckpt), paths[name], log=lambda *_: None)
+    paths["mapping"] = out / "mapping.onnx"
+    export_generator(from_checkpoint(FIXTURES / "nvlabs_32.pkl"), paths["mapping"], with_mapping=True, log=lambda *_: None)
+    paths["random"] = out / "random.onnx"
+    export_generator(from_random_init(7, 16, channel_base=128, channel_max=16, w_dim=16, mapping_layers=2),
+                     paths["random"], with_mapping=True, log=lambda *_: None)
+    return paths

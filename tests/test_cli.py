@@ -1,0 +1,68 @@
+"""The `stylert` command as a user runs it: one-line errors, exit codes, files written."""
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from conftest import FIXTURES
+
+
+def stylert(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_export():
+    result = stylert("--help")
+    assert result.returncode == 0
+    assert "export" in result.stdout and "generate" in result.stdout
+
+
+def test_export_and_generate(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "g.onnx"
+    result = stylert("export", "generator", "--checkpoint", FIXTURES / "rosinality_32.pt", "--layout", "rosinality",
+                     "--with-mapping", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "parity (ONNX Runtime vs PyTorch" in result.stdout and "-> ok" in result.stdout
+    result = stylert("generate", out, "--seeds", "0-2", "--truncation", "0.7", "-o", tmp_path / "imgs")
+    assert result.returncode == 0, result.stderr
+    images = sorted((tmp_path / "imgs").glob("*.png"))
+    assert [p.name for p in images] == ["seed0000.png", "seed0001.png", "seed0002.png"]
+    assert cv2.imread(str(images[0])).shape == (32, 32, 3)
+    info = stylert("info", out)
+    assert "input  z [batch, 32] float32" in info.stdout and "stylert.source_layout = rosinality" in info.stdout
+
+
+def test_random_init_says_untrained(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "r.onnx"
+    result = stylert("export", "generator", "--random-init", "--seed", "3", "--resolution", "8", "--channel-max", "8",
+                     "--w-dim", "8", "--mapping-layers", "1", "--with-mapping", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "untrained" in result.stderr
+    result = stylert("generate", out, "-o", tmp_path / "imgs")
+    assert result.returncode == 0 and "untrained" in result.stderr
+
+
+@pytest.mark.parametrize("args,match", [
+    (["export", "generator", "--checkpoint", "missing.pt", "-o", "g.onnx"], "missing.pt: no such file"),
+    (["export", "generator", "--checkpoint", FIXTURES / "nvlabs_32.pkl", "--layout", "rosinality", "-o", "g.onnx"],
+     "pass --layout nvlabs"),
+    (["export", "generator", "--random-init", "--resolution", "48", "-o", "g.onnx"], "power of two"),
+    (["info", "missing.onnx"], "missing.onnx: no such model file"),
+])
+def test_errors_are_one_line(tmp_path, args, match):
+    if args[0] == "export":
+        pytest.importorskip("torch")
+    result = stylert(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [l for l in result.stderr.splitlines() if "error" in l]
+    assert len(lines) == 1 and match in lines[0], result.stderr
+    assert not (tmp_path / "g.onnx").exists()
+
+
+def test_generate_on_ws_model_explains(tmp_path, exported):
+    result = stylert("generate", exported["nvlabs"], "-o", tmp_path)
+    assert result.returncode == 2 and "--with-mapping" in result.stderr
