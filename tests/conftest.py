@@ -47,3 +47,25 @@ def exported(tmp_path_factory):
     export_generator(from_random_init(7, 16, channel_base=128, channel_max=16, w_dim=16, mapping_layers=2),
                      paths["random"], with_mapping=True, log=lambda *_: None)
     return paths
+
+
+@pytest.fixture(scope="session")
+def retouch_models(tmp_path_factory):
+    """A tiny seeded-random retoucher (32x32), exported with and without masks, and its checkpoint."""
+    pytest.importorskip("torch")
+    from stylert_export import retouch_export as rx
+
+    out = tmp_path_factory.mktemp("retouch")
+    src = rx.from_random_init(5, 32, channel_base=256, channel_max=16, w_dim=16)
+    paths = {"checkpoint": rx.save_retoucher(src, out / "retouch.safetensors"),
+             "masks": out / "retouch_masks.onnx", "plain": out / "retouch.onnx"}
+    rx.export_retoucher(src, paths["masks"], with_masks=True, log=lambda *_: None)
+    rx.export_retoucher(src, paths["plain"], log=lambda *_: None)
+    paths["source"] = src
+    return paths
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    skimage_data = pytest.importorskip("skimage.data")
+    return skimage_data.astronaut()

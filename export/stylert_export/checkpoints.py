@@ -203,6 +203,19 @@ def nvlabs_config(state: dict, hyper: dict, path: Path) -> tuple[StyleGAN2Config
     return cfg, notes
 
 
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """Load `state` into `module` only if keys and shapes match exactly; the error names the keys."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: {what} does not match its config: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]}")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
 def load_generator(path: str | Path, layout: str = "auto", conv_clamp: float | None = None) -> LoadedGenerator:
     """A ready-to-run `Generator` (eval mode) from a rosinality or NVlabs checkpoint file."""
     path = Path(path)
@@ -231,15 +244,7 @@ def load_generator(path: str | Path, layout: str = "auto", conv_clamp: float | N
             state[k] = own[k]
     if layout == "rosinality":
         state["mapping.w_avg"] = own["mapping.w_avg"]
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: {layout} checkpoint does not match the inferred config: "
-                              f"missing {missing[:8]}, unexpected {unexpected[:8]}")
-    for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
-    gen.load_state_dict({k: v.float() for k, v in state.items()})
+    load_strict(gen, state, path, f"{layout} checkpoint")
     if layout == "rosinality":
         if "latent_avg" in extras:
             gen.mapping.w_avg.copy_(extras["latent_avg"].reshape(-1)[: cfg.w_dim])
@@ -247,3 +252,40 @@ def load_generator(path: str | Path, layout: str = "auto", conv_clamp: float | N
             gen.mapping.w_avg.copy_(gen.estimate_w_avg())
             notes.append("no latent_avg in the checkpoint; w_avg estimated from 10000 seeded z (seed 0)")
     return LoadedGenerator(gen, layout, str(path), notes)
+
+
+STYLERT_FORMAT = "1"
+
+
+def save_stylert_checkpoint(path: str | Path, state: dict[str, torch.Tensor], *, call: str, config: str,
+                            trained: bool, extra: dict[str, str] | None = None) -> Path:
+    """stylert's own checkpoint: a safetensors file of the module's state dict, with
+    `stylert.call`, `stylert.format`, `stylert.config` (JSON) and `stylert.trained` in its metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"stylert.call": call, "stylert.format": STYLERT_FORMAT, "stylert.config": config,
+            "stylert.trained": str(trained).lower(), **(extra or {})}
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path), metadata=meta)
+    return path
+
+
+def read_stylert_checkpoint(path: str | Path, call: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, metadata) of a stylert safetensors checkpoint for `call`; clear errors otherwise."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("stylert.call") != call:
+        raise CheckpointError(f"{path}: a stylert checkpoint for '{meta.get('stylert.call', '?')}', not '{call}'")
+    if meta.get("stylert.format") != STYLERT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('stylert.format')}; this stylert reads {STYLERT_FORMAT}")
+    return state, meta

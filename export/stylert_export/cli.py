@@ -8,6 +8,16 @@ import argparse
 import sys
 
 
+def _random_init_options(parser, resolution: int):
+    group = parser.add_argument_group("random init (also the seed of freshly initialised parts)")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--resolution", type=int, default=resolution)
+    group.add_argument("--channel-base", type=int, default=32768, help="channels at resolution r: min(base / r, max)")
+    group.add_argument("--channel-max", type=int, default=512)
+    group.add_argument("--w-dim", type=int, default=512)
+    return group
+
+
 def register(subparsers) -> None:
     export = subparsers.add_parser("export", help="export a PyTorch model to ONNX (needs torch)",
                                    description="Export a PyTorch model to ONNX, checked against PyTorch on ONNX Runtime.")
@@ -24,36 +34,88 @@ def register(subparsers) -> None:
     gen.add_argument("--fp16", action="store_true", help="fp16 convs; mapping, styles and demodulation stay fp32")
     gen.add_argument("--with-mapping", action="store_true", help="inputs z [batch, z_dim] and truncation_psi [batch] instead of ws")
     gen.add_argument("--conv-clamp", type=float, default=None, help="override the activation clamp (NVlabs default 256)")
-    rnd = gen.add_argument_group("random init")
-    rnd.add_argument("--seed", type=int, default=0)
-    rnd.add_argument("--resolution", type=int, default=256)
-    rnd.add_argument("--channel-base", type=int, default=32768, help="channels at resolution r: min(base / r, max)")
-    rnd.add_argument("--channel-max", type=int, default=512)
-    rnd.add_argument("--w-dim", type=int, default=512)
-    rnd.add_argument("--mapping-layers", type=int, default=8)
+    _random_init_options(gen, resolution=256).add_argument("--mapping-layers", type=int, default=8)
     gen.set_defaults(func=_export_generator)
+
+    ret = calls.add_parser("retouch", help="a StyleRetoucher (BAFS) face retoucher",
+                           description="Export a StyleRetoucher: image [batch, 3, R, R] in [-1, 1], strength [batch] -> retouched.")
+    source = ret.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT", help="stylert retouch checkpoint (.safetensors)")
+    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
+    source.add_argument("--init-gp", metavar="STYLEGAN2_CKPT",
+                        help="GP from a rosinality/NVlabs StyleGAN2 checkpoint, the rest random: a training start (untrained)")
+    ret.add_argument("--layout", choices=["auto", "rosinality", "nvlabs"], default="auto", help="layout of --init-gp")
+    ret.add_argument("--output", "-o", required=True, metavar="retouch.onnx")
+    ret.add_argument("--with-masks", action="store_true", help="also output the BAFS masks of every level")
+    ret.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
+    ret.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    _random_init_options(ret, resolution=1024)
+    ret.set_defaults(func=_export_retouch)
+
+
+def _run(export, describe) -> int:
+    """`describe()` -> (source, summary line), then `export(source)`; known failures become one line
+    on stderr and exit status 2."""
+    from .checkpoints import CheckpointError
+    from .onnx_export import ExportError
+
+    try:
+        src, summary = describe()
+        print(summary, flush=True)
+        if not src.trained:
+            print(f"WARNING: {UNTRAINED}", file=sys.stderr, flush=True)
+        export(src)
+    except (CheckpointError, ExportError, ValueError) as exc:
+        print(f"stylert export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+UNTRAINED = "random weights (untrained): outputs mean nothing; for tests and benchmarks only"
+
+
+def _export_retouch(args: argparse.Namespace) -> int:
+    from . import retouch_export as rx
+    from .onnx_export import DEFAULT_OPSET
+
+    def describe():
+        if args.random_init:
+            src = rx.from_random_init(args.seed, args.resolution, channel_base=args.channel_base,
+                                      channel_max=args.channel_max, w_dim=args.w_dim)
+        elif args.init_gp:
+            src = rx.from_gp_checkpoint(args.init_gp, args.layout, args.seed)
+        else:
+            src = rx.from_checkpoint(args.checkpoint)
+        cfg = src.model.cfg
+        return src, (f"retoucher: {src.description}, {cfg.resolution}x{cfg.resolution}, {cfg.gp.num_ws} ws, "
+                     f"{sum(p.numel() for p in src.model.parameters()):,} parameters")
+
+    def export(src):
+        if args.save_checkpoint:
+            print(f"wrote {rx.save_retoucher(src, args.save_checkpoint)}")
+        rx.export_retoucher(src, args.output, with_masks=args.with_masks, opset=args.opset or DEFAULT_OPSET)
+        print(f"wrote {args.output}")
+
+    return _run(export, describe)
 
 
 def _export_generator(args: argparse.Namespace) -> int:
-    from .checkpoints import CheckpointError
-    from .generator import UNTRAINED_WARNING, export_generator, from_checkpoint, from_random_init
-    from .onnx_export import DEFAULT_OPSET, ExportError
+    from .generator import export_generator, from_checkpoint, from_random_init
+    from .onnx_export import DEFAULT_OPSET
 
-    try:
+    def describe():
         if args.random_init:
             src = from_random_init(args.seed, args.resolution, channel_base=args.channel_base,
                                    channel_max=args.channel_max, w_dim=args.w_dim, mapping_layers=args.mapping_layers)
         else:
             src = from_checkpoint(args.checkpoint, args.layout, args.conv_clamp)
         cfg = src.generator.cfg
-        print(f"generator: {src.description} ({src.layout}), {cfg.resolution}x{cfg.resolution}, "
-              f"{cfg.num_ws} ws of {cfg.w_dim}, {sum(p.numel() for p in src.generator.parameters()):,} parameters")
-        if not src.trained:
-            print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr)
+        return src, (f"generator: {src.description} ({src.layout}), {cfg.resolution}x{cfg.resolution}, "
+                     f"{cfg.num_ws} ws of {cfg.w_dim}, {sum(p.numel() for p in src.generator.parameters()):,} parameters")
+
+    def export(src):
         export_generator(src, args.output, opset=args.opset or DEFAULT_OPSET, fp16=args.fp16,
                          with_mapping=args.with_mapping)
-    except (CheckpointError, ExportError, ValueError) as exc:
-        print(f"stylert export: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output}")
-    return 0
+        print(f"wrote {args.output}")
+
+    return _run(export, describe)

@@ -18,10 +18,9 @@ import onnx
 import torch
 
 from .checkpoints import load_generator
-from .onnx_export import DEFAULT_OPSET, TOLERANCE, ExportError, check_parity, config_metadata, export_module, set_metadata
+from .onnx_export import DEFAULT_OPSET, ExportError, config_metadata, export_checked
 from .stylegan2 import Generator, GeneratorWithMapping, StyleGAN2Config, cast_synthesis_fp16, random_generator
 
-UNTRAINED_WARNING = "random weights (untrained): outputs mean nothing; for tests and benchmarks only"
 
 
 @dataclass
@@ -82,14 +81,12 @@ def export_generator(src: GeneratorSource, output: str | Path, *, opset: int = D
             g = torch.Generator().manual_seed(seed)
             return {"ws": torch.randn(batch, cfg.num_ws, cfg.w_dim, generator=g)}
 
-    precision = "fp16" if fp16 else "fp32"
     metadata = {
         "stylert.call": "generator",
         "stylert.source_layout": src.layout,
         "stylert.source": src.description,
         "stylert.trained": str(src.trained).lower(),
         "stylert.resolution": cfg.resolution,
-        "stylert.precision": precision,
         "stylert.num_ws": cfg.num_ws,
         "stylert.w_dim": cfg.w_dim,
         "stylert.z_dim": cfg.z_dim,
@@ -101,12 +98,5 @@ def export_generator(src: GeneratorSource, output: str | Path, *, opset: int = D
         metadata["stylert.seed"] = src.seed
     for note in src.notes:
         log(f"note: {note}")
-    output = Path(output)
-    export_module(module, make_inputs(2, 0), ["image"], output, opset=opset, metadata=metadata)
-    report = check_parity(output, ref_fn, make_inputs, TOLERANCE[precision])
-    log(str(report))
-    if not report.ok:
-        output.unlink(missing_ok=True)
-        raise ExportError(f"{output}: {report}; the file was removed")
-    set_metadata(output, {"stylert.parity_max_abs": f"{report.max_abs:.3e}", "stylert.parity_rel": f"{report.rel:.3e}"})
-    return report
+    return export_checked(module, ref_fn, make_inputs, output, output_names=["image"], metadata=metadata,
+                          precision="fp16" if fp16 else "fp32", opset=opset, log=log)

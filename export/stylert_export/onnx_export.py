@@ -60,9 +60,17 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
         warnings.simplefilter("ignore")
         quiet.setLevel(logging.ERROR)
         try:
+            if set(example) & set(output_names):
+                raise ExportError(f"ONNX names must be unique: {sorted(set(example) & set(output_names))} "
+                                  "used as both input and output")
             torch.onnx.export(module.eval(), tuple(example.values()), str(path), input_names=list(example),
                               output_names=output_names, opset_version=opset, dynamo=True, external_data=False,
                               dynamic_shapes={name: {0: batch} for name in example}, verbose=False)
+        except ExportError:
+            raise
+        except Exception as exc:  # the exporter's own errors are long; keep the first line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first[:400]}") from exc
         finally:
             quiet.setLevel(level)
     model = onnx.load(str(path))
@@ -74,7 +82,11 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"{path}: exported graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     _atomic_save(model, path)
     return path
 
@@ -99,22 +111,44 @@ def set_metadata(path: str | Path, updates: dict[str, str]) -> None:
     _atomic_save(model, Path(path))
 
 
-def check_parity(path: str | Path, reference: Callable[..., torch.Tensor], make_inputs: Callable[[int, int], dict],
+def check_parity(path: str | Path, reference: Callable[..., torch.Tensor | tuple], make_inputs: Callable[[int, int], dict],
                  tolerance: float, batch: int = 3, seed: int = 12345) -> ParityReport:
-    """ONNX Runtime (CPU) vs `reference(**inputs)` on fresh random inputs of `batch` samples."""
+    """ONNX Runtime (CPU) vs `reference(**inputs)` on fresh random inputs of `batch` samples; every output compared."""
     import onnxruntime as ort
 
     inputs = make_inputs(batch, seed)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
     with torch.no_grad():
-        want = reference(**inputs).float().numpy()
-    if got.shape != want.shape:
-        raise ExportError(f"ONNX output shape {got.shape} != PyTorch {want.shape}")
-    diff = np.abs(got.astype(np.float64) - want)
-    max_abs = float(diff.max()) if np.isfinite(got).all() else float("nan")
-    rel = float(np.linalg.norm(diff) / max(np.linalg.norm(want), 1e-12))
-    return ParityReport(max_abs, rel, tolerance, batch)
+        want = reference(**inputs)
+    want = [w.float().numpy() for w in (want if isinstance(want, (tuple, list)) else [want])]
+    if len(got) != len(want):
+        raise ExportError(f"ONNX graph has {len(got)} outputs, PyTorch {len(want)}")
+    max_abs, num, den = 0.0, 0.0, 0.0
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            raise ExportError(f"ONNX output shape {g.shape} != PyTorch {w.shape}")
+        diff = np.abs(g.astype(np.float64) - w)
+        max_abs = max(max_abs, float(diff.max()) if np.isfinite(g).all() else float("nan"))
+        num, den = num + float(np.square(diff).sum()), den + float(np.square(w.astype(np.float64)).sum())
+    return ParityReport(max_abs, float(np.sqrt(num / max(den, 1e-24))), tolerance, batch)
+
+
+def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
+                   output: str | Path, *, output_names: list[str], metadata: dict, precision: str,
+                   opset: int = DEFAULT_OPSET, log=print) -> ParityReport:
+    """Export `module`, check it against `reference` on ONNX Runtime, and stamp the errors into the
+    metadata; a failed check removes the file and raises ExportError."""
+    output = Path(output)
+    export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
+                  metadata={**metadata, "stylert.precision": precision})
+    report = check_parity(output, reference, make_inputs, TOLERANCE[precision])
+    log(str(report))
+    if not report.ok:
+        output.unlink(missing_ok=True)
+        raise ExportError(f"{output}: {report}; the file was removed")
+    set_metadata(output, {"stylert.parity_max_abs": f"{report.max_abs:.3e}", "stylert.parity_rel": f"{report.rel:.3e}"})
+    return report
 
 
 def config_metadata(cfg) -> str:

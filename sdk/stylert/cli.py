@@ -42,7 +42,8 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from .generator import Generator, to_uint8
+    from .generator import Generator
+    from .pipeline import to_uint8
     from .imageio import write_image
 
     gen = Generator(args.model, _providers(args.providers))
@@ -56,6 +57,84 @@ def _cmd_generate(args) -> int:
         print(f"wrote {write_image(Path(args.output) / f'seed{seed:04d}.png', image)}")
     print(f"{len(args.seeds)} image(s) at {gen.resolution}x{gen.resolution} in {elapsed * 1000:.1f} ms on {gen.providers[0]}")
     return 0
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, folders as their image files (sorted, not recursive)."""
+    from .imageio import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(item)  # a missing file is reported per file, with the others processed
+    return paths
+
+
+def _output_paths(inputs: list[Path], output: str) -> list[Path]:
+    from .imageio import IMAGE_SUFFIXES
+
+    out = Path(output)
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        if len(inputs) != 1:
+            raise StylertError(f"-o {output} names one file but {len(inputs)} inputs were given; pass a folder")
+        return [out]
+    return [out / p.name for p in inputs]
+
+
+def _save_masks(result, dst: Path) -> None:
+    import numpy as np
+
+    from .imageio import write_image
+
+    for k, extras in enumerate(result.extras):
+        for name, mask in extras.items():
+            if name.startswith("mask_spatial_"):
+                gray = np.clip(np.rint(mask[0] * 255), 0, 255).astype(np.uint8)
+                write_image(dst.with_name(f"{dst.stem}.face{k}.{name}.png"), np.repeat(gray[:, :, None], 3, axis=2),
+                            grayscale=True)
+
+
+def _cmd_retouch(args) -> int:
+    from tqdm import tqdm
+
+    from .retouch import Retoucher
+
+    retoucher = Retoucher(args.model, _providers(args.providers))
+    if not retoucher.trained:
+        print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
+    inputs = _expand_inputs(args.inputs)
+    if not inputs:
+        raise StylertError("no input images found")
+    outputs = _output_paths(inputs, args.output)
+    failures, totals, done = [], {}, 0
+    options = dict(only_center_face=args.only_center_face, largest_face=args.largest_face, aligned=args.aligned,
+                   with_masks=args.masks)
+    bar = tqdm(list(zip(inputs, outputs)), desc="retouch", unit="img", disable=len(inputs) < 2 or args.quiet,
+               file=sys.stderr)
+    for src, dst in bar:
+        try:
+            if dst.resolve() == src.resolve():
+                raise StylertError("output would overwrite the input; choose another -o")
+            result = retoucher.retouch_file(src, dst, args.strength, **options)
+            if args.masks:
+                _save_masks(result, dst)
+        except StylertError as exc:
+            failures.append(f"{src}: {exc}".replace(f"{src}: {src}: ", f"{src}: "))
+            tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
+            continue
+        done += 1
+        for stage, ms in result.timings_ms.items():
+            totals[stage] = totals.get(stage, 0.0) + ms
+        if not args.quiet:
+            tqdm.write(f"wrote {dst} ({len(result.faces) or 'aligned'} face(s))")
+    if done:
+        stages = ", ".join(f"{k} {v / done:.1f}" for k, v in totals.items())
+        print(f"{done} image(s) retouched, {len(failures)} failed; mean ms per image: {stages}")
+    else:
+        print(f"0 images retouched, {len(failures)} failed", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", "-o", required=True, help="output folder")
     gen.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
     gen.set_defaults(func=_cmd_generate)
+
+    ret = sub.add_parser("retouch", help="retouch the faces in photos (StyleRetoucher)",
+                         description="Retouch every face in each photo; files or folders; errors are per file.")
+    ret.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    ret.add_argument("--output", "-o", required=True, help="output folder (or one file for one input)")
+    ret.add_argument("--model", required=True, help="retouch model (.onnx from `stylert export retouch`)")
+    ret.add_argument("--strength", type=float, default=1.0, help="1 = as trained, 0 = least change, > 1 stronger")
+    which = ret.add_mutually_exclusive_group()
+    which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
+    which.add_argument("--largest-face", action="store_true", help="only the largest face")
+    which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
+    ret.add_argument("--masks", action="store_true", help="also write the BAFS spatial masks (model exported --with-masks)")
+    ret.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
+    ret.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
+    ret.set_defaults(func=_cmd_retouch)
 
     for ep in entry_points(group="stylert.commands"):
         try:
@@ -98,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     except StylertError as exc:
         print(f"stylert {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `stylert info M | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"stylert {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

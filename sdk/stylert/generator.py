@@ -37,8 +37,3 @@ class Generator(OnnxModel):
     def z_from_seeds(self, seeds: Iterable[int]) -> np.ndarray:
         """One z per seed, as NVlabs generate.py draws it: RandomState(seed).randn(z_dim)."""
         return np.stack([np.random.RandomState(s).randn(self.z_dim) for s in seeds]).astype(np.float32)
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Raw images [batch, 3, H, W] in about [-1, 1] -> RGB uint8 [batch, H, W, 3] (NVlabs rounding)."""
-    return np.clip(np.transpose(images, (0, 2, 3, 1)) * 127.5 + 128, 0, 255).astype(np.uint8)

@@ -1,0 +1,204 @@
+"""Latency of an exported stylert graph beside its PyTorch reference, in one run.
+
+Rows (each in a fresh child process, so cold start and peak memory are its own):
+- pytorch, weight form: the research code's arithmetic (grouped conv, per-sample weights) = the reference;
+- pytorch, activation form: the same model in the form we export;
+- onnxruntime-cpu: the exported graph, through the stylert runtime (no torch in that process).
+With --pipeline IMAGE, the whole-photo path of a retouch model per stage (decode, detect, align,
+network, paste, encode) on that photo, in the ONNX Runtime process.
+
+    python benchmarks/latency.py MODEL.onnx [--checkpoint CKPT] [--batch 1] [--iters 30]
+                                 [--pipeline photo.jpg] [--json OUT]
+
+Reports cold start (load + first run), p50, p99, mean, min, throughput and peak RSS, with the
+machine. Numbers are what this machine measured; nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import tempfile
+import time
+
+import numpy as np
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import onnxruntime
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+
+
+def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    call = meta["stylert.call"]
+    if call == "retouch":
+        r = int(meta["stylert.resolution"])
+        return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "strength": np.ones(batch, np.float32)}
+    if meta.get("stylert.with_mapping") == "true":
+        return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
+                "truncation_psi": np.full(batch, 0.7, np.float32)}
+    return {"ws": rng.standard_normal((batch, int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"]))).astype(np.float32)}
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()),
+            "min_ms": float(a.min()), "iters": len(a)}
+
+
+def measure(load, step, warmup: int, iters: int) -> dict:
+    start = time.perf_counter()
+    state = load()
+    step(state)
+    cold = time.perf_counter() - start
+    for _ in range(warmup):
+        step(state)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step(state)
+        times.append((time.perf_counter() - t) * 1000)
+    return {"cold_start_ms": cold * 1000, **percentiles(times),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def torch_backend(meta: dict, args: dict, form: str):
+    import torch
+
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
+    tensors = {k: torch.from_numpy(v) for k, v in feeds_for(meta, args["batch"]).items()}
+    if meta["stylert.call"] == "retouch":
+        from stylert_export.retouch_export import rebuild_reference
+
+        def step(model):
+            with torch.no_grad():
+                model(tensors["image"], tensors["strength"], form=form)
+    else:
+        from stylert_export.generator import rebuild_reference
+
+        def step(g):
+            with torch.no_grad():
+                ws = g.z_to_ws(tensors["z"], tensors["truncation_psi"]) if "z" in tensors else tensors["ws"]
+                g(ws, form=form)
+    return (lambda: rebuild_reference(args["model"], args["checkpoint"]).eval()), step
+
+
+def pipeline_stages(args: dict) -> dict:
+    """Per-stage latency of the whole-photo retouch path on one real photo."""
+    import stylert
+    from stylert.imageio import read_image, write_image
+
+    retoucher = stylert.Retoucher(args["model"], ["cpu"], threads=args["threads"])
+    stages: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args["warmup"] + args["pipeline_iters"]):
+            t = time.perf_counter()
+            loaded = read_image(args["pipeline"])
+            decode = (time.perf_counter() - t) * 1000
+            result = retoucher.retouch(loaded.rgb, channels="rgb")
+            t = time.perf_counter()
+            write_image(os.path.join(tmp, "out.png"), result.image)
+            encode = (time.perf_counter() - t) * 1000
+            if i >= args["warmup"]:
+                for stage, ms in {"decode": decode, **result.timings_ms, "encode": encode}.items():
+                    stages.setdefault(stage, []).append(ms)
+    totals = [sum(v) for v in zip(*stages.values())]
+    return {"faces": len(result.faces), "stages": {k: percentiles(v) for k, v in stages.items()},
+            "total": percentiles(totals)}
+
+
+def child(backend: str, args: dict, queue) -> None:
+    try:
+        import stylert
+        meta = stylert.OnnxModel(args["model"], ["cpu"]).metadata
+        if backend == "pipeline":
+            queue.put(pipeline_stages(args))
+            return
+        if backend == "onnxruntime-cpu":
+            feeds = feeds_for(meta, args["batch"])
+            load, step = (lambda: stylert.OnnxModel(args["model"], ["cpu"], threads=args["threads"])), (lambda m: m.run(feeds))
+        else:
+            load, step = torch_backend(meta, args, backend.split()[1])
+        queue.put(measure(load, step, args["warmup"], args["iters"]))
+    except Exception as exc:  # reported in the table; the other rows still run
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+BACKENDS = {"pytorch weight": "pytorch, weight form (reference)", "pytorch activation": "pytorch, activation form",
+            "onnxruntime-cpu": "onnxruntime-cpu (stylert)"}
+
+
+def run_child(ctx, backend: str, args: dict) -> dict:
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(backend, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--checkpoint", help="the checkpoint the graph was exported from (not needed for --random-init)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = library default)")
+    parser.add_argument("--pipeline", metavar="IMAGE", help="also time the whole-photo retouch path on this photo")
+    parser.add_argument("--pipeline-iters", type=int, default=10)
+    parser.add_argument("--json", help="write the results here")
+    args = vars(parser.parse_args())
+
+    import stylert
+    meta = stylert.OnnxModel(args["model"], ["cpu"]).metadata
+    ctx = mp.get_context("spawn")
+    results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}
+    pipeline = run_child(ctx, "pipeline", args) if args["pipeline"] else None
+
+    info = machine()
+    res = meta["stylert.resolution"]
+    print(f"\n{meta['stylert.call']} {res}x{res}, {meta['stylert.source']}, batch {args['batch']}, "
+          f"{args['iters']} timed runs after {args['warmup']} warm-up")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, onnxruntime {info['onnxruntime']}")
+    if meta.get("stylert.trained") == "false":
+        print("weights: random (untrained) - the latency is meaningful, the images are not")
+    ref = results["pytorch weight"].get("p50_ms")
+    header = f"{'network':34} {'cold ms':>9} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'img/s':>8} {'peak MB':>8} {'vs ref':>7}"
+    print(header + "\n" + "-" * len(header))
+    for backend, r in results.items():
+        if "error" in r:
+            print(f"{BACKENDS[backend]:34} error: {r['error']}")
+            continue
+        ratio = f"{ref / r['p50_ms']:.2f}x" if ref else "-"
+        print(f"{BACKENDS[backend]:34} {r['cold_start_ms']:9.1f} {r['p50_ms']:9.2f} {r['p99_ms']:9.2f} {r['mean_ms']:9.2f} "
+              f"{args['batch'] * 1000 / r['p50_ms']:8.2f} {r['peak_rss_mb']:8.0f} {ratio:>7}")
+    if pipeline:
+        if "error" in pipeline:
+            print(f"pipeline: error: {pipeline['error']}")
+        else:
+            print(f"\nwhole photo ({args['pipeline']}, {pipeline['faces']} face(s), onnxruntime-cpu), "
+                  f"{pipeline['total']['iters']} runs:")
+            for stage, r in {**pipeline["stages"], "total": pipeline["total"]}.items():
+                print(f"  {stage:10} p50 {r['p50_ms']:9.2f} ms   p99 {r['p99_ms']:9.2f} ms")
+    if args["json"]:
+        with open(args["json"], "w") as f:
+            json.dump({"schema": "stylert.bench.latency/1", "machine": info, "model": meta, "batch": args["batch"],
+                       "network": results, "pipeline": pipeline}, f, indent=2)
+        print(f"wrote {args['json']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The whole-photo face pipeline shared by every call: detect -> align -> network -> paste back.
+
+A call supplies `run(crops) -> (crops_out, extras)` on a batch of aligned crops [N, 3, R, R]
+float32 in [-1, 1]; every face of a photo goes through the network in one batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from .align import feather_mask, paste_back, similarity_transform, warp_face
+from .detect import Face, FaceDetector
+from .errors import InputError
+
+MIN_FACE_SIZE = 32  # px: smaller faces carry too little detail to align and upsample to the model
+
+
+class NoFaceError(InputError):
+    """No usable face in the image."""
+
+
+@dataclass
+class FaceResult:
+    image: np.ndarray  # the whole photo, same channel order as given
+    faces: list[Face]  # the faces processed (empty for aligned input)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    extras: list[dict[str, np.ndarray]] = field(default_factory=list)  # per face, e.g. BAFS masks
+
+
+def check_image(image, channels: str) -> np.ndarray:
+    """An RGB view of a HxWx3 uint8 array given as 'rgb' or 'bgr'; InputError otherwise."""
+    if channels not in ("rgb", "bgr"):
+        raise InputError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image: expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"image: expected HxWx3 uint8, got shape {image.shape} dtype {image.dtype} "
+                         "(convert grayscale, RGBA or 16-bit images first, or pass a file)")
+    if min(image.shape[:2]) < 2:
+        raise InputError(f"image: {image.shape[1]}x{image.shape[0]} pixels is too small")
+    return image[:, :, ::-1] if channels == "bgr" else image
+
+
+def to_network(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """uint8 HxWx3 crops -> float32 [N, 3, H, W] in [-1, 1]."""
+    return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(batch: np.ndarray) -> np.ndarray:
+    """float32 [N, 3, H, W] in about [-1, 1] -> uint8 [N, H, W, 3]."""
+    return np.clip(np.rint((batch.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _as_face(face) -> Face:
+    if isinstance(face, Face):
+        return face
+    pts = np.asarray(face, dtype=np.float64)
+    if pts.shape != (5, 2):
+        raise InputError(f"a face must be a Face or [5, 2] landmarks, got shape {pts.shape}")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    pad = (hi - lo).max()
+    return Face(np.concatenate([lo - pad, hi + pad]), pts)
+
+
+class FacePipeline:
+    def __init__(self, resolution: int, detector: FaceDetector | None = None, min_face_size: int = MIN_FACE_SIZE):
+        self.resolution = resolution
+        self._detector = detector
+        self.min_face_size = min_face_size
+        self.mask = feather_mask(resolution)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            from .detect import MTCNNDetector
+            self._detector = MTCNNDetector()
+        return self._detector
+
+    def select(self, faces: list[Face], shape, only_center_face: bool, largest_face: bool) -> list[Face]:
+        if not faces:
+            raise NoFaceError("no face found")
+        usable = [f for f in faces if f.size >= self.min_face_size]
+        if not usable:
+            raise NoFaceError(f"face too small to align: largest is {max(f.size for f in faces):.0f} px, "
+                              f"need >= {self.min_face_size} px")
+        if largest_face:
+            return [max(usable, key=lambda f: f.size)]
+        if only_center_face:
+            center = np.array([shape[1] / 2, shape[0] / 2])
+            return [min(usable, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - center))]
+        return usable
+
+    def process(self, image: np.ndarray, run: Callable[[np.ndarray], tuple[np.ndarray, list[dict]]], *, channels: str,
+                faces=None, aligned: bool = False, only_center_face: bool = False,
+                largest_face: bool = False) -> FaceResult:
+        rgb = check_image(image, channels)
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        if aligned:
+            h, w = rgb.shape[:2]
+            if h != w:
+                raise InputError(f"aligned input must be square, got {w}x{h}")
+            crop = rgb if h == self.resolution else cv2.resize(rgb, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
+            timings["align"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            out, extras = run(to_network([crop]))
+            result = to_uint8(out)[0]
+            timings["network"] = (time.perf_counter() - t) * 1000
+            if h != self.resolution:
+                result = cv2.resize(result, (w, h), interpolation=cv2.INTER_LINEAR)
+            return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, [], timings, extras)
+
+        if faces is None:
+            found = self.detector.detect(np.ascontiguousarray(rgb))
+            timings["detect"] = (time.perf_counter() - t) * 1000
+        else:
+            found = [_as_face(f) for f in faces]
+        chosen = self.select(found, rgb.shape, only_center_face, largest_face)
+
+        t = time.perf_counter()
+        matrices = [similarity_transform(f.landmarks, self.resolution) for f in chosen]
+        crops = [warp_face(rgb, m, self.resolution) for m in matrices]
+        timings["align"] = (time.perf_counter() - t) * 1000
+
+        t = time.perf_counter()
+        out, extras = run(to_network(crops))
+        processed = to_uint8(out)
+        timings["network"] = (time.perf_counter() - t) * 1000
+
+        t = time.perf_counter()
+        result = np.ascontiguousarray(rgb)
+        for face, matrix in zip(processed, matrices):
+            result = paste_back(result, face, matrix, self.mask)
+        timings["paste"] = (time.perf_counter() - t) * 1000
+        return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, chosen, timings, extras)
