@@ -121,7 +121,8 @@ def _cmd_retouch(args) -> int:
             if args.masks:
                 _save_masks(result, dst)
         except StylertError as exc:
-            failures.append(f"{src}: {exc}".replace(f"{src}: {src}: ", f"{src}: "))
+            message = str(exc)  # file errors already start with the path; pipeline errors do not
+            failures.append(message if message.startswith(str(src)) else f"{src}: {message}")
             tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
             continue
         done += 1
