@@ -4,7 +4,7 @@ Rows (each in a fresh child process, so cold start and peak memory are its own):
 - pytorch, weight form: the research code's arithmetic (grouped conv, per-sample weights) = the reference;
 - pytorch, activation form: the same model in the form we export;
 - onnxruntime-cpu: the exported graph, through the stylert runtime (no torch in that process).
-With --pipeline IMAGE, the whole-photo path of a retouch model per stage (decode, detect, align,
+With --pipeline IMAGE, the whole-photo path of a retouch or restore model per stage (decode, detect, align,
 network, paste, encode) on that photo, in the ONNX Runtime process.
 
     python benchmarks/latency.py MODEL.onnx [--checkpoint CKPT] [--batch 1] [--iters 30]
@@ -42,9 +42,14 @@ def machine() -> dict:
 def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     call = meta["stylert.call"]
+    r = int(meta["stylert.resolution"])
     if call == "retouch":
-        r = int(meta["stylert.resolution"])
         return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "strength": np.ones(batch, np.float32)}
+    if call == "restore":
+        feeds = {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)}
+        if meta.get("stylert.with_quality") == "true":
+            feeds["q"] = np.zeros((batch, int(meta["stylert.q_dim"])), np.float32)
+        return {**feeds, "fidelity": np.zeros(batch, np.float32)}
     if meta.get("stylert.with_mapping") == "true":
         return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
                 "truncation_psi": np.full(batch, 0.7, np.float32)}
@@ -85,6 +90,13 @@ def torch_backend(meta: dict, args: dict, form: str):
         def step(model):
             with torch.no_grad():
                 model(tensors["image"], tensors["strength"], form=form)
+    elif meta["stylert.call"] == "restore":
+        from stylert_export.restore_export import rebuild_reference
+
+        def step(model):
+            with torch.no_grad():
+                w, _ = model.encode(tensors["image"], with_quality=False)
+                model.synthesize(w, tensors.get("q"), form=form)
     else:
         from stylert_export.generator import rebuild_reference
 
@@ -96,18 +108,20 @@ def torch_backend(meta: dict, args: dict, form: str):
 
 
 def pipeline_stages(args: dict) -> dict:
-    """Per-stage latency of the whole-photo retouch path on one real photo."""
+    """Per-stage latency of the whole-photo path (retouch or restore) on one real photo."""
     import stylert
     from stylert.imageio import read_image, write_image
 
-    retoucher = stylert.Retoucher(args["model"], ["cpu"], threads=args["threads"])
+    call = stylert.OnnxModel(args["model"], ["cpu"]).call
+    face_model = {"retouch": stylert.Retoucher, "restore": stylert.Restorer}[call](args["model"], ["cpu"],
+                                                                                  threads=args["threads"])
     stages: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args["warmup"] + args["pipeline_iters"]):
             t = time.perf_counter()
             loaded = read_image(args["pipeline"])
             decode = (time.perf_counter() - t) * 1000
-            result = retoucher.retouch(loaded.rgb, channels="rgb")
+            result = face_model.process(loaded.rgb, channels="rgb")
             t = time.perf_counter()
             write_image(os.path.join(tmp, "out.png"), result.image)
             encode = (time.perf_counter() - t) * 1000
@@ -157,7 +171,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = library default)")
-    parser.add_argument("--pipeline", metavar="IMAGE", help="also time the whole-photo retouch path on this photo")
+    parser.add_argument("--pipeline", metavar="IMAGE", help="also time the whole-photo path on this photo")
     parser.add_argument("--pipeline-iters", type=int, default=10)
     parser.add_argument("--json", help="write the results here")
     args = vars(parser.parse_args())

@@ -69,3 +69,17 @@ def retouch_models(tmp_path_factory):
 def astronaut():
     skimage_data = pytest.importorskip("skimage.data")
     return skimage_data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def restore_models(tmp_path_factory):
+    """A tiny seeded-random QC-StyleGAN restorer (32x32, q_dim 4), sharp-only and with quality."""
+    pytest.importorskip("torch")
+    from stylert_export import restore_export as rx
+
+    out = tmp_path_factory.mktemp("restore")
+    src = rx.from_random_init(3, 32, channel_base=256, channel_max=16, w_dim=16, q_dim=4)
+    paths = {"sharp": out / "restore.onnx", "quality": out / "restore_q.onnx", "source": src}
+    rx.export_restorer(src, paths["sharp"], log=lambda *_: None)
+    rx.export_restorer(src, paths["quality"], with_quality=True, log=lambda *_: None)
+    return paths

@@ -234,7 +234,7 @@ def test_cli_batch_keeps_going_and_writes_no_partial_files(retouch_models, bad_f
     assert written == {"good.jpg", "gray.png", "rgba.png"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary or half-written files
     assert (out / "good.face0.mask_spatial_16.png").is_file()
-    assert "3 image(s) retouched, 9 failed" in result.stdout
+    assert "3 image(s) processed, 9 failed" in result.stdout
     assert "untrained" in result.stderr
 
 

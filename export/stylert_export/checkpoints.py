@@ -196,7 +196,8 @@ def nvlabs_config(state: dict, hyper: dict, path: Path) -> tuple[StyleGAN2Config
     else:
         conv_clamp = NVLABS_DEFAULT_CONV_CLAMP
         notes.append(f"conv_clamp not recorded in the checkpoint; using {conv_clamp:g} as stylegan2-ada's train.py does")
-    cfg = StyleGAN2Config(resolution=res[-1], channels={r: state[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res},
+    # torgb's input is each block's output width (conv1 can be wider: QC-StyleGAN's DegradBlocks)
+    cfg = StyleGAN2Config(resolution=res[-1], channels={r: state[f"synthesis.b{r}.torgb.weight"].shape[1] for r in res},
                           z_dim=state["mapping.fc0.weight"].shape[1], w_dim=state[f"mapping.fc{n_fc - 1}.weight"].shape[0],
                           mapping_layers=n_fc, lr_multiplier=float(mapping.get("lr_multiplier", 0.01)),
                           conv_clamp=None if conv_clamp is None else float(conv_clamp), demod_weight_gain=False)
@@ -216,8 +217,19 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
-def load_generator(path: str | Path, layout: str = "auto", conv_clamp: float | None = None) -> LoadedGenerator:
-    """A ready-to-run `Generator` (eval mode) from a rosinality or NVlabs checkpoint file."""
+@dataclass
+class GeneratorState:
+    """What a StyleGAN2-family checkpoint holds, renamed to our layout, before any module is built."""
+    state: dict[str, torch.Tensor]
+    cfg: StyleGAN2Config
+    layout: str
+    hyper: dict
+    extras: dict
+    notes: list[str]
+
+
+def read_generator_state(path: str | Path, layout: str = "auto", conv_clamp: float | None = None) -> GeneratorState:
+    """Read a rosinality or NVlabs checkpoint: tensors in our names, and the config they imply."""
     path = Path(path)
     obj = read_file(path)
     if layout == "auto":
@@ -236,22 +248,36 @@ def load_generator(path: str | Path, layout: str = "auto", conv_clamp: float | N
         cfg, notes = nvlabs_config(state, hyper, path)
     if conv_clamp is not None:
         cfg = StyleGAN2Config(**{**cfg.__dict__, "conv_clamp": conv_clamp})
-    gen = Generator(cfg).eval()
+    return GeneratorState(state, cfg, layout, hyper, extras, notes)
+
+
+def fill_generator(gen: Generator, src: GeneratorState, path: str | Path) -> Generator:
+    """Load `src` into `gen` (a Generator or subclass): FIR buffers default where absent, w_avg for rosinality."""
     own = gen.state_dict()
-    state = {k: v for k, v in state.items() if not k.endswith("resample_filter") or k in own}
+    state = {k: v for k, v in src.state.items() if not k.endswith("resample_filter") or k in own}
     for k in own:
         if k.endswith("resample_filter") and k not in state:
             state[k] = own[k]
-    if layout == "rosinality":
+    if src.layout == "rosinality":
         state["mapping.w_avg"] = own["mapping.w_avg"]
-    load_strict(gen, state, path, f"{layout} checkpoint")
-    if layout == "rosinality":
-        if "latent_avg" in extras:
-            gen.mapping.w_avg.copy_(extras["latent_avg"].reshape(-1)[: cfg.w_dim])
+    load_strict(gen, state, path, f"{src.layout} checkpoint")
+    if src.layout == "rosinality":
+        if "latent_avg" in src.extras:
+            gen.mapping.w_avg.copy_(src.extras["latent_avg"].reshape(-1)[: src.cfg.w_dim])
         else:
             gen.mapping.w_avg.copy_(gen.estimate_w_avg())
-            notes.append("no latent_avg in the checkpoint; w_avg estimated from 10000 seeded z (seed 0)")
-    return LoadedGenerator(gen, layout, str(path), notes)
+            src.notes.append("no latent_avg in the checkpoint; w_avg estimated from 10000 seeded z (seed 0)")
+    return gen.eval()
+
+
+def load_generator(path: str | Path, layout: str = "auto", conv_clamp: float | None = None) -> LoadedGenerator:
+    """A ready-to-run `Generator` (eval mode) from a rosinality or NVlabs checkpoint file."""
+    src = read_generator_state(path, layout, conv_clamp)
+    if any(".convq." in k for k in src.state):
+        raise CheckpointError(f"{path}: a QC-StyleGAN generator (DegradBlock 'convq' weights); "
+                              "export it with `stylert export restore --method qc`")
+    gen = fill_generator(Generator(src.cfg), src, path)
+    return LoadedGenerator(gen, src.layout, str(path), src.notes)
 
 
 STYLERT_FORMAT = "1"

@@ -52,6 +52,22 @@ def register(subparsers) -> None:
     _random_init_options(ret, resolution=1024)
     ret.set_defaults(func=_export_retouch)
 
+    rst = calls.add_parser("restore", help="a blind face restorer (QC-StyleGAN)",
+                           description="Export a restorer: image [batch, 3, R, R] in [-1, 1], fidelity [batch] -> restored.")
+    rst.add_argument("--method", choices=["qc"], default="qc",
+                     help="qc: QC-StyleGAN (encoders + generator at q = 0)")
+    source = rst.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="ENCODER_CKPT", help="the pSp-style encoder checkpoint of QC-StyleGAN")
+    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
+    rst.add_argument("--generator", metavar="QC_PKL", help="the QC-StyleGAN generator snapshot (.pkl/.pt), with --checkpoint")
+    rst.add_argument("--output", "-o", required=True, metavar="restore.onnx")
+    rst.add_argument("--with-quality", action="store_true",
+                     help="keep the degradation branch: q input and estimated-quality output (default: sharp-only)")
+    rst.add_argument("--q-dim", type=int, default=16, help="quality code size for --random-init")
+    rst.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    _random_init_options(rst, resolution=256)
+    rst.set_defaults(func=_export_restore)
+
 
 def _run(export, describe) -> int:
     """`describe()` -> (source, summary line), then `export(source)`; known failures become one line
@@ -94,6 +110,29 @@ def _export_retouch(args: argparse.Namespace) -> int:
         if args.save_checkpoint:
             print(f"wrote {rx.save_retoucher(src, args.save_checkpoint)}")
         rx.export_retoucher(src, args.output, with_masks=args.with_masks, opset=args.opset or DEFAULT_OPSET)
+        print(f"wrote {args.output}")
+
+    return _run(export, describe)
+
+
+def _export_restore(args: argparse.Namespace) -> int:
+    from . import restore_export as rx
+    from .onnx_export import DEFAULT_OPSET
+
+    def describe():
+        if args.random_init:
+            src = rx.from_random_init(args.seed, args.resolution, channel_base=args.channel_base,
+                                      channel_max=args.channel_max, w_dim=args.w_dim, q_dim=args.q_dim)
+        elif not args.generator:
+            raise ValueError("--checkpoint needs --generator (the QC-StyleGAN snapshot)")
+        else:
+            src = rx.from_checkpoints(args.checkpoint, args.generator)
+        cfg = src.model.decoder.cfg
+        return src, (f"restorer (QC-StyleGAN): {src.description}, {cfg.resolution}x{cfg.resolution}, q_dim {src.model.q_dim}, "
+                     f"{sum(p.numel() for p in src.model.parameters()):,} parameters")
+
+    def export(src):
+        rx.export_restorer(src, args.output, with_quality=args.with_quality, opset=args.opset or DEFAULT_OPSET)
         print(f"wrote {args.output}")
 
     return _run(export, describe)

@@ -142,13 +142,17 @@ class SynthesisLayer(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_ch * 9) if cfg.demod_weight_gain else 1.0
         self.conv_clamp = None if cfg.conv_clamp is None else cfg.conv_clamp * LRELU_GAIN
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, form: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, form: str,
+                out_channels: int | None = None) -> torch.Tensor:
+        """`out_channels` keeps only the first output channels: demodulation, noise and bias act per
+        output channel, so those channels come out identical to the full conv's."""
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=True, up=self.up,
+        weight, bias = self.weight[:out_channels], self.bias[:out_channels]
+        x = modulated_conv2d(x, weight * self.weight_gain, styles, demodulate=True, up=self.up,
                              padding=1, resample_filter=self.resample_filter, form=form)
         if noise is not None:
             x = x + noise * self.noise_strength
-        return bias_lrelu(x, self.bias, clamp=self.conv_clamp)
+        return bias_lrelu(x, bias, clamp=self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -184,14 +188,17 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("resample_filter", setup_filter(cfg.resample_taps))
         self.num_conv = 1 if resolution == 4 else 2
 
-    def forward(self, x, img, ws, noise_mode, form):
-        """ws [B, num_conv + 1, w_dim]: one per conv, the last for toRGB."""
-        layers = [self.conv1] if self.resolution == 4 else [self.conv0, self.conv1]
+    def features(self, x, ws, noise_mode, form, **extra):
+        """(const | conv0) -> conv1; subclasses (QC-StyleGAN) refine what conv1 outputs."""
         if self.resolution == 4:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-        for i, layer in enumerate(layers):
-            noise = layer.noise_const if noise_mode == "const" else None
-            x = layer(x, ws[:, i], noise, form)
+        else:
+            x = self.conv0(x, ws[:, 0], self.conv0.noise_const if noise_mode == "const" else None, form)
+        return self.conv1(x, ws[:, self.num_conv - 1], self.conv1.noise_const if noise_mode == "const" else None, form)
+
+    def forward(self, x, img, ws, noise_mode, form, **extra):
+        """ws [B, num_conv + 1, w_dim]: one per conv, the last for toRGB."""
+        x = self.features(x, ws, noise_mode, form, **extra)
         y = self.torgb(x, ws[:, self.num_conv], form)
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
@@ -202,17 +209,21 @@ class SynthesisNetwork(nn.Module):
         super().__init__()
         self.block_resolutions = cfg.block_resolutions
         for res in self.block_resolutions:
-            self.add_module(f"b{res}", SynthesisBlock(res, cfg))
+            self.add_module(f"b{res}", self.make_block(res, cfg))
         self.num_ws = cfg.num_ws
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", form: str = "activation") -> torch.Tensor:
+    def make_block(self, res: int, cfg: StyleGAN2Config) -> SynthesisBlock:
+        return SynthesisBlock(res, cfg)
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", form: str = "activation", **extra) -> torch.Tensor:
+        """`extra` reaches every block (QC-StyleGAN passes its quality code q)."""
         if noise_mode not in ("const", "none"):
             raise ValueError(f"noise_mode must be 'const' or 'none', got {noise_mode!r}")
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws[:, w_idx: w_idx + block.num_conv + 1], noise_mode, form)
+            x, img = block(x, img, ws[:, w_idx: w_idx + block.num_conv + 1], noise_mode, form, **extra)
             w_idx += block.num_conv
         return img
 

@@ -1,12 +1,14 @@
 """stylert runtime: run exported StyleGAN2-family models on ONNX Runtime. Never imports torch."""
 __version__ = "0.1.0"
 
+from .degrade import degrade
 from .detect import Face, MTCNNDetector
 from .errors import InputError, ModelError, StylertError
 from .generator import Generator
 from .pipeline import FaceResult, NoFaceError, to_uint8
+from .restore import Restorer
 from .retouch import Retoucher
 from .runtime import OnnxModel, resolve_providers
 
-__all__ = ["Face", "FaceResult", "Generator", "InputError", "MTCNNDetector", "ModelError", "NoFaceError", "OnnxModel",
-           "Retoucher", "StylertError", "resolve_providers", "to_uint8"]
+__all__ = ["degrade", "Face", "FaceResult", "Generator", "InputError", "MTCNNDetector", "ModelError", "NoFaceError", "OnnxModel",
+           "Restorer", "Retoucher", "StylertError", "resolve_providers", "to_uint8"]

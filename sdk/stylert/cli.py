@@ -96,29 +96,29 @@ def _save_masks(result, dst: Path) -> None:
                             grayscale=True)
 
 
-def _cmd_retouch(args) -> int:
+def _cmd_faces(args) -> int:
+    """Any face call over files and folders: per-file errors, exit status 1 if any file failed."""
     from tqdm import tqdm
 
-    from .retouch import Retoucher
-
-    retoucher = Retoucher(args.model, _providers(args.providers))
-    if not retoucher.trained:
+    model = args.model_class(args.model, _providers(args.providers))
+    if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
     inputs = _expand_inputs(args.inputs)
     if not inputs:
         raise StylertError("no input images found")
     outputs = _output_paths(inputs, args.output)
+    options = dict(only_center_face=args.only_center_face, largest_face=args.largest_face, aligned=args.aligned)
+    if getattr(args, "masks", False):
+        options["with_masks"] = True
     failures, totals, done = [], {}, 0
-    options = dict(only_center_face=args.only_center_face, largest_face=args.largest_face, aligned=args.aligned,
-                   with_masks=args.masks)
-    bar = tqdm(list(zip(inputs, outputs)), desc="retouch", unit="img", disable=len(inputs) < 2 or args.quiet,
+    bar = tqdm(list(zip(inputs, outputs)), desc=args.command, unit="img", disable=len(inputs) < 2 or args.quiet,
                file=sys.stderr)
     for src, dst in bar:
         try:
             if dst.resolve() == src.resolve():
                 raise StylertError("output would overwrite the input; choose another -o")
-            result = retoucher.retouch_file(src, dst, args.strength, **options)
-            if args.masks:
+            result = model.process_file(src, dst, args.value, **options)
+            if options.get("with_masks"):
                 _save_masks(result, dst)
         except StylertError as exc:
             message = str(exc)  # file errors already start with the path; pipeline errors do not
@@ -132,10 +132,27 @@ def _cmd_retouch(args) -> int:
             tqdm.write(f"wrote {dst} ({len(result.faces) or 'aligned'} face(s))")
     if done:
         stages = ", ".join(f"{k} {v / done:.1f}" for k, v in totals.items())
-        print(f"{done} image(s) retouched, {len(failures)} failed; mean ms per image: {stages}")
+        print(f"{done} image(s) processed, {len(failures)} failed; mean ms per image: {stages}")
     else:
-        print(f"0 images retouched, {len(failures)} failed", file=sys.stderr)
+        print(f"0 images processed, {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _face_command(sub, name: str, model_class, help_text: str):
+    """The arguments every face call shares; the caller adds its control (strength, fidelity)."""
+    cmd = sub.add_parser(name, help=help_text,
+                         description=f"{help_text[0].upper()}{help_text[1:]}; files or folders; errors are per file.")
+    cmd.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    cmd.add_argument("--output", "-o", required=True, help="output folder (or one file for one input)")
+    cmd.add_argument("--model", required=True, help=f"{name} model (.onnx from `stylert export {name}`)")
+    which = cmd.add_mutually_exclusive_group()
+    which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
+    which.add_argument("--largest-face", action="store_true", help="only the largest face")
+    which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
+    cmd.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
+    cmd.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
+    cmd.set_defaults(func=_cmd_faces, model_class=model_class)
+    return cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,20 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
     gen.set_defaults(func=_cmd_generate)
 
-    ret = sub.add_parser("retouch", help="retouch the faces in photos (StyleRetoucher)",
-                         description="Retouch every face in each photo; files or folders; errors are per file.")
-    ret.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    ret.add_argument("--output", "-o", required=True, help="output folder (or one file for one input)")
-    ret.add_argument("--model", required=True, help="retouch model (.onnx from `stylert export retouch`)")
-    ret.add_argument("--strength", type=float, default=1.0, help="1 = as trained, 0 = least change, > 1 stronger")
-    which = ret.add_mutually_exclusive_group()
-    which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
-    which.add_argument("--largest-face", action="store_true", help="only the largest face")
-    which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
+    from .restore import Restorer
+    from .retouch import Retoucher
+
+    ret = _face_command(sub, "retouch", Retoucher, "retouch the faces in photos (StyleRetoucher)")
+    ret.add_argument("--strength", dest="value", type=float, default=1.0,
+                     help="1 = as trained, 0 = least change, > 1 stronger")
     ret.add_argument("--masks", action="store_true", help="also write the BAFS spatial masks (model exported --with-masks)")
-    ret.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
-    ret.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
-    ret.set_defaults(func=_cmd_retouch)
+    rst = _face_command(sub, "restore", Restorer, "restore degraded faces in photos (QC-StyleGAN)")
+    rst.add_argument("--fidelity", dest="value", type=float, default=0.0,
+                     help="0 = fully restored (default), 1 = the input unchanged")
 
     for ep in entry_points(group="stylert.commands"):
         try:

@@ -15,6 +15,8 @@ import numpy as np
 from .align import feather_mask, paste_back, similarity_transform, warp_face
 from .detect import Face, FaceDetector
 from .errors import InputError
+from .imageio import read_image, write_image
+from .runtime import OnnxModel
 
 MIN_FACE_SIZE = 32  # px: smaller faces carry too little detail to align and upsample to the model
 
@@ -137,3 +139,28 @@ class FacePipeline:
             result = paste_back(result, face, matrix, self.mask)
         timings["paste"] = (time.perf_counter() - t) * 1000
         return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, chosen, timings, extras)
+
+
+class FaceModel:
+    """Base of the per-call APIs (Retoucher, Restorer, ...): a checked ONNX model and the face pipeline."""
+    call = ""
+
+    def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
+        self.model = OnnxModel(model_path, providers, call=self.call, threads=threads)
+        self.resolution = int(self.model.metadata["stylert.resolution"])
+        self.pipeline = FacePipeline(self.resolution, detector)
+
+    @property
+    def trained(self) -> bool:
+        return self.model.trained
+
+    def process(self, image: np.ndarray, *args, **options) -> FaceResult:
+        """The call on a numpy photo; each subclass names it (retouch, restore, ...)."""
+        raise NotImplementedError
+
+    def process_file(self, src, dst, *args, **options) -> FaceResult:
+        """Read, process and write one file; grayscale stays grayscale and alpha is carried through."""
+        loaded = read_image(src)
+        result = self.process(loaded.rgb, *args, channels="rgb", **options)
+        write_image(dst, result.image, loaded.alpha, loaded.grayscale)
+        return result

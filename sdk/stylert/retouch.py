@@ -1,35 +1,23 @@
 """Retouching (StyleRetoucher) on whole photos."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 
-from .detect import FaceDetector
 from .errors import InputError
-from .imageio import read_image, write_image
-from .pipeline import FacePipeline, FaceResult
-from .runtime import OnnxModel
+from .pipeline import FaceModel, FaceResult
 
 
-class Retoucher:
+class Retoucher(FaceModel):
     """`Retoucher("retouch.onnx").retouch(image, channels="rgb", strength=1.0)` on a HxWx3 uint8 photo.
 
     strength: 1 = as trained, 0 = channel selection all on the input features (least change),
     > 1 = stronger retouching (see export/stylert_export/retoucher.py).
     """
-
-    def __init__(self, model_path: str | Path, providers: Sequence[str] | None = None,
-                 detector: FaceDetector | None = None, threads: int | None = None):
-        self.model = OnnxModel(model_path, providers, call="retouch", threads=threads)
-        self.resolution = int(self.model.metadata["stylert.resolution"])
-        self.pipeline = FacePipeline(self.resolution, detector)
-        self.has_masks = self.model.metadata.get("stylert.with_masks") == "true"
+    call = "retouch"
 
     @property
-    def trained(self) -> bool:
-        return self.model.trained
+    def has_masks(self) -> bool:
+        return self.model.metadata.get("stylert.with_masks") == "true"
 
     def retouch(self, image: np.ndarray, strength: float = 1.0, *, channels: str, faces=None, aligned: bool = False,
                 only_center_face: bool = False, largest_face: bool = False, with_masks: bool = False) -> FaceResult:
@@ -49,9 +37,7 @@ class Retoucher:
         return self.pipeline.process(image, run, channels=channels, faces=faces, aligned=aligned,
                                      only_center_face=only_center_face, largest_face=largest_face)
 
-    def retouch_file(self, src: str | Path, dst: str | Path, strength: float = 1.0, **options) -> FaceResult:
-        """Read, retouch and write one file; grayscale stays grayscale and alpha is carried through."""
-        loaded = read_image(src)
-        result = self.retouch(loaded.rgb, strength, channels="rgb", **options)
-        write_image(dst, result.image, loaded.alpha, loaded.grayscale)
-        return result
+    process = retouch
+
+    def retouch_file(self, src, dst, strength: float = 1.0, **options) -> FaceResult:
+        return self.process_file(src, dst, strength, **options)

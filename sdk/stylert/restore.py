@@ -1,0 +1,69 @@
+"""Blind face restoration (QC-StyleGAN) on whole photos, and its quality code."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+from .pipeline import FaceModel, FaceResult, to_network, to_uint8
+
+
+class Restorer(FaceModel):
+    """`Restorer("restore.onnx").restore(image, channels="rgb", fidelity=0.0)` on a HxWx3 uint8 photo.
+
+    fidelity: 0 = fully restored, 1 = the input unchanged; a graph input, blended per face.
+    Models exported --with-quality also estimate a face's quality code q (`quality`) and apply
+    any q to it (`degrade`: q = 0 restores, q = quality(face) reproduces its degradation).
+    """
+    call = "restore"
+
+    @property
+    def with_quality(self) -> bool:
+        return self.model.metadata.get("stylert.with_quality") == "true"
+
+    @property
+    def q_dim(self) -> int:
+        return int(self.model.metadata["stylert.q_dim"])
+
+    def _feeds(self, crops: np.ndarray, fidelity: float, q: np.ndarray | None = None) -> dict:
+        feeds = {"image": crops, "fidelity": np.full(len(crops), fidelity, np.float32)}
+        if self.with_quality:
+            feeds["q"] = np.zeros((len(crops), self.q_dim), np.float32) if q is None else q
+        return feeds
+
+    def restore(self, image: np.ndarray, fidelity: float = 0.0, *, channels: str, faces=None, aligned: bool = False,
+                only_center_face: bool = False, largest_face: bool = False) -> FaceResult:
+        fidelity = float(fidelity)
+        if not 0.0 <= fidelity <= 1.0:
+            raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
+
+        def run(crops: np.ndarray):
+            return self.model.run(self._feeds(crops, fidelity))["restored"], []
+
+        return self.pipeline.process(image, run, channels=channels, faces=faces, aligned=aligned,
+                                     only_center_face=only_center_face, largest_face=largest_face)
+
+    process = restore
+
+    def restore_file(self, src, dst, fidelity: float = 0.0, **options) -> FaceResult:
+        return self.process_file(src, dst, fidelity, **options)
+
+    def _aligned_batch(self, faces: np.ndarray) -> np.ndarray:
+        if not self.with_quality:
+            raise InputError(f"{self.model.path.name} is sharp-only; export with --with-quality for q")
+        faces = np.asarray(faces)
+        if faces.ndim == 3:
+            faces = faces[None]
+        if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (self.resolution, self.resolution, 3):
+            raise InputError(f"expected aligned RGB uint8 faces of {self.resolution}x{self.resolution}x3, "
+                             f"got {faces.dtype} {faces.shape}")
+        return to_network(list(faces))
+
+    def quality(self, faces: np.ndarray) -> np.ndarray:
+        """Estimated quality codes q [N, q_dim] of aligned RGB faces (N x R x R x 3 or one R x R x 3)."""
+        return self.model.run(self._feeds(self._aligned_batch(faces), 0.0))["quality"]
+
+    def degrade(self, faces: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """G(E_w(face), q) for aligned RGB faces: q = 0 restores, larger q degrades more (Eq. 10)."""
+        crops = self._aligned_batch(faces)
+        q = np.broadcast_to(np.asarray(q, np.float32), (len(crops), self.q_dim))
+        return to_uint8(self.model.run(self._feeds(crops, 0.0, np.ascontiguousarray(q)))["restored"])
