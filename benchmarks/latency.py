@@ -121,7 +121,7 @@ def pipeline_stages(args: dict) -> dict:
             t = time.perf_counter()
             loaded = read_image(args["pipeline"])
             decode = (time.perf_counter() - t) * 1000
-            result = face_model.process(loaded.rgb, channels="rgb")
+            result = face_model.process(loaded.rgb, face_model.default_value, channels="rgb")
             t = time.perf_counter()
             write_image(os.path.join(tmp, "out.png"), result.image)
             encode = (time.perf_counter() - t) * 1000

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import StylertError
+from .video import VIDEO_SUFFIXES
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -103,6 +104,12 @@ def _cmd_faces(args) -> int:
     model = args.model_class(args.model, _providers(args.providers))
     if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
+    if args.camera is not None or (len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in VIDEO_SUFFIXES):
+        if args.camera is None and not args.output:
+            raise StylertError("--output is required")
+        return _run_video(model, args)
+    if not args.output:
+        raise StylertError("--output is required")
     inputs = _expand_inputs(args.inputs)
     if not inputs:
         raise StylertError("no input images found")
@@ -138,12 +145,37 @@ def _cmd_faces(args) -> int:
     return 1 if failures else 0
 
 
+def _run_video(model, args) -> int:
+    """A video file (all frames, in order) or a live camera (latest frame wins); audio is not carried."""
+    from tqdm import tqdm
+
+    from .video import process_camera, process_video
+
+    options = dict(detect_every=args.detect_every)
+    if args.camera is not None:
+        print(f"camera {args.camera}: Ctrl-C to stop" + (f", writing {args.output}" if args.output else ""), file=sys.stderr)
+        summary = process_camera(model, args.value, args.camera, args.output, **options)
+    else:
+        import cv2
+
+        cap = cv2.VideoCapture(args.inputs[0])
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        cap.release()
+        with tqdm(total=total, desc=args.command, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
+            summary = process_video(model, args.value, args.inputs[0], args.output, overlap=not args.no_overlap,
+                                    smooth=not args.no_smooth, progress=bar.update, **options)
+        print(f"wrote {args.output} (video only: audio is not carried over)")
+    print(summary.describe())
+    return 130 if summary.interrupted else 0
+
+
 def _face_command(sub, name: str, model_class, help_text: str):
     """The arguments every face call shares; the caller adds its control (strength, fidelity)."""
     cmd = sub.add_parser(name, help=help_text,
                          description=f"{help_text[0].upper()}{help_text[1:]}; files or folders; errors are per file.")
-    cmd.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    cmd.add_argument("--output", "-o", required=True, help="output folder (or one file for one input)")
+    cmd.add_argument("inputs", nargs="*", metavar="INPUT",
+                     help="image files or folders of images, or one video file (.mp4, .avi, .mov, .mkv, .webm)")
+    cmd.add_argument("--output", "-o", help="output folder, one image file, or the output video")
     cmd.add_argument("--model", required=True, help=f"{name} model (.onnx from `stylert export {name}`)")
     which = cmd.add_mutually_exclusive_group()
     which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
@@ -151,6 +183,11 @@ def _face_command(sub, name: str, model_class, help_text: str):
     which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
     cmd.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
+    video = cmd.add_argument_group("video and camera")
+    video.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
+    video.add_argument("--detect-every", type=int, default=10, help="run the face detector every N frames (default 10)")
+    video.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over time")
+    video.add_argument("--no-overlap", action="store_true", help="run detection and the network one after the other")
     cmd.set_defaults(func=_cmd_faces, model_class=model_class)
     return cmd
 

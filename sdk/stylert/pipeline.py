@@ -96,54 +96,73 @@ class FacePipeline:
             return [min(usable, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - center))]
         return usable
 
+    def prepare(self, rgb: np.ndarray, faces: list[Face] | None, only_center_face: bool = False,
+                largest_face: bool = False) -> "Prepared":
+        """Detect (unless `faces` are given), choose and align: the CPU half before the network."""
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        if faces is None:
+            faces = self.detector.detect(np.ascontiguousarray(rgb))
+            timings["detect"] = (time.perf_counter() - t) * 1000
+        chosen = self.select(faces, rgb.shape, only_center_face, largest_face)
+        t = time.perf_counter()
+        matrices = [similarity_transform(f.landmarks, self.resolution) for f in chosen]
+        crops = to_network([warp_face(rgb, m, self.resolution) for m in matrices])
+        timings["align"] = (time.perf_counter() - t) * 1000
+        return Prepared(rgb, chosen, matrices, crops, timings)
+
+    def finish(self, prep: "Prepared", out: np.ndarray) -> np.ndarray:
+        """Paste the network's crops back into the photo."""
+        t = time.perf_counter()
+        result = np.ascontiguousarray(prep.rgb)
+        for face, matrix in zip(to_uint8(out), prep.matrices):
+            result = paste_back(result, face, matrix, self.mask)
+        prep.timings["paste"] = (time.perf_counter() - t) * 1000
+        return result
+
     def process(self, image: np.ndarray, run: Callable[[np.ndarray], tuple[np.ndarray, list[dict]]], *, channels: str,
                 faces=None, aligned: bool = False, only_center_face: bool = False,
                 largest_face: bool = False) -> FaceResult:
         rgb = check_image(image, channels)
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
         if aligned:
-            h, w = rgb.shape[:2]
-            if h != w:
-                raise InputError(f"aligned input must be square, got {w}x{h}")
-            crop = rgb if h == self.resolution else cv2.resize(rgb, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
-            timings["align"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            out, extras = run(to_network([crop]))
-            result = to_uint8(out)[0]
-            timings["network"] = (time.perf_counter() - t) * 1000
-            if h != self.resolution:
-                result = cv2.resize(result, (w, h), interpolation=cv2.INTER_LINEAR)
-            return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, [], timings, extras)
-
-        if faces is None:
-            found = self.detector.detect(np.ascontiguousarray(rgb))
-            timings["detect"] = (time.perf_counter() - t) * 1000
-        else:
-            found = [_as_face(f) for f in faces]
-        chosen = self.select(found, rgb.shape, only_center_face, largest_face)
-
+            return self._process_aligned(rgb, run, channels)
+        prep = self.prepare(rgb, None if faces is None else [_as_face(f) for f in faces], only_center_face, largest_face)
         t = time.perf_counter()
-        matrices = [similarity_transform(f.landmarks, self.resolution) for f in chosen]
-        crops = [warp_face(rgb, m, self.resolution) for m in matrices]
-        timings["align"] = (time.perf_counter() - t) * 1000
+        out, extras = run(prep.crops)
+        prep.timings["network"] = (time.perf_counter() - t) * 1000
+        result = self.finish(prep, out)
+        return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, prep.faces, prep.timings, extras)
 
+    def _process_aligned(self, rgb, run, channels) -> FaceResult:
+        h, w = rgb.shape[:2]
+        if h != w:
+            raise InputError(f"aligned input must be square, got {w}x{h}")
         t = time.perf_counter()
-        out, extras = run(to_network(crops))
-        processed = to_uint8(out)
+        crop = rgb if h == self.resolution else cv2.resize(rgb, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
+        timings = {"align": (time.perf_counter() - t) * 1000}
+        t = time.perf_counter()
+        out, extras = run(to_network([crop]))
+        result = to_uint8(out)[0]
         timings["network"] = (time.perf_counter() - t) * 1000
+        if h != self.resolution:
+            result = cv2.resize(result, (w, h), interpolation=cv2.INTER_LINEAR)
+        return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, [], timings, extras)
 
-        t = time.perf_counter()
-        result = np.ascontiguousarray(rgb)
-        for face, matrix in zip(processed, matrices):
-            result = paste_back(result, face, matrix, self.mask)
-        timings["paste"] = (time.perf_counter() - t) * 1000
-        return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, chosen, timings, extras)
+
+@dataclass
+class Prepared:
+    """A photo ready for the network: chosen faces, their transforms and aligned crops [N, 3, R, R]."""
+    rgb: np.ndarray
+    faces: list[Face]
+    matrices: list[np.ndarray]
+    crops: np.ndarray
+    timings: dict[str, float]
 
 
 class FaceModel:
     """Base of the per-call APIs (Retoucher, Restorer, ...): a checked ONNX model and the face pipeline."""
     call = ""
+    default_value = 1.0  # the call's control value when none is given (strength, fidelity, ...)
 
     def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
         self.model = OnnxModel(model_path, providers, call=self.call, threads=threads)
@@ -154,9 +173,15 @@ class FaceModel:
     def trained(self) -> bool:
         return self.model.trained
 
-    def process(self, image: np.ndarray, *args, **options) -> FaceResult:
-        """The call on a numpy photo; each subclass names it (retouch, restore, ...)."""
+    def runner(self, value: float, **options) -> Callable[[np.ndarray], tuple[np.ndarray, list[dict]]]:
+        """The network for one control value (strength, fidelity, ...): aligned crops -> (crops, extras)."""
         raise NotImplementedError
+
+    def process(self, image: np.ndarray, value: float, *, channels: str, faces=None, aligned: bool = False,
+                only_center_face: bool = False, largest_face: bool = False, **options) -> FaceResult:
+        """The call on a numpy photo (each subclass also names it: retouch, restore, ...)."""
+        return self.pipeline.process(image, self.runner(value, **options), channels=channels, faces=faces,
+                                     aligned=aligned, only_center_face=only_center_face, largest_face=largest_face)
 
     def process_file(self, src, dst, *args, **options) -> FaceResult:
         """Read, process and write one file; grayscale stays grayscale and alpha is carried through."""

@@ -15,6 +15,7 @@ class Restorer(FaceModel):
     any q to it (`degrade`: q = 0 restores, q = quality(face) reproduces its degradation).
     """
     call = "restore"
+    default_value = 0.0  # fidelity: fully restored
 
     @property
     def with_quality(self) -> bool:
@@ -30,8 +31,7 @@ class Restorer(FaceModel):
             feeds["q"] = np.zeros((len(crops), self.q_dim), np.float32) if q is None else q
         return feeds
 
-    def restore(self, image: np.ndarray, fidelity: float = 0.0, *, channels: str, faces=None, aligned: bool = False,
-                only_center_face: bool = False, largest_face: bool = False) -> FaceResult:
+    def runner(self, fidelity: float):
         fidelity = float(fidelity)
         if not 0.0 <= fidelity <= 1.0:
             raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
@@ -39,10 +39,11 @@ class Restorer(FaceModel):
         def run(crops: np.ndarray):
             return self.model.run(self._feeds(crops, fidelity))["restored"], []
 
-        return self.pipeline.process(image, run, channels=channels, faces=faces, aligned=aligned,
-                                     only_center_face=only_center_face, largest_face=largest_face)
+        return run
 
-    process = restore
+    def restore(self, image: np.ndarray, fidelity: float = 0.0, *, channels: str, **options) -> FaceResult:
+        """Restore every face (or the chosen one); options: faces, aligned, only_center_face, largest_face."""
+        return self.process(image, fidelity, channels=channels, **options)
 
     def restore_file(self, src, dst, fidelity: float = 0.0, **options) -> FaceResult:
         return self.process_file(src, dst, fidelity, **options)

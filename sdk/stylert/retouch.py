@@ -19,9 +19,7 @@ class Retoucher(FaceModel):
     def has_masks(self) -> bool:
         return self.model.metadata.get("stylert.with_masks") == "true"
 
-    def retouch(self, image: np.ndarray, strength: float = 1.0, *, channels: str, faces=None, aligned: bool = False,
-                only_center_face: bool = False, largest_face: bool = False, with_masks: bool = False) -> FaceResult:
-        """Retouch every face (or the chosen one); `faces` skips detection ([5, 2] landmarks or Face objects)."""
+    def runner(self, strength: float, with_masks: bool = False):
         strength = float(strength)
         if not np.isfinite(strength) or strength < 0:
             raise InputError(f"strength must be a finite number >= 0, got {strength}")
@@ -34,10 +32,12 @@ class Retoucher(FaceModel):
                       for i in range(len(crops))] if with_masks else []
             return outputs["retouched"], extras
 
-        return self.pipeline.process(image, run, channels=channels, faces=faces, aligned=aligned,
-                                     only_center_face=only_center_face, largest_face=largest_face)
+        return run
 
-    process = retouch
+    def retouch(self, image: np.ndarray, strength: float = 1.0, *, channels: str, **options) -> FaceResult:
+        """Retouch every face (or the chosen one); `faces` skips detection ([5, 2] landmarks or Face objects);
+        options: faces, aligned, only_center_face, largest_face, with_masks."""
+        return self.process(image, strength, channels=channels, **options)
 
     def retouch_file(self, src, dst, strength: float = 1.0, **options) -> FaceResult:
         return self.process_file(src, dst, strength, **options)
