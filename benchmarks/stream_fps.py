@@ -4,7 +4,8 @@
 
 The video is scikit-image's astronaut photo moved and scaled over the frames (one face,
 detection every 10 frames, tracking in between). Reports fps and per-frame latency for
-overlap on (detect/track/align beside the network) and off, in the same run.
+overlap on (detect/track/align beside the network) and off, in the same run. Frames are
+submitted as fast as the queue takes them, so latency includes the time a frame waits queued.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import skimage.data
 
 import stylert
+from latency import machine  # benchmarks/ is the script's own folder
 from stylert.stream import Stream
 
 
@@ -63,7 +65,8 @@ def main() -> None:
               f"   {r['detections']} detections")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"schema": "stylert.bench.stream/1", "model": model.model.metadata, "results": results}, f, indent=2)
+            json.dump({"schema": "stylert.bench.stream/1", "machine": machine(), "model": model.model.metadata,
+                       "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def run_stream(model, frames, **kw):
 def test_every_frame_in_order_with_a_stable_id(retouch_models, moving_video):
     frames, truth = moving_video
     model = stylert.Retoucher(retouch_models["plain"])
-    stream, out = run_stream(model, frames, fps=15, detect_every=8)
+    stream, out = run_stream(model, frames, fps=15, detect_every=8, overlap=True)
     assert [f.index for f in out] == list(range(len(frames)))
     assert all(f.face_ids == [0] for f in out)
     assert stream.stats.detections == 3 and stream.stats.dropped == 0
@@ -112,7 +112,7 @@ def test_latest_frame_wins_drops_and_never_blocks(retouch_models, moving_video):
 def test_close_without_drain_drops_queued_frames(retouch_models, moving_video):
     frames, _ = moving_video
     model = stylert.Retoucher(retouch_models["plain"])
-    stream = Stream(model, 1.0, channels="bgr", fps=15, max_queue=30)
+    stream = Stream(model, 1.0, channels="bgr", fps=15, max_queue=30, overlap=True)
     for f in frames:
         stream.submit(f)
     stream.close(drain=False)
@@ -120,6 +120,14 @@ def test_close_without_drain_drops_queued_frames(retouch_models, moving_video):
     assert len(out) + stream.stats.dropped == len(frames) and stream.stats.dropped > 0
     with pytest.raises(stylert.StylertError, match="closed"):
         stream.submit(frames[0])
+
+
+def test_overlap_auto(retouch_models):
+    """Auto: off for files on the CPU (the network already uses every core), on for cameras."""
+    model = stylert.Retoucher(retouch_models["plain"], ["cpu"])
+    queue_stream, live = Stream(model, 1.0, channels="rgb"), Stream(model, 1.0, channels="rgb", mode="latest")
+    assert not queue_stream.overlap and live.overlap
+    queue_stream.close(), live.close()
 
 
 def test_one_euro_filter():

@@ -44,8 +44,8 @@ def _cmd_info(args) -> int:
 
 def _cmd_generate(args) -> int:
     from .generator import Generator
-    from .pipeline import to_uint8
     from .imageio import write_image
+    from .pipeline import to_uint8
 
     gen = Generator(args.model, _providers(args.providers))
     if not gen.trained:
@@ -98,18 +98,17 @@ def _save_masks(result, dst: Path) -> None:
 
 
 def _cmd_faces(args) -> int:
-    """Any face call over files and folders: per-file errors, exit status 1 if any file failed."""
+    """Any face call over files and folders (per-file errors, exit status 1 if any file failed),
+    a video file, or a camera."""
     from tqdm import tqdm
 
+    if args.camera is None and not (args.inputs and args.output):
+        raise StylertError("give INPUT... and --output (or --camera N)")
     model = args.model_class(args.model, _providers(args.providers))
     if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
     if args.camera is not None or (len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in VIDEO_SUFFIXES):
-        if args.camera is None and not args.output:
-            raise StylertError("--output is required")
         return _run_video(model, args)
-    if not args.output:
-        raise StylertError("--output is required")
     inputs = _expand_inputs(args.inputs)
     if not inputs:
         raise StylertError("no input images found")
@@ -162,7 +161,8 @@ def _run_video(model, args) -> int:
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         cap.release()
         with tqdm(total=total, desc=args.command, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
-            summary = process_video(model, args.value, args.inputs[0], args.output, overlap=not args.no_overlap,
+            summary = process_video(model, args.value, args.inputs[0], args.output,
+                                    overlap={"auto": None, "on": True, "off": False}[args.overlap],
                                     smooth=not args.no_smooth, progress=bar.update, **options)
         print(f"wrote {args.output} (video only: audio is not carried over)")
     print(summary.describe())
@@ -187,7 +187,8 @@ def _face_command(sub, name: str, model_class, help_text: str):
     video.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
     video.add_argument("--detect-every", type=int, default=10, help="run the face detector every N frames (default 10)")
     video.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over time")
-    video.add_argument("--no-overlap", action="store_true", help="run detection and the network one after the other")
+    video.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
+                       help="detect/align beside the network: auto = on for GPU providers and cameras, off on the CPU")
     cmd.set_defaults(func=_cmd_faces, model_class=model_class)
     return cmd
 

@@ -10,7 +10,8 @@ Modes:
 - "latest" (live cameras): `submit` never blocks; when the queue is full the oldest waiting frame
   is dropped (counted in `stats.dropped`), so the output follows the newest frames.
 Closing: `close(drain=True)` processes what is queued; `close(drain=False)` drops it (counted).
-Frames without a face pass through unchanged.
+Frames without a face pass through unchanged. Read results as they come (`get`, iteration):
+processed frames wait for the caller in an unbounded queue.
 """
 from __future__ import annotations
 
@@ -157,12 +158,16 @@ class Stream:
     """`Stream(model, value, channels=...)`; `submit(frame)`, then `get()` / iterate results; `close()`."""
 
     def __init__(self, model: FaceModel, value: float, *, channels: str, fps: float = 30.0, mode: str = "queue",
-                 overlap: bool = True, max_queue: int = 4, detect_every: int = 10, smooth: bool = True,
+                 overlap: bool | None = None, max_queue: int = 4, detect_every: int = 10, smooth: bool = True,
                  min_cutoff: float = 1.0, beta: float = 0.05):
+        """overlap None (auto): on when the network runs on an accelerator, off on the CPU, where the
+        network already uses every core and a second stage only competes with it (measured: README)."""
         if mode not in ("queue", "latest"):
             raise InputError(f"mode must be 'queue' or 'latest', got {mode!r}")
         if fps <= 0:
             raise InputError(f"fps must be > 0, got {fps}")
+        if overlap is None:
+            overlap = mode == "latest" or model.model.providers[0] != "CPUExecutionProvider"
         self.model, self.channels, self.fps, self.mode, self.overlap = model, channels, fps, mode, overlap
         self.run = model.runner(value)
         self.tracker = FaceTracker(model.pipeline.detector, detect_every, smooth, min_cutoff, beta)

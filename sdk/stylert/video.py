@@ -63,7 +63,7 @@ def _pump(stream: Stream, writer, block: bool) -> int:
         written += 1
 
 
-def process_video(model, value: float, src: str | Path, dst: str | Path, *, overlap: bool = True,
+def process_video(model, value: float, src: str | Path, dst: str | Path, *, overlap: bool | None = None,
                   detect_every: int = 10, smooth: bool = True, progress=None) -> VideoSummary:
     """Every frame of `src` through the model's call, in order, into `dst` (mp4v)."""
     src, dst = Path(src), Path(dst)
