@@ -66,3 +66,12 @@ def test_errors_are_one_line(tmp_path, args, match):
 def test_generate_on_ws_model_explains(tmp_path, exported):
     result = stylert("generate", exported["nvlabs"], "-o", tmp_path)
     assert result.returncode == 2 and "--with-mapping" in result.stderr
+
+
+def test_export_without_torch_says_how_to_install(tmp_path):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from stylert.cli import main\n"
+            f"sys.exit(main(['export', 'generator', '--random-init', '-o', {str(tmp_path / 'g.onnx')!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "needs torch" in result.stderr and "stylert[export]" in result.stderr

@@ -5,6 +5,7 @@ Nothing here imports torch until a command runs, so `stylert --help` stays fast 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 
@@ -69,6 +70,24 @@ def register(subparsers) -> None:
     rst.set_defaults(func=_export_restore)
 
 
+EXPORT_NEEDS = ("torch", "onnx", "onnxscript", "safetensors")
+
+
+def _needs_export_deps(command):
+    """A runtime-only install has no torch: say how to get it instead of a traceback."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if exc.name not in EXPORT_NEEDS:
+                raise
+            print(f"stylert export: error: needs {exc.name}, which is not installed: pip install 'stylert[export]' "
+                  "(for CPU-only PyTorch, first: pip install torch==2.13.0)", file=sys.stderr)
+            return 2
+    return run
+
+
 def _run(export, describe) -> int:
     """`describe()` -> (source, summary line), then `export(source)`; known failures become one line
     on stderr and exit status 2."""
@@ -90,6 +109,7 @@ def _run(export, describe) -> int:
 UNTRAINED = "random weights (untrained): outputs mean nothing; for tests and benchmarks only"
 
 
+@_needs_export_deps
 def _export_retouch(args: argparse.Namespace) -> int:
     from . import retouch_export as rx
     from .onnx_export import DEFAULT_OPSET
@@ -115,6 +135,7 @@ def _export_retouch(args: argparse.Namespace) -> int:
     return _run(export, describe)
 
 
+@_needs_export_deps
 def _export_restore(args: argparse.Namespace) -> int:
     from . import restore_export as rx
     from .onnx_export import DEFAULT_OPSET
@@ -138,6 +159,7 @@ def _export_restore(args: argparse.Namespace) -> int:
     return _run(export, describe)
 
 
+@_needs_export_deps
 def _export_generator(args: argparse.Namespace) -> int:
     from .generator import export_generator, from_checkpoint, from_random_init
     from .onnx_export import DEFAULT_OPSET
