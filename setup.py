@@ -28,7 +28,7 @@ setup(
     extras_require={
         # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
-        "export": ["torch>=2.4", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4"],
+        "export": ["torch>=2.8", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4", "onnxruntime-extensions>=0.12"],
         "test": ["pytest>=7", "scikit-image>=0.21"],
     },
     entry_points={

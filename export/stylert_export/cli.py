@@ -19,6 +19,12 @@ def _random_init_options(parser, resolution: int):
     return group
 
 
+def _flavor_option(parser) -> None:
+    parser.add_argument("--flavor", choices=["portable", "plugin"], default="portable",
+                        help="portable: standard ONNX ops (ONNX Runtime, TensorRT); plugin: one stylert::ModulatedConv2d "
+                             "/ BAFSBlend node per layer, for TensorRT with stylert's plugins")
+
+
 def register(subparsers) -> None:
     export = subparsers.add_parser("export", help="export a PyTorch model to ONNX (needs torch)",
                                    description="Export a PyTorch model to ONNX, checked against PyTorch on ONNX Runtime.")
@@ -32,6 +38,7 @@ def register(subparsers) -> None:
                      help="checkpoint layout (default: detected from the keys)")
     gen.add_argument("--output", "-o", required=True, metavar="G.onnx")
     gen.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18: ONNX Runtime and TensorRT 10 read it)")
+    _flavor_option(gen)
     gen.add_argument("--fp16", action="store_true", help="fp16 convs; mapping, styles and demodulation stay fp32")
     gen.add_argument("--with-mapping", action="store_true", help="inputs z [batch, z_dim] and truncation_psi [batch] instead of ws")
     gen.add_argument("--conv-clamp", type=float, default=None, help="override the activation clamp (NVlabs default 256)")
@@ -50,6 +57,7 @@ def register(subparsers) -> None:
     ret.add_argument("--with-masks", action="store_true", help="also output the BAFS masks of every level")
     ret.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
     ret.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    _flavor_option(ret)
     _random_init_options(ret, resolution=1024)
     ret.set_defaults(func=_export_retouch)
 
@@ -66,11 +74,12 @@ def register(subparsers) -> None:
                      help="keep the degradation branch: q input and estimated-quality output (default: sharp-only)")
     rst.add_argument("--q-dim", type=int, default=16, help="quality code size for --random-init")
     rst.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    _flavor_option(rst)
     _random_init_options(rst, resolution=256)
     rst.set_defaults(func=_export_restore)
 
 
-EXPORT_NEEDS = ("torch", "onnx", "onnxscript", "safetensors")
+EXPORT_NEEDS = ("torch", "onnx", "onnxscript", "safetensors", "onnxruntime_extensions")
 
 
 def _needs_export_deps(command):
@@ -129,7 +138,8 @@ def _export_retouch(args: argparse.Namespace) -> int:
     def export(src):
         if args.save_checkpoint:
             print(f"wrote {rx.save_retoucher(src, args.save_checkpoint)}")
-        rx.export_retoucher(src, args.output, with_masks=args.with_masks, opset=args.opset or DEFAULT_OPSET)
+        rx.export_retoucher(src, args.output, with_masks=args.with_masks, opset=args.opset or DEFAULT_OPSET,
+                            flavor=args.flavor)
         print(f"wrote {args.output}")
 
     return _run(export, describe)
@@ -153,7 +163,8 @@ def _export_restore(args: argparse.Namespace) -> int:
                      f"{sum(p.numel() for p in src.model.parameters()):,} parameters")
 
     def export(src):
-        rx.export_restorer(src, args.output, with_quality=args.with_quality, opset=args.opset or DEFAULT_OPSET)
+        rx.export_restorer(src, args.output, with_quality=args.with_quality, opset=args.opset or DEFAULT_OPSET,
+                           flavor=args.flavor)
         print(f"wrote {args.output}")
 
     return _run(export, describe)
@@ -176,7 +187,7 @@ def _export_generator(args: argparse.Namespace) -> int:
 
     def export(src):
         export_generator(src, args.output, opset=args.opset or DEFAULT_OPSET, fp16=args.fp16,
-                         with_mapping=args.with_mapping)
+                         with_mapping=args.with_mapping, flavor=args.flavor)
         print(f"wrote {args.output}")
 
     return _run(export, describe)

@@ -5,6 +5,7 @@ inputs (a batch size other than the one traced), and the export fails past toler
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -112,12 +113,16 @@ def set_metadata(path: str | Path, updates: dict[str, str]) -> None:
 
 
 def check_parity(path: str | Path, reference: Callable[..., torch.Tensor | tuple], make_inputs: Callable[[int, int], dict],
-                 tolerance: float, batch: int = 3, seed: int = 12345) -> ParityReport:
-    """ONNX Runtime (CPU) vs `reference(**inputs)` on fresh random inputs of `batch` samples; every output compared."""
+                 tolerance: float, batch: int = 3, seed: int = 12345, flavor: str = "portable") -> ParityReport:
+    """ONNX Runtime (CPU) vs `reference(**inputs)` on fresh random inputs of `batch` samples; every output
+    compared. Plugin-flavour graphs run with the plugin nodes' CPU implementations (plugin_ops.py)."""
     import onnxruntime as ort
 
+    from .plugin_ops import runnable_on_onnxruntime
+
     inputs = make_inputs(batch, seed)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = (runnable_on_onnxruntime(path) if flavor == "plugin"
+               else ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
     got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
     with torch.no_grad():
         want = reference(**inputs)
@@ -136,13 +141,18 @@ def check_parity(path: str | Path, reference: Callable[..., torch.Tensor | tuple
 
 def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
                    output: str | Path, *, output_names: list[str], metadata: dict, precision: str,
-                   opset: int = DEFAULT_OPSET, log=print) -> ParityReport:
-    """Export `module`, check it against `reference` on ONNX Runtime, and stamp the errors into the
+                   opset: int = DEFAULT_OPSET, flavor: str = "portable", log=print) -> ParityReport:
+    """Export `module` in `flavor` (portable ONNX, or plugin nodes for TensorRT), check it against
+    `reference` (always the portable PyTorch model) on ONNX Runtime, and stamp the errors into the
     metadata; a failed check removes the file and raises ExportError."""
+    from .plugin_ops import set_flavor
+
     output = Path(output)
+    if flavor != "portable":
+        module = set_flavor(copy.deepcopy(module), flavor)
     export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
-                  metadata={**metadata, "stylert.precision": precision})
-    report = check_parity(output, reference, make_inputs, TOLERANCE[precision])
+                  metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor})
+    report = check_parity(output, reference, make_inputs, TOLERANCE[precision], flavor=flavor)
     log(str(report))
     if not report.ok:
         output.unlink(missing_ok=True)

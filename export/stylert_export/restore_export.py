@@ -38,7 +38,7 @@ def from_checkpoints(encoder: str | Path, generator: str | Path) -> RestorerSour
 
 
 def export_restorer(src: RestorerSource, output: str | Path, *, with_quality: bool = False,
-                    opset: int = DEFAULT_OPSET, log=print):
+                    opset: int = DEFAULT_OPSET, flavor: str = "portable", log=print):
     model = src.model.eval()
     res, q_dim = model.decoder.cfg.resolution, model.q_dim
 
@@ -66,7 +66,7 @@ def export_restorer(src: RestorerSource, output: str | Path, *, with_quality: bo
         metadata["stylert.seed"] = src.seed
     names = ["restored", "quality"] if with_quality else ["restored"]
     return export_checked(graph, graph, make_inputs, output, output_names=names, metadata=metadata,
-                          precision="fp32", opset=opset, log=log)
+                          precision="fp32", opset=opset, flavor=flavor, log=log)
 
 
 def rebuild_reference(onnx_path: str | Path, encoder: str | Path | None = None,

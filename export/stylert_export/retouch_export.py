@@ -112,7 +112,7 @@ def make_inputs(resolution: int):
 
 
 def export_retoucher(src: RetoucherSource, output: str | Path, *, with_masks: bool = False,
-                     opset: int = DEFAULT_OPSET, log=print):
+                     opset: int = DEFAULT_OPSET, flavor: str = "portable", log=print):
     graph = RetouchGraph(src.model.eval(), with_masks)
     cfg = src.model.cfg
     metadata = {
@@ -130,4 +130,4 @@ def export_retoucher(src: RetoucherSource, output: str | Path, *, with_masks: bo
     for note in src.notes:
         log(f"note: {note}")
     return export_checked(graph, graph, make_inputs(cfg.resolution), output, output_names=graph.output_names(),
-                          metadata=metadata, precision="fp32", opset=opset, log=log)
+                          metadata=metadata, precision="fp32", opset=opset, flavor=flavor, log=log)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .plugin_ops import bafs_blend_node
 from .stylegan2 import Generator, StyleGAN2Config, SynthesisNetwork, random_generator
 
 LRELU = 0.2
@@ -113,6 +114,7 @@ class BAFS(nn.Module):
         self.channel_fc1 = nn.Linear(hidden, 2 * channels)
         self.spatial = _conv(channels, 2)
         self.use_strength = use_strength
+        self.flavor = "portable"  # "plugin": the blend is one stylert::BAFSBlend node (plugin_ops.py)
 
     def masks(self, f_s, f_i, strength):
         """(M_S, M_C): the F_S-side spatial [B,1,H,W] and channel [B,C,1,1] weights; F_I gets 1 - each."""
@@ -128,6 +130,8 @@ class BAFS(nn.Module):
 
     def forward(self, f_s, f_i, strength):
         m_s, m_c = self.masks(f_s, f_i, strength)
+        if self.flavor == "plugin":
+            return bafs_blend_node(f_s, f_i, m_s, m_c), m_s, m_c
         blend = m_s * m_c * f_s + (1 - m_s) * (1 - m_c) * f_i  # Eq. 5
         return blend, m_s, m_c
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
 
-from .ops import LRELU_GAIN, bias_lrelu, modulated_conv2d, setup_filter, upsample2d
+from .ops import LRELU_GAIN, bias_lrelu, setup_filter, upsample2d
+from .ops.modconv import fused_modulated_conv
+from .plugin_ops import modulated_conv_node
 
 RESAMPLE_TAPS = (1, 3, 3, 1)
 
@@ -141,18 +144,18 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(cfg.resample_taps))
         self.weight_gain = 1 / math.sqrt(in_ch * 9) if cfg.demod_weight_gain else 1.0
         self.conv_clamp = None if cfg.conv_clamp is None else cfg.conv_clamp * LRELU_GAIN
+        self.flavor = "portable"  # "plugin": one stylert::ModulatedConv2d node (plugin_ops.py)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, form: str,
                 out_channels: int | None = None) -> torch.Tensor:
         """`out_channels` keeps only the first output channels: demodulation, noise and bias act per
         output channel, so those channels come out identical to the full conv's."""
         styles = self.affine(w)
-        weight, bias = self.weight[:out_channels], self.bias[:out_channels]
-        x = modulated_conv2d(x, weight * self.weight_gain, styles, demodulate=True, up=self.up,
-                             padding=1, resample_filter=self.resample_filter, form=form)
-        if noise is not None:
-            x = x + noise * self.noise_strength
-        return bias_lrelu(x, bias, clamp=self.conv_clamp)
+        weight, bias = self.weight[:out_channels] * self.weight_gain, self.bias[:out_channels]
+        noise = None if noise is None else noise * self.noise_strength
+        conv = modulated_conv_node if self.flavor == "plugin" else partial(fused_modulated_conv, form=form)
+        return conv(x, styles, weight, bias, noise, self.resample_filter, up=self.up, padding=1, demodulate=True,
+                    lrelu=True, clamp=self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -165,11 +168,12 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cfg.img_channels))
         self.weight_gain = 1 / math.sqrt(in_ch)
         self.conv_clamp = cfg.conv_clamp
+        self.flavor = "portable"
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, form: str) -> torch.Tensor:
-        x = modulated_conv2d(x, self.weight * self.weight_gain, self.affine(w), demodulate=False, form=form)
-        x = x + self.bias.reshape(1, -1, 1, 1)
-        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
+        conv = modulated_conv_node if self.flavor == "plugin" else partial(fused_modulated_conv, form=form)
+        return conv(x, self.affine(w), self.weight * self.weight_gain, self.bias, None, None, up=1, padding=0,
+                    demodulate=False, lrelu=False, clamp=self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):

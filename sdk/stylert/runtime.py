@@ -66,6 +66,10 @@ class OnnxModel:
             raise
         except Exception as exc:  # ORT raises its own exception types for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "stylert:" in first:
+                raise ModelError(f"{self.path}: a plugin-flavour graph (stylert::ModulatedConv2d / BAFSBlend nodes) "
+                                 "needs TensorRT with stylert's plugins; for ONNX Runtime export with "
+                                 "--flavor portable") from None
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:300]})") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._check_metadata(call)

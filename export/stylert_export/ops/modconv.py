@@ -77,3 +77,20 @@ def _weight_form(x, weight, styles, demodulate, up, padding, resample_filter):
     else:
         y = F.conv2d(x, w.reshape(batch * out_ch, in_ch, kh, kw), padding=padding, groups=batch)
     return y.reshape(batch, out_ch, *y.shape[2:])
+
+
+def fused_modulated_conv(x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         noise: torch.Tensor | None, resample_filter: torch.Tensor | None, *, up: int, padding: int,
+                         demodulate: bool, lrelu: bool, clamp: float | None, form: str = "activation") -> torch.Tensor:
+    """What one `ModulatedConv2d` plugin node computes (its reference):
+    modulate -> (2x transposed conv + FIR) or conv -> demodulate -> + noise -> + bias -> lrelu x sqrt(2) -> clamp."""
+    from .bias_act import LRELU_GAIN, bias_lrelu
+
+    y = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, padding=padding,
+                         resample_filter=resample_filter, form=form)
+    if noise is not None:
+        y = y + noise
+    if lrelu:
+        return bias_lrelu(y, bias, gain=LRELU_GAIN, clamp=clamp)
+    y = y + bias.reshape(1, -1, 1, 1).to(y.dtype)
+    return y if clamp is None else y.clamp(-clamp, clamp)

@@ -1,0 +1,71 @@
+"""Plugin-flavour graphs: one custom node per modulated conv / BAFS blend, agreeing with the portable flavour."""
+import collections
+
+import numpy as np
+import onnx
+import pytest
+
+import stylert
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime_extensions")
+from conftest import FIXTURES, max_abs  # noqa: E402
+from stylert_export import generator as genexp, retouch_export as rx, restore_export as qx  # noqa: E402
+from stylert_export.plugin_ops import runnable_on_onnxruntime  # noqa: E402
+
+
+def custom_nodes(path):
+    model = onnx.load(str(path))
+    nodes = [n for n in model.graph.node if n.domain == "stylert"]
+    for n in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        assert attrs["plugin_namespace"] == b"stylert" and attrs["plugin_version"] == b"1"
+    return collections.Counter(n.op_type for n in nodes)
+
+
+def both(tmp_path, export, name):
+    paths = {f: tmp_path / f"{name}_{f}.onnx" for f in ("portable", "plugin")}
+    for flavor, path in paths.items():
+        export(path, flavor)
+    return paths
+
+
+def test_generator_flavours_agree(tmp_path, reference_outputs):
+    src = genexp.from_checkpoint(FIXTURES / "nvlabs_32.pkl")
+    paths = both(tmp_path, lambda p, f: genexp.export_generator(src, p, flavor=f, log=lambda *_: None), "g")
+    counts = custom_nodes(paths["plugin"])
+    assert counts == {"ModulatedConv2d": 7 + 4}  # 7 synthesis convs + 4 toRGB at 32x32
+    assert custom_nodes(paths["portable"]) == {}
+    ws = reference_outputs["nvlabs_ws"]
+    import onnxruntime as ort
+    portable = ort.InferenceSession(str(paths["portable"]), providers=["CPUExecutionProvider"]).run(None, {"ws": ws})[0]
+    plugin = runnable_on_onnxruntime(paths["plugin"]).run(None, {"ws": ws})[0]
+    err = max_abs(plugin, portable)
+    print(f"generator plugin vs portable flavour: max abs {err:.2e}")
+    assert err < 1e-4 and max_abs(plugin, reference_outputs["nvlabs_image"]) < 1e-3
+
+
+def test_retoucher_and_restorer_flavours_agree(tmp_path, retouch_models, restore_models):
+    rsrc = retouch_models["source"]
+    paths = both(tmp_path, lambda p, f: rx.export_retoucher(rsrc, p, with_masks=True, flavor=f, log=lambda *_: None), "r")
+    assert custom_nodes(paths["plugin"]) == {"ModulatedConv2d": 11, "BAFSBlend": 3}
+    rng = np.random.default_rng(0)
+    feeds = {"image": rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32), "strength": np.array([0.5, 1.5], np.float32)}
+    import onnxruntime as ort
+    a = ort.InferenceSession(str(paths["portable"]), providers=["CPUExecutionProvider"]).run(None, feeds)
+    b = runnable_on_onnxruntime(paths["plugin"]).run(None, feeds)
+    assert len(a) == len(b) == 7 and max(max_abs(x, y) for x, y in zip(a, b)) < 1e-4
+    qsrc = restore_models["source"]
+    qpaths = both(tmp_path, lambda p, f: qx.export_restorer(qsrc, p, flavor=f, log=lambda *_: None), "q")
+    assert custom_nodes(qpaths["plugin"])["ModulatedConv2d"] == 11
+    qfeeds = {"image": feeds["image"], "fidelity": np.zeros(2, np.float32)}
+    qa = ort.InferenceSession(str(qpaths["portable"]), providers=["CPUExecutionProvider"]).run(None, qfeeds)[0]
+    qb = runnable_on_onnxruntime(qpaths["plugin"]).run(None, qfeeds)[0]
+    assert max_abs(qa, qb) < 1e-4
+
+
+def test_runtime_explains_plugin_graphs(tmp_path):
+    src = genexp.from_checkpoint(FIXTURES / "nvlabs_32.pkl")
+    genexp.export_generator(src, tmp_path / "p.onnx", flavor="plugin", log=lambda *_: None)
+    with pytest.raises(stylert.ModelError, match="--flavor portable"):
+        stylert.Generator(tmp_path / "p.onnx")
