@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stylert-installed
 DEMO   := out/demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv kernels clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,13 @@ demo: $(STAMP)
 	$(BIN)/stylert retouch $(DEMO)/astronaut.png --model $(DEMO)/retouch256.onnx --masks --output $(DEMO)/retouched
 	$(BIN)/python benchmarks/latency.py $(DEMO)/retouch256.onnx --pipeline $(DEMO)/astronaut.png --iters 10 --json $(DEMO)/latency.json
 
-test: $(STAMP)
+# The CUDA kernels and their CPU reference (kernels/Makefile says which GPU architectures it built).
+kernels:
+	$(MAKE) -C kernels
+
+test: $(STAMP) kernels
 	$(BIN)/python -m pytest -q tests
 
 clean:
 	rm -rf out .pytest_cache
+	$(MAKE) -C kernels clean

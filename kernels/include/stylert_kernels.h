@@ -1,0 +1,47 @@
+/* stylert kernels: the parts of a modulated convolution worth fusing around a library conv,
+ * and the BAFS blend (StyleRetoucher Eq. 5). Activation form of the modulated conv:
+ *     y = epilogue(conv(modulate(x, s), W), d),   d[b,o] = rsqrt(sum_i s[b,i]^2 Wsq[i,o] + eps)
+ * Every function exists twice with the same arguments: stylert_*_cpu (reference, host memory)
+ * and stylert_* (CUDA, device memory, asynchronous on `stream`). Tensors are contiguous NCHW;
+ * `dtype` selects float32 or float16 storage for activations; styles, coefficients, noise and
+ * bias are float32, and all arithmetic is float32. Return 0 on success, else a stylert_status. */
+#ifndef STYLERT_KERNELS_H
+#define STYLERT_KERNELS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { STYLERT_F32 = 0, STYLERT_F16 = 1 } stylert_dtype;
+typedef enum { STYLERT_OK = 0, STYLERT_BAD_ARGUMENT = 1, STYLERT_CUDA_ERROR = 2 } stylert_status;
+typedef void* stylert_stream; /* a cudaStream_t; ignored by the _cpu functions */
+
+/* out[b,i,p] = x[b,i,p] * styles[b,i]                      (modulation, p over H*W) */
+int stylert_modulate(const void* x, const float* styles, void* out, int batch, int channels, int pixels,
+                     stylert_dtype dtype, stylert_stream stream);
+int stylert_modulate_cpu(const void* x, const float* styles, void* out, int batch, int channels, int pixels,
+                         stylert_dtype dtype, stylert_stream stream);
+
+/* d[b,o] = rsqrt(sum_i styles[b,i]^2 * wsq[i,o] + eps)     (demodulation coefficients) */
+int stylert_demod_coefficients(const float* styles, const float* wsq, float* d, int batch, int in_channels,
+                               int out_channels, float eps, stylert_stream stream);
+int stylert_demod_coefficients_cpu(const float* styles, const float* wsq, float* d, int batch, int in_channels,
+                                   int out_channels, float eps, stylert_stream stream);
+
+/* In place on y[b,o,p]: v = y * (d ? d[b,o] : 1) + (noise ? noise[p] : 0) + bias[o];
+ * lrelu: v = (v < 0 ? 0.2 v : v) * gain; clamp >= 0: v = min(max(v, -clamp), clamp). */
+int stylert_demod_bias_act(void* y, const float* d, const float* noise, const float* bias, int batch, int channels,
+                           int pixels, int lrelu, float gain, float clamp, stylert_dtype dtype, stylert_stream stream);
+int stylert_demod_bias_act_cpu(void* y, const float* d, const float* noise, const float* bias, int batch, int channels,
+                               int pixels, int lrelu, float gain, float clamp, stylert_dtype dtype, stylert_stream stream);
+
+/* out = ms*mc*fs + (1-ms)*(1-mc)*fi with ms[b,p] (one channel) and mc[b,c] (one value per channel). */
+int stylert_bafs_blend(const void* fs, const void* fi, const void* ms, const void* mc, void* out, int batch,
+                       int channels, int pixels, stylert_dtype dtype, stylert_stream stream);
+int stylert_bafs_blend_cpu(const void* fs, const void* fi, const void* ms, const void* mc, void* out, int batch,
+                           int channels, int pixels, stylert_dtype dtype, stylert_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,133 @@
+"""The kernels' C ABI: the CPU reference library against the PyTorch reference, fp32 and fp16;
+the CUDA library is built for the listed architectures (running it needs a GPU:
+benchmarks/gpu/validate_kernels.py)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import rel_error
+
+torch = pytest.importorskip("torch")
+KERNELS = Path(__file__).parents[1] / "kernels"
+sys.path.insert(0, str(KERNELS))
+import bindings  # noqa: E402
+from stylert_export.ops import bias_lrelu, demod_coefficients, fused_modulated_conv  # noqa: E402
+
+DTYPES = {bindings.F32: np.float32, bindings.F16: np.float16}
+TOL = {bindings.F32: 1e-6, bindings.F16: 2e-3}
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    subprocess.run(["make", "-s", "-C", str(KERNELS), "cpu"], check=True)
+    return bindings.load(cuda=False)
+
+
+def ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def poisoned(shape, dtype):
+    return np.full(shape, np.nan, dtype)
+
+
+@pytest.mark.parametrize("dtype", [bindings.F32, bindings.F16])
+def test_modulate(cpu, dtype):
+    rng = np.random.default_rng(dtype)
+    x = rng.standard_normal((2, 5, 7, 3)).astype(DTYPES[dtype])
+    s = rng.standard_normal((2, 5)).astype(np.float32)
+    out = poisoned(x.shape, DTYPES[dtype])
+    cpu.modulate(ptr(x), ptr(s), ptr(out), 2, 5, 21, dtype, None)
+    want = x.astype(np.float32) * s[:, :, None, None]
+    err = rel_error(out, want)
+    print(f"modulate dtype={dtype}: relative error {err:.2e}")
+    assert err < TOL[dtype]
+
+
+def test_demod_coefficients(cpu):
+    rng = np.random.default_rng(3)
+    w = torch.from_numpy(rng.standard_normal((6, 9, 3, 3)).astype(np.float32))
+    s = torch.from_numpy(rng.standard_normal((2, 9)).astype(np.float32))
+    wsq = np.ascontiguousarray(w.square().sum(dim=[2, 3]).t().numpy())
+    d = poisoned((2, 6), np.float32)
+    cpu.demod_coefficients(ptr(s.numpy()), ptr(wsq), ptr(d), 2, 9, 6, 1e-8, None)
+    assert rel_error(d, demod_coefficients(w, s).numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [bindings.F32, bindings.F16])
+@pytest.mark.parametrize("lrelu,clamp", [(1, -1.0), (1, 0.5), (0, 0.8)])
+def test_demod_bias_act(cpu, dtype, lrelu, clamp):
+    rng = np.random.default_rng(lrelu + int(abs(clamp) * 10))
+    y = rng.standard_normal((2, 4, 5, 5)).astype(DTYPES[dtype])
+    d = rng.uniform(0.5, 2, (2, 4)).astype(np.float32)
+    noise = rng.standard_normal((5, 5)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    out = y.copy()
+    cpu.demod_bias_act(ptr(out), ptr(d), ptr(noise), ptr(bias), 2, 4, 25, lrelu, 2 ** 0.5 if lrelu else 1.0, clamp, dtype, None)
+    t = torch.from_numpy(y.astype(np.float32)) * torch.from_numpy(d)[:, :, None, None] + torch.from_numpy(noise)
+    c = None if clamp < 0 else clamp
+    want = bias_lrelu(t, torch.from_numpy(bias), clamp=c) if lrelu else (t + torch.from_numpy(bias)[None, :, None, None]).clamp(-c, c)
+    assert rel_error(out, want.numpy()) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [bindings.F32, bindings.F16])
+def test_bafs_blend(cpu, dtype):
+    rng = np.random.default_rng(9)
+    fs, fi = (rng.standard_normal((2, 3, 4, 4)).astype(DTYPES[dtype]) for _ in range(2))
+    ms = rng.uniform(0, 1, (2, 1, 4, 4)).astype(DTYPES[dtype])
+    mc = rng.uniform(0, 1, (2, 3, 1, 1)).astype(DTYPES[dtype])
+    out = poisoned(fs.shape, DTYPES[dtype])
+    cpu.bafs_blend(ptr(fs), ptr(fi), ptr(ms), ptr(mc), ptr(out), 2, 3, 16, dtype, None)
+    f32 = [a.astype(np.float32) for a in (fs, fi, ms, mc)]
+    want = f32[2] * f32[3] * f32[0] + (1 - f32[2]) * (1 - f32[3]) * f32[1]
+    assert rel_error(out, want) < TOL[dtype]
+
+
+def test_kernels_compose_into_the_fused_modulated_conv(cpu):
+    """modulate -> library conv -> demod coefficients + epilogue == the ModulatedConv2d node's reference."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
+    s = (rng.standard_normal((2, 8)) + 1).astype(np.float32)
+    w = torch.from_numpy((rng.standard_normal((6, 8, 3, 3)) / 8).astype(np.float32))
+    bias = rng.standard_normal(6).astype(np.float32)
+    noise = rng.standard_normal((9, 9)).astype(np.float32)
+    xm = poisoned(x.shape, np.float32)
+    cpu.modulate(ptr(x), ptr(s), ptr(xm), 2, 8, 81, bindings.F32, None)
+    y = np.ascontiguousarray(torch.nn.functional.conv2d(torch.from_numpy(xm), w, padding=1).numpy())
+    wsq = np.ascontiguousarray(w.square().sum(dim=[2, 3]).t().numpy())
+    d = poisoned((2, 6), np.float32)
+    cpu.demod_coefficients(ptr(s), ptr(wsq), ptr(d), 2, 8, 6, 1e-8, None)
+    cpu.demod_bias_act(ptr(y), ptr(d), ptr(noise), ptr(bias), 2, 6, 81, 1, 2 ** 0.5, 256.0, bindings.F32, None)
+    want = fused_modulated_conv(torch.from_numpy(x), torch.from_numpy(s), w, torch.from_numpy(bias),
+                                torch.from_numpy(noise), None, up=1, padding=1, demodulate=True, lrelu=True, clamp=256.0)
+    err = rel_error(y, want.numpy())
+    print(f"CPU kernels composed vs fused_modulated_conv: relative error {err:.2e}")
+    assert err < 1e-5
+
+
+def test_bad_arguments_are_refused(cpu):
+    with pytest.raises(bindings.KernelError, match="status 1"):
+        cpu.bafs_blend(None, None, None, None, None, 1, 1, 1, bindings.F32, None)
+
+
+def test_cuda_library_builds_for_the_listed_architectures():
+    nvcc = subprocess.run(["which", "nvcc"], capture_output=True, text=True)
+    if nvcc.returncode != 0:
+        pytest.skip("nvcc not installed: the CUDA library cannot be built here")
+    out = subprocess.run(["make", "-C", str(KERNELS), "cuda"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lib = (KERNELS / "build" / "libstylert_kernels.so").read_bytes()
+    built = out.stdout.split("CUDA library built for sm_")[-1].splitlines()[0].split()
+    assert {"75", "80", "86", "87", "89", "90"} <= set(built)
+    assert all(f"sm_{a}".encode() in lib for a in built)
+    symbols = subprocess.run(["nm", "-D", str(KERNELS / "build" / "libstylert_kernels.so")], capture_output=True,
+                             text=True).stdout
+    assert all(f"stylert_{name}" in symbols for name in bindings.SIGNATURES)
+
+
+@pytest.mark.skip(reason="needs an NVIDIA GPU; run benchmarks/gpu/validate_kernels.py on one (none on CI or this machine)")
+def test_cuda_kernels_against_reference():
+    """Stands for the GPU check, which benchmarks/gpu/validate_kernels.py performs when a GPU is lent."""
