@@ -29,7 +29,8 @@ setup(
         # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
         "export": ["torch>=2.8", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4", "onnxruntime-extensions>=0.12"],
-        "test": ["pytest>=7", "scikit-image>=0.21"],
+        # tensorrt-stubs is installed with --no-deps by the Makefile: it requires NVIDIA's placeholder wheel.
+        "test": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.8"],
     },
     entry_points={
         "console_scripts": ["stylert=stylert.cli:main"],

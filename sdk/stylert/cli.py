@@ -60,6 +60,17 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_build_engine(args) -> int:
+    from .trt_build import EngineOptions, build_engine
+
+    options = EngineOptions(fp16=args.fp16, int8=args.int8, calib_dir=args.calib, min_batch=args.min_batch,
+                            opt_batch=args.opt_batch, max_batch=args.max_batch, plugins=args.plugins or [],
+                            timing_cache=args.timing_cache, version_compatible=args.version_compatible,
+                            workspace_mb=args.workspace_mb)
+    build_engine(args.model, args.output, options)
+    return 0
+
+
 def _expand_inputs(inputs: list[str]) -> list[Path]:
     """Files as given, folders as their image files (sorted, not recursive)."""
     from .imageio import IMAGE_SUFFIXES
@@ -210,6 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", "-o", required=True, help="output folder")
     gen.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
     gen.set_defaults(func=_cmd_generate)
+
+    eng = sub.add_parser("build-engine", help="build a TensorRT engine from an exported model (needs TensorRT)",
+                         description="Build a TensorRT engine (plus MODEL.engine.json metadata) for this GPU.")
+    eng.add_argument("model", metavar="MODEL.onnx")
+    eng.add_argument("--output", "-o", required=True, metavar="MODEL.engine")
+    eng.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
+    eng.add_argument("--int8", action="store_true", help="allow int8 kernels (needs --calib)")
+    eng.add_argument("--calib", metavar="DIR", help="aligned face crops for int8 calibration")
+    eng.add_argument("--min-batch", type=int, default=1)
+    eng.add_argument("--opt-batch", type=int, default=1)
+    eng.add_argument("--max-batch", type=int, default=8)
+    eng.add_argument("--plugins", nargs="*", metavar="LIB", help="plugin libraries (for --flavor plugin graphs)")
+    eng.add_argument("--timing-cache", metavar="FILE", help="read and update this timing cache")
+    eng.add_argument("--version-compatible", action="store_true", help="an engine later TensorRT versions can run")
+    eng.add_argument("--workspace-mb", type=int, default=4096)
+    eng.set_defaults(func=_cmd_build_engine)
 
     from .restore import Restorer
     from .retouch import Retoucher

@@ -16,7 +16,7 @@ from .align import feather_mask, paste_back, similarity_transform, warp_face
 from .detect import Face, FaceDetector
 from .errors import InputError
 from .imageio import read_image, write_image
-from .runtime import OnnxModel
+from .runtime import open_model
 
 MIN_FACE_SIZE = 32  # px: smaller faces carry too little detail to align and upsample to the model
 
@@ -165,7 +165,7 @@ class FaceModel:
     default_value = 1.0  # the call's control value when none is given (strength, fidelity, ...)
 
     def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
-        self.model = OnnxModel(model_path, providers, call=self.call, threads=threads)
+        self.model = open_model(model_path, providers, call=self.call, threads=threads)
         self.resolution = int(self.model.metadata["stylert.resolution"])
         self.pipeline = FacePipeline(self.resolution, detector)
 

@@ -46,35 +46,27 @@ def resolve_providers(providers: Sequence[str] | None) -> list[str]:
     return resolved
 
 
-class OnnxModel:
-    """An ONNX Runtime session with checked inputs and the stylert metadata of the graph."""
+class Model:
+    """What every backend shares: stylert metadata checks and input validation. Subclasses load
+    the file, fill `metadata`, `inputs`, `outputs`, and implement `_execute` and `providers`."""
+    path: Path
+    metadata: dict[str, str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
 
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, *, call: str | None = None,
-                 threads: int | None = None):
+    def _check_file(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
         if self.path.stat().st_size == 0:
             raise ModelError(f"{self.path}: model file is empty")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=resolve_providers(providers))
-        except ModelError:
-            raise
-        except Exception as exc:  # ORT raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "stylert:" in first:
-                raise ModelError(f"{self.path}: a plugin-flavour graph (stylert::ModulatedConv2d / BAFSBlend nodes) "
-                                 "needs TensorRT with stylert's plugins; for ONNX Runtime export with "
-                                 "--flavor portable") from None
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:300]})") from None
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self._check_metadata(call)
-        self.inputs = [self._spec(a) for a in self.session.get_inputs()]
-        self.outputs = [self._spec(a) for a in self.session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        raise NotImplementedError
+
+    def _execute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
 
     def _check_metadata(self, call: str | None) -> None:
         fmt = self.metadata.get("stylert.format")
@@ -86,11 +78,6 @@ class OnnxModel:
         if call is not None and self.call != call:
             raise ModelError(f"{self.path}: a model for '{self.call}', not '{call}'")
 
-    @staticmethod
-    def _spec(arg) -> TensorSpec:
-        shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
-        return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, np.float32), shape)
-
     @property
     def call(self) -> str:
         return self.metadata.get("stylert.call", "?")
@@ -98,10 +85,6 @@ class OnnxModel:
     @property
     def trained(self) -> bool:
         return self.metadata.get("stylert.trained", "true") == "true"
-
-    @property
-    def providers(self) -> list[str]:
-        return self.session.get_providers()
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validated, contiguous arrays of the graph's dtypes; raises InputError naming the problem."""
@@ -138,5 +121,53 @@ class OnnxModel:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on checked inputs; returns every output by name."""
-        values = self.session.run(None, self.check_inputs(feeds))
+        values = self._execute(self.check_inputs(feeds))
         return {spec.name: value for spec, value in zip(self.outputs, values)}
+
+
+class OnnxModel(Model):
+    """An ONNX Runtime session with checked inputs and the stylert metadata of the graph."""
+
+    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, *, call: str | None = None,
+                 threads: int | None = None):
+        self._check_file(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=resolve_providers(providers))
+        except ModelError:
+            raise
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "stylert:" in first:
+                raise ModelError(f"{self.path}: a plugin-flavour graph (stylert::ModulatedConv2d / BAFSBlend nodes) "
+                                 "needs TensorRT with stylert's plugins; for ONNX Runtime export with "
+                                 "--flavor portable") from None
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:300]})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._check_metadata(call)
+        self.inputs = [self._spec(a) for a in self.session.get_inputs()]
+        self.outputs = [self._spec(a) for a in self.session.get_outputs()]
+
+    @staticmethod
+    def _spec(arg) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+        return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, np.float32), shape)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def _execute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, feeds)
+
+
+def open_model(path: str | Path, providers: Sequence[str] | None = None, *, call: str | None = None,
+               threads: int | None = None) -> Model:
+    """A `.engine` file runs on TensorRT (stylert build-engine made it); anything else on ONNX Runtime."""
+    if Path(path).suffix == ".engine":
+        from .trt_runtime import TensorRTModel
+        return TensorRTModel(path, call=call)
+    return OnnxModel(path, providers, call=call, threads=threads)
