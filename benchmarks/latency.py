@@ -11,7 +11,8 @@ network, paste, encode) on that photo, in the ONNX Runtime process.
                                  [--pipeline photo.jpg] [--json OUT]
 
 Reports cold start (load + first run), p50, p99, mean, min, throughput and peak RSS, with the
-machine. Numbers are what this machine measured; nothing is asserted.
+machine; the graph's work (GFLOP per image, from the ONNX graph) and the achieved rate against a
+matmul ceiling measured on the same backend in the same run. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -177,7 +178,11 @@ def main() -> None:
     args = vars(parser.parse_args())
 
     import stylert
+    from stylert.graph_cost import graph_cost, matmul_ceiling
+
     meta = stylert.OnnxModel(args["model"], ["cpu"]).metadata
+    cost = graph_cost(args["model"])
+    ceiling = matmul_ceiling(threads=args["threads"] or None)
     ctx = mp.get_context("spawn")
     results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}
     pipeline = run_child(ctx, "pipeline", args) if args["pipeline"] else None
@@ -189,6 +194,11 @@ def main() -> None:
     print(f"machine: {info['cpu']}, {info['cores']} cores, onnxruntime {info['onnxruntime']}")
     if meta.get("stylert.trained") == "false":
         print("weights: random (untrained) - the latency is meaningful, the images are not")
+    ort_p50 = results["onnxruntime-cpu"].get("p50_ms")
+    achieved = cost.gflops * args["batch"] / (ort_p50 / 1000) if ort_p50 else float("nan")
+    print(f"work: {cost.gflops:.2f} GFLOP per image (conv + matmul), {cost.weight_bytes / 1e6:.1f} MB of weights; "
+          f"onnxruntime-cpu achieves {achieved:.1f} GFLOP/s against a {ceiling:.1f} GFLOP/s ceiling "
+          f"(2048^3 matmul, same backend, same run)")
     ref = results["pytorch weight"].get("p50_ms")
     header = f"{'network':34} {'cold ms':>9} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'img/s':>8} {'peak MB':>8} {'vs ref':>7}"
     print(header + "\n" + "-" * len(header))
@@ -210,6 +220,7 @@ def main() -> None:
     if args["json"]:
         with open(args["json"], "w") as f:
             json.dump({"schema": "stylert.bench.latency/1", "machine": info, "model": meta, "batch": args["batch"],
+                       "gflop_per_image": cost.gflops, "weight_bytes": cost.weight_bytes, "ceiling_gflops": ceiling,
                        "network": results, "pipeline": pipeline}, f, indent=2)
         print(f"wrote {args['json']}")
 

@@ -24,6 +24,7 @@ def test_latency_benchmark_with_pipeline(retouch_models, astronaut, tmp_path):
     assert "error" not in report["pipeline"], report["pipeline"]
     assert set(report["pipeline"]["stages"]) == {"decode", "detect", "align", "network", "paste", "encode"}
     assert "pytorch, weight form (reference)" in result.stdout and "vs ref" in result.stdout
+    assert report["gflop_per_image"] > 0 and report["ceiling_gflops"] > 0 and "GFLOP/s ceiling" in result.stdout
 
 
 def test_stream_fps_benchmark(restore_models, tmp_path):
