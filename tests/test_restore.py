@@ -10,7 +10,7 @@ from conftest import FIXTURES, max_abs, rel_error
 
 torch = pytest.importorskip("torch")
 from stylert_export.checkpoints import CheckpointError, load_generator  # noqa: E402
-from stylert_export.qc_stylegan import (DegradBlock, DoubleEncoder, QCRestorer, ResNet34Encoder,  # noqa: E402
+from stylert_export.qc_stylegan import (DegradBlock, DoubleEncoder, ResNet34Encoder,  # noqa: E402
                                         load_qc_generator, load_qc_restorer)
 
 

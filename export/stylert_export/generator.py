@@ -14,11 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
 import torch
 
 from .checkpoints import load_generator
-from .onnx_export import DEFAULT_OPSET, ExportError, config_metadata, export_checked
+from .onnx_export import DEFAULT_OPSET, ExportError, config_metadata, export_checked, read_metadata
 from .stylegan2 import Generator, GeneratorWithMapping, StyleGAN2Config, cast_synthesis_fp16, random_generator
 
 
@@ -48,7 +47,7 @@ def from_random_init(seed: int, resolution: int, *, channel_base: int = 32768, c
 
 def rebuild_reference(onnx_path: str | Path, checkpoint: str | Path | None = None) -> Generator:
     """The fp32 PyTorch generator an exported graph came from: from its metadata (random init) or its checkpoint."""
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    meta = read_metadata(onnx_path)
     if meta.get("stylert.call") != "generator":
         raise ExportError(f"{onnx_path}: not a stylert generator graph")
     if meta["stylert.source_layout"] == "random-init":

@@ -103,6 +103,11 @@ def _atomic_save(model: onnx.ModelProto, path: Path) -> None:
             os.unlink(tmp)
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata properties of an exported graph (weights not loaded)."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def set_metadata(path: str | Path, updates: dict[str, str]) -> None:
     model = onnx.load(str(path))
     existing = {p.key: p for p in model.metadata_props}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .onnx_export import DEFAULT_OPSET, config_metadata, export_checked
+from .onnx_export import DEFAULT_OPSET, config_metadata, export_checked, read_metadata
 from .qc_stylegan import QCRestorer, QualityRestoreGraph, SharpRestoreGraph, load_qc_restorer, random_qc_restorer
 from .stylegan2 import StyleGAN2Config
 
@@ -74,9 +74,7 @@ def rebuild_reference(onnx_path: str | Path, encoder: str | Path | None = None,
     """The PyTorch restorer an exported graph came from (random init from metadata, else its checkpoints)."""
     import json
 
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    meta = read_metadata(onnx_path)
     if encoder and generator:
         return from_checkpoints(encoder, generator).model
     if "stylert.seed" not in meta:

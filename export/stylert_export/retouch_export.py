@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, load_generator, load_strict, read_stylert_checkpoint, save_stylert_checkpoint
-from .onnx_export import DEFAULT_OPSET, export_checked
+from .onnx_export import DEFAULT_OPSET, export_checked, read_metadata
 from .retoucher import RetoucherConfig, StyleRetoucher, random_retoucher, retoucher_config, retoucher_from_generator
 
 
@@ -65,9 +65,7 @@ def from_checkpoint(path: str | Path) -> RetoucherSource:
 
 def rebuild_reference(onnx_path: str | Path, checkpoint: str | Path | None = None) -> StyleRetoucher:
     """The PyTorch retoucher an exported graph came from: from its metadata (random init) or its checkpoint."""
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    meta = read_metadata(onnx_path)
     if meta.get("stylert.call") != "retouch":
         raise CheckpointError(f"{onnx_path}: not a stylert retouch graph")
     if checkpoint is not None:

@@ -85,7 +85,6 @@ def graph_cost(path: str | Path) -> GraphCost:
 
 def matmul_ceiling(providers: list[str] | None = None, n: int = 2048, runs: int = 10, threads: int | None = None) -> float:
     """GFLOP/s of an n x n x n float32 matrix product on ONNX Runtime with these providers (median of runs)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
