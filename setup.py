@@ -31,11 +31,13 @@ setup(
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
         "export": ["torch>=2.8", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4", "onnxruntime-extensions>=0.12"],
         # tensorrt-stubs is installed with --no-deps by the Makefile: it requires NVIDIA's placeholder wheel.
-        "test": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.8"],
+        "test": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.8", "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": ["stylert=stylert.cli:main"],
         # Subcommands that live outside the runtime register here; the runtime never imports them.
         "stylert.commands": ["export=stylert_export.cli:register"],
+        # The PyTorch reference of an exported graph, for `stylert bench --reference`.
+        "stylert.references": ["torch=stylert_export.references:build"],
     },
 )

@@ -19,48 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import platform
 import resource
-import tempfile
 import time
 
-import numpy as np
 
-
-def machine() -> dict:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import onnxruntime
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
-
-
-def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    call = meta["stylert.call"]
-    r = int(meta["stylert.resolution"])
-    if call == "retouch":
-        return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "strength": np.ones(batch, np.float32)}
-    if call == "restore":
-        feeds = {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)}
-        if meta.get("stylert.with_quality") == "true":
-            feeds["q"] = np.zeros((batch, int(meta["stylert.q_dim"])), np.float32)
-        return {**feeds, "fidelity": np.zeros(batch, np.float32)}
-    if meta.get("stylert.with_mapping") == "true":
-        return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
-                "truncation_psi": np.full(batch, 0.7, np.float32)}
-    return {"ws": rng.standard_normal((batch, int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"]))).astype(np.float32)}
-
-
-def percentiles(ms: list[float]) -> dict:
-    a = np.asarray(ms)
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()),
-            "min_ms": float(a.min()), "iters": len(a)}
+from stylert.bench import feeds_for, machine, percentiles, pipeline_stages
 
 
 def measure(load, step, warmup: int, iters: int) -> dict:
@@ -108,38 +71,13 @@ def torch_backend(meta: dict, args: dict, form: str):
     return (lambda: rebuild_reference(args["model"], args["checkpoint"]).eval()), step
 
 
-def pipeline_stages(args: dict) -> dict:
-    """Per-stage latency of the whole-photo path (retouch or restore) on one real photo."""
-    import stylert
-    from stylert.imageio import read_image, write_image
-
-    call = stylert.OnnxModel(args["model"], ["cpu"]).call
-    face_model = {"retouch": stylert.Retoucher, "restore": stylert.Restorer}[call](args["model"], ["cpu"],
-                                                                                  threads=args["threads"])
-    stages: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args["warmup"] + args["pipeline_iters"]):
-            t = time.perf_counter()
-            loaded = read_image(args["pipeline"])
-            decode = (time.perf_counter() - t) * 1000
-            result = face_model.process(loaded.rgb, face_model.default_value, channels="rgb")
-            t = time.perf_counter()
-            write_image(os.path.join(tmp, "out.png"), result.image)
-            encode = (time.perf_counter() - t) * 1000
-            if i >= args["warmup"]:
-                for stage, ms in {"decode": decode, **result.timings_ms, "encode": encode}.items():
-                    stages.setdefault(stage, []).append(ms)
-    totals = [sum(v) for v in zip(*stages.values())]
-    return {"faces": len(result.faces), "stages": {k: percentiles(v) for k, v in stages.items()},
-            "total": percentiles(totals)}
-
-
 def child(backend: str, args: dict, queue) -> None:
     try:
         import stylert
         meta = stylert.OnnxModel(args["model"], ["cpu"]).metadata
         if backend == "pipeline":
-            queue.put(pipeline_stages(args))
+            queue.put(pipeline_stages(args["model"], args["pipeline"], args["pipeline_iters"], args["warmup"],
+                                      args["threads"] or None))
             return
         if backend == "onnxruntime-cpu":
             feeds = feeds_for(meta, args["batch"])
@@ -214,7 +152,7 @@ def main() -> None:
             print(f"pipeline: error: {pipeline['error']}")
         else:
             print(f"\nwhole photo ({args['pipeline']}, {pipeline['faces']} face(s), onnxruntime-cpu), "
-                  f"{pipeline['total']['iters']} runs:")
+                  f"{pipeline['total']['runs']} runs:")
             for stage, r in {**pipeline["stages"], "total": pipeline["total"]}.items():
                 print(f"  {stage:10} p50 {r['p50_ms']:9.2f} ms   p99 {r['p99_ms']:9.2f} ms")
     if args["json"]:

@@ -18,7 +18,7 @@ import numpy as np
 import skimage.data
 
 import stylert
-from latency import machine  # benchmarks/ is the script's own folder
+from stylert.bench import machine
 from stylert.stream import Stream
 
 

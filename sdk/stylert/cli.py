@@ -3,6 +3,7 @@ torch) register through the `stylert.commands` entry-point group and are loaded 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from importlib.metadata import entry_points
@@ -57,6 +58,43 @@ def _cmd_generate(args) -> int:
     for seed, image in zip(args.seeds, images):
         print(f"wrote {write_image(Path(args.output) / f'seed{seed:04d}.png', image)}")
     print(f"{len(args.seeds)} image(s) at {gen.resolution}x{gen.resolution} in {elapsed * 1000:.1f} ms on {gen.providers[0]}")
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like '1,4,8', got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return values
+
+
+def _cmd_bench(args) -> int:
+    from tqdm import tqdm
+
+    from .bench import bench, format_table, plot
+
+    backends = [b for b in args.backend.split(",") if b]
+    total = len(args.models) * len(args.batch) * (len(backends) + (args.reference and "torch" not in backends))
+    with tqdm(total=total, desc="bench", unit="run", file=sys.stderr, disable=args.quiet) as bar:
+        try:
+            report = bench(args.models, backends, args.batch, threads=args.threads, warmup=args.warmup,
+                           duration=args.duration, reference=args.reference, checkpoint=args.checkpoint,
+                           pipeline=args.pipeline, progress=bar.update)
+        except ValueError as exc:
+            raise StylertError(str(exc)) from None
+    print(format_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            plot(report, args.plot)
+        except RuntimeError as exc:
+            raise StylertError(str(exc)) from None
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -221,6 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", "-o", required=True, help="output folder")
     gen.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
     gen.set_defaults(func=_cmd_generate)
+
+    bn = sub.add_parser("bench", help="latency and throughput of models, the PyTorch reference beside them",
+                        description="Benchmark exported models: cold start, p50/p90/p99, throughput, memory, GFLOP/s.")
+    bn.add_argument("models", nargs="+", metavar="MODEL", help=".onnx graphs from `stylert export`, or .engine files")
+    bn.add_argument("--backend", default="onnxruntime-cpu",
+                    help="comma-separated: onnxruntime-cpu, onnxruntime-cuda, tensorrt, torch (default onnxruntime-cpu)")
+    bn.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4,8 (default 1)")
+    bn.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's)")
+    bn.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row (default 1)")
+    bn.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per row, at least 5 runs (default 3)")
+    bn.add_argument("--reference", action="store_true", help="add the PyTorch reference (needs stylert[export])")
+    bn.add_argument("--checkpoint", help="the checkpoint a graph was exported from, for --reference")
+    bn.add_argument("--pipeline", metavar="IMAGE", help="also time the whole-photo path per stage on this photo")
+    bn.add_argument("--json", metavar="OUT", help="write the report (schema stylert.bench/1)")
+    bn.add_argument("--plot", metavar="OUT.png", help="write a latency and stage-breakdown plot (needs matplotlib)")
+    bn.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    bn.set_defaults(func=_cmd_bench)
 
     eng = sub.add_parser("build-engine", help="build a TensorRT engine from an exported model (needs TensorRT)",
                          description="Build a TensorRT engine (plus MODEL.engine.json metadata) for this GPU.")

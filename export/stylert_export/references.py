@@ -1,0 +1,51 @@
+"""The PyTorch reference of an exported graph, for `stylert bench --reference` (entry point
+`stylert.references`): the research code's arithmetic (weight-form modulated convs), fp32, CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .onnx_export import read_metadata
+
+
+def build(model_path: str | Path, checkpoint: str | Path | None = None,
+          threads: int | None = None) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """A function feeds -> outputs running the PyTorch model the graph was exported from."""
+    if threads:
+        torch.set_num_threads(threads)
+    call = read_metadata(model_path).get("stylert.call")
+    if call == "generator":
+        from .generator import rebuild_reference as rebuild_generator
+
+        g = rebuild_generator(model_path, checkpoint).eval()
+
+        def run(feeds):
+            t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            ws = g.z_to_ws(t["z"], t["truncation_psi"]) if "z" in t else t["ws"]
+            return [g(ws, form="weight").numpy()]
+    elif call == "retouch":
+        from .retouch_export import rebuild_reference as rebuild_retoucher
+
+        r = rebuild_retoucher(model_path, checkpoint).eval()
+
+        def run(feeds):
+            return [r(torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["strength"]), form="weight")[0].numpy()]
+    elif call == "restore":
+        from .restore_export import rebuild_reference as rebuild_restorer
+
+        m = rebuild_restorer(model_path).eval()
+
+        def run(feeds):
+            w, _ = m.encode(torch.from_numpy(feeds["image"]), with_quality=False)
+            q = torch.from_numpy(feeds["q"]) if "q" in feeds else None
+            return [m.synthesize(w, q, form="weight").numpy()]
+    else:
+        raise ValueError(f"{model_path}: no PyTorch reference for a '{call}' graph")
+
+    def guarded(feeds):
+        with torch.no_grad():
+            return run(feeds)
+    return guarded

@@ -1,0 +1,292 @@
+"""`stylert bench`: latency and throughput of exported models, the reference beside them.
+
+For each model x backend x batch, in a fresh child process (so cold start and memory are its own):
+cold start (load + first run), warm-up for --warmup seconds, then timed runs for --duration seconds
+(at least 5): p50, p90, p99, mean, min, throughput, peak resident memory, and device memory on
+CUDA backends. Backends: onnxruntime-cpu, onnxruntime-cuda, tensorrt (.engine files), torch (the
+PyTorch reference, from stylert[export] through the `stylert.references` entry point; --reference
+adds it). With --pipeline IMAGE the whole-photo path is timed per stage on that photo. The graph's
+work (GFLOP per image) and a matmul ceiling on the same backend give the achieved rate.
+
+JSON (schema "stylert.bench/1"): {"schema", "machine", "models": [{"path", "metadata",
+"gflop_per_image", "weight_bytes", "rows": [{"backend", "batch", "cold_start_ms", "p50_ms", "p90_ms",
+"p99_ms", "mean_ms", "min_ms", "runs", "images_per_s", "peak_rss_mb", "device_mb", "gflops",
+"vs_reference"} | {"backend", "batch", "error"}], "pipeline": {stage: {p50_ms, p99_ms, ...}} | null}],
+"ceilings": {backend: GFLOP/s}}.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import tempfile
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "torch")
+SCHEMA = "stylert.bench/1"
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import onnxruntime
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+
+
+def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
+    """Random inputs of the graph's contract at `batch` (controls at their neutral values)."""
+    rng = np.random.default_rng(0)
+    call, r = meta["stylert.call"], int(meta["stylert.resolution"])
+    if call == "retouch":
+        return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "strength": np.ones(batch, np.float32)}
+    if call == "restore":
+        feeds = {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)}
+        if meta.get("stylert.with_quality") == "true":
+            feeds["q"] = np.zeros((batch, int(meta["stylert.q_dim"])), np.float32)
+        return {**feeds, "fidelity": np.zeros(batch, np.float32)}
+    if meta.get("stylert.with_mapping") == "true":
+        return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
+                "truncation_psi": np.full(batch, 0.7, np.float32)}
+    return {"ws": rng.standard_normal((batch, int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"]))).astype(np.float32)}
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "min_ms": float(a.min()), "runs": len(a)}
+
+
+def _device_used_mb() -> float | None:
+    try:
+        from .trt_build import cuda_check, cudart
+        free, total = cuda_check(cudart().cudaMemGetInfo())
+        return (total - free) / 2 ** 20
+    except Exception:  # no CUDA here: device memory is not applicable
+        return None
+
+
+def _runner(backend: str, model_path: str, args: dict):
+    """(load() -> state, step(state)) for one backend."""
+    from .runtime import OnnxModel, open_model
+
+    meta = OnnxModel(model_path, ["cpu"]).metadata if not model_path.endswith(".engine") else \
+        json.loads(Path(f"{model_path}.json").read_text())
+    feeds = feeds_for(meta, args["batch"])
+    if backend == "torch":
+        eps = [ep for ep in entry_points(group="stylert.references") if ep.name == "torch"]
+        if not eps:
+            raise RuntimeError("the PyTorch reference needs stylert[export] (torch)")
+        build = eps[0].load()
+        return (lambda: build(model_path, args.get("checkpoint"), args.get("threads"))), (lambda run: run(feeds))
+    if backend == "tensorrt":
+        if not model_path.endswith(".engine"):
+            raise RuntimeError("needs an .engine file (stylert build-engine)")
+        return (lambda: open_model(model_path)), (lambda m: m.run(feeds))
+    providers = ["cuda"] if backend == "onnxruntime-cuda" else ["cpu"]
+    if model_path.endswith(".engine"):
+        raise RuntimeError("an .engine runs on the tensorrt backend only")
+    return (lambda: OnnxModel(model_path, providers, threads=args.get("threads"))), (lambda m: m.run(feeds))
+
+
+def _measure(backend: str, model_path: str, args: dict) -> dict:
+    load, step = _runner(backend, model_path, args)
+    before = _device_used_mb() if backend != "onnxruntime-cpu" and backend != "torch" else None
+    start = time.perf_counter()
+    state = load()
+    step(state)
+    cold = (time.perf_counter() - start) * 1000
+    end = time.perf_counter() + args["warmup"]
+    while time.perf_counter() < end:
+        step(state)
+    times: list[float] = []
+    end = time.perf_counter() + args["duration"]
+    while time.perf_counter() < end or len(times) < 5:
+        t = time.perf_counter()
+        step(state)
+        times.append((time.perf_counter() - t) * 1000)
+    row = {"cold_start_ms": cold, **percentiles(times),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    row["images_per_s"] = args["batch"] * 1000 / row["p50_ms"]
+    after = _device_used_mb() if before is not None else None
+    row["device_mb"] = None if before is None or after is None else after - before
+    return row
+
+
+def _child(backend: str, model_path: str, args: dict, queue) -> None:
+    try:
+        queue.put(_measure(backend, model_path, args))
+    except Exception as exc:  # reported in its row; the other rows still run
+        queue.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+
+
+def run_isolated(backend: str, model_path: str, args: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(backend, model_path, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, threads: int | None = None) -> dict:
+    """Per-stage latency of the whole-photo path (decode ... encode) of a face model on one photo."""
+    from .imageio import read_image, write_image
+    from .restore import Restorer
+    from .retouch import Retoucher
+    from .runtime import open_model
+
+    call = open_model(model_path, ["cpu"]).call
+    classes = {"retouch": Retoucher, "restore": Restorer}
+    if call not in classes:
+        raise ValueError(f"--pipeline needs a retouch or restore model, not '{call}'")
+    face_model = classes[call](model_path, ["cpu"], threads=threads)
+    stages: dict[str, list[float]] = {}
+    faces = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(warmup + runs):
+            t = time.perf_counter()
+            loaded = read_image(image)
+            decode = (time.perf_counter() - t) * 1000
+            result = face_model.process(loaded.rgb, face_model.default_value, channels="rgb")
+            t = time.perf_counter()
+            write_image(os.path.join(tmp, "out.png"), result.image)
+            encode = (time.perf_counter() - t) * 1000
+            faces = len(result.faces)
+            if i >= warmup:
+                for stage, ms in {"decode": decode, **result.timings_ms, "encode": encode}.items():
+                    stages.setdefault(stage, []).append(ms)
+    totals = [sum(v) for v in zip(*stages.values())]
+    return {"faces": faces, "stages": {k: percentiles(v) for k, v in stages.items()}, "total": percentiles(totals)}
+
+
+def ceiling(backend: str, threads: int | None) -> float | None:
+    from .graph_cost import matmul_ceiling
+    from .runtime import resolve_providers
+
+    try:
+        if backend == "onnxruntime-cpu":
+            return matmul_ceiling(["CPUExecutionProvider"], threads=threads)
+        if backend == "onnxruntime-cuda":
+            return matmul_ceiling(resolve_providers(["cuda"]))
+    except Exception:  # provider missing: no ceiling for that backend
+        return None
+    return None
+
+
+def plot(report: dict, path: str | Path) -> None:
+    """Latency distribution (p50 with p90/p99 whiskers) per backend and batch, and the stage breakdown."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
+    models = report["models"]
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.5 * len(models)), squeeze=False)
+    for ax_row, model in zip(axes, models):
+        rows = [r for r in model["rows"] if "error" not in r]
+        labels = [f"{r['backend']}\nbatch {r['batch']}" for r in rows]
+        p50 = [r["p50_ms"] for r in rows]
+        low = [r["p50_ms"] - r["min_ms"] for r in rows]
+        high = [r["p99_ms"] - r["p50_ms"] for r in rows]
+        ax_row[0].bar(range(len(rows)), p50, yerr=[low, high], capsize=4, color="#4C72B0")
+        ax_row[0].set_xticks(range(len(rows)), labels, fontsize=7)
+        ax_row[0].set_ylabel("ms per batch (p50; min..p99)")
+        ax_row[0].set_title(f"{Path(model['path']).name}: {model['metadata'].get('stylert.call')}", fontsize=9)
+        pipe = model.get("pipeline")
+        if pipe:
+            names = list(pipe["stages"])
+            values = [pipe["stages"][n]["p50_ms"] for n in names]
+            ax_row[1].barh(names, values, color="#DD8452")
+            ax_row[1].set_xlabel("ms (p50)")
+            ax_row[1].set_title("whole photo, per stage", fontsize=9)
+        else:
+            ax_row[1].axis("off")
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
+
+
+def bench(models: list[str], backends: list[str], batches: list[int], *, threads: int | None = None,
+          warmup: float = 1.0, duration: float = 3.0, reference: bool = False, checkpoint: str | None = None,
+          pipeline: str | None = None, pipeline_runs: int = 5, progress=None) -> dict:
+    from .graph_cost import graph_cost
+
+    if reference and "torch" not in backends:
+        backends = [*backends, "torch"]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+    report: dict = {"schema": SCHEMA, "machine": machine(), "models": [],
+                    "ceilings": {b: ceiling(b, threads) for b in backends}}
+    for path in models:
+        from .runtime import open_model
+
+        meta = open_model(path, ["cpu"]).metadata if not path.endswith(".engine") else \
+            json.loads(Path(f"{path}.json").read_text())
+        cost = graph_cost(path) if not path.endswith(".engine") else None
+        entry: dict = {"path": path, "metadata": meta, "gflop_per_image": cost.gflops if cost else None,
+                       "weight_bytes": cost.weight_bytes if cost else None, "rows": [], "pipeline": None}
+        for batch in batches:
+            measured = {}
+            for backend in backends:
+                args = {"batch": batch, "threads": threads, "warmup": warmup, "duration": duration, "checkpoint": checkpoint}
+                row = {"backend": backend, "batch": batch, **run_isolated(backend, path, args)}
+                if "error" not in row and cost:
+                    row["gflops"] = cost.gflops * batch / (row["p50_ms"] / 1000)
+                measured[backend] = row
+                if progress:
+                    progress()
+            ref = measured.get("torch", {}).get("p50_ms")
+            for row in measured.values():
+                if ref and "p50_ms" in row:
+                    row["vs_reference"] = ref / row["p50_ms"]
+                entry["rows"].append(row)
+        if pipeline:
+            entry["pipeline"] = pipeline_stages(path, pipeline, pipeline_runs, threads=threads)
+        report["models"].append(entry)
+    return report
+
+
+def format_table(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}"]
+    for model in report["models"]:
+        meta = model["metadata"]
+        res = meta.get("stylert.resolution")
+        untrained = " (random weights: latency only)" if meta.get("stylert.trained") == "false" else ""
+        work = f", {model['gflop_per_image']:.1f} GFLOP/image" if model["gflop_per_image"] else ""
+        lines.append(f"\n{model['path']}: {meta.get('stylert.call')} {res}x{res}{work}{untrained}")
+        header = (f"{'backend':18} {'batch':>5} {'cold ms':>9} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
+                  f"{'img/s':>8} {'RSS MB':>7} {'GFLOP/s':>8} {'vs ref':>7}")
+        lines += [header, "-" * len(header)]
+        for r in model["rows"]:
+            if "error" in r:
+                lines.append(f"{r['backend']:18} {r['batch']:>5} unavailable: {r['error']}")
+                continue
+            ratio = f"{r['vs_reference']:.2f}x" if "vs_reference" in r else "-"
+            gf = f"{r['gflops']:.1f}" if "gflops" in r else "-"
+            lines.append(f"{r['backend']:18} {r['batch']:>5} {r['cold_start_ms']:9.1f} {r['p50_ms']:9.2f} {r['p90_ms']:9.2f} "
+                         f"{r['p99_ms']:9.2f} {r['images_per_s']:8.2f} {r['peak_rss_mb']:7.0f} {gf:>8} {ratio:>7}")
+            if r["p99_ms"] > 1.5 * r["p50_ms"]:
+                lines.append(f"{'':18} {'':>5} noisy: p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50, rerun on a quiet machine")
+        if model["pipeline"]:
+            stages = ", ".join(f"{k} {v['p50_ms']:.1f}" for k, v in model["pipeline"]["stages"].items())
+            lines.append(f"whole photo ({model['pipeline']['faces']} face(s)), p50 ms: {stages}; "
+                         f"total {model['pipeline']['total']['p50_ms']:.1f}")
+    ceilings = ", ".join(f"{b} {c:.0f} GFLOP/s" for b, c in report["ceilings"].items() if c)
+    if ceilings:
+        lines.append(f"\nmatmul ceiling (2048^3 float32, same run): {ceilings}")
+    return "\n".join(lines)
