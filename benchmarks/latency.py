@@ -118,12 +118,12 @@ def main() -> None:
     import stylert
     from stylert.graph_cost import graph_cost, matmul_ceiling
 
+    ctx = mp.get_context("spawn")  # children first: they inherit this process's peak RSS
+    results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}
+    pipeline = run_child(ctx, "pipeline", args) if args["pipeline"] else None
     meta = stylert.OnnxModel(args["model"], ["cpu"]).metadata
     cost = graph_cost(args["model"])
     ceiling = matmul_ceiling(threads=args["threads"] or None)
-    ctx = mp.get_context("spawn")
-    results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}
-    pipeline = run_child(ctx, "pipeline", args) if args["pipeline"] else None
 
     info = machine()
     res = meta["stylert.resolution"]

@@ -229,24 +229,16 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
-    report: dict = {"schema": SCHEMA, "machine": machine(), "models": [],
-                    "ceilings": {b: ceiling(b, threads) for b in backends}}
+    # Children first: a spawned child inherits this process's peak RSS, so nothing large is
+    # loaded here (graph costs, ceilings, pipeline sessions) until every row is measured.
+    report: dict = {"schema": SCHEMA, "machine": machine(), "models": [], "ceilings": {}}
     for path in models:
-        from .runtime import open_model
-
-        meta = open_model(path, ["cpu"]).metadata if not path.endswith(".engine") else \
-            json.loads(Path(f"{path}.json").read_text())
-        cost = graph_cost(path) if not path.endswith(".engine") else None
-        entry: dict = {"path": path, "metadata": meta, "gflop_per_image": cost.gflops if cost else None,
-                       "weight_bytes": cost.weight_bytes if cost else None, "rows": [], "pipeline": None}
+        entry: dict = {"path": path, "rows": [], "pipeline": None}
         for batch in batches:
             measured = {}
             for backend in backends:
                 args = {"batch": batch, "threads": threads, "warmup": warmup, "duration": duration, "checkpoint": checkpoint}
-                row = {"backend": backend, "batch": batch, **run_isolated(backend, path, args)}
-                if "error" not in row and cost:
-                    row["gflops"] = cost.gflops * batch / (row["p50_ms"] / 1000)
-                measured[backend] = row
+                measured[backend] = {"backend": backend, "batch": batch, **run_isolated(backend, path, args)}
                 if progress:
                     progress()
             ref = measured.get("torch", {}).get("p50_ms")
@@ -254,9 +246,22 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
                 if ref and "p50_ms" in row:
                     row["vs_reference"] = ref / row["p50_ms"]
                 entry["rows"].append(row)
+        report["models"].append(entry)
+    for entry in report["models"]:
+        from .runtime import open_model
+
+        path = entry["path"]
+        entry["metadata"] = (json.loads(Path(f"{path}.json").read_text()) if path.endswith(".engine")
+                             else open_model(path, ["cpu"]).metadata)
+        cost = graph_cost(path) if not path.endswith(".engine") else None
+        entry["gflop_per_image"] = cost.gflops if cost else None
+        entry["weight_bytes"] = cost.weight_bytes if cost else None
+        for row in entry["rows"]:
+            if cost and "p50_ms" in row:
+                row["gflops"] = cost.gflops * row["batch"] / (row["p50_ms"] / 1000)
         if pipeline:
             entry["pipeline"] = pipeline_stages(path, pipeline, pipeline_runs, threads=threads)
-        report["models"].append(entry)
+    report["ceilings"] = {b: ceiling(b, threads) for b in backends}
     return report
 
 
