@@ -43,32 +43,10 @@ def measure(load, step, warmup: int, iters: int) -> dict:
 
 
 def torch_backend(meta: dict, args: dict, form: str):
-    import torch
+    from stylert_export.references import build
 
-    if args["threads"]:
-        torch.set_num_threads(args["threads"])
-    tensors = {k: torch.from_numpy(v) for k, v in feeds_for(meta, args["batch"]).items()}
-    if meta["stylert.call"] == "retouch":
-        from stylert_export.retouch_export import rebuild_reference
-
-        def step(model):
-            with torch.no_grad():
-                model(tensors["image"], tensors["strength"], form=form)
-    elif meta["stylert.call"] == "restore":
-        from stylert_export.restore_export import rebuild_reference
-
-        def step(model):
-            with torch.no_grad():
-                w, _ = model.encode(tensors["image"], with_quality=False)
-                model.synthesize(w, tensors.get("q"), form=form)
-    else:
-        from stylert_export.generator import rebuild_reference
-
-        def step(g):
-            with torch.no_grad():
-                ws = g.z_to_ws(tensors["z"], tensors["truncation_psi"]) if "z" in tensors else tensors["ws"]
-                g(ws, form=form)
-    return (lambda: rebuild_reference(args["model"], args["checkpoint"]).eval()), step
+    feeds = feeds_for(meta, args["batch"])
+    return (lambda: build(args["model"], args["checkpoint"], args["threads"] or None, form=form)), (lambda run: run(feeds))
 
 
 def child(backend: str, args: dict, queue) -> None:

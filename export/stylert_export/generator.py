@@ -40,8 +40,7 @@ def from_checkpoint(path: str | Path, layout: str = "auto", conv_clamp: float | 
 
 def from_random_init(seed: int, resolution: int, *, channel_base: int = 32768, channel_max: int = 512,
                      w_dim: int = 512, mapping_layers: int = 8) -> GeneratorSource:
-    cfg = StyleGAN2Config(resolution=resolution, channels=StyleGAN2Config.nvlabs_channels(resolution, channel_base, channel_max),
-                          z_dim=w_dim, w_dim=w_dim, mapping_layers=mapping_layers)
+    cfg = StyleGAN2Config.from_channel_base(resolution, channel_base, channel_max, w_dim, mapping_layers=mapping_layers)
     return GeneratorSource(random_generator(cfg, seed), "random-init", f"random-init seed {seed}", False, seed)
 
 

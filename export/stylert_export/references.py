@@ -1,5 +1,5 @@
 """The PyTorch reference of an exported graph, for `stylert bench --reference` (entry point
-`stylert.references`): the research code's arithmetic (weight-form modulated convs), fp32, CPU."""
+`stylert.references`) and benchmarks/latency.py: fp32, CPU."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +11,10 @@ import torch
 from .onnx_export import read_metadata
 
 
-def build(model_path: str | Path, checkpoint: str | Path | None = None,
-          threads: int | None = None) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
-    """A function feeds -> outputs running the PyTorch model the graph was exported from."""
+def build(model_path: str | Path, checkpoint: str | Path | None = None, threads: int | None = None,
+          form: str = "weight") -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """A function feeds -> outputs running the PyTorch model the graph was exported from; `form`
+    "weight" is the research code's arithmetic, "activation" the form the graphs are exported in."""
     if threads:
         torch.set_num_threads(threads)
     call = read_metadata(model_path).get("stylert.call")
@@ -25,14 +26,14 @@ def build(model_path: str | Path, checkpoint: str | Path | None = None,
         def run(feeds):
             t = {k: torch.from_numpy(v) for k, v in feeds.items()}
             ws = g.z_to_ws(t["z"], t["truncation_psi"]) if "z" in t else t["ws"]
-            return [g(ws, form="weight").numpy()]
+            return [g(ws, form=form).numpy()]
     elif call == "retouch":
         from .retouch_export import rebuild_reference as rebuild_retoucher
 
         r = rebuild_retoucher(model_path, checkpoint).eval()
 
         def run(feeds):
-            return [r(torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["strength"]), form="weight")[0].numpy()]
+            return [r(torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["strength"]), form=form)[0].numpy()]
     elif call == "restore":
         from .restore_export import rebuild_reference as rebuild_restorer
 
@@ -41,7 +42,7 @@ def build(model_path: str | Path, checkpoint: str | Path | None = None,
         def run(feeds):
             w, _ = m.encode(torch.from_numpy(feeds["image"]), with_quality=False)
             q = torch.from_numpy(feeds["q"]) if "q" in feeds else None
-            return [m.synthesize(w, q, form="weight").numpy()]
+            return [m.synthesize(w, q, form=form).numpy()]
     else:
         raise ValueError(f"{model_path}: no PyTorch reference for a '{call}' graph")
 

@@ -28,8 +28,7 @@ class RestorerSource:
 
 def from_random_init(seed: int, resolution: int, *, channel_base: int = 32768, channel_max: int = 512,
                      w_dim: int = 512, q_dim: int = 16) -> RestorerSource:
-    cfg = StyleGAN2Config(resolution=resolution, channels=StyleGAN2Config.nvlabs_channels(resolution, channel_base, channel_max),
-                          z_dim=w_dim, w_dim=w_dim, conv_clamp=256.0)
+    cfg = StyleGAN2Config.from_channel_base(resolution, channel_base, channel_max, w_dim, conv_clamp=256.0)
     return RestorerSource(random_qc_restorer(cfg, seed, q_dim), f"random-init seed {seed}", False, seed)
 
 

@@ -206,6 +206,4 @@ def _scale_leh(model: StyleRetoucher) -> None:
 
 
 def retoucher_config(resolution: int, channel_base: int = 32768, channel_max: int = 512, w_dim: int = 512) -> RetoucherConfig:
-    gp = StyleGAN2Config(resolution=resolution, channels=StyleGAN2Config.nvlabs_channels(resolution, channel_base, channel_max),
-                         z_dim=w_dim, w_dim=w_dim)
-    return RetoucherConfig(gp)
+    return RetoucherConfig(StyleGAN2Config.from_channel_base(resolution, channel_base, channel_max, w_dim))

@@ -72,6 +72,13 @@ class StyleGAN2Config:
     def nvlabs_channels(resolution: int, channel_base: int = 32768, channel_max: int = 512) -> dict[int, int]:
         return {2 ** i: min(channel_base // 2 ** i, channel_max) for i in range(2, int(math.log2(resolution)) + 1)}
 
+    @classmethod
+    def from_channel_base(cls, resolution: int, channel_base: int = 32768, channel_max: int = 512,
+                          w_dim: int = 512, **kwargs) -> "StyleGAN2Config":
+        """NVlabs channel counts min(base / r, max) and z_dim = w_dim: the random-init configs."""
+        return cls(resolution=resolution, channels=cls.nvlabs_channels(resolution, channel_base, channel_max),
+                   z_dim=w_dim, w_dim=w_dim, **kwargs)
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["channels"] = {str(k): v for k, v in self.channels.items()}

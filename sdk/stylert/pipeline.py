@@ -47,6 +47,11 @@ def check_image(image, channels: str) -> np.ndarray:
     return image[:, :, ::-1] if channels == "bgr" else image
 
 
+def from_rgb(rgb: np.ndarray, channels: str) -> np.ndarray:
+    """The inverse of check_image's view: back to the caller's channel order (a contiguous copy for BGR)."""
+    return np.ascontiguousarray(rgb[:, :, ::-1]) if channels == "bgr" else rgb
+
+
 def to_network(crops: Sequence[np.ndarray]) -> np.ndarray:
     """uint8 HxWx3 crops -> float32 [N, 3, H, W] in [-1, 1]."""
     return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
@@ -131,7 +136,7 @@ class FacePipeline:
         out, extras = run(prep.crops)
         prep.timings["network"] = (time.perf_counter() - t) * 1000
         result = self.finish(prep, out)
-        return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, prep.faces, prep.timings, extras)
+        return FaceResult(from_rgb(result, channels), prep.faces, prep.timings, extras)
 
     def _process_aligned(self, rgb, run, channels) -> FaceResult:
         h, w = rgb.shape[:2]
@@ -146,7 +151,7 @@ class FacePipeline:
         timings["network"] = (time.perf_counter() - t) * 1000
         if h != self.resolution:
             result = cv2.resize(result, (w, h), interpolation=cv2.INTER_LINEAR)
-        return FaceResult(result[:, :, ::-1] if channels == "bgr" else result, [], timings, extras)
+        return FaceResult(from_rgb(result, channels), [], timings, extras)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import numpy as np
 
 from .detect import Face
 from .errors import InputError, StylertError
-from .pipeline import FaceModel, NoFaceError, check_image
+from .pipeline import FaceModel, NoFaceError, check_image, from_rgb
 
 _STOP = object()
 
@@ -196,8 +196,6 @@ class Stream:
             prep = self.model.pipeline.prepare(rgb, [f for _, f in tracked]) if tracked else None
         except NoFaceError:  # faces too small this frame: pass it through
             prep, ids = None, []
-        if prep is not None:
-            timings.update(prep.timings)
         return index, frame, prep, ids, timings, submitted
 
     def _finish(self, item) -> StreamFrame:
@@ -209,8 +207,8 @@ class Stream:
             out, _ = self.run(prep.crops)
             timings["network"] = (time.perf_counter() - t) * 1000
             rgb = self.model.pipeline.finish(prep, out)
-            timings.update(prep.timings)
-            image = rgb[:, :, ::-1].copy() if self.channels == "bgr" else rgb
+            timings.update(prep.timings)  # align and paste
+            image = from_rgb(rgb, self.channels)
         landmarks = [f.landmarks for f in prep.faces] if prep is not None else []
         with self._lock:
             self.stats.delivered += 1
