@@ -78,6 +78,44 @@ def register(subparsers) -> None:
     _random_init_options(rst, resolution=256)
     rst.set_defaults(func=_export_restore)
 
+    sty = calls.add_parser("stylize", help="a style pack: W encoder, one generator per style, optional region-local model",
+                           description="Export a style pack folder (stylepack.json + graphs) for `stylert stylize`.")
+    source = sty.add_mutually_exclusive_group(required=True)
+    source.add_argument("--encoder", metavar="PSP_CKPT", help="pSp checkpoint with a W-space encoder "
+                        "(BackboneEncoderUsingLastLayerIntoW)")
+    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
+    sty.add_argument("--pack", required=True, metavar="DIR", help="output folder")
+    sty.add_argument("--style", action="append", required=True, metavar="NAME[=CKPT]",
+                     help="a style and its fine-tuned StyleGAN2 checkpoint (rosinality/NVlabs); repeat per style; "
+                          "with --random-init only the NAME")
+    sty.add_argument("--psi", action="append", default=[], metavar="NAME=PSI",
+                     help="truncation per style (default: cartoon 0.7, anime 0.6, others 0.9, as in the paper)")
+    sty.add_argument("--exemplar", action="append", default=[], metavar="NAME=IMAGE",
+                     help="the style image the region-local model transfers from (default: G'(w_avg) of the style)")
+    local = sty.add_mutually_exclusive_group()
+    local.add_argument("--local", metavar="CKPT", help="region-local style transfer checkpoint (stylert .safetensors)")
+    local.add_argument("--with-local", action="store_true", help="with --random-init: add a random region-local model")
+    sty.add_argument("--save-local", metavar="PATH", help="also write the region-local model as a .safetensors checkpoint")
+    sty.add_argument("--layout", choices=["auto", "rosinality", "nvlabs"], default="auto", help="generator checkpoint layout")
+    sty.add_argument("--encoder-size", type=int, default=256, help="the encoder's input size (pSp: 256)")
+    sty.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    group = _random_init_options(sty, resolution=1024)
+    group.add_argument("--encoder-units", default="3,4,14,3", help="IR-SE units per stage (IR-SE-50: 3,4,14,3)")
+    group.add_argument("--local-width", type=int, default=32, help="channels of the region-local model's stages")
+    sty.set_defaults(func=_export_stylize)
+
+    ref = calls.add_parser("stylize-reference", help="add a reference code to a style pack (optimisation, offline)",
+                           description="Invert a reference image with a style's generator and store its W+ code "
+                                       "in the pack, for reference-guided stylization.")
+    ref.add_argument("--pack", required=True, metavar="DIR")
+    ref.add_argument("--style", required=True, metavar="NAME")
+    ref.add_argument("--image", required=True, metavar="IMAGE", help="the reference portrait")
+    ref.add_argument("--name", required=True, metavar="REF", help="the name to call it by (stylize --reference REF)")
+    ref.add_argument("--checkpoint", metavar="CKPT", help="the style's generator checkpoint (not needed for random-init packs)")
+    ref.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
+    ref.add_argument("--aligned", action="store_true", help="the image is already an FFHQ-aligned square crop")
+    ref.set_defaults(func=_export_stylize_reference)
+
 
 EXPORT_NEEDS = ("torch", "onnx", "onnxscript", "safetensors", "onnxruntime_extensions")
 
@@ -191,3 +229,95 @@ def _export_generator(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
 
     return _run(export, describe)
+
+
+def _pairs(items: list[str], what: str, cast=str) -> dict:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{what}: expected NAME=VALUE, got {item!r}")
+        try:
+            out[name] = cast(value)
+        except ValueError:
+            raise ValueError(f"{what}: bad value in {item!r}") from None
+    return out
+
+
+@_needs_export_deps
+def _export_stylize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import stylize_export as sx
+    from .onnx_export import DEFAULT_OPSET
+
+    def describe():
+        psi = _pairs(args.psi, "--psi", float)
+        if args.random_init:
+            if any("=" in s for s in args.style):
+                raise ValueError("--random-init takes style names only (--style NAME)")
+            try:
+                units = tuple(int(u) for u in args.encoder_units.split(","))
+            except ValueError:
+                raise ValueError(f"--encoder-units: expected integers like 3,4,14,3, got {args.encoder_units!r}") from None
+            src = sx.from_random_init(args.seed, args.resolution, args.style, with_local=args.with_local,
+                                      channel_base=args.channel_base, channel_max=args.channel_max, w_dim=args.w_dim,
+                                      encoder_units=units, encoder_size=args.encoder_size,
+                                      local_width=args.local_width, psi=psi)
+        else:
+            if args.with_local:
+                raise ValueError("--with-local is for --random-init; give a trained model with --local CKPT")
+            src = sx.from_checkpoints(args.encoder, _pairs(args.style, "--style"), psi=psi, local=args.local,
+                                      encoder_size=args.encoder_size, layout=args.layout)
+        exemplars = _pairs(args.exemplar, "--exemplar", Path)
+        names = {s.name for s in src.styles}
+        for name, path in exemplars.items():
+            if name not in names:
+                raise ValueError(f"--exemplar {name}: no such style; styles: {', '.join(sorted(names))}")
+        for s in src.styles:
+            s.exemplar = exemplars.get(s.name)
+        cfg = src.styles[0].generator.generator.cfg
+        params = sum(p.numel() for p in src.encoder.parameters())
+        return src, (f"style pack: {src.description}, {cfg.resolution}x{cfg.resolution}, styles "
+                     f"{', '.join(f'{s.name} (psi {s.psi})' for s in src.styles)}; encoder {params:,} parameters"
+                     + (", region-local model" if src.local is not None else ""))
+
+    def export(src):
+        if args.save_local:
+            if src.local is None:
+                raise ValueError("--save-local needs a region-local model (--with-local or --local)")
+            print(f"wrote {sx.save_local(src.local, args.save_local, src.trained, src.description)}")
+        print(f"wrote {sx.export_pack(src, args.pack, opset=args.opset or DEFAULT_OPSET)}")
+
+    return _run(export, describe)
+
+
+@_needs_export_deps
+def _export_stylize_reference(args: argparse.Namespace) -> int:
+    from stylert.errors import StylertError
+    from stylert.imageio import read_image
+    from stylert.pipeline import FacePipeline, to_uint8
+
+    from .checkpoints import CheckpointError
+    from .onnx_export import ExportError
+    from .stylize_export import add_reference, read_manifest
+
+    try:
+        resolution = int(read_manifest(args.pack)["resolution"])
+        rgb = read_image(args.image).rgb
+        if args.aligned:
+            import cv2
+
+            face = cv2.resize(rgb, (resolution, resolution), interpolation=cv2.INTER_AREA)
+        else:
+            face = to_uint8(FacePipeline(resolution).prepare(rgb, None, largest_face=True).crops)[0]
+        out = add_reference(args.pack, args.style, face, args.name, checkpoint=args.checkpoint, steps=args.steps)
+    except StylertError as exc:
+        hint = "" if args.aligned else " (for a portrait the detector misses, crop it and pass --aligned)"
+        print(f"stylert export stylize-reference: error: {args.image}: {exc}{hint}", file=sys.stderr)
+        return 2
+    except (CheckpointError, ExportError, ValueError) as exc:
+        print(f"stylert export stylize-reference: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}; use it with: stylert stylize ... --style {args.style} --reference {args.name}")
+    return 0

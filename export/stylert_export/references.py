@@ -43,6 +43,15 @@ def build(model_path: str | Path, checkpoint: str | Path | None = None, threads:
             w, _ = m.encode(torch.from_numpy(feeds["image"]), with_quality=False)
             q = torch.from_numpy(feeds["q"]) if "q" in feeds else None
             return [m.synthesize(w, q, form=form).numpy()]
+    elif call == "stylize":
+        from .stylize_export import rebuild_reference as rebuild_stylize
+
+        module = rebuild_stylize(model_path, checkpoint).eval()
+        if hasattr(module, "form"):
+            module.form = form
+
+        def run(feeds):
+            return [module(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()]
     else:
         raise ValueError(f"{model_path}: no PyTorch reference for a '{call}' graph")
 

@@ -9,6 +9,8 @@ from .pipeline import FaceResult, NoFaceError, to_uint8
 from .restore import Restorer
 from .retouch import Retoucher
 from .runtime import OnnxModel, resolve_providers
+from .stylize import StylePack, Stylizer, match_histograms
 
 __all__ = ["degrade", "Face", "FaceResult", "Generator", "InputError", "MTCNNDetector", "ModelError", "NoFaceError", "OnnxModel",
-           "Restorer", "Retoucher", "StylertError", "resolve_providers", "to_uint8"]
+           "Restorer", "Retoucher", "StylePack", "StylertError", "Stylizer", "match_histograms", "resolve_providers",
+           "to_uint8"]

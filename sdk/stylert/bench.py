@@ -55,10 +55,31 @@ def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
         if meta.get("stylert.with_quality") == "true":
             feeds["q"] = np.zeros((batch, int(meta["stylert.q_dim"])), np.float32)
         return {**feeds, "fidelity": np.zeros(batch, np.float32)}
+    if call == "stylize":
+        return stylize_feeds(meta, batch, rng)
     if meta.get("stylert.with_mapping") == "true":
         return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
                 "truncation_psi": np.full(batch, 0.7, np.float32)}
     return {"ws": rng.standard_normal((batch, int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"]))).astype(np.float32)}
+
+
+def stylize_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
+    """A pack graph's inputs: whole-face stylization without mixing; a half-face region for the local model."""
+    r = int(meta["stylert.resolution"])
+    image = rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)
+    role = meta.get("stylert.role")
+    if role == "encoder":
+        return {"image": image}
+    if role == "local":
+        mask = np.zeros((batch, 1, r, r), np.float32)
+        mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
+        return {"content": image, "style": image[::-1].copy(), "content_mask": mask,
+                "style_mask": np.ones_like(mask)}
+    num_ws, w_dim = int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"])
+    return {"content": rng.standard_normal((batch, w_dim)).astype(np.float32),
+            "psi": np.full(batch, float(meta.get("stylert.psi", 0.7)), np.float32),
+            "mix_codes": np.zeros((batch, num_ws, w_dim), np.float32), "mix_from_z": np.zeros(batch, np.float32),
+            "mix_layer": np.full(batch, num_ws, np.int64)}
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -140,18 +161,32 @@ def run_isolated(backend: str, model_path: str, args: dict) -> dict:
     return result
 
 
+def has_pipeline(meta: dict) -> bool:
+    """Graphs a whole photo runs through by itself: retouch, restore, and a style pack's generators
+    (the pipeline times the pack's encoder with them; the region-local model needs label maps)."""
+    return meta.get("stylert.call") in ("retouch", "restore") or meta.get("stylert.role") == "generator"
+
+
 def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, threads: int | None = None) -> dict:
     """Per-stage latency of the whole-photo path (decode ... encode) of a face model on one photo."""
     from .imageio import read_image, write_image
     from .restore import Restorer
     from .retouch import Retoucher
     from .runtime import open_model
+    from .stylize import Stylizer
 
-    call = open_model(model_path, ["cpu"]).call
-    classes = {"retouch": Retoucher, "restore": Restorer}
-    if call not in classes:
-        raise ValueError(f"--pipeline needs a retouch or restore model, not '{call}'")
-    face_model = classes[call](model_path, ["cpu"], threads=threads)
+    model = open_model(model_path, ["cpu"])
+    call, value = model.call, None
+    if call == "stylize":
+        if model.metadata.get("stylert.role") != "generator":
+            raise ValueError(f"--pipeline on a style pack needs a style's generator graph, not its "
+                             f"{model.metadata.get('stylert.role')} (the region-local model also needs label maps)")
+        face_model, value = Stylizer(Path(model_path).parent, ["cpu"], threads=threads), model.metadata["stylert.style"]
+    elif call in ("retouch", "restore"):
+        face_model = {"retouch": Retoucher, "restore": Restorer}[call](model_path, ["cpu"], threads=threads)
+        value = face_model.default_value
+    else:
+        raise ValueError(f"--pipeline needs a retouch, restore or stylize model, not '{call}'")
     stages: dict[str, list[float]] = {}
     faces = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +194,7 @@ def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, thr
             t = time.perf_counter()
             loaded = read_image(image)
             decode = (time.perf_counter() - t) * 1000
-            result = face_model.process(loaded.rgb, face_model.default_value, channels="rgb")
+            result = face_model.process(loaded.rgb, value, channels="rgb")
             t = time.perf_counter()
             write_image(os.path.join(tmp, "out.png"), result.image)
             encode = (time.perf_counter() - t) * 1000
@@ -259,7 +294,7 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
         for row in entry["rows"]:
             if cost and "p50_ms" in row:
                 row["gflops"] = cost.gflops * row["batch"] / (row["p50_ms"] / 1000)
-        if pipeline:
+        if pipeline and has_pipeline(entry["metadata"]):
             entry["pipeline"] = pipeline_stages(path, pipeline, pipeline_runs, threads=threads)
     report["ceilings"] = {b: ceiling(b, threads) for b in backends}
     return report

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import StylertError
+from .stylize import REGIONS
 from .video import VIDEO_SUFFIXES
 
 
@@ -165,6 +166,9 @@ def _cmd_faces(args) -> int:
     options = dict(only_center_face=args.only_center_face, largest_face=args.largest_face, aligned=args.aligned)
     if getattr(args, "masks", False):
         options["with_masks"] = True
+    call_options = args.call_options(args)
+    model.check(args.value, **call_options)
+    options.update(call_options)
     failures, totals, done = [], {}, 0
     bar = tqdm(list(zip(inputs, outputs)), desc=args.command, unit="img", disable=len(inputs) < 2 or args.quiet,
                file=sys.stderr)
@@ -172,7 +176,7 @@ def _cmd_faces(args) -> int:
         try:
             if dst.resolve() == src.resolve():
                 raise StylertError("output would overwrite the input; choose another -o")
-            result = model.process_file(src, dst, args.value, **options)
+            result = model.process_file(src, dst, args.value, **options, **args.file_options(args, src))
             if options.get("with_masks"):
                 _save_masks(result, dst)
         except StylertError as exc:
@@ -218,14 +222,17 @@ def _run_video(model, args) -> int:
     return 130 if summary.interrupted else 0
 
 
-def _face_command(sub, name: str, model_class, help_text: str):
-    """The arguments every face call shares; the caller adds its control (strength, fidelity)."""
+def _face_command(sub, name: str, model_class, help_text: str, model_flag: str = "--model",
+                  model_help: str | None = None):
+    """The arguments every face call shares; the caller adds its control (strength, fidelity, style)
+    and may set `call_options(args)` / `file_options(args, src)` for the call's own keyword options."""
     cmd = sub.add_parser(name, help=help_text,
                          description=f"{help_text[0].upper()}{help_text[1:]}; files or folders; errors are per file.")
     cmd.add_argument("inputs", nargs="*", metavar="INPUT",
                      help="image files or folders of images, or one video file (.mp4, .avi, .mov, .mkv, .webm)")
     cmd.add_argument("--output", "-o", help="output folder, one image file, or the output video")
-    cmd.add_argument("--model", required=True, help=f"{name} model (.onnx from `stylert export {name}`)")
+    cmd.add_argument(model_flag, dest="model", required=True,
+                     help=model_help or f"{name} model (.onnx from `stylert export {name}`)")
     which = cmd.add_mutually_exclusive_group()
     which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
     which.add_argument("--largest-face", action="store_true", help="only the largest face")
@@ -238,8 +245,30 @@ def _face_command(sub, name: str, model_class, help_text: str):
     video.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over time")
     video.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
                        help="detect/align beside the network: auto = on for GPU providers and cameras, off on the CPU")
-    cmd.set_defaults(func=_cmd_faces, model_class=model_class)
+    cmd.set_defaults(func=_cmd_faces, model_class=model_class, call_options=lambda args: {},
+                     file_options=lambda args, src: {})
     return cmd
+
+
+def _stylize_options(args) -> dict:
+    options = {k: getattr(args, k) for k in ("psi", "mix_layer", "seed", "reference") if getattr(args, k) is not None}
+    if args.regions:
+        options["regions"] = [r.strip() for r in args.regions.split(",") if r.strip()]
+        if not args.labels:
+            raise StylertError("--regions needs --labels (face-parsing label maps); stylert ships no face parser")
+    elif args.labels:
+        raise StylertError("--labels is for --regions")
+    return options
+
+
+def _stylize_labels(args, src: Path) -> dict:
+    """The label map of one input, read as integers (the first channel of a colour PNG)."""
+    if not args.regions or not args.labels:
+        return {}
+    from .imageio import read_labels
+
+    labels = Path(args.labels)
+    return {"labels": read_labels(labels / f"{src.stem}.png" if labels.is_dir() else labels)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     rst = _face_command(sub, "restore", Restorer, "restore degraded faces in photos (QC-StyleGAN)")
     rst.add_argument("--fidelity", dest="value", type=float, default=0.0,
                      help="0 = fully restored (default), 1 = the input unchanged")
+
+    from .stylize import Stylizer
+
+    sty = _face_command(sub, "stylize", Stylizer, "stylize the faces in photos with a style pack", "--pack",
+                        "style pack folder (from `stylert export stylize`)")
+    sty.add_argument("--style", dest="value", required=True, help="the style's name in the pack")
+    sty.add_argument("--psi", type=float, help="truncation (default: the style's, from the pack)")
+    sty.add_argument("--mix-layer", type=int, help="mix from this layer on (3, 6, 9, 12; default 6 with --seed/--reference)")
+    mode = sty.add_mutually_exclusive_group()
+    mode.add_argument("--seed", type=int, help="multimodal: mix with the Z+ sample of this seed")
+    mode.add_argument("--reference", help="reference-guided: mix with this reference code of the style")
+    sty.add_argument("--regions", help=f"region-local transfer, comma-separated from: {', '.join(REGIONS)}")
+    sty.add_argument("--labels", metavar="FILE|DIR",
+                     help="face-parsing label map(s) for --regions (CelebAMask-HQ classes, a PNG of label values): "
+                          "a file for one input, or a folder holding INPUT_STEM.png per input")
+    sty.set_defaults(call_options=_stylize_options, file_options=_stylize_labels)
 
     for ep in entry_points(group="stylert.commands"):
         try:

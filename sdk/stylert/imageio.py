@@ -102,3 +102,22 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """A label map file (face-parsing classes as pixel values) -> HxW uint8: L and P (palette
+    index) images as they are, other modes by their first channel."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageFileError(f"{path}: no such label map file")
+    try:
+        with Image.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise ImageFileError(f"{path}: {im.size[0]}x{im.size[1]} pixels is over the pixel limit")
+            im.load()
+            arr = np.asarray(im if im.mode in ("L", "P") else im.convert("RGB"))
+    except ImageFileError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageFileError(f"{path}: not a readable label map ({exc})") from None
+    return np.ascontiguousarray(arr if arr.ndim == 2 else arr[:, :, 0]).astype(np.uint8)

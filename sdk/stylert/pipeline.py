@@ -182,6 +182,10 @@ class FaceModel:
         """The network for one control value (strength, fidelity, ...): aligned crops -> (crops, extras)."""
         raise NotImplementedError
 
+    def check(self, value, **options) -> None:
+        """Raise InputError now for a control value or options the call refuses (before a batch starts)."""
+        self.runner(value, **options)
+
     def process(self, image: np.ndarray, value: float, *, channels: str, faces=None, aligned: bool = False,
                 only_center_face: bool = False, largest_face: bool = False, **options) -> FaceResult:
         """The call on a numpy photo (each subclass also names it: retouch, restore, ...)."""
