@@ -16,6 +16,7 @@ SIGNATURES = {
     "demod_coefficients": [_P, _P, _P, _I, _I, _I, _F, _P],
     "demod_bias_act": [_P, _P, _P, _P, _I, _I, _I, _I, _F, _F, _I, _P],
     "bafs_blend": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P],
+    "modulated_conv2d": [_P] * 8 + [_I] * 11 + [_F, _F, _I, _P],
 }
 
 
@@ -33,6 +34,17 @@ class Kernels:
         for name, args in SIGNATURES.items():
             fn = getattr(self.lib, f"stylert_{name}{self.suffix}")
             fn.argtypes, fn.restype = args, ctypes.c_int
+        self.lib.stylert_modulated_conv2d_workspace.argtypes = [_I] * 7
+        self.lib.stylert_modulated_conv2d_workspace.restype = ctypes.c_size_t
+        self.lib.stylert_modulated_conv2d_output_size.argtypes = [_I] * 5
+        self.lib.stylert_modulated_conv2d_output_size.restype = _I
+
+    def modulated_conv2d_workspace(self, batch, cin, cout, height, width, kernel, up) -> int:
+        """Bytes of scratch `modulated_conv2d` needs."""
+        return self.lib.stylert_modulated_conv2d_workspace(batch, cin, cout, height, width, kernel, up)
+
+    def modulated_conv2d_output_size(self, size, kernel, up, padding, filter_size) -> int:
+        return self.lib.stylert_modulated_conv2d_output_size(size, kernel, up, padding, filter_size)
 
     def __getattr__(self, name: str):
         if name not in SIGNATURES:

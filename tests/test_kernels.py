@@ -1,6 +1,7 @@
 """The kernels' C ABI: the CPU reference library against the PyTorch reference, fp32 and fp16;
 the CUDA library is built for the listed architectures (running it needs a GPU:
 benchmarks/gpu/validate_kernels.py)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,38 @@ def test_kernels_compose_into_the_fused_modulated_conv(cpu):
     assert err < 1e-5
 
 
+@pytest.mark.parametrize("up,padding,kernel", [(1, 1, 3), (1, 0, 1), (2, 1, 3)])
+@pytest.mark.parametrize("dtype", [bindings.F32, bindings.F16])
+@pytest.mark.parametrize("demodulate,lrelu,clamp,with_noise", [(1, 1, 256.0, True), (0, 0, -1.0, False)])
+def test_modulated_conv2d_equals_the_plugin_reference(cpu, up, padding, kernel, dtype, demodulate, lrelu, clamp,
+                                                      with_noise):
+    """The whole ModulatedConv2d node (direct conv / transposed conv + FIR, fused epilogue) against
+    ops.modconv.fused_modulated_conv, on fresh random inputs with a poisoned output and workspace."""
+    rng = np.random.default_rng(up * 100 + kernel + dtype)
+    b, cin, cout, h = 2, 5, 4, 7
+    x = rng.standard_normal((b, cin, h, h)).astype(DTYPES[dtype])
+    s = (rng.standard_normal((b, cin)) + 1).astype(np.float32)
+    w = (rng.standard_normal((cout, cin, kernel, kernel)) / cin).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    f = np.outer([1, 3, 3, 1], [1, 3, 3, 1]).astype(np.float32)
+    f /= f.sum()
+    size = cpu.modulated_conv2d_output_size(h, kernel, up, padding, 4)
+    assert size == h * up + 2 * padding - kernel + 1 if up == 1 else size == 2 * h
+    noise = rng.standard_normal((size, size)).astype(np.float32) if with_noise else None
+    out = poisoned((b, cout, size, size), DTYPES[dtype])
+    work = poisoned(cpu.modulated_conv2d_workspace(b, cin, cout, h, h, kernel, up) // 4, np.float32)
+    cpu.modulated_conv2d(ptr(x), ptr(s), ptr(w), ptr(bias), None if noise is None else ptr(noise),
+                         ptr(f) if up == 2 else None, ptr(out), ptr(work), b, cin, cout, h, h, kernel, up, padding, 4,
+                         demodulate, lrelu, 2 ** 0.5, clamp, dtype, None)
+    t = torch.from_numpy
+    want = fused_modulated_conv(t(x.astype(np.float32)), t(s), t(w), t(bias), None if noise is None else t(noise),
+                                t(f) if up == 2 else None, up=up, padding=padding, demodulate=bool(demodulate),
+                                lrelu=bool(lrelu), clamp=None if clamp < 0 else clamp)
+    err = rel_error(out.astype(np.float32), want.numpy())
+    print(f"modulated_conv2d_cpu up={up} k={kernel} dtype={dtype}: relative error {err:.2e}")
+    assert err < (1e-5 if dtype == bindings.F32 else 2e-3)
+
+
 def test_bad_arguments_are_refused(cpu):
     with pytest.raises(bindings.KernelError, match="status 1"):
         cpu.bafs_blend(None, None, None, None, None, 1, 1, 1, bindings.F32, None)
@@ -126,6 +159,30 @@ def test_cuda_library_builds_for_the_listed_architectures():
     symbols = subprocess.run(["nm", "-D", str(KERNELS / "build" / "libstylert_kernels.so")], capture_output=True,
                              text=True).stdout
     assert all(f"stylert_{name}" in symbols for name in bindings.SIGNATURES)
+
+
+TRT_INCLUDE = os.environ.get("TRT_INCLUDE", "")
+NO_TRT_HEADERS = ("TensorRT headers not found: set TRT_INCLUDE to the include/ folder of the NVIDIA/TensorRT "
+                  "repository (not installable from PyPI; CI runs without them)")
+
+
+@pytest.mark.skipif(not Path(TRT_INCLUDE, "NvInferRuntime.h").is_file(), reason=NO_TRT_HEADERS)
+def test_tensorrt_plugins_build_and_pass_the_host_check():
+    """The IPluginV3 library compiles for every architecture and exports only TensorRT's loading entry
+    points; its host-test build passes plugin_check (creators, fields, formats, enqueue == C ABI)."""
+    nvcc = subprocess.run(["which", "nvcc"], capture_output=True, text=True).returncode == 0
+    if nvcc:
+        out = subprocess.run(["make", "-C", str(KERNELS), "plugins", f"TRT_INCLUDE={TRT_INCLUDE}"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        symbols = subprocess.run(["nm", "-D", "--defined-only", str(KERNELS / "build" / "libstylert_plugins.so")],
+                                 capture_output=True, text=True).stdout
+        exported = {line.split()[-1] for line in symbols.splitlines() if " T " in line}
+        assert exported == {"getCreators", "setLoggerFinder"}
+    check = subprocess.run(["make", "-s", "-C", str(KERNELS), "plugin-check", f"TRT_INCLUDE={TRT_INCLUDE}"],
+                           capture_output=True, text=True)
+    print(check.stdout)
+    assert check.returncode == 0 and "0 failure(s)" in check.stdout, check.stdout + check.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),

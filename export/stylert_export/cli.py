@@ -61,21 +61,27 @@ def register(subparsers) -> None:
     _random_init_options(ret, resolution=1024)
     ret.set_defaults(func=_export_retouch)
 
-    rst = calls.add_parser("restore", help="a blind face restorer (QC-StyleGAN)",
+    rst = calls.add_parser("restore", help="a blind face restorer (QC-StyleGAN or visual style prompts)",
                            description="Export a restorer: image [batch, 3, R, R] in [-1, 1], fidelity [batch] -> restored.")
-    rst.add_argument("--method", choices=["qc"], default="qc",
-                     help="qc: QC-StyleGAN (encoders + generator at q = 0)")
+    rst.add_argument("--method", choices=["qc", "vsp"], default="qc",
+                     help="qc: QC-StyleGAN (encoders + generator at q = 0); vsp: visual style prompts (e4e, code "
+                          "diffuser, StyleGAN2 priors, SMART restoration network; 512 in the public code)")
     source = rst.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="ENCODER_CKPT", help="the pSp-style encoder checkpoint of QC-StyleGAN")
+    source.add_argument("--checkpoint", metavar="CKPT", help="qc: the pSp-style encoder checkpoint of QC-StyleGAN; "
+                        "vsp: style_encoder_decoder.pt")
     source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
-    rst.add_argument("--generator", metavar="QC_PKL", help="the QC-StyleGAN generator snapshot (.pkl/.pt), with --checkpoint")
+    rst.add_argument("--generator", metavar="QC_PKL", help="qc: the QC-StyleGAN generator snapshot (.pkl/.pt)")
+    rst.add_argument("--code-diffuser", metavar="CKPT", help="vsp: code_diffuser.pt")
+    rst.add_argument("--restoration-net", metavar="CKPT", help="vsp: restoration_net.pt")
     rst.add_argument("--output", "-o", required=True, metavar="restore.onnx")
     rst.add_argument("--with-quality", action="store_true",
                      help="keep the degradation branch: q input and estimated-quality output (default: sharp-only)")
     rst.add_argument("--q-dim", type=int, default=16, help="quality code size for --random-init")
     rst.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     _flavor_option(rst)
-    _random_init_options(rst, resolution=256)
+    group = _random_init_options(rst, resolution=256)
+    group.add_argument("--encoder-units", default="3,4,14,3", help="vsp: e4e's IR-SE units per stage (IR-SE-50: 3,4,14,3)")
+    group.add_argument("--encoder-size", type=int, default=256, help="vsp: e4e's input size (256)")
     rst.set_defaults(func=_export_restore)
 
     sty = calls.add_parser("stylize", help="a style pack: W encoder, one generator per style, optional region-local model",
@@ -189,6 +195,18 @@ def _export_restore(args: argparse.Namespace) -> int:
     from .onnx_export import DEFAULT_OPSET
 
     def describe():
+        params = lambda src: f"{sum(p.numel() for p in src.model.parameters()):,} parameters"  # noqa: E731
+        if args.method == "vsp":
+            if args.random_init:
+                src = rx.vsp_from_random_init(args.seed, args.resolution, channel_base=args.channel_base,
+                                              encoder_units=_units(args.encoder_units), encoder_size=args.encoder_size)
+            elif not (args.code_diffuser and args.restoration_net):
+                raise ValueError("--method vsp --checkpoint style_encoder_decoder.pt needs --code-diffuser and "
+                                 "--restoration-net (the public code's three checkpoints)")
+            else:
+                src = rx.vsp_from_checkpoints(args.checkpoint, args.code_diffuser, args.restoration_net)
+            return src, (f"restorer (visual style prompts): {src.description}, {src.resolution}x{src.resolution}, "
+                         f"noise input of {src.model.noise_size:,} values, {params(src)}")
         if args.random_init:
             src = rx.from_random_init(args.seed, args.resolution, channel_base=args.channel_base,
                                       channel_max=args.channel_max, w_dim=args.w_dim, q_dim=args.q_dim)
@@ -198,7 +216,7 @@ def _export_restore(args: argparse.Namespace) -> int:
             src = rx.from_checkpoints(args.checkpoint, args.generator)
         cfg = src.model.decoder.cfg
         return src, (f"restorer (QC-StyleGAN): {src.description}, {cfg.resolution}x{cfg.resolution}, q_dim {src.model.q_dim}, "
-                     f"{sum(p.numel() for p in src.model.parameters()):,} parameters")
+                     f"{params(src)}")
 
     def export(src):
         rx.export_restorer(src, args.output, with_quality=args.with_quality, opset=args.opset or DEFAULT_OPSET,
@@ -231,6 +249,16 @@ def _export_generator(args: argparse.Namespace) -> int:
     return _run(export, describe)
 
 
+def _units(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(u) for u in text.split(","))
+    except ValueError:
+        raise ValueError(f"--encoder-units: expected four integers like 3,4,14,3, got {text!r}") from None
+    if len(units) != 4 or min(units) < 1:
+        raise ValueError(f"--encoder-units: expected four integers >= 1 like 3,4,14,3, got {text!r}")
+    return units
+
+
 def _pairs(items: list[str], what: str, cast=str) -> dict:
     out = {}
     for item in items:
@@ -256,13 +284,9 @@ def _export_stylize(args: argparse.Namespace) -> int:
         if args.random_init:
             if any("=" in s for s in args.style):
                 raise ValueError("--random-init takes style names only (--style NAME)")
-            try:
-                units = tuple(int(u) for u in args.encoder_units.split(","))
-            except ValueError:
-                raise ValueError(f"--encoder-units: expected integers like 3,4,14,3, got {args.encoder_units!r}") from None
             src = sx.from_random_init(args.seed, args.resolution, args.style, with_local=args.with_local,
                                       channel_base=args.channel_base, channel_max=args.channel_max, w_dim=args.w_dim,
-                                      encoder_units=units, encoder_size=args.encoder_size,
+                                      encoder_units=_units(args.encoder_units), encoder_size=args.encoder_size,
                                       local_width=args.local_width, psi=psi)
         else:
             if args.with_local:

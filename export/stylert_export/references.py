@@ -38,11 +38,15 @@ def build(model_path: str | Path, checkpoint: str | Path | None = None, threads:
         from .restore_export import rebuild_reference as rebuild_restorer
 
         m = rebuild_restorer(model_path).eval()
-
-        def run(feeds):
-            w, _ = m.encode(torch.from_numpy(feeds["image"]), with_quality=False)
-            q = torch.from_numpy(feeds["q"]) if "q" in feeds else None
-            return [m.synthesize(w, q, form=form).numpy()]
+        if read_metadata(model_path).get("stylert.method") == "vsp":
+            def run(feeds):
+                t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+                return [m(t["image"], t["fidelity"], t["noise"]).numpy()]
+        else:
+            def run(feeds):
+                w, _ = m.encode(torch.from_numpy(feeds["image"]), with_quality=False)
+                q = torch.from_numpy(feeds["q"]) if "q" in feeds else None
+                return [m.synthesize(w, q, form=form).numpy()]
     elif call == "stylize":
         from .stylize_export import rebuild_reference as rebuild_stylize
 

@@ -65,6 +65,125 @@ __global__ void blend_kernel(const T* fs, const T* fi, const T* ms, const T* mc,
 
 bool bad(int B, int C, int P) { return B <= 0 || C <= 0 || P <= 0; }
 
+// wsq[i,o] = sum_k w[o,i,k]^2, one thread per (i, o).
+__global__ void weight_sq_kernel(const float* w, float* wsq, int I, int O, int kk) {
+    int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= I * O) return;
+    int i = n / O, o = n % O;
+    const float* p = w + (static_cast<size_t>(o) * I + i) * kk;
+    float acc = 0.0f;
+    for (int t = 0; t < kk; ++t) acc += p[t] * p[t];
+    wsq[n] = acc;
+}
+
+// up = 1: one thread per output element; modulation on load, epilogue on store.
+template <typename T>
+__global__ void conv_kernel(const T* x, const float* s, const float* w, const float* d, const float* noise,
+                            const float* bias, T* out, StylertConvShape sh, int lrelu, float gain, float clamp) {
+    const int Ho = sh.out_h(), Wo = sh.out_w(), k = sh.k;
+    size_t n = static_cast<size_t>(sh.B) * sh.O * Ho * Wo;
+    for (size_t idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        int xx = static_cast<int>(idx % Wo), y = static_cast<int>((idx / Wo) % Ho);
+        int o = static_cast<int>((idx / (static_cast<size_t>(Wo) * Ho)) % sh.O), b = static_cast<int>(idx / (static_cast<size_t>(Wo) * Ho * sh.O));
+        float acc = 0.0f;
+        for (int i = 0; i < sh.I; ++i) {
+            const T* xp = x + (static_cast<size_t>(b) * sh.I + i) * sh.H * sh.W;
+            const float* wp = w + (static_cast<size_t>(o) * sh.I + i) * k * k;
+            float part = 0.0f;
+            for (int ky = 0; ky < k; ++ky) {
+                int iy = y + ky - sh.pad;
+                if (iy < 0 || iy >= sh.H) continue;
+                for (int kx = 0; kx < k; ++kx) {
+                    int ix = xx + kx - sh.pad;
+                    if (ix >= 0 && ix < sh.W) part += to_f(xp[iy * sh.W + ix]) * wp[ky * k + kx];
+                }
+            }
+            acc += s[b * sh.I + i] * part;
+        }
+        out[idx] = from_f<T>(stylert_epilogue(acc, d ? d[b * sh.O + o] : 1.0f, noise ? noise[y * Wo + xx] : 0.0f,
+                                              bias[o], lrelu, gain, clamp));
+    }
+}
+
+// up = 2, first pass: stride-2 transposed conv into float32 `mid`, modulation on load.
+template <typename T>
+__global__ void transposed_conv_kernel(const T* x, const float* s, const float* w, float* mid, StylertConvShape sh) {
+    const int Hm = sh.mid_h(), Wm = sh.mid_w(), k = sh.k;
+    size_t n = static_cast<size_t>(sh.B) * sh.O * Hm * Wm;
+    for (size_t idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        int X = static_cast<int>(idx % Wm), Y = static_cast<int>((idx / Wm) % Hm);
+        int o = static_cast<int>((idx / (static_cast<size_t>(Wm) * Hm)) % sh.O), b = static_cast<int>(idx / (static_cast<size_t>(Wm) * Hm * sh.O));
+        float acc = 0.0f;
+        for (int i = 0; i < sh.I; ++i) {
+            const T* xp = x + (static_cast<size_t>(b) * sh.I + i) * sh.H * sh.W;
+            const float* wp = w + (static_cast<size_t>(o) * sh.I + i) * k * k;
+            float part = 0.0f;
+            for (int ky = (Y & 1); ky < k; ky += 2) {
+                int iy = (Y - ky) / 2;
+                if (Y < ky || iy >= sh.H) continue;
+                for (int kx = (X & 1); kx < k; kx += 2) {
+                    int ix = (X - kx) / 2;
+                    if (X >= kx && ix < sh.W) part += to_f(xp[iy * sh.W + ix]) * wp[ky * k + kx];
+                }
+            }
+            acc += s[b * sh.I + i] * part;
+        }
+        mid[idx] = acc;
+    }
+}
+
+// up = 2, second pass: the FIR (gain 4) with the epilogue on store.
+template <typename T>
+__global__ void fir_kernel(const float* mid, const float* filt, const float* d, const float* noise, const float* bias,
+                           T* out, StylertConvShape sh, int lrelu, float gain, float clamp) {
+    const int Ho = sh.out_h(), Wo = sh.out_w(), Hm = sh.mid_h(), Wm = sh.mid_w(), f = sh.f, p0 = sh.fir_p0();
+    size_t n = static_cast<size_t>(sh.B) * sh.O * Ho * Wo;
+    for (size_t idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        int xx = static_cast<int>(idx % Wo), y = static_cast<int>((idx / Wo) % Ho);
+        size_t bo = idx / (static_cast<size_t>(Wo) * Ho);
+        const float* m = mid + bo * Hm * Wm;
+        float acc = 0.0f;
+        for (int fy = 0; fy < f; ++fy) {
+            int my = y + fy - p0;
+            if (my < 0 || my >= Hm) continue;
+            for (int fx = 0; fx < f; ++fx) {
+                int mx = xx + fx - p0;
+                if (mx >= 0 && mx < Wm) acc += m[my * Wm + mx] * 4.0f * filt[(f - 1 - fy) * f + (f - 1 - fx)];
+            }
+        }
+        int o = static_cast<int>(bo % sh.O);
+        out[idx] = from_f<T>(stylert_epilogue(acc, d ? d[bo] : 1.0f, noise ? noise[y * Wo + xx] : 0.0f, bias[o],
+                                              lrelu, gain, clamp));
+    }
+}
+
+template <typename T>
+int modconv(const void* x, const float* s, const float* w, const float* bias, const float* noise, const float* filt,
+            void* out, float* ws, const StylertConvShape& sh, int demod, int lrelu, float gain, float clamp,
+            cudaStream_t st) {
+    float* wsq = ws;
+    float* d = ws + static_cast<size_t>(sh.I) * sh.O;
+    float* mid = d + static_cast<size_t>(sh.B) * sh.O;
+    if (demod) {
+        weight_sq_kernel<<<(sh.I * sh.O + kThreads - 1) / kThreads, kThreads, 0, st>>>(w, wsq, sh.I, sh.O, sh.k * sh.k);
+        size_t threads = static_cast<size_t>(sh.B) * sh.O * 32;
+        demod_kernel<<<static_cast<int>((threads + kThreads - 1) / kThreads), kThreads, 0, st>>>(
+            s, wsq, d, sh.B, sh.I, sh.O, STYLERT_DEMOD_EPS);
+    }
+    const float* dd = demod ? d : nullptr;
+    size_t n_out = static_cast<size_t>(sh.B) * sh.O * sh.out_h() * sh.out_w();
+    if (sh.up == 1) {
+        conv_kernel<T><<<blocks_for(n_out), kThreads, 0, st>>>(static_cast<const T*>(x), s, w, dd, noise, bias,
+                                                               static_cast<T*>(out), sh, lrelu, gain, clamp);
+    } else {
+        size_t n_mid = static_cast<size_t>(sh.B) * sh.O * sh.mid_h() * sh.mid_w();
+        transposed_conv_kernel<T><<<blocks_for(n_mid), kThreads, 0, st>>>(static_cast<const T*>(x), s, w, mid, sh);
+        fir_kernel<T><<<blocks_for(n_out), kThreads, 0, st>>>(mid, filt, dd, noise, bias, static_cast<T*>(out), sh,
+                                                              lrelu, gain, clamp);
+    }
+    return status(st);
+}
+
 }  // namespace
 
 extern "C" {
@@ -114,6 +233,30 @@ int stylert_bafs_blend(const void* fs, const void* fi, const void* ms, const voi
         blend_kernel<<<blocks_for(n), kThreads, 0, st>>>(static_cast<const float*>(fs), static_cast<const float*>(fi),
             static_cast<const float*>(ms), static_cast<const float*>(mc), static_cast<float*>(out), n, C, P);
     return status(st);
+}
+
+int stylert_modulated_conv2d_output_size(int size, int kernel, int up, int padding, int filter_size) {
+    StylertConvShape sh{1, 1, 1, size, size, kernel, up, padding, filter_size};
+    return sh.valid() ? sh.out_h() : -1;
+}
+
+size_t stylert_modulated_conv2d_workspace(int B, int I, int O, int H, int W, int k, int up) {
+    StylertConvShape sh{B, I, O, H, W, k, up, 0, 1};
+    return stylert_workspace_floats(sh) * sizeof(float);
+}
+
+int stylert_modulated_conv2d(const void* x, const float* styles, const float* weight, const float* bias,
+                             const float* noise, const float* filter, void* out, void* workspace, int B, int I, int O,
+                             int H, int W, int k, int up, int pad, int f, int demodulate, int lrelu, float gain,
+                             float clamp, stylert_dtype dtype, stylert_stream stream) {
+    StylertConvShape sh{B, I, O, H, W, k, up, pad, up == 2 ? f : 1};
+    if (!x || !styles || !weight || !bias || !out || !workspace || !sh.valid() || (up == 2 && !filter))
+        return STYLERT_BAD_ARGUMENT;
+    auto st = static_cast<cudaStream_t>(stream);
+    float* ws = static_cast<float*>(workspace);
+    return dtype == STYLERT_F16
+               ? modconv<__half>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp, st)
+               : modconv<float>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp, st);
 }
 
 }  // extern "C"

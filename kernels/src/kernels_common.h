@@ -19,3 +19,27 @@ STYLERT_HD float stylert_epilogue(float v, float d, float noise, float bias, int
 STYLERT_HD float stylert_blend(float fs, float fi, float ms, float mc) {
     return ms * mc * fs + (1.0f - ms) * (1.0f - mc) * fi;
 }
+
+// Geometry of the fused modulated conv, shared by both libraries and the plugins.
+struct StylertConvShape {
+    int B, I, O, H, W, k, up, pad, f;
+    // transposed-conv output (up = 2) and the FIR's leading padding (NVlabs conv2d_resample)
+    STYLERT_HD int mid_h() const { return up == 2 ? 2 * (H - 1) + k : H; }
+    STYLERT_HD int mid_w() const { return up == 2 ? 2 * (W - 1) + k : W; }
+    STYLERT_HD int fir_p0() const { return pad + (f + up - 1) / 2 - (k - 1); }
+    STYLERT_HD int fir_p1() const { return pad + (f - up) / 2 - (k - up); }
+    STYLERT_HD int out_h() const { return up == 2 ? mid_h() + fir_p0() + fir_p1() - f + 1 : H + 2 * pad - k + 1; }
+    STYLERT_HD int out_w() const { return up == 2 ? mid_w() + fir_p0() + fir_p1() - f + 1 : W + 2 * pad - k + 1; }
+    STYLERT_HD bool valid() const {
+        return B > 0 && I > 0 && O > 0 && H > 0 && W > 0 && k > 0 && (up == 1 || (up == 2 && f > 0)) &&
+               out_h() > 0 && out_w() > 0;
+    }
+};
+
+// Workspace layout (float32): wsq [I*O] | d [B*O] | mid [B*O*mid_h*mid_w] (up = 2 only).
+STYLERT_HD size_t stylert_workspace_floats(const StylertConvShape& s) {
+    size_t mid = s.up == 2 ? static_cast<size_t>(s.B) * s.O * s.mid_h() * s.mid_w() : 0;
+    return static_cast<size_t>(s.I) * s.O + static_cast<size_t>(s.B) * s.O + mid;
+}
+
+#define STYLERT_DEMOD_EPS 1e-8f

@@ -41,6 +41,79 @@ void blend(const void* fs, const void* fi, const void* ms, const void* mc, void*
 
 bool bad(int B, int C, int P) { return B <= 0 || C <= 0 || P <= 0; }
 
+template <typename T>
+void modconv(const void* x, const float* s, const float* w, const float* bias, const float* noise, const float* filt,
+             void* out, float* ws, const StylertConvShape& sh, int demod, int lrelu, float gain, float clamp) {
+    const int B = sh.B, I = sh.I, O = sh.O, H = sh.H, W = sh.W, k = sh.k;
+    float* wsq = ws;
+    float* d = ws + static_cast<size_t>(I) * O;
+    float* mid = d + static_cast<size_t>(B) * O;
+    if (demod) {
+        for (int i = 0; i < I; ++i)
+            for (int o = 0; o < O; ++o) {
+                float acc = 0.0f;
+                for (int t = 0; t < k * k; ++t) acc += w[(static_cast<size_t>(o) * I + i) * k * k + t] * w[(static_cast<size_t>(o) * I + i) * k * k + t];
+                wsq[i * O + o] = acc;
+            }
+        stylert_demod_coefficients_cpu(s, wsq, d, B, I, O, STYLERT_DEMOD_EPS, nullptr);
+    }
+    const int Ho = sh.out_h(), Wo = sh.out_w(), Hm = sh.mid_h(), Wm = sh.mid_w();
+    auto xin = [&](int b, int i, int y, int xx) { return load<T>(x, ((static_cast<size_t>(b) * I + i) * H + y) * W + xx); };
+    auto wt = [&](int o, int i, int ky, int kx) { return w[((static_cast<size_t>(o) * I + i) * k + ky) * k + kx]; };
+    auto finish = [&](int b, int o, int y, int xx, float acc) {
+        size_t idx = ((static_cast<size_t>(b) * O + o) * Ho + y) * Wo + xx;
+        store<T>(out, idx, stylert_epilogue(acc, demod ? d[b * O + o] : 1.0f, noise ? noise[y * Wo + xx] : 0.0f,
+                                            bias[o], lrelu, gain, clamp));
+    };
+    for (int b = 0; b < B; ++b)
+        for (int o = 0; o < O; ++o) {
+            if (sh.up == 1) {
+                for (int y = 0; y < Ho; ++y)
+                    for (int xx = 0; xx < Wo; ++xx) {
+                        float acc = 0.0f;
+                        for (int i = 0; i < I; ++i) {
+                            float part = 0.0f;
+                            for (int ky = 0; ky < k; ++ky)
+                                for (int kx = 0; kx < k; ++kx) {
+                                    int iy = y + ky - sh.pad, ix = xx + kx - sh.pad;
+                                    if (iy >= 0 && iy < H && ix >= 0 && ix < W) part += xin(b, i, iy, ix) * wt(o, i, ky, kx);
+                                }
+                            acc += s[b * I + i] * part;
+                        }
+                        finish(b, o, y, xx, acc);
+                    }
+                continue;
+            }
+            float* m = mid + (static_cast<size_t>(b) * O + o) * Hm * Wm;  // stride-2 transposed conv
+            for (int Y = 0; Y < Hm; ++Y)
+                for (int X = 0; X < Wm; ++X) {
+                    float acc = 0.0f;
+                    for (int i = 0; i < I; ++i) {
+                        float part = 0.0f;
+                        for (int ky = (Y & 1); ky < k; ky += 2)
+                            for (int kx = (X & 1); kx < k; kx += 2) {
+                                int iy = (Y - ky) / 2, ix = (X - kx) / 2;
+                                if (Y >= ky && X >= kx && iy < H && ix < W) part += xin(b, i, iy, ix) * wt(o, i, ky, kx);
+                            }
+                        acc += s[b * I + i] * part;
+                    }
+                    m[Y * Wm + X] = acc;
+                }
+            const int f = sh.f, p0 = sh.fir_p0();  // FIR, gain up^2 = 4
+            for (int y = 0; y < Ho; ++y)
+                for (int xx = 0; xx < Wo; ++xx) {
+                    float acc = 0.0f;
+                    for (int fy = 0; fy < f; ++fy)
+                        for (int fx = 0; fx < f; ++fx) {
+                            int my = y + fy - p0, mx = xx + fx - p0;
+                            if (my >= 0 && my < Hm && mx >= 0 && mx < Wm)
+                                acc += m[my * Wm + mx] * 4.0f * filt[(f - 1 - fy) * f + (f - 1 - fx)];
+                        }
+                    finish(b, o, y, xx, acc);
+                }
+        }
+}
+
 }  // namespace
 
 extern "C" {
@@ -76,6 +149,30 @@ int stylert_bafs_blend_cpu(const void* fs, const void* fi, const void* ms, const
                            int P, stylert_dtype dtype, stylert_stream) {
     if (!fs || !fi || !ms || !mc || !out || bad(B, C, P)) return STYLERT_BAD_ARGUMENT;
     dtype == STYLERT_F16 ? blend<_Float16>(fs, fi, ms, mc, out, B, C, P) : blend<float>(fs, fi, ms, mc, out, B, C, P);
+    return STYLERT_OK;
+}
+
+int stylert_modulated_conv2d_output_size(int size, int kernel, int up, int padding, int filter_size) {
+    StylertConvShape sh{1, 1, 1, size, size, kernel, up, padding, filter_size};
+    return sh.valid() ? sh.out_h() : -1;
+}
+
+size_t stylert_modulated_conv2d_workspace(int B, int I, int O, int H, int W, int k, int up) {
+    StylertConvShape sh{B, I, O, H, W, k, up, 0, 1};
+    return stylert_workspace_floats(sh) * sizeof(float);
+}
+
+int stylert_modulated_conv2d_cpu(const void* x, const float* styles, const float* weight, const float* bias,
+                                 const float* noise, const float* filter, void* out, void* workspace, int B, int I,
+                                 int O, int H, int W, int k, int up, int pad, int f, int demodulate, int lrelu,
+                                 float gain, float clamp, stylert_dtype dtype, stylert_stream) {
+    StylertConvShape sh{B, I, O, H, W, k, up, pad, up == 2 ? f : 1};
+    if (!x || !styles || !weight || !bias || !out || !workspace || !sh.valid() || (up == 2 && !filter))
+        return STYLERT_BAD_ARGUMENT;
+    float* ws = static_cast<float*>(workspace);
+    dtype == STYLERT_F16
+        ? modconv<_Float16>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp)
+        : modconv<float>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp);
     return STYLERT_OK;
 }
 

@@ -54,6 +54,8 @@ def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
         feeds = {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)}
         if meta.get("stylert.with_quality") == "true":
             feeds["q"] = np.zeros((batch, int(meta["stylert.q_dim"])), np.float32)
+        if meta.get("stylert.method") == "vsp":
+            feeds["noise"] = rng.standard_normal((batch, int(meta["stylert.noise_size"]))).astype(np.float32)
         return {**feeds, "fidelity": np.zeros(batch, np.float32)}
     if call == "stylize":
         return stylize_feeds(meta, batch, rng)

@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     rst = _face_command(sub, "restore", Restorer, "restore degraded faces in photos (QC-StyleGAN)")
     rst.add_argument("--fidelity", dest="value", type=float, default=0.0,
                      help="0 = fully restored (default), 1 = the input unchanged")
+    rst.add_argument("--seed", type=int, default=0, help="noise seed of VSP models (same seed, same image; default 0)")
+    rst.set_defaults(call_options=lambda args: {"seed": args.seed})
 
     from .stylize import Stylizer
 

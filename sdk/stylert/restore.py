@@ -1,4 +1,5 @@
-"""Blind face restoration (QC-StyleGAN) on whole photos, and its quality code."""
+"""Blind face restoration on whole photos: QC-StyleGAN (with its quality code) or visual style
+prompts (VSP, whose graph takes one `noise` input, drawn here from a seed)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,7 @@ class Restorer(FaceModel):
     fidelity: 0 = fully restored, 1 = the input unchanged; a graph input, blended per face.
     Models exported --with-quality also estimate a face's quality code q (`quality`) and apply
     any q to it (`degrade`: q = 0 restores, q = quality(face) reproduces its degradation).
+    VSP models are stochastic: `seed` picks their noise, so the same seed gives the same image.
     """
     call = "restore"
     default_value = 0.0  # fidelity: fully restored
@@ -22,27 +24,34 @@ class Restorer(FaceModel):
         return self.model.metadata.get("stylert.with_quality") == "true"
 
     @property
+    def method(self) -> str:
+        return self.model.metadata.get("stylert.method", "qc")
+
+    @property
     def q_dim(self) -> int:
         return int(self.model.metadata["stylert.q_dim"])
 
-    def _feeds(self, crops: np.ndarray, fidelity: float, q: np.ndarray | None = None) -> dict:
+    def _feeds(self, crops: np.ndarray, fidelity: float, q: np.ndarray | None = None, seed: int = 0) -> dict:
         feeds = {"image": crops, "fidelity": np.full(len(crops), fidelity, np.float32)}
+        if self.method == "vsp":
+            size = int(self.model.metadata["stylert.noise_size"])
+            feeds["noise"] = np.random.default_rng(seed).standard_normal((len(crops), size), dtype=np.float32)
         if self.with_quality:
             feeds["q"] = np.zeros((len(crops), self.q_dim), np.float32) if q is None else q
         return feeds
 
-    def runner(self, fidelity: float):
+    def runner(self, fidelity: float, seed: int = 0):
         fidelity = float(fidelity)
         if not 0.0 <= fidelity <= 1.0:
             raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
 
         def run(crops: np.ndarray):
-            return self.model.run(self._feeds(crops, fidelity))["restored"], []
+            return self.model.run(self._feeds(crops, fidelity, seed=seed))["restored"], []
 
         return run
 
     def restore(self, image: np.ndarray, fidelity: float = 0.0, *, channels: str, **options) -> FaceResult:
-        """Restore every face (or the chosen one); options: faces, aligned, only_center_face, largest_face."""
+        """Restore every face (or the chosen one); options: seed (VSP), faces, aligned, only_center_face, largest_face."""
         return self.process(image, fidelity, channels=channels, **options)
 
     def restore_file(self, src, dst, fidelity: float = 0.0, **options) -> FaceResult:

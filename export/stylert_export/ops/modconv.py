@@ -28,9 +28,10 @@ def _blur_padding(kernel: int, filter_size: int, padding: int, up: int) -> tuple
 
 
 def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float = DEMOD_EPS) -> torch.Tensor:
-    """d [batch, out] = rsqrt(s^2 @ Wsq + eps), computed in fp32."""
-    wsq = weight.float().square().sum(dim=[2, 3]).t()
-    return torch.rsqrt(styles.float().square() @ wsq + eps)
+    """d [batch, out] = rsqrt(s^2 @ Wsq + eps), computed in fp32 (or fp64 for a float64 model)."""
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    wsq = weight.to(dtype).square().sum(dim=[2, 3]).t()
+    return torch.rsqrt(styles.to(dtype).square() @ wsq + eps)
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,

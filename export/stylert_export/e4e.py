@@ -1,0 +1,97 @@
+"""e4e style encoder (Tov et al. 2021, `Encoder4Editing`): the VSP restorer's initial codes w-hat.
+
+IR-SE-50 backbone (psp.py) with a feature pyramid: c1, c2, c3 are the outputs of stages 2, 3 and
+4; style 0 comes from c3, and every later style i adds a delta from c3 (i < 3), the middle
+pyramid level p2 = up(c3) + lat1(c2) (i < 7) or the fine level p1 = up(p2) + lat2(c1). The
+checkpoint layout is e4e's / pSp's (`encoder.input_layer`, `encoder.body.{i}`, `encoder.styles.{i}`,
+`encoder.latlayer1|2`), with `latent_avg` [n_styles, 512] added to the codes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .psp import IR_SE_50, ir_se_body
+from .stylegan2 import FullyConnected
+
+
+@dataclass(frozen=True)
+class E4EConfig:
+    units: tuple[int, ...] = IR_SE_50
+    n_styles: int = 18  # 2 log2(stylegan_size) - 2
+    w_dim: int = 512
+    input_size: int = 256  # images are resized to this (bilinear) before the encoder
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "E4EConfig":
+        return cls(tuple(d["units"]), int(d["n_styles"]), int(d["w_dim"]), int(d["input_size"]))
+
+
+class GradualStyleBlock(nn.Module):
+    """log2(spatial) stride-2 3x3 convs with LeakyReLU(0.01) down to 1x1, then EqualLinear."""
+
+    def __init__(self, channels: int, spatial: int):
+        super().__init__()
+        layers = []
+        for _ in range(max(int(math.log2(spatial)), 1)):
+            layers += [nn.Conv2d(channels, channels, 3, 2, 1), nn.LeakyReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.linear = FullyConnected(channels, channels)
+        self.channels = channels
+
+    def forward(self, x):
+        return self.linear(self.convs(x).reshape(-1, self.channels))
+
+
+def _upsample_add(x, y):
+    return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=True) + y
+
+
+class Encoder4Editing(nn.Module):
+    """image [B, 3, R, R] in [-1, 1] -> W+ codes [B, n_styles, w_dim] (latent_avg added)."""
+
+    def __init__(self, cfg: E4EConfig):
+        super().__init__()
+        if cfg.w_dim != 512:
+            raise ValueError("e4e's style blocks work on the 512-channel backbone output: w_dim must be 512")
+        self.cfg = cfg
+        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        self.body = ir_se_body(cfg.units)
+        s = cfg.input_size
+        self.styles = nn.ModuleList([GradualStyleBlock(512, s // 16 if i < 3 else s // 8 if i < 7 else s // 4)
+                                     for i in range(cfg.n_styles)])
+        self.latlayer1 = nn.Conv2d(256, 512, 1)
+        self.latlayer2 = nn.Conv2d(128, 512, 1)
+        self.register_buffer("latent_avg", torch.zeros(cfg.n_styles, cfg.w_dim))
+        ends = torch.tensor(cfg.units).cumsum(0).tolist()
+        self.c1_index, self.c2_index, self.c3_index = ends[1] - 1, ends[2] - 1, ends[3] - 1
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        s = self.cfg.input_size
+        x = image if image.shape[-1] == s else F.interpolate(image, size=(s, s), mode="bilinear")
+        x = self.input_layer(x)
+        for i, unit in enumerate(self.body):
+            x = unit(x)
+            if i == self.c1_index:
+                c1 = x
+            elif i == self.c2_index:
+                c2 = x
+            elif i == self.c3_index:
+                c3 = x
+        codes = [self.styles[0](c3)]
+        features = c3
+        for i in range(1, self.cfg.n_styles):
+            if i == 3:
+                p2 = _upsample_add(c3, self.latlayer1(c2))
+                features = p2
+            elif i == 7:
+                features = _upsample_add(p2, self.latlayer2(c1))
+            codes.append(codes[0] + self.styles[i](features))  # w0 + delta_i
+        return torch.stack(codes, dim=1) + self.latent_avg
