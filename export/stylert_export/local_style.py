@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .stylegan2 import randomize_batchnorm
+
 TOKEN_STRIDE = 16  # LFFM works at R / 16
 
 
@@ -216,11 +218,4 @@ class LocalStyleNet(nn.Module):
 def random_local_style(cfg: LocalStyleConfig, seed: int) -> LocalStyleNet:
     """Seeded random weights (untrained); BatchNorm statistics randomised so parity checks see them."""
     torch.manual_seed(seed)
-    model = LocalStyleNet(cfg).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-    return model
+    return randomize_batchnorm(LocalStyleNet(cfg).eval())

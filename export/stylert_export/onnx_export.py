@@ -80,7 +80,8 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first[:400]}") from exc
         finally:
             quiet.setLevel(level)
-    model = onnx.load(str(path))
+    model = onnx.load(str(path))  # with any external data the exporter wrote beside it
+    orphan = path.with_name(path.name + ".data")  # large models: the exporter's side file, saved inline below
     written = {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")}
     if written != {opset}:
         raise ExportError(f"asked for opset {opset}, the exporter wrote {sorted(written)}")
@@ -95,6 +96,7 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: exported graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     _atomic_save(model, path)
+    orphan.unlink(missing_ok=True)
     return path
 
 

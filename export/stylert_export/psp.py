@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, load_strict, read_file
-from .stylegan2 import FullyConnected
+from .stylegan2 import FullyConnected, randomize_batchnorm
 
 IR_SE_50 = (3, 4, 14, 3)  # units per stage; depths 64, 128, 256, 512
 DEPTHS = (64, 128, 256, 512)
@@ -138,13 +138,8 @@ def load_psp_encoder(path: str | Path, input_size: int = 256) -> PSPEncoderW:
 def random_psp_encoder(cfg: PSPConfig, seed: int, latent_avg: torch.Tensor | None = None) -> PSPEncoderW:
     """Seeded random weights (untrained), BatchNorm statistics randomised so parity checks see them."""
     torch.manual_seed(seed)
-    model = PSPEncoderW(cfg).eval()
+    model = randomize_batchnorm(PSPEncoderW(cfg).eval())
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
         model.linear.weight.mul_(0.1)
         if latent_avg is not None:
             model.latent_avg.copy_(latent_avg)

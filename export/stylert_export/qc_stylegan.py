@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, fill_generator, read_file, read_generator_state, load_strict
-from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, SynthesisBlock, SynthesisNetwork
+from .stylegan2 import (FullyConnected, Generator, StyleGAN2Config, SynthesisBlock, SynthesisNetwork,
+                        randomize_batchnorm)
 
 L_DIM = 16  # channels per principal component in the public code ("n_dim")
 ENCODER_SIZE = 256
@@ -255,12 +256,8 @@ def random_qc_restorer(cfg: StyleGAN2Config, seed: int, q_dim: int = 16) -> QCRe
     own = model.decoder.state_dict()
     own.update({k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape})
     model.decoder.load_state_dict(own)
+    randomize_batchnorm(model.encoder)
     with torch.no_grad():
-        for m in model.encoder.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
         model.latent_avg[: cfg.w_dim] = base.mapping.w_avg
         for enc in (model.encoder.content_encoder, model.encoder.quality_encoder):
             enc.linear.weight.mul_(0.1)

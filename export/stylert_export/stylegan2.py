@@ -295,6 +295,17 @@ def random_generator(cfg: StyleGAN2Config, seed: int) -> Generator:
     return g
 
 
+def randomize_batchnorm(module: nn.Module) -> nn.Module:
+    """Random BatchNorm statistics and scales (random-init models), so a parity check sees them."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    return module
+
+
 def cast_synthesis_fp16(generator: Generator) -> Generator:
     """Mixed precision for export: synthesis convs, noise and biases in fp16; the mapping, the
     affine layers (styles) and demodulation stay fp32, and the image is returned as fp32.

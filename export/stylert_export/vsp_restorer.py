@@ -29,7 +29,7 @@ from .code_diffuser import CodeDiffuser, PixelNorm
 from .e4e import E4EConfig, Encoder4Editing
 from .ops import bias_lrelu, demod_coefficients, setup_filter, upfirdn2d
 from .psp import _units_from_state
-from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, random_generator
+from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, random_generator, randomize_batchnorm
 
 BLUR = (1, 3, 3, 1)
 DILATIONS = (1, 2, 4, 8)
@@ -492,14 +492,10 @@ def random_vsp_restorer(cfg: VSPConfig, seed: int) -> VSPRestorer:
     encoder = Encoder4Editing(E4EConfig(cfg.e4e_units, bank.num_ws, 512, cfg.e4e_input)).eval()
     diffuser = CodeDiffuser(512).eval()
     net = RestorationNet(RestorationConfig(cfg.size, 512, 8, {r: c for r, c in cfg.channels.items() if r <= cfg.size}))
-    model = VSPRestorer(encoder, bank, diffuser, net.eval()).eval()
+    model = randomize_batchnorm(VSPRestorer(encoder, bank, diffuser, net.eval()).eval())
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-            elif isinstance(m, NoiseInjection):
+            if isinstance(m, NoiseInjection):
                 m.weight.normal_(0, 0.1)
             elif isinstance(m, FusedLeakyReLU) and m.bias is not None:
                 m.bias.normal_(0, 0.1)

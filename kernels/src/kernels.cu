@@ -235,15 +235,7 @@ int stylert_bafs_blend(const void* fs, const void* fi, const void* ms, const voi
     return status(st);
 }
 
-int stylert_modulated_conv2d_output_size(int size, int kernel, int up, int padding, int filter_size) {
-    StylertConvShape sh{1, 1, 1, size, size, kernel, up, padding, filter_size};
-    return sh.valid() ? sh.out_h() : -1;
-}
-
-size_t stylert_modulated_conv2d_workspace(int B, int I, int O, int H, int W, int k, int up) {
-    StylertConvShape sh{B, I, O, H, W, k, up, 0, 1};
-    return stylert_workspace_floats(sh) * sizeof(float);
-}
+STYLERT_DEFINE_GEOMETRY
 
 int stylert_modulated_conv2d(const void* x, const float* styles, const float* weight, const float* bias,
                              const float* noise, const float* filter, void* out, void* workspace, int B, int I, int O,

@@ -43,3 +43,15 @@ STYLERT_HD size_t stylert_workspace_floats(const StylertConvShape& s) {
 }
 
 #define STYLERT_DEMOD_EPS 1e-8f
+
+// The two geometry entry points of the C ABI, defined once for both libraries (each .cpp/.cu
+// includes this header inside its extern "C" block through STYLERT_DEFINE_GEOMETRY).
+#define STYLERT_DEFINE_GEOMETRY                                                                          \
+    int stylert_modulated_conv2d_output_size(int size, int kernel, int up, int padding, int filter_size) { \
+        StylertConvShape sh{1, 1, 1, size, size, kernel, up, padding, filter_size};                      \
+        return sh.valid() ? sh.out_h() : -1;                                                             \
+    }                                                                                                    \
+    size_t stylert_modulated_conv2d_workspace(int B, int I, int O, int H, int W, int k, int up) {        \
+        StylertConvShape sh{B, I, O, H, W, k, up, 0, 1};                                                 \
+        return stylert_workspace_floats(sh) * sizeof(float);                                             \
+    }
