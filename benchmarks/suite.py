@@ -1,6 +1,7 @@
 """The comparison suite behind the README's performance table, in one command.
 
-For each call (retouch, restore, stylize) and resolution: export a seeded random-init model at
+For each call (retouch, restore = QC-StyleGAN, stylize; restore-vsp = the visual-style-prompt
+restorer, public at 512, run at 256 and 512 only) and resolution: export a seeded random-init model at
 config-F channel counts (cached in --work), then run `stylert bench` on it --repeats times, each
 time with the PyTorch reference beside ONNX Runtime and the whole-photo stages on a real photo.
 A stylize row is its pack's encoder plus one style's generator (their p50s added); its
@@ -8,7 +9,7 @@ whole-photo row runs both. Every figure in the table is the median over the repe
 flagged noisy when its p50s spread more than 10% across repeats or a run's p99 exceeds 1.5x its
 p50. The machine (CPU, cores, library versions, GPU when present) is recorded with the results.
 
-    python benchmarks/suite.py [--calls retouch,restore,stylize] [--resolutions 256,512,1024]
+    python benchmarks/suite.py [--calls retouch,restore,stylize,restore-vsp] [--resolutions 256,512,1024]
                                [--repeats 3] [--out benchmarks/results/cpu-xeon-2core] [--photo IMG]
 
 Writes OUT/suite.json (every bench report) and OUT/suite.md (the table). Nothing is asserted.
@@ -25,6 +26,7 @@ from stylert.bench import bench, machine
 
 NOISY_SPREAD = 0.10
 NOISY_TAIL = 1.5
+VSP_MAX = 512  # the public VSP restorer works at 512; its graph there is already 1.67 GB (ONNX files stop at 2 GB)
 
 
 def export_models(call: str, res: int, work: Path) -> list[Path]:
@@ -42,6 +44,12 @@ def export_models(call: str, res: int, work: Path) -> list[Path]:
         if not path.exists():
             from stylert_export import restore_export as rx
             rx.export_restorer(rx.from_random_init(0, res), path, **quiet)
+        return [path]
+    if call == "restore-vsp":
+        path = work / f"restore_vsp{res}.onnx"
+        if not path.exists():
+            from stylert_export import restore_export as rx
+            rx.export_restorer(rx.vsp_from_random_init(0, res), path, **quiet)
         return [path]
     if call == "stylize":
         pack = work / f"stylize{res}"
@@ -91,7 +99,7 @@ def table(rows: list[dict], mach: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="retouch,restore,stylize")
+    parser.add_argument("--calls", default="retouch,restore,stylize,restore-vsp")
     parser.add_argument("--resolutions", default="256,512,1024")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per bench row")
@@ -108,6 +116,8 @@ def main(argv=None) -> int:
     rows, raw = [], []
     for call in args.calls.split(","):
         for res in (int(r) for r in args.resolutions.split(",")):
+            if call == "restore-vsp" and res > VSP_MAX:
+                continue
             models = [str(p) for p in export_models(call, res, Path(args.work))]
             reports = []
             for i in range(args.repeats):
