@@ -31,33 +31,26 @@ VSP_MAX = 512  # the public VSP restorer works at 512; its graph there is alread
 
 def export_models(call: str, res: int, work: Path) -> list[Path]:
     """The graphs one row times (exported once, then reused)."""
+    from stylert_export import restore_export, retouch_export, stylize_export
+
     work.mkdir(parents=True, exist_ok=True)
     quiet = dict(log=lambda *_: None)
-    if call == "retouch":
-        path = work / f"retouch{res}.onnx"
-        if not path.exists():
-            from stylert_export import retouch_export as rx
-            rx.export_retoucher(rx.from_random_init(0, res), path, **quiet)
-        return [path]
-    if call == "restore":
-        path = work / f"restore{res}.onnx"
-        if not path.exists():
-            from stylert_export import restore_export as rx
-            rx.export_restorer(rx.from_random_init(0, res), path, **quiet)
-        return [path]
-    if call == "restore-vsp":
-        path = work / f"restore_vsp{res}.onnx"
-        if not path.exists():
-            from stylert_export import restore_export as rx
-            rx.export_restorer(rx.vsp_from_random_init(0, res), path, **quiet)
-        return [path]
     if call == "stylize":
         pack = work / f"stylize{res}"
         if not (pack / "stylepack.json").exists():
-            from stylert_export import stylize_export as sx
-            sx.export_pack(sx.from_random_init(0, res, ["cartoon"]), pack, **quiet)
+            stylize_export.export_pack(stylize_export.from_random_init(0, res, ["cartoon"]), pack, **quiet)
         return [pack / "encoder.onnx", pack / "cartoon.onnx"]
-    raise ValueError(f"unknown call {call!r}")
+    exporters = {
+        "retouch": lambda p: retouch_export.export_retoucher(retouch_export.from_random_init(0, res), p, **quiet),
+        "restore": lambda p: restore_export.export_restorer(restore_export.from_random_init(0, res), p, **quiet),
+        "restore-vsp": lambda p: restore_export.export_restorer(restore_export.vsp_from_random_init(0, res), p, **quiet),
+    }
+    if call not in exporters:
+        raise ValueError(f"unknown call {call!r}")
+    path = work / f"{call.replace('-', '_')}{res}.onnx"
+    if not path.exists():
+        exporters[call](path)
+    return [path]
 
 
 def summarize(call: str, res: int, reports: list[dict]) -> dict:

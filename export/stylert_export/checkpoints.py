@@ -120,14 +120,20 @@ def _require(state: dict, keys: list[str], path: Path, layout: str) -> None:
                               + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""))
 
 
-def _count(state: dict, pattern: str) -> int:
+def count_keys(state: dict, pattern: str) -> int:
+    """How many distinct indices the regex group of `pattern` takes over the state's keys."""
     return len({m.group(1) for k in state if (m := re.fullmatch(pattern, k))})
+
+
+def strip_prefix(state: dict, prefix: str) -> dict:
+    """The entries under `prefix` (e.g. 'encoder.' of a pSp checkpoint), with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
 
 
 def rosinality_to_stylert(state: dict, path: Path) -> tuple[dict, StyleGAN2Config]:
     """Rename a rosinality g_ema state dict to our (NVlabs-named) layout and infer its config."""
-    n_mlp = _count(state, r"style\.(\d+)\.weight")
-    n_rgb = _count(state, r"to_rgbs\.(\d+)\.conv\.weight")
+    n_mlp = count_keys(state, r"style\.(\d+)\.weight")
+    n_rgb = count_keys(state, r"to_rgbs\.(\d+)\.conv\.weight")
     _require(state, ["input.input", "conv1.conv.weight", "to_rgb1.conv.weight", "style.1.weight"], path, "rosinality")
     log_size = n_rgb + 2
     resolution = 2 ** log_size
@@ -179,7 +185,7 @@ def nvlabs_config(state: dict, hyper: dict, path: Path) -> tuple[StyleGAN2Config
     if "mapping.embed.weight" in state:
         raise CheckpointError(f"{path}: class-conditional generator (mapping.embed); only c_dim = 0 is supported")
     res = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
-    n_fc = _count(state, r"mapping\.fc(\d+)\.weight")
+    n_fc = count_keys(state, r"mapping\.fc(\d+)\.weight")
     _require(state, ["synthesis.b4.const", "mapping.fc0.weight"], path, "nvlabs")
     if not res or res != [2 ** i for i in range(2, 2 + len(res))]:
         raise CheckpointError(f"{path}: synthesis blocks {res} are not 4, 8, ..., R")

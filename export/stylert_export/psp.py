@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import CheckpointError, load_strict, read_file
+from .checkpoints import CheckpointError, load_strict, read_file, strip_prefix
 from .stylegan2 import FullyConnected, randomize_batchnorm
 
 IR_SE_50 = (3, 4, 14, 3)  # units per stage; depths 64, 128, 256, 512
@@ -94,7 +94,8 @@ class PSPEncoderW(nn.Module):
         return self.linear(x.mean(dim=(2, 3))) + self.latent_avg
 
 
-def _units_from_state(state: dict, path) -> tuple[int, ...]:
+def ir_se_units(state: dict, path) -> tuple[int, ...]:
+    """Units per IR-SE stage of a backbone state dict (pSp, e4e), read from its `body.{i}` depths."""
     depths = {}
     for key, value in state.items():
         m = re.fullmatch(r"body\.(\d+)\.res_layer\.1\.weight", key)
@@ -121,11 +122,11 @@ def load_psp_encoder(path: str | Path, input_size: int = 256) -> PSPEncoderW:
         raise CheckpointError(f"{path}: pSp encoder_type {kind!r}; the stylizer needs a W-space encoder "
                               "('BackboneEncoderUsingLastLayerIntoW')")
     state = ckpt.get("state_dict", ckpt)
-    enc = {k[len("encoder."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("encoder.")}
+    enc = strip_prefix(state, "encoder.")
     if "linear.weight" not in enc:
         raise CheckpointError(f"{path}: no 'encoder.linear.weight': not a pSp W-space encoder "
                               "(W+ encoders have 'encoder.styles.*')")
-    cfg = PSPConfig(_units_from_state(enc, path), int(enc["linear.weight"].shape[0]), input_size)
+    cfg = PSPConfig(ir_se_units(enc, path), int(enc["linear.weight"].shape[0]), input_size)
     model = PSPEncoderW(cfg).eval()
     avg = ckpt.get("latent_avg")
     if not isinstance(avg, torch.Tensor):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import CheckpointError, fill_generator, read_file, read_generator_state, load_strict
+from .checkpoints import CheckpointError, fill_generator, load_strict, read_file, read_generator_state, strip_prefix
 from .stylegan2 import (FullyConnected, Generator, StyleGAN2Config, SynthesisBlock, SynthesisNetwork,
                         randomize_batchnorm)
 
@@ -231,7 +231,7 @@ def load_qc_restorer(encoder_path: str | Path, generator_path: str | Path) -> QC
         raise CheckpointError(f"{encoder_path}: no 'encoder.content_encoder.*' weights: not a QC-StyleGAN "
                               "pSp encoder checkpoint")
     model = QCRestorer(gen.cfg, gen.q_dim).eval()
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    enc = strip_prefix(state, "encoder.")
     load_strict(model.encoder, enc, encoder_path, "QC-StyleGAN encoder checkpoint")
     model.decoder.load_state_dict(gen.state_dict())
     avg = ckpt.get("latent_avg") if isinstance(ckpt, dict) else None

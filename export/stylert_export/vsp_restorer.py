@@ -15,7 +15,6 @@ The public test also mixes two z-hat with probability 0.5; one z-hat is used her
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import (CheckpointError, GeneratorState, fill_generator, load_strict, read_file,
-                          rosinality_to_stylert)
+from .checkpoints import (CheckpointError, GeneratorState, count_keys, fill_generator, load_strict, read_file,
+                          rosinality_to_stylert, strip_prefix)
 from .code_diffuser import CodeDiffuser, PixelNorm
 from .e4e import E4EConfig, Encoder4Editing
 from .ops import bias_lrelu, demod_coefficients, setup_filter, upfirdn2d
-from .psp import _units_from_state
+from .psp import ir_se_units
 from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, random_generator, randomize_batchnorm
 
 BLUR = (1, 3, 3, 1)
@@ -382,17 +381,6 @@ class VSPRestorer(nn.Module):
 
 # ---- checkpoints ----------------------------------------------------------------------------------
 
-def _sub(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
-
-
-def _count(state: dict, prefix: str, suffix: str) -> int:
-    n = 0
-    while f"{prefix}{n}{suffix}" in state:
-        n += 1
-    return n
-
-
 def load_style_encoder_decoder(path: str | Path) -> tuple[Encoder4Editing, Generator]:
     """`style_encoder_decoder.pt`: e4e over pSp ({'state_dict': 'encoder.*', 'decoder.*' (rosinality
     StyleGAN2)}, 'opts', 'latent_avg' [n_styles, 512])."""
@@ -404,8 +392,8 @@ def load_style_encoder_decoder(path: str | Path) -> tuple[Encoder4Editing, Gener
         raise CheckpointError(f"{path}: encoder_type {opts['encoder_type']!r}; the VSP restorer uses e4e "
                               "('Encoder4Editing')")
     state = ckpt.get("state_dict", ckpt)
-    enc, dec = _sub(state, "encoder."), _sub(state, "decoder.")
-    n_styles = _count(enc, "styles.", ".linear.weight")
+    enc, dec = strip_prefix(state, "encoder."), strip_prefix(state, "decoder.")
+    n_styles = count_keys(enc, r"styles\.(\d+)\.linear\.weight")
     if not n_styles or not dec:
         raise CheckpointError(f"{path}: needs 'encoder.styles.*' (e4e) and 'decoder.*' (rosinality StyleGAN2) "
                               "weights, as VSPBFR's style_encoder_decoder.pt has")
@@ -415,9 +403,9 @@ def load_style_encoder_decoder(path: str | Path) -> tuple[Encoder4Editing, Gener
                                                          {"latent_avg": torch.zeros(cfg.w_dim)}, []), path)
     # the last style block sees the pyramid level at input / 4 (fine) or / 8 (middle), down to 1x1
     last = n_styles - 1
-    convs = sum(1 for k in enc if re.fullmatch(rf"styles\.{last}\.convs\.\d+\.weight", k))
+    convs = count_keys(enc, rf"styles\.{last}\.convs\.(\d+)\.weight")
     input_size = (4 if last >= 7 else 8 if last >= 3 else 16) * 2 ** convs
-    encoder = Encoder4Editing(E4EConfig(_units_from_state(enc, path), n_styles, 512, input_size)).eval()
+    encoder = Encoder4Editing(E4EConfig(ir_se_units(enc, path), n_styles, 512, input_size)).eval()
     avg = ckpt.get("latent_avg")
     if opts.get("start_from_latent_avg", True):
         if not isinstance(avg, torch.Tensor) or avg.numel() % 512:
@@ -430,14 +418,14 @@ def load_style_encoder_decoder(path: str | Path) -> tuple[Encoder4Editing, Gener
 
 
 def restoration_config(state: dict, path) -> RestorationConfig:
-    n_rgb = _count(state, "to_rgbs.", ".conv.weight")
+    n_rgb = count_keys(state, r"to_rgbs\.(\d+)\.conv\.weight")
     if "conv1.ModulatedConv2ds.0.weight" not in state or not n_rgb or "style.1.weight" not in state:
         raise CheckpointError(f"{path}: no 'conv1.ModulatedConv2ds.*', 'to_rgbs.*', 'style.*': not VSPBFR's "
                               "Restoration_net (restoration_net.pt holds {'g_ema': its state dict})")
     channels = {4: state["conv1.fusion.0.weight"].shape[0]}
     for j in range(n_rgb):
         channels[2 ** (j + 3)] = state[f"convs.{2 * j}.conv.weight"].shape[1]
-    n_mlp = sum(1 for k in state if re.fullmatch(r"style\.\d+\.weight", k))
+    n_mlp = count_keys(state, r"style\.(\d+)\.weight")
     return RestorationConfig(2 ** (n_rgb + 2), state["style.1.weight"].shape[0], n_mlp, channels)
 
 

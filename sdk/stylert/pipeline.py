@@ -101,14 +101,17 @@ class FacePipeline:
             return [min(usable, key=lambda f: np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - center))]
         return usable
 
-    def prepare(self, rgb: np.ndarray, faces: list[Face] | None, only_center_face: bool = False,
+    def prepare(self, rgb: np.ndarray, faces=None, only_center_face: bool = False,
                 largest_face: bool = False) -> "Prepared":
-        """Detect (unless `faces` are given), choose and align: the CPU half before the network."""
+        """Detect (unless `faces`, Faces or [5, 2] landmarks, are given), choose and align: the CPU half
+        before the network."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
         if faces is None:
             faces = self.detector.detect(np.ascontiguousarray(rgb))
             timings["detect"] = (time.perf_counter() - t) * 1000
+        else:
+            faces = [_as_face(f) for f in faces]
         chosen = self.select(faces, rgb.shape, only_center_face, largest_face)
         t = time.perf_counter()
         matrices = [similarity_transform(f.landmarks, self.resolution) for f in chosen]
@@ -131,7 +134,11 @@ class FacePipeline:
         rgb = check_image(image, channels)
         if aligned:
             return self._process_aligned(rgb, run, channels)
-        prep = self.prepare(rgb, None if faces is None else [_as_face(f) for f in faces], only_center_face, largest_face)
+        return self.run_prepared(self.prepare(rgb, faces, only_center_face, largest_face), run, channels)
+
+    def run_prepared(self, prep: "Prepared", run: Callable[[np.ndarray], tuple[np.ndarray, list[dict]]],
+                     channels: str) -> FaceResult:
+        """The network on prepared crops (timed), then paste-back: the second half of `process`."""
         t = time.perf_counter()
         out, extras = run(prep.crops)
         prep.timings["network"] = (time.perf_counter() - t) * 1000

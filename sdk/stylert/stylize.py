@@ -15,8 +15,8 @@ Two models live in a pack:
 """
 from __future__ import annotations
 
+import functools
 import json
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import InputError, ModelError
 from .imageio import read_image
-from .pipeline import FaceModel, FacePipeline, FaceResult, _as_face, check_image, from_rgb, to_network, to_uint8
+from .pipeline import FaceModel, FacePipeline, FaceResult, check_image, to_network, to_uint8
 from .runtime import Model, open_model
 
 PACK_FORMAT = 1
@@ -111,10 +111,14 @@ class StylePack:
                              f"({self.num_ws}, {self.w_dim})")
         return code.astype(np.float32)
 
+    @functools.cache
     def exemplar(self, style: str) -> np.ndarray:
+        """The style image at the pack's resolution, read once (read-only: it is shared)."""
         rgb = read_image(self.dir / self.style(style)["exemplar"]).rgb
         if rgb.shape[:2] != (self.resolution,) * 2:
             rgb = cv2.resize(rgb, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
+        rgb = np.ascontiguousarray(rgb)
+        rgb.setflags(write=False)
         return rgb
 
 
@@ -267,15 +271,10 @@ class Stylizer(FaceModel):
             crop = cv2.resize(labels, (self.resolution,) * 2, interpolation=cv2.INTER_NEAREST)
             return self.process(image, style, channels=channels, aligned=True,
                                 parser=lambda crops: np.broadcast_to(crop, (len(crops), *crop.shape)), **options)
-        prep = self.pipeline.prepare(rgb, None if faces is None else [_as_face(f) for f in faces], only_center_face,
-                                     largest_face)
+        prep = self.pipeline.prepare(rgb, faces, only_center_face, largest_face)
         warped = np.stack([cv2.warpAffine(labels, m, (self.resolution,) * 2, flags=cv2.INTER_NEAREST,
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=0) for m in prep.matrices])
-        t = time.perf_counter()
-        out, extras = self.runner(style, parser=lambda crops: warped, **options)(prep.crops)
-        prep.timings["network"] = (time.perf_counter() - t) * 1000
-        result = self.pipeline.finish(prep, out)
-        return FaceResult(from_rgb(result, channels), prep.faces, prep.timings, extras)
+        return self.pipeline.run_prepared(prep, self.runner(style, parser=lambda crops: warped, **options), channels)
 
     def process(self, image, value, *, channels, labels=None, **options) -> FaceResult:
         if labels is not None:
