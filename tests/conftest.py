@@ -2,12 +2,15 @@
 rosinality and NVlabs implementations and their outputs (see tests/fixtures/README.md)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+STYLIZE_RES = 32
 
 
 def rel_error(got, want) -> float:
@@ -83,3 +86,36 @@ def restore_models(tmp_path_factory):
     rx.export_restorer(src, paths["sharp"], log=lambda *_: None)
     rx.export_restorer(src, paths["quality"], with_quality=True, log=lambda *_: None)
     return paths
+
+
+@pytest.fixture(scope="session")
+def style_pack(tmp_path_factory):
+    """A tiny random-init pack with two styles and a region-local model, made by the CLI."""
+    pack = tmp_path_factory.mktemp("pack")
+    args = ["export", "stylize", "--random-init", "--seed", 4, "--pack", pack, "--style", "cartoon", "--style", "impasto",
+            "--with-local", "--resolution", STYLIZE_RES, "--channel-base", 256, "--channel-max", 32, "--w-dim", 32,
+            "--encoder-units", "1,1,1,1", "--encoder-size", 32, "--local-width", 8]
+    result = subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "untrained" in result.stderr
+    return pack
+
+
+def small_vsp_config():
+    from stylert_export.vsp_restorer import VSPConfig
+
+    return VSPConfig(size=32, bank_resolution=64, channels={4: 512, 8: 32, 16: 16, 32: 16, 64: 16},
+                     e4e_units=(1, 1, 1, 1), e4e_input=16)
+
+
+@pytest.fixture(scope="session")
+def vsp_model(tmp_path_factory):
+    """A tiny seeded-random VSP restorer (32x32, bank 64x64), exported once."""
+    from stylert_export import restore_export as rx
+    from stylert_export.vsp_restorer import random_vsp_restorer
+
+    cfg = small_vsp_config()
+    src = rx.RestorerSource(random_vsp_restorer(cfg, 9), "random-init seed 9", False, 9, "vsp", cfg)
+    path = tmp_path_factory.mktemp("vsp") / "vsp.onnx"
+    rx.export_restorer(src, path, log=lambda *_: None)
+    return {"path": path, "source": src}

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 import stylert
-from stylert import Generator, InputError, ModelError, OnnxModel
+from stylert import Generator, InputError, ModelError, open_model
 
 
 def test_runtime_never_imports_torch(exported):
@@ -57,7 +57,7 @@ def test_bad_inputs(exported, ws, match):
 
 
 def test_bad_input_names_and_batches(exported):
-    model = OnnxModel(exported["mapping"])
+    model = open_model(exported["mapping"])
     with pytest.raises(InputError, match="expected z"):
         model.run({"ws": np.zeros((1, 8, 32), np.float32)})
     with pytest.raises(InputError, match="batch 3 differs"):
@@ -70,13 +70,13 @@ def test_bad_input_names_and_batches(exported):
 
 def test_model_file_errors(tmp_path, exported):
     with pytest.raises(ModelError, match="no such model file"):
-        OnnxModel(tmp_path / "missing.onnx")
+        open_model(tmp_path / "missing.onnx")
     (tmp_path / "empty.onnx").write_bytes(b"")
     with pytest.raises(ModelError, match="empty"):
-        OnnxModel(tmp_path / "empty.onnx")
+        open_model(tmp_path / "empty.onnx")
     (tmp_path / "text.onnx").write_text("not a model at all")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
-        OnnxModel(tmp_path / "text.onnx")
+        open_model(tmp_path / "text.onnx")
 
 
 def _with_metadata(src, dst, **updates):
@@ -94,17 +94,17 @@ def _with_metadata(src, dst, **updates):
 
 def test_metadata_errors(tmp_path, exported):
     with pytest.raises(ModelError, match="format 9"):
-        OnnxModel(_with_metadata(exported["nvlabs"], tmp_path / "future.onnx", **{"stylert.format": "9"}))
+        open_model(_with_metadata(exported["nvlabs"], tmp_path / "future.onnx", **{"stylert.format": "9"}))
     with pytest.raises(ModelError, match="no stylert metadata"):
-        OnnxModel(_with_metadata(exported["nvlabs"], tmp_path / "plain.onnx", **{"stylert.format": None}))
+        open_model(_with_metadata(exported["nvlabs"], tmp_path / "plain.onnx", **{"stylert.format": None}))
     with pytest.raises(ModelError, match="for 'retouch', not 'generator'"):
         Generator(_with_metadata(exported["nvlabs"], tmp_path / "other.onnx", **{"stylert.call": "retouch"}))
 
 
 def test_providers():
-    assert stylert.resolve_providers(None)[-1] == "CPUExecutionProvider"
-    assert stylert.resolve_providers(["cpu"]) == ["CPUExecutionProvider"]
-    with pytest.raises(ModelError, match="not available"):
+    assert stylert.resolve_providers(None)[-1] == "onnxruntime-cpu"
+    assert stylert.resolve_providers(["cpu"]) == stylert.resolve_providers("cpu") == ["onnxruntime-cpu"]
+    with pytest.raises(InputError, match="unknown backend 'NoSuchExecutionProvider'"):
         stylert.resolve_providers(["NoSuchExecutionProvider"])
 
 

@@ -20,18 +20,6 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, args)], capture_output=True, text=True)
 
 
-@pytest.fixture(scope="session")
-def style_pack(tmp_path_factory):
-    """A tiny random-init pack with two styles and a region-local model, made by the CLI."""
-    pack = tmp_path_factory.mktemp("pack")
-    result = _cli("export", "stylize", "--random-init", "--seed", 4, "--pack", pack, "--style", "cartoon",
-                  "--style", "impasto", "--with-local", "--resolution", RES, "--channel-base", 256, "--channel-max", 32,
-                  "--w-dim", 32, "--encoder-units", "1,1,1,1", "--encoder-size", 32, "--local-width", 8)
-    assert result.returncode == 0, result.stderr
-    assert "untrained" in result.stderr
-    return pack
-
-
 def _manifest(pack):
     return json.loads((pack / "stylepack.json").read_text())
 
@@ -93,10 +81,10 @@ def test_style_graph_equals_the_formula_on_onnxruntime(style_pack):
 def test_every_pack_graph_matches_pytorch(style_pack, graph):
     """Fresh inputs (not the export check's) at batch 2 through ONNX Runtime and the rebuilt PyTorch module."""
     from stylert.bench import feeds_for
-    from stylert.runtime import OnnxModel
+    from stylert.runtime import open_model
     from stylert_export.references import build
 
-    model = OnnxModel(style_pack / graph, ["cpu"])
+    model = open_model(style_pack / graph, "cpu")
     feeds = feeds_for(model.metadata, 2)
     if "mix_codes" in feeds:
         feeds["mix_codes"] = np.random.default_rng(5).standard_normal(feeds["mix_codes"].shape).astype(np.float32)
@@ -247,7 +235,7 @@ def test_outside_the_regions_is_histogram_matched_exactly(style_pack):
     """The documented rule: outside the chosen regions, histogram matching onto the exemplar and nothing else;
     inside, the local model's output; regions one after another."""
     from stylert import Stylizer
-    from stylert.runtime import OnnxModel
+    from stylert.runtime import open_model
     from stylert.stylize import match_histograms, region_alpha
     from stylert.pipeline import to_network, to_uint8
 
@@ -263,7 +251,7 @@ def test_outside_the_regions_is_histogram_matched_exactly(style_pack):
     assert np.array_equal(out.image[~union], base[~union])
     assert not np.array_equal(out.image[union], base[union])
     # the same by hand: the local model on the eye region, then on the lip region of that result
-    local = OnnxModel(style_pack / "local.onnx", ["cpu"])
+    local = open_model(style_pack / "local.onnx", "cpu")
     current = to_network([base])
     for region in (labels == 4, labels == 12):
         pred = local.run({"content": current, "style": to_network([exemplar]),

@@ -28,7 +28,7 @@ NEEDS_TRT = pytest.mark.skipif(not real_tensorrt(), reason="TensorRT's builder c
 
 def test_typecheck_against_tensorrt_stubs():
     result = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-                             "sdk/stylert/trt_build.py", "sdk/stylert/trt_runtime.py"], cwd=ROOT, capture_output=True,
+                             "sdk/stylert/trt_build.py", "sdk/stylert/backends/tensorrt.py"], cwd=ROOT, capture_output=True,
                             text=True)
     assert "Success" in result.stdout, result.stdout + result.stderr
     import importlib.util

@@ -8,32 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import max_abs, rel_error
+from conftest import max_abs, rel_error, small_vsp_config as small_config
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 RES = 32
-
-
-def small_config():
-    from stylert_export.vsp_restorer import VSPConfig
-
-    return VSPConfig(size=RES, bank_resolution=64, channels={4: 512, 8: 32, 16: 16, 32: 16, 64: 16},
-                     e4e_units=(1, 1, 1, 1), e4e_input=16)
-
-
-@pytest.fixture(scope="session")
-def vsp_model(tmp_path_factory):
-    """A tiny seeded-random VSP restorer (32x32, bank 64x64), exported once."""
-    from stylert_export import restore_export as rx
-    from stylert_export.vsp_restorer import random_vsp_restorer
-
-    cfg = small_config()
-    src = rx.RestorerSource(random_vsp_restorer(cfg, 9), "random-init seed 9", False, 9, "vsp", cfg)
-    path = tmp_path_factory.mktemp("vsp") / "vsp.onnx"
-    rx.export_restorer(src, path, log=lambda *_: None)
-    return {"path": path, "source": src}
 
 
 def test_schedule_matches_the_thesis_and_the_public_code():
@@ -116,9 +96,9 @@ def test_onnxruntime_matches_pytorch_on_fresh_inputs(vsp_model):
     import copy
 
     from stylert.bench import feeds_for
-    from stylert.runtime import OnnxModel
+    from stylert.runtime import open_model
 
-    model = OnnxModel(vsp_model["path"], ["cpu"])
+    model = open_model(vsp_model["path"], "cpu")
     feeds = feeds_for(model.metadata, 2)
     feeds["noise"] = np.random.default_rng(3).standard_normal(feeds["noise"].shape).astype(np.float32)
     feeds["fidelity"] = np.array([0.0, 0.4], np.float32)

@@ -3,15 +3,17 @@
 For each model x backend x batch, in a fresh child process (so cold start and memory are its own):
 cold start (load + first run), warm-up for --warmup seconds, then timed runs for --duration seconds
 (at least 5): p50, p90, p99, mean, min, throughput, peak resident memory, and device memory on
-CUDA backends. Backends: onnxruntime-cpu, onnxruntime-cuda, tensorrt (.engine files), torch (the
-PyTorch reference, from stylert[export] through the `stylert.references` entry point; --reference
-adds it). With --pipeline IMAGE the whole-photo path is timed per stage on that photo. The graph's
+CUDA backends. Backends: every name of `stylert.runtime.BACKENDS` (onnxruntime-cpu, onnxruntime-cuda,
+openvino, openvino-bf16, tensorrt for .engine files) and torch (the PyTorch reference, from
+stylert[export] through the `stylert.references` entry point; --reference adds it). With --pipeline
+IMAGE the whole-photo path is timed per stage on that photo, once per runtime backend. The graph's
 work (GFLOP per image) and a matmul ceiling on the same backend give the achieved rate.
 
 JSON (schema "stylert.bench/1"): {"schema", "machine", "models": [{"path", "metadata",
 "gflop_per_image", "weight_bytes", "rows": [{"backend", "batch", "cold_start_ms", "p50_ms", "p90_ms",
 "p99_ms", "mean_ms", "min_ms", "runs", "images_per_s", "peak_rss_mb", "device_mb", "gflops",
-"vs_reference"} | {"backend", "batch", "error"}], "pipeline": {stage: {p50_ms, p99_ms, ...}} | null}],
+"vs_reference"} | {"backend", "batch", "error"}], "pipelines": {backend: {"faces", "stages": {stage: {p50_ms, p99_ms, ...}}, "total"}},
+"pipeline": the first backend's entry of "pipelines" | null}],
 "ceilings": {backend: GFLOP/s}}.
 """
 from __future__ import annotations
@@ -28,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "torch")
+from .runtime import BACKENDS as RUNTIME_BACKENDS
+from .runtime import cpu_flags, open_model
+
+BACKENDS = (*RUNTIME_BACKENDS, "torch")
 SCHEMA = "stylert.bench/1"
 
 
@@ -40,8 +45,15 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     import onnxruntime
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+    found = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+             "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+             "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})}
+    try:
+        import openvino
+        found["openvino"] = openvino.__version__.split("-")[0]
+    except ImportError:
+        pass
+    return found
 
 
 def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
@@ -99,32 +111,28 @@ def _device_used_mb() -> float | None:
         return None
 
 
+def model_metadata(model_path: str) -> dict:
+    """An engine's sidecar, or the graph's stylert metadata (read on ONNX Runtime CPU, always present)."""
+    if model_path.endswith(".engine"):
+        return json.loads(Path(f"{model_path}.json").read_text())
+    return open_model(model_path, "onnxruntime-cpu").metadata
+
+
 def _runner(backend: str, model_path: str, args: dict):
     """(load() -> state, step(state)) for one backend."""
-    from .runtime import OnnxModel, open_model
-
-    meta = OnnxModel(model_path, ["cpu"]).metadata if not model_path.endswith(".engine") else \
-        json.loads(Path(f"{model_path}.json").read_text())
-    feeds = feeds_for(meta, args["batch"])
+    feeds = feeds_for(model_metadata(model_path), args["batch"])
     if backend == "torch":
         eps = [ep for ep in entry_points(group="stylert.references") if ep.name == "torch"]
         if not eps:
-            raise RuntimeError("the PyTorch reference needs stylert[export] (torch)")
+            raise RuntimeError("the PyTorch reference needs stylert[export] (torch): pip install 'stylert[export]'")
         build = eps[0].load()
         return (lambda: build(model_path, args.get("checkpoint"), args.get("threads"))), (lambda run: run(feeds))
-    if backend == "tensorrt":
-        if not model_path.endswith(".engine"):
-            raise RuntimeError("needs an .engine file (stylert build-engine)")
-        return (lambda: open_model(model_path)), (lambda m: m.run(feeds))
-    providers = ["cuda"] if backend == "onnxruntime-cuda" else ["cpu"]
-    if model_path.endswith(".engine"):
-        raise RuntimeError("an .engine runs on the tensorrt backend only")
-    return (lambda: OnnxModel(model_path, providers, threads=args.get("threads"))), (lambda m: m.run(feeds))
+    return (lambda: open_model(model_path, backend, threads=args.get("threads"))), (lambda m: m.run(feeds))
 
 
 def _measure(backend: str, model_path: str, args: dict) -> dict:
     load, step = _runner(backend, model_path, args)
-    before = _device_used_mb() if backend != "onnxruntime-cpu" and backend != "torch" else None
+    before = _device_used_mb() if backend in ("onnxruntime-cuda", "tensorrt") else None
     start = time.perf_counter()
     state = load()
     step(state)
@@ -169,23 +177,23 @@ def has_pipeline(meta: dict) -> bool:
     return meta.get("stylert.call") in ("retouch", "restore") or meta.get("stylert.role") == "generator"
 
 
-def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, threads: int | None = None) -> dict:
+def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, threads: int | None = None,
+                    backend: str = "onnxruntime-cpu") -> dict:
     """Per-stage latency of the whole-photo path (decode ... encode) of a face model on one photo."""
     from .imageio import read_image, write_image
     from .restore import Restorer
     from .retouch import Retoucher
-    from .runtime import open_model
     from .stylize import Stylizer
 
-    model = open_model(model_path, ["cpu"])
+    model = open_model(model_path, "onnxruntime-cpu")
     call, value = model.call, None
     if call == "stylize":
         if model.metadata.get("stylert.role") != "generator":
             raise ValueError(f"--pipeline on a style pack needs a style's generator graph, not its "
                              f"{model.metadata.get('stylert.role')} (the region-local model also needs label maps)")
-        face_model, value = Stylizer(Path(model_path).parent, ["cpu"], threads=threads), model.metadata["stylert.style"]
+        face_model, value = Stylizer(Path(model_path).parent, backend, threads=threads), model.metadata["stylert.style"]
     elif call in ("retouch", "restore"):
-        face_model = {"retouch": Retoucher, "restore": Restorer}[call](model_path, ["cpu"], threads=threads)
+        face_model = {"retouch": Retoucher, "restore": Restorer}[call](model_path, backend, threads=threads)
         value = face_model.default_value
     else:
         raise ValueError(f"--pipeline needs a retouch, restore or stylize model, not '{call}'")
@@ -210,13 +218,11 @@ def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, thr
 
 def ceiling(backend: str, threads: int | None) -> float | None:
     from .graph_cost import matmul_ceiling
-    from .runtime import resolve_providers
-
     try:
         if backend == "onnxruntime-cpu":
             return matmul_ceiling(["CPUExecutionProvider"], threads=threads)
         if backend == "onnxruntime-cuda":
-            return matmul_ceiling(resolve_providers(["cuda"]))
+            return matmul_ceiling(["CUDAExecutionProvider"])
     except Exception:  # provider missing: no ceiling for that backend
         return None
     return None
@@ -285,19 +291,18 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
                 entry["rows"].append(row)
         report["models"].append(entry)
     for entry in report["models"]:
-        from .runtime import open_model
-
         path = entry["path"]
-        entry["metadata"] = (json.loads(Path(f"{path}.json").read_text()) if path.endswith(".engine")
-                             else open_model(path, ["cpu"]).metadata)
+        entry["metadata"] = model_metadata(path)
         cost = graph_cost(path) if not path.endswith(".engine") else None
         entry["gflop_per_image"] = cost.gflops if cost else None
         entry["weight_bytes"] = cost.weight_bytes if cost else None
         for row in entry["rows"]:
             if cost and "p50_ms" in row:
                 row["gflops"] = cost.gflops * row["batch"] / (row["p50_ms"] / 1000)
-        if pipeline and has_pipeline(entry["metadata"]):
-            entry["pipeline"] = pipeline_stages(path, pipeline, pipeline_runs, threads=threads)
+        if pipeline and has_pipeline(entry["metadata"]) and not path.endswith(".engine"):
+            entry["pipelines"] = {b: pipeline_stages(path, pipeline, pipeline_runs, threads=threads, backend=b)
+                                  for b in backends if b in RUNTIME_BACKENDS and b != "tensorrt"}
+            entry["pipeline"] = next(iter(entry["pipelines"].values()), None)
     report["ceilings"] = {b: ceiling(b, threads) for b in backends}
     return report
 
@@ -324,10 +329,10 @@ def format_table(report: dict) -> str:
                          f"{r['p99_ms']:9.2f} {r['images_per_s']:8.2f} {r['peak_rss_mb']:7.0f} {gf:>8} {ratio:>7}")
             if r["p99_ms"] > 1.5 * r["p50_ms"]:
                 lines.append(f"{'':18} {'':>5} noisy: p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50, rerun on a quiet machine")
-        if model["pipeline"]:
-            stages = ", ".join(f"{k} {v['p50_ms']:.1f}" for k, v in model["pipeline"]["stages"].items())
-            lines.append(f"whole photo ({model['pipeline']['faces']} face(s)), p50 ms: {stages}; "
-                         f"total {model['pipeline']['total']['p50_ms']:.1f}")
+        for backend, pipe in model.get("pipelines", {}).items():
+            stages = ", ".join(f"{k} {v['p50_ms']:.1f}" for k, v in pipe["stages"].items())
+            lines.append(f"whole photo on {backend} ({pipe['faces']} face(s)), p50 ms: {stages}; "
+                         f"total {pipe['total']['p50_ms']:.1f}")
     ceilings = ", ".join(f"{b} {c:.0f} GFLOP/s" for b, c in report["ceilings"].items() if c)
     if ceilings:
         lines.append(f"\nmatmul ceiling (2048^3 float32, same run): {ceilings}")

@@ -11,8 +11,13 @@ from pathlib import Path
 
 from . import __version__
 from .errors import StylertError
+from .runtime import BACKENDS
 from .stylize import REGIONS
 from .video import VIDEO_SUFFIXES
+
+
+PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
+                  "onnxruntime-*); default: chosen for this machine")
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -26,15 +31,12 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _providers(text: str | None):
-    return None if text is None else [p for p in text.split(",") if p]
-
-
 def _cmd_info(args) -> int:
-    from .runtime import OnnxModel
+    from .runtime import open_model
 
-    model = OnnxModel(args.model, _providers(args.providers))
-    print(f"{model.path}: stylert '{model.call}' model, providers {model.providers}")
+    model = open_model(args.model, args.providers)
+    print(f"{model.path}: stylert '{model.call}' model, backend {model.backend}"
+          + ("" if args.providers else " (chosen automatically; --providers to override)"))
     for spec in model.inputs:
         print(f"  input  {spec.describe()}")
     for spec in model.outputs:
@@ -49,7 +51,7 @@ def _cmd_generate(args) -> int:
     from .imageio import write_image
     from .pipeline import to_uint8
 
-    gen = Generator(args.model, _providers(args.providers))
+    gen = Generator(args.model, args.providers)
     if not gen.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the images mean nothing", file=sys.stderr)
     z = gen.z_from_seeds(args.seeds)
@@ -58,7 +60,7 @@ def _cmd_generate(args) -> int:
     elapsed = time.perf_counter() - start
     for seed, image in zip(args.seeds, images):
         print(f"wrote {write_image(Path(args.output) / f'seed{seed:04d}.png', image)}")
-    print(f"{len(args.seeds)} image(s) at {gen.resolution}x{gen.resolution} in {elapsed * 1000:.1f} ms on {gen.providers[0]}")
+    print(f"{len(args.seeds)} image(s) at {gen.resolution}x{gen.resolution} in {elapsed * 1000:.1f} ms on {gen.backend}")
     return 0
 
 
@@ -154,9 +156,11 @@ def _cmd_faces(args) -> int:
 
     if args.camera is None and not (args.inputs and args.output):
         raise StylertError("give INPUT... and --output (or --camera N)")
-    model = args.model_class(args.model, _providers(args.providers))
+    model = args.model_class(args.model, args.providers)
     if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
+    if not args.quiet:
+        print(f"{args.model}: running on {model.model.backend}", file=sys.stderr)
     if args.camera is not None or (len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in VIDEO_SUFFIXES):
         return _run_video(model, args)
     inputs = _expand_inputs(args.inputs)
@@ -237,7 +241,7 @@ def _face_command(sub, name: str, model_class, help_text: str, model_flag: str =
     which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
     which.add_argument("--largest-face", action="store_true", help="only the largest face")
     which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
-    cmd.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
+    cmd.add_argument("--providers", help=PROVIDERS_HELP)
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
     video = cmd.add_argument_group("video and camera")
     video.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
@@ -278,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="show a model's inputs, outputs and metadata")
     info.add_argument("model")
-    info.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
+    info.add_argument("--providers", help=PROVIDERS_HELP)
     info.set_defaults(func=_cmd_info)
 
     gen = sub.add_parser("generate", help="sample images from a generator exported --with-mapping")
@@ -286,14 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seeds", type=_parse_seeds, default=[0], help="e.g. 0-3,7 (default 0)")
     gen.add_argument("--truncation", type=float, default=1.0, help="truncation psi (default 1)")
     gen.add_argument("--output", "-o", required=True, help="output folder")
-    gen.add_argument("--providers", help="comma-separated: cpu, cuda, or ONNX Runtime names")
+    gen.add_argument("--providers", help=PROVIDERS_HELP)
     gen.set_defaults(func=_cmd_generate)
 
     bn = sub.add_parser("bench", help="latency and throughput of models, the PyTorch reference beside them",
                         description="Benchmark exported models: cold start, p50/p90/p99, throughput, memory, GFLOP/s.")
     bn.add_argument("models", nargs="+", metavar="MODEL", help=".onnx graphs from `stylert export`, or .engine files")
     bn.add_argument("--backend", default="onnxruntime-cpu",
-                    help="comma-separated: onnxruntime-cpu, onnxruntime-cuda, tensorrt, torch (default onnxruntime-cpu)")
+                    help=f"comma-separated, side by side: {', '.join(BACKENDS)}, torch (default onnxruntime-cpu)")
     bn.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4,8 (default 1)")
     bn.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's)")
     bn.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row (default 1)")

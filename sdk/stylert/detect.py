@@ -21,7 +21,8 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import ModelError
-from .runtime import resolve_providers
+from .backends.onnxruntime import ort_providers
+from .runtime import backend_names
 
 MTCNN_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
 
@@ -94,9 +95,10 @@ def _normalize(img: np.ndarray) -> np.ndarray:
 
 
 class MTCNNDetector:
-    """MTCNN on ONNX Runtime. Thresholds and pyramid factor are the paper's defaults."""
+    """MTCNN on ONNX Runtime (`providers`: onnxruntime-cpu or onnxruntime-cuda). Thresholds and
+    pyramid factor are the paper's defaults."""
 
-    def __init__(self, model_dir: str | Path | None = None, providers: Sequence[str] | None = ("cpu",),
+    def __init__(self, model_dir: str | Path | None = None, providers: str | Sequence[str] = "onnxruntime-cpu",
                  min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  scale_factor: float = 0.709):
         root = Path(model_dir) if model_dir else mtcnn_model_dir()
@@ -105,7 +107,7 @@ class MTCNNDetector:
             raise ModelError(f"{root}: MTCNN files missing: {missing}")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        prov = resolve_providers(providers)
+        prov = ort_providers(backend_names(providers) or ["onnxruntime-cpu"])
         self.pnet, self.rnet, self.onet = (ort.InferenceSession(str(root / f), opts, providers=prov) for f in MTCNN_FILES)
         self.min_face_size, self.thresholds, self.scale_factor = min_face_size, thresholds, scale_factor
 

@@ -11,3 +11,8 @@ class ModelError(StylertError):
 
 class InputError(StylertError, ValueError):
     """An input array has the wrong name, dtype, shape or batch, or non-finite values."""
+
+
+class BackendUnavailable(ModelError):
+    """The backend asked for (or chosen) cannot run here: its library or device is missing, or it
+    cannot load this graph. Says what to install; `open_model` falls back on it when it may."""

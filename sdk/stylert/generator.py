@@ -7,23 +7,28 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import InputError
-from .runtime import OnnxModel
+from .runtime import Model, open_model
 
 
-class Generator(OnnxModel):
+class Generator:
     """ws [batch, num_ws, w_dim] -> images; or, exported --with-mapping, z + truncation_psi -> images."""
 
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
-        super().__init__(path, providers, call="generator", threads=threads)
+    def __init__(self, path: str | Path, providers: str | Sequence[str] | None = None, threads: int | None = None):
+        self.model: Model = open_model(path, providers, call="generator", threads=threads)
+        self.path, self.metadata, self.backend = self.model.path, self.model.metadata, self.model.backend
         self.resolution = int(self.metadata["stylert.resolution"])
         self.z_dim = int(self.metadata["stylert.z_dim"])
         self.with_mapping = self.metadata.get("stylert.with_mapping") == "true"
+
+    @property
+    def trained(self) -> bool:
+        return self.model.trained
 
     def synthesize(self, ws: np.ndarray) -> np.ndarray:
         """W+ codes -> raw images [batch, 3, R, R] (about [-1, 1])."""
         if self.with_mapping:
             raise InputError(f"{self.path.name} was exported --with-mapping: it takes z, use generate()")
-        return self.run({"ws": ws})["image"]
+        return self.model.run({"ws": ws})["image"]
 
     def generate(self, z: np.ndarray, truncation_psi: float | np.ndarray = 1.0) -> np.ndarray:
         """Latents z [batch, z_dim] -> raw images; psi a scalar or one per sample."""
@@ -32,7 +37,7 @@ class Generator(OnnxModel):
                              "or export with --with-mapping to sample from z")
         z = np.asarray(z)
         psi = np.broadcast_to(np.asarray(truncation_psi, dtype=np.float32), (z.shape[0] if z.ndim else 1,))
-        return self.run({"z": z, "truncation_psi": psi})["image"]
+        return self.model.run({"z": z, "truncation_psi": psi})["image"]
 
     def z_from_seeds(self, seeds: Iterable[int]) -> np.ndarray:
         """One z per seed, as NVlabs generate.py draws it: RandomState(seed).randn(z_dim)."""

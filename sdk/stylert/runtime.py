@@ -1,25 +1,111 @@
-"""A checked ONNX Runtime session for stylert graphs.
+"""The model base every backend shares, the one list of backend names, and `open_model`.
 
-Providers: CUDA when onnxruntime-gpu offers it, else CPU (always present). Inputs are checked
-for name, dtype, rank, fixed dims, a shared batch size and finite values before they reach
-ONNX Runtime, so a mistake reads as one line naming the input, not a trace from inside ORT.
+Backends (`stylert.backends.*`) load a file and run it; this module checks what is common to all of
+them (stylert metadata, input names, dtypes, shapes, batch, finite values) so a mistake reads as one
+line naming the input, not a trace from inside a library. `open_model` picks the backend: `.engine`
+-> TensorRT; otherwise, unless told, ONNX Runtime CUDA when onnxruntime-gpu sees a GPU, then
+OpenVINO when it is installed and the CPU is x86-64, then ONNX Runtime CPU, which always works.
+A backend that is present but fails to load falls back to the next with a one-line warning.
+Backend modules are imported only here, inside `open_model`, and only import this module: no loop.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import platform
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
-from .errors import InputError, ModelError
+from .errors import BackendUnavailable, InputError, ModelError
 
 SUPPORTED_FORMAT = 1
-PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                    "tensorrt": "TensorrtExecutionProvider"}
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str  # stylert.backends.<module>
+    install: str  # what to do when it is missing
+
+
+BACKENDS = {b.name: b for b in (
+    Backend("onnxruntime-cpu", "onnxruntime", "pip install onnxruntime"),
+    Backend("onnxruntime-cuda", "onnxruntime", "pip install onnxruntime-gpu (in place of onnxruntime), on a machine "
+                                               "with an NVIDIA GPU and its CUDA/cuDNN libraries"),
+    Backend("openvino", "openvino", "pip install 'stylert[openvino]'"),
+    Backend("openvino-bf16", "openvino", "pip install 'stylert[openvino]', on a CPU with bf16 hardware"),
+    Backend("tensorrt", "tensorrt", "install NVIDIA's `tensorrt` wheel and cuda-python on a machine with an NVIDIA GPU, "
+                                    "then build an engine with `stylert build-engine`"),
+)}
+# Short and ONNX Runtime spellings accepted wherever a backend is named (API, CLI, bench).
+ALIASES = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "cpuexecutionprovider": "onnxruntime-cpu",
+           "cudaexecutionprovider": "onnxruntime-cuda", "ov": "openvino", "trt": "tensorrt"}
+
+
+def backend_names(spec: str | Sequence[str] | None) -> list[str] | None:
+    """None (choose automatically), "cpu", "openvino,cpu" or a list -> canonical names, in order."""
+    if spec is None:
+        return None
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InputError(f"providers: expected backend names, got {item!r}")
+        key = item.strip().lower()
+        if not key:
+            continue
+        name = ALIASES.get(key, key)
+        if name not in BACKENDS:
+            raise InputError(f"providers: unknown backend {item!r}; choose from {', '.join(BACKENDS)} "
+                             "(or cpu, cuda)")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise InputError(f"providers: no backend named in {spec!r}")
+    return names
+
+
+def resolve_providers(spec: str | Sequence[str] | None = None) -> list[str]:
+    """The backends `open_model` would try for an ONNX graph, in order (automatic when spec is None)."""
+    return backend_names(spec) or auto_backends()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is missing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
+def is_x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked with sys.modules[module] = None
+        return False
+
+
+def auto_backends() -> list[str]:
+    """The automatic order for an ONNX graph; backends that are not installed are left out."""
+    chosen = []
+    try:
+        import onnxruntime as ort
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            chosen.append("onnxruntime-cuda")
+    except ImportError:
+        pass
+    if is_x86_64() and _installed("openvino"):
+        chosen.append("openvino")
+    return chosen + ["onnxruntime-cpu"]
 
 
 @dataclass(frozen=True)
@@ -34,22 +120,11 @@ class TensorSpec:
         return f"{self.name} [{dims}] {np.dtype(self.dtype).name}"
 
 
-def resolve_providers(providers: Sequence[str] | None) -> list[str]:
-    """None -> CUDA if available, then CPU. Names may be ORT's or the aliases cpu/cuda/tensorrt."""
-    available = ort.get_available_providers()
-    if providers is None:
-        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    resolved = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
-    missing = [p for p in resolved if p not in available]
-    if missing:
-        raise ModelError(f"execution provider(s) {missing} not available in this onnxruntime; available: {available}")
-    return resolved
-
-
 class Model:
     """What every backend shares: stylert metadata checks and input validation. Subclasses load
-    the file, fill `metadata`, `inputs`, `outputs`, and implement `_execute` and `providers`."""
+    the file, set `backend`, fill `metadata`, `inputs`, `outputs`, and implement `_execute`."""
     path: Path
+    backend: str
     metadata: dict[str, str]
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -63,10 +138,24 @@ class Model:
 
     @property
     def providers(self) -> list[str]:
-        raise NotImplementedError
+        """What runs the graph, in the backend's words (ONNX Runtime: its execution providers)."""
+        return [self.backend]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.backend in ("onnxruntime-cuda", "tensorrt")
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the backend holds; the model cannot run afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _check_metadata(self, call: str | None) -> None:
         fmt = self.metadata.get("stylert.format")
@@ -125,49 +214,38 @@ class Model:
         return {spec.name: value for spec, value in zip(self.outputs, values)}
 
 
-class OnnxModel(Model):
-    """An ONNX Runtime session with checked inputs and the stylert metadata of the graph."""
-
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, *, call: str | None = None,
-                 threads: int | None = None):
-        self._check_file(path)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=resolve_providers(providers))
-        except ModelError:
-            raise
-        except Exception as exc:  # ORT raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "stylert:" in first:
-                raise ModelError(f"{self.path}: a plugin-flavour graph (stylert::ModulatedConv2d / BAFSBlend nodes) "
-                                 "needs TensorRT with stylert's plugins; for ONNX Runtime export with "
-                                 "--flavor portable") from None
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:300]})") from None
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self._check_metadata(call)
-        self.inputs = [self._spec(a) for a in self.session.get_inputs()]
-        self.outputs = [self._spec(a) for a in self.session.get_outputs()]
-
-    @staticmethod
-    def _spec(arg) -> TensorSpec:
-        shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
-        return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, np.float32), shape)
-
-    @property
-    def providers(self) -> list[str]:
-        return self.session.get_providers()
-
-    def _execute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, feeds)
+def _load(backend: str, path: str | Path, call: str | None, threads: int | None, ort_names: list[str]) -> Model:
+    try:
+        module = importlib.import_module(f".backends.{BACKENDS[backend].module}", __package__)
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {backend} is not available ({exc}): {BACKENDS[backend].install}") from None
+    return module.load(path, backend, call=call, threads=threads, ort_names=ort_names)
 
 
-def open_model(path: str | Path, providers: Sequence[str] | None = None, *, call: str | None = None,
+def open_model(path: str | Path, providers: str | Sequence[str] | None = None, *, call: str | None = None,
                threads: int | None = None) -> Model:
-    """A `.engine` file runs on TensorRT (stylert build-engine made it); anything else on ONNX Runtime."""
+    """Load a stylert model on the named backend(s) (tried in order) or the automatic choice.
+
+    ONNX Runtime names given together (e.g. "cuda,cpu") make one session with those providers.
+    A backend that cannot load (missing library, no device, unsupported graph) raises
+    BackendUnavailable when it was the only one named, and otherwise falls back with a warning;
+    problems of the file itself (missing, not ONNX, wrong call) are raised at once.
+    """
+    names = backend_names(providers)
     if Path(path).suffix == ".engine":
-        from .trt_runtime import TensorRTModel
-        return TensorRTModel(path, call=call)
-    return OnnxModel(path, providers, call=call, threads=threads)
+        if names not in (None, ["tensorrt"]):
+            raise ModelError(f"{path}: a TensorRT engine runs on the tensorrt backend only, not {', '.join(names)}")
+        return _load("tensorrt", path, call, threads, [])
+    if names and "tensorrt" in names:
+        raise ModelError(f"{path}: TensorRT runs engines: build one with `stylert build-engine {path} -o MODEL.engine`")
+    candidates = names or auto_backends()
+    ort_names = [n for n in candidates if n.startswith("onnxruntime-")]
+    tries = [n for i, n in enumerate(candidates) if not n.startswith("onnxruntime-") or n == ort_names[0]]
+    for i, backend in enumerate(tries):
+        try:
+            return _load(backend, path, call, threads, ort_names)
+        except BackendUnavailable as exc:
+            if i == len(tries) - 1:
+                raise
+            warnings.warn(f"{exc}; falling back to {tries[i + 1]}", RuntimeWarning, stacklevel=2)
+    raise AssertionError("unreachable: onnxruntime-cpu is always a candidate or the list was explicit")

@@ -167,7 +167,7 @@ class Stream:
         if fps <= 0:
             raise InputError(f"fps must be > 0, got {fps}")
         if overlap is None:
-            overlap = mode == "latest" or model.model.providers[0] != "CPUExecutionProvider"
+            overlap = mode == "latest" or model.model.on_gpu
         self.model, self.channels, self.fps, self.mode, self.overlap = model, channels, fps, mode, overlap
         self.run = model.runner(value)
         self.tracker = FaceTracker(model.pipeline.detector, detect_every, smooth, min_cutoff, beta)

@@ -1,4 +1,4 @@
-"""TensorRT backend: a `.engine` from `stylert build-engine`, behind the same API as `OnnxModel`.
+"""TensorRT backend: a `.engine` from `stylert build-engine`, behind the same API as the other backends.
 
 Written against the TensorRT 10 Python API and cuda-python and type-checked with `tensorrt-stubs`
 in CI. It has not been run: TensorRT's builder cannot be installed in the workplace this was
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .runtime import Model, TensorSpec
-from .trt_build import NOT_INSTALLED, check_engine_metadata, cuda_check, cudart, gpu_identity, require_tensorrt, sidecar_path
+from ..errors import BackendUnavailable, ModelError
+from ..runtime import Model, TensorSpec
+from ..trt_build import NOT_INSTALLED, check_engine_metadata, cuda_check, cudart, gpu_identity, require_tensorrt, sidecar_path
 
 
 class _Buffer:
@@ -50,6 +50,7 @@ class _Buffer:
 class TensorRTModel(Model):
     def __init__(self, path: str | Path, *, call: str | None = None, use_cuda_graph: bool = False):
         self._check_file(path)
+        self.backend = "tensorrt"
         meta_file = sidecar_path(self.path)
         if not meta_file.is_file():
             raise ModelError(f"{self.path}: no {meta_file.name} beside it: build engines with `stylert build-engine`")
@@ -61,7 +62,7 @@ class TensorRTModel(Model):
         try:
             import tensorrt as trt
         except ImportError:
-            raise ModelError(NOT_INSTALLED) from None
+            raise BackendUnavailable(NOT_INSTALLED) from None
         require_tensorrt(trt)
         _, capability = gpu_identity()
         check_engine_metadata(self.metadata, self.path, trt.__version__, capability)
@@ -130,3 +131,7 @@ class TensorRTModel(Model):
             graph = cuda_check(rt.cudaStreamEndCapture(self.stream))
             self.graphs[signature] = cuda_check(rt.cudaGraphInstantiate(graph, 0))
         cuda_check(self.rt.cudaGraphLaunch(self.graphs[signature], self.stream))
+
+
+def load(path, backend: str, *, call, threads, ort_names) -> TensorRTModel:
+    return TensorRTModel(path, call=call)

@@ -1,0 +1,132 @@
+"""OpenVINO backend for CPUs (`pip install 'stylert[openvino]'`): the same portable `.onnx` files.
+
+f32 by default (outputs match ONNX Runtime to about 1e-6); bf16 only when asked for
+(`openvino-bf16`) and the CPU has bf16 hardware: without it OpenVINO emulates bf16 and was
+measured 1.6-3.7x slower than f32. A batch of one runs on a model compiled with the LATENCY hint
+(every core on one request); a larger batch is split into single samples that run concurrently on
+a model compiled with the THROUGHPUT hint (one request per CPU stream; no callback threads). Compiled models are kept
+per input-shape set in a small LRU cache; `cache_dir=` (or OV_CACHE_DIR) keeps OpenVINO's own
+compiled blobs on disk so the next process starts faster.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from ..errors import BackendUnavailable, ModelError
+from ..runtime import Model, TensorSpec, cpu_flags
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _reason(exc: Exception) -> str:
+    """OpenVINO's errors start with source locations; its summary line says what failed."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip(" -")]
+    summary = [line for line in lines if line.startswith("Conversion is failed for")]
+    return (summary or lines[-1:] or [type(exc).__name__])[0][:300]
+
+
+def _refuse_non_onnx(path: Path) -> None:
+    """A file that is not ONNX at all is the file's problem, not the backend's: no fallback for it."""
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+
+
+def has_bf16() -> bool:
+    return bool(cpu_flags() & set(BF16_FLAGS))
+
+
+class OpenVINOModel(Model):
+    def __init__(self, path: str | Path, *, call: str | None = None, precision: str = "f32", threads: int | None = None,
+                 cache_dir: str | Path | None = None, max_compiled: int = 4):
+        self._check_file(path)
+        if precision not in ("f32", "bf16"):
+            raise ModelError(f"OpenVINO precision must be f32 or bf16, not {precision!r}")
+        if precision == "bf16" and not has_bf16():
+            raise BackendUnavailable(f"backend openvino-bf16 refused: this CPU has no bf16 hardware "
+                                     f"({' or '.join(BF16_FLAGS)} not in its flags), where bf16 runs slower than f32; "
+                                     "use openvino (f32)")
+        self.backend = "openvino-bf16" if precision == "bf16" else "openvino"
+        self.core = ov.Core()
+        cache_dir = cache_dir or os.environ.get("OV_CACHE_DIR")
+        if cache_dir:
+            self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        try:
+            self.graph = self.core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses for files it cannot read
+            _refuse_non_onnx(self.path)
+            raise BackendUnavailable(f"{self.path}: OpenVINO cannot convert it ({_reason(exc)})") from None
+        info = self.graph.get_rt_info()
+        framework = info["framework"] if "framework" in info else {}  # ONNX metadata_props land here
+        self.metadata = {key: value.astype(str) for key, value in dict(framework).items()}
+        self._check_metadata(call)
+        if self.metadata.get("stylert.flavor") == "plugin":
+            raise ModelError(f"{self.path}: a plugin-flavour graph needs TensorRT with stylert's plugins; "
+                             "for OpenVINO export with --flavor portable")
+        self.inputs = [self._spec(p) for p in self.graph.inputs]
+        self.outputs = [self._spec(p) for p in self.graph.outputs]
+        self.config = {"INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.max_compiled = max(1, max_compiled)
+        self.compiled: OrderedDict[tuple, list[ov.InferRequest]] = OrderedDict()
+        self.compile_count = 0
+        self._requests(tuple((1,) + tuple(d or 1 for d in s.shape[1:]) for s in self.inputs), "LATENCY")
+
+    @staticmethod
+    def _spec(port) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        return TensorSpec(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).type, shape)
+
+    def _requests(self, shapes: tuple, hint: str) -> list[ov.InferRequest]:
+        """Infer requests of the graph compiled for these input shapes and hint (one for LATENCY, the
+        compiled model's optimal number for THROUGHPUT), from an LRU cache of max_compiled entries."""
+        key = (hint, shapes)
+        if key in self.compiled:
+            self.compiled.move_to_end(key)
+            return self.compiled[key]
+        graph = self.graph.clone()
+        graph.reshape({port.get_any_name(): ov.PartialShape(list(shape)) for port, shape in zip(graph.inputs, shapes)})
+        try:
+            compiled = self.core.compile_model(graph, "CPU", {**self.config, "PERFORMANCE_HINT": hint})
+        except Exception as exc:
+            raise BackendUnavailable(f"{self.path}: OpenVINO cannot compile it ({_reason(exc)})") from None
+        self.compile_count += 1
+        count = 1 if hint == "LATENCY" else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.compiled[key] = [compiled.create_infer_request() for _ in range(max(1, count))]
+        while len(self.compiled) > self.max_compiled:
+            self.compiled.popitem(last=False)
+        return self.compiled[key]
+
+    def _execute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        arrays = [feeds[s.name] for s in self.inputs]
+        batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
+        if batch == 1:
+            request = self._requests(tuple(a.shape for a in arrays), "LATENCY")[0]
+            request.infer(arrays)
+            return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+        requests = self._requests(tuple((1,) + a.shape[1:] for a in arrays), "THROUGHPUT")
+        samples: list[list[np.ndarray]] = []
+        for start in range(0, batch, len(requests)):  # one sample per request, all requests in flight
+            active = requests[:min(len(requests), batch - start)]
+            for k, request in enumerate(active):
+                request.start_async([a[start + k:start + k + 1] for a in arrays])
+            for request in active:
+                request.wait()
+                samples.append([request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))])
+        return [np.concatenate([s[i] for s in samples]) for i in range(len(self.outputs))]
+
+    def close(self) -> None:
+        self.compiled.clear()
+
+
+def load(path, backend: str, *, call, threads, ort_names) -> OpenVINOModel:
+    return OpenVINOModel(path, call=call, threads=threads, precision="bf16" if backend == "openvino-bf16" else "f32")
