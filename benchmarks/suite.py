@@ -1,15 +1,17 @@
 """The comparison suite behind the README's performance table, in one command.
 
-For each call (retouch, restore = QC-StyleGAN, stylize; restore-vsp = the visual-style-prompt
-restorer, public at 512, run at 256 and 512 only) and resolution: export a seeded random-init model at
-config-F channel counts (cached in --work), then run `stylert bench` on it --repeats times, each
-time with the PyTorch reference beside ONNX Runtime and the whole-photo stages on a real photo.
+For each call (generator = the bare config-F StyleGAN2 synthesis network; retouch, restore =
+QC-StyleGAN, stylize; restore-vsp = the visual-style-prompt restorer, public at 512, run at 256 and
+512 only) and resolution: export a seeded random-init model at config-F channel counts (cached in
+--work), then run `stylert bench` on it --repeats times, each time with the PyTorch reference beside
+ONNX Runtime and OpenVINO (when installed) and the whole-photo stages on a real photo per backend.
+OpenVINO's output is compared with ONNX Runtime's on the same input (relative L2 error).
 A stylize row is its pack's encoder plus one style's generator (their p50s added); its
 whole-photo row runs both. Every figure in the table is the median over the repeats; a row is
 flagged noisy when its p50s spread more than 10% across repeats or a run's p99 exceeds 1.5x its
 p50. The machine (CPU, cores, library versions, GPU when present) is recorded with the results.
 
-    python benchmarks/suite.py [--calls retouch,restore,stylize,restore-vsp] [--resolutions 256,512,1024]
+    python benchmarks/suite.py [--calls generator,retouch,restore,stylize,restore-vsp] [--resolutions 256,512,1024]
                                [--repeats 3] [--out benchmarks/results/cpu-xeon-2core] [--photo IMG]
 
 Writes OUT/suite.json (every bench report) and OUT/suite.md (the table). Nothing is asserted.
@@ -17,12 +19,16 @@ Writes OUT/suite.json (every bench report) and OUT/suite.md (the table). Nothing
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import multiprocessing as mp
 import statistics
 import sys
 from pathlib import Path
 
-from stylert.bench import bench, machine
+import numpy as np
+
+from stylert.bench import bench, feeds_for, machine
 
 NOISY_SPREAD = 0.10
 NOISY_TAIL = 1.5
@@ -31,7 +37,7 @@ VSP_MAX = 512  # the public VSP restorer works at 512; its graph there is alread
 
 def export_models(call: str, res: int, work: Path) -> list[Path]:
     """The graphs one row times (exported once, then reused)."""
-    from stylert_export import restore_export, retouch_export, stylize_export
+    from stylert_export import generator, restore_export, retouch_export, stylize_export
 
     work.mkdir(parents=True, exist_ok=True)
     quiet = dict(log=lambda *_: None)
@@ -41,6 +47,7 @@ def export_models(call: str, res: int, work: Path) -> list[Path]:
             stylize_export.export_pack(stylize_export.from_random_init(0, res, ["cartoon"]), pack, **quiet)
         return [pack / "encoder.onnx", pack / "cartoon.onnx"]
     exporters = {
+        "generator": lambda p: generator.export_generator(generator.from_random_init(0, res), p, **quiet),
         "retouch": lambda p: retouch_export.export_retoucher(retouch_export.from_random_init(0, res), p, **quiet),
         "restore": lambda p: restore_export.export_restorer(restore_export.from_random_init(0, res), p, **quiet),
         "restore-vsp": lambda p: restore_export.export_restorer(restore_export.vsp_from_random_init(0, res), p, **quiet),
@@ -53,46 +60,92 @@ def export_models(call: str, res: int, work: Path) -> list[Path]:
     return [path]
 
 
-def summarize(call: str, res: int, reports: list[dict]) -> dict:
-    """Medians over repeats of the summed network p50 (ORT and reference), and of the whole-photo stages."""
+def _agreement(models: list[str], out) -> None:
+    from stylert.runtime import open_model
+
+    errors = []
+    for path in models:
+        ort = open_model(path, "onnxruntime-cpu")
+        feeds = feeds_for(ort.metadata, 1)
+        want, got = ort.run(feeds), open_model(path, "openvino").run(feeds)
+        errors += [float(np.linalg.norm(got[k] - want[k]) / max(np.linalg.norm(want[k]), 1e-12)) for k in want]
+    out.put(max(errors))
+
+
+def openvino_agreement(models: list[str]) -> float:
+    """Largest relative L2 error of OpenVINO's outputs against ONNX Runtime's, one input (in a child process)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_agreement, args=(models, queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return value
+
+
+def summarize(call: str, res: int, reports: list[dict], backends: list[str]) -> dict:
+    """Medians over repeats of the summed network p50 per backend and reference, and of the whole-photo stages."""
     def network(report, backend, key="p50_ms"):
         return sum(next(r[key] for r in m["rows"] if r["backend"] == backend) for m in report["models"])
 
-    ort = [network(r, "onnxruntime-cpu") for r in reports]
     ref = [network(r, "torch") for r in reports]
-    tails = [network(r, "onnxruntime-cpu", "p99_ms") / network(r, "onnxruntime-cpu") for r in reports]
-    photo = [next(m["pipeline"] for m in r["models"] if m["pipeline"]) for r in reports]
-    stages = {k: statistics.median(p["stages"][k]["p50_ms"] for p in photo) for k in photo[0]["stages"]}
-    spread = (max(ort) - min(ort)) / statistics.median(ort)
-    return {"call": call, "resolution": res, "repeats": len(reports),
-            "gflop": sum(m["gflop_per_image"] or 0 for m in reports[0]["models"]),
-            "ort_p50_ms": statistics.median(ort), "ort_p99_ms": statistics.median(
-                network(r, "onnxruntime-cpu", "p99_ms") for r in reports),
-            "reference_p50_ms": statistics.median(ref), "speedup": statistics.median(ref) / statistics.median(ort),
-            "spread": spread, "noisy": spread > NOISY_SPREAD or max(tails) > NOISY_TAIL,
-            "photo_stages_ms": stages, "photo_total_ms": statistics.median(p["total"]["p50_ms"] for p in photo)}
+    row = {"call": call, "resolution": res, "repeats": len(reports),
+           "gflop": sum(m["gflop_per_image"] or 0 for m in reports[0]["models"]),
+           "reference_p50_ms": statistics.median(ref), "backends": {}}
+    noisy = False
+    for backend in backends:
+        p50 = [network(r, backend) for r in reports]
+        tails = [network(r, backend, "p99_ms") / network(r, backend) for r in reports]
+        spread = (max(p50) - min(p50)) / statistics.median(p50)
+        photo = [p for r in reports for m in r["models"] if (p := m.get("pipelines", {}).get(backend))]
+        stages = {k: statistics.median(p["stages"][k]["p50_ms"] for p in photo) for k in photo[0]["stages"]} \
+            if photo else {}
+        row["backends"][backend] = {
+            "p50_ms": statistics.median(p50), "p99_ms": statistics.median(network(r, backend, "p99_ms") for r in reports),
+            "speedup": statistics.median(ref) / statistics.median(p50), "spread": spread,
+            "photo_stages_ms": stages,
+            "photo_total_ms": statistics.median(p["total"]["p50_ms"] for p in photo) if stages else None}
+        noisy = noisy or spread > NOISY_SPREAD or max(tails) > NOISY_TAIL
+    row["spread"] = max(b["spread"] for b in row["backends"].values())
+    row["noisy"] = noisy
+    return row
 
 
 def table(rows: list[dict], mach: dict) -> str:
-    lines = [f"Machine: {mach['cpu']}, {mach['cores']} cores, Python {mach['python']}, onnxruntime "
-             f"{mach['onnxruntime']}; batch 1, random weights at config-F sizes; medians of {rows[0]['repeats']} runs.",
+    ov = "openvino" in rows[0]["backends"]
+    flags = ", ".join(mach.get("cpu_flags", [])) or "?"
+    lines = [f"Machine: {mach['cpu']} ({flags}), {mach['cores']} cores, Python {mach['python']}, onnxruntime "
+             f"{mach['onnxruntime']}" + (f", OpenVINO {mach['openvino']}" if ov else "") +
+             f"; batch 1, random weights at config-F sizes; medians of {rows[0]['repeats']} runs.",
              "",
              "| call | R | GFLOP | PyTorch reference p50 ms | ONNX Runtime CPU p50 / p99 ms | speed-up | "
-             "whole photo ms (detect / align / network / paste) | spread |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             + ("OpenVINO p50 / p99 ms | OpenVINO vs ORT | OV rel. error | " if ov else "")
+             + "whole photo ms, ORT (detect / align / network / paste) | " + ("whole photo ms, OpenVINO | " if ov else "")
+             + "spread |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | " + ("---: | ---: | ---: | " if ov else "") + "---: | "
+             + ("---: | " if ov else "") + "---: |"]
     for r in rows:
-        s = r["photo_stages_ms"]
-        flag = " noisy" if r["noisy"] else ""
-        lines.append(f"| {r['call']} | {r['resolution']} | {r['gflop']:.0f} | {r['reference_p50_ms']:.0f} | "
-                     f"{r['ort_p50_ms']:.0f} / {r['ort_p99_ms']:.0f} | {r['speedup']:.2f}x | "
-                     f"{r['photo_total_ms']:.0f} ({s.get('detect', 0):.0f} / {s.get('align', 0):.0f} / "
-                     f"{s.get('network', 0):.0f} / {s.get('paste', 0):.0f}) | {r['spread'] * 100:.0f}%{flag} |")
+        o = r["backends"]["onnxruntime-cpu"]
+        s = o["photo_stages_ms"]
+        photo = (f"{o['photo_total_ms']:.0f} ({s.get('detect', 0):.0f} / {s.get('align', 0):.0f} / "
+                 f"{s.get('network', 0):.0f} / {s.get('paste', 0):.0f})") if s else "-"
+        cells = [r["call"], str(r["resolution"]), f"{r['gflop']:.0f}", f"{r['reference_p50_ms']:.0f}",
+                 f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f}", f"{o['speedup']:.2f}x"]
+        if ov:
+            v = r["backends"]["openvino"]
+            cells += [f"{v['p50_ms']:.0f} / {v['p99_ms']:.0f}", f"{o['p50_ms'] / v['p50_ms']:.2f}x",
+                      f"{r['openvino_rel_error']:.1e}"]
+        cells.append(photo)
+        if ov:
+            cells.append(f"{r['backends']['openvino']['photo_total_ms']:.0f}" if r["backends"]["openvino"]["photo_stages_ms"] else "-")
+        cells.append(f"{r['spread'] * 100:.0f}%" + (" noisy" if r["noisy"] else ""))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="retouch,restore,stylize,restore-vsp")
+    parser.add_argument("--calls", default="generator,retouch,restore,stylize,restore-vsp")
     parser.add_argument("--resolutions", default="256,512,1024")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per bench row")
@@ -106,6 +159,7 @@ def main(argv=None) -> int:
 
         from stylert.imageio import write_image
         photo = str(write_image(Path(args.work) / "astronaut.png", data.astronaut()))
+    backends = ["onnxruntime-cpu"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
     rows, raw = [], []
     for call in args.calls.split(","):
         for res in (int(r) for r in args.resolutions.split(",")):
@@ -115,9 +169,10 @@ def main(argv=None) -> int:
             reports = []
             for i in range(args.repeats):
                 print(f"{call} {res}: run {i + 1}/{args.repeats}", file=sys.stderr, flush=True)
-                reports.append(bench(models, ["onnxruntime-cpu"], [1], reference=True, pipeline=photo,
-                                     duration=args.duration))
-            rows.append(summarize(call, res, reports))
+                reports.append(bench(models, backends, [1], reference=True, pipeline=photo, duration=args.duration))
+            rows.append(summarize(call, res, reports, backends))
+            if "openvino" in backends:
+                rows[-1]["openvino_rel_error"] = openvino_agreement(models)
             raw.append({"call": call, "resolution": res, "reports": reports})
             print(table(rows[-1:], reports[0]["machine"]).splitlines()[-1], flush=True)
     out = Path(args.out)
