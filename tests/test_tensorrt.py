@@ -1,5 +1,8 @@
 """The TensorRT path: what can be checked without TensorRT here, and the checks that need it (skipped)."""
+import ast
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +12,13 @@ import pytest
 
 import stylert
 from stylert.errors import ModelError
-from stylert.trt_build import CalibrationBatches, EngineOptions, check_engine_metadata
+from stylert.trt_build import EngineOptions, check_engine_metadata, check_precision, network_flags
 
 ROOT = Path(__file__).parents[1]
+TRT_FILES = ["sdk/stylert/trt_build.py", "sdk/stylert/backends/tensorrt.py"]
+TRT11_SRC = ROOT.parent / "shared" / "third_party" / "tensorrt" / "python" / "src"
+# Defined by the `tensorrt` package's own __init__.py in every release (not by the C++ bindings).
+PACKAGE_NAMES = {"__version__"}
 
 
 def real_tensorrt() -> bool:
@@ -24,6 +31,112 @@ def real_tensorrt() -> bool:
 
 NEEDS_TRT = pytest.mark.skipif(not real_tensorrt(), reason="TensorRT's builder cannot be installed in this workplace "
                                "(PyPI serves only stubs) and no GPU is attached: run on a GPU machine with tensorrt")
+
+
+def trt_chains(path: Path) -> set[tuple[str, ...]]:
+    """Every attribute chain rooted at the name `trt` in a file: trt.A -> ("A",), trt.A.B -> ("A", "B")."""
+    chains = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if parts and isinstance(node, ast.Name) and node.id == "trt":
+            chains.add(tuple(reversed(parts)))
+    return chains
+
+
+def stub_api() -> tuple[set[str], dict[str, set[str]]]:
+    """TensorRT 10's names from tensorrt-stubs: module-level names and each class's members. Read by
+    lines, not by `ast`: the generated stubs are not always valid Python (defaults before non-defaults)."""
+    spec = importlib.util.find_spec("tensorrt_bindings")
+    assert spec is not None, "tensorrt-stubs must be installed (make test installs it)"
+    root = Path(spec.submodule_search_locations[0])
+    names: set[str] = set()
+    members: dict[str, set[str]] = {}
+    for stub in (root / "tensorrt.pyi", root / "__init__.pyi", root.parent / "tensorrt" / "__init__.pyi"):
+        current = None
+        for line in stub.read_text().splitlines():
+            if m := re.match(r"class (\w+)", line):
+                current = m.group(1)
+                names.add(current)
+                members.setdefault(current, set())
+            elif m := re.match(r"(?:def )?(\w+)\s*[:=(]", line):
+                current = None
+                names.add(m.group(1))
+            elif m := re.match(r"from \S+ import (.+)", line):
+                current = None
+                names |= {part.split(" as ")[-1].strip() for part in m.group(1).split(",")}
+            elif current and (m := re.match(r"    (?:def )?(\w+)\s*[:=(]", line)):
+                members[current].add(m.group(1))
+    return names, members
+
+
+def bindings_api() -> tuple[set[str], dict[str, set[str]]]:
+    """TensorRT 11's names from the pybind11 sources: `(m, "Class"` blocks and their members (nested
+    enums exported into a class count as its members; a class inherits its bound base's), `m.def("f"`."""
+    names: set[str] = set()
+    members: dict[str, set[str]] = {}
+    bases: dict[str, str] = {}  # python name -> C++ base type
+    python_name: dict[str, str] = {}  # C++ type -> python name
+    member = re.compile(r'\.(?:value|def|def_static|def_property|def_property_readonly|def_readwrite|def_readonly)'
+                        r'\(\s*"(\w+)"')
+    for src in TRT11_SRC.rglob("*.cpp"):
+        text = src.read_text(errors="replace")
+        names |= set(re.findall(r'\bm\.def\(\s*"(\w+)"', text))
+        for cpp, base, name in re.findall(r'py::(?:class_|enum_)<\s*([\w:]+)\s*(?:,\s*([\w:]+))?[^>]*>\s*\w*\s*[({]\s*m\s*,'
+                                          r'\s*"(\w+)"', text):
+            python_name[cpp.split("::")[-1]] = name
+            if base:
+                bases[name] = base.split("::")[-1]
+        blocks = re.split(r'[({]\s*m\s*,\s*"(\w+)"', text)
+        for name, body in zip(blocks[1::2], blocks[2::2]):
+            names.add(name)
+            members.setdefault(name, set()).update(member.findall(body))
+    for name, base in bases.items():
+        members.setdefault(name, set()).update(members.get(python_name.get(base, ""), set()))
+    return names, members
+
+
+@pytest.mark.parametrize("api", ["tensorrt 10 (tensorrt-stubs)", "tensorrt 11 (binding sources)"])
+def test_every_trt_name_exists_in_both_apis(api):
+    if api.startswith("tensorrt 11") and not TRT11_SRC.is_dir():
+        pytest.skip(f"{TRT11_SRC} is missing (shared/third_party/tensorrt is laid beside the checkout)")
+    names, members = stub_api() if api.startswith("tensorrt 10") else bindings_api()
+    assert len(names) > 100 and "Builder" in names, f"{api}: could not read the API ({len(names)} names)"
+    missing = []
+    for file in TRT_FILES:
+        for chain in sorted(trt_chains(ROOT / file)):
+            if chain[0] in PACKAGE_NAMES:
+                continue
+            if chain[0] not in names:
+                missing.append(f"{file}: trt.{'.'.join(chain)} ({chain[0]} not in {api})")
+            elif len(chain) > 1 and chain[1] not in members.get(chain[0], set()):
+                missing.append(f"{file}: trt.{'.'.join(chain)} ({chain[1]} not a member of {chain[0]} in {api})")
+    used = set().union(*(trt_chains(ROOT / f) for f in TRT_FILES))
+    assert ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED") in used and len(used) >= 8
+    assert not missing, "\n".join(missing)
+
+
+def test_removed_names_are_not_used():
+    """What TensorRT 11 removed (weak typing's precision flags, implicit int8 calibration) stays out."""
+    text = "".join((ROOT / f).read_text() for f in TRT_FILES)
+    for name in ("BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2", "int8_calibrator", "trt.nptype"):
+        assert name not in text, name
+
+
+def test_network_flags_branch_on_the_version():
+    class Flag:
+        STRONGLY_TYPED = 5
+
+    class Trt10:
+        __version__ = "10.3.0.26"
+        NetworkDefinitionCreationFlag = Flag
+
+    class Trt11(Trt10):
+        __version__ = "11.4.0.1"
+
+    assert network_flags(Trt10) == 1 << 5 and network_flags(Trt11) == 0
 
 
 def test_typecheck_against_tensorrt_stubs():
@@ -48,25 +161,39 @@ def test_engine_metadata_checks(tmp_path):
 def test_engine_options_are_validated(tmp_path):
     with pytest.raises(ModelError, match="1 <= min <= opt <= max"):
         EngineOptions(min_batch=4, opt_batch=2).validate()
-    with pytest.raises(ModelError, match="--calib"):
-        EngineOptions(int8=True).validate()
+    with pytest.raises(ModelError, match="one precision of its graph"):
+        EngineOptions(int8=True, fp16=True).validate()
     with pytest.raises(ModelError, match="no such plugin library"):
         EngineOptions(plugins=[str(tmp_path / "libnone.so")]).validate()
 
 
-def test_calibration_batches(tmp_path, astronaut):
-    from PIL import Image
-    for i in range(5):
-        Image.fromarray(np.roll(astronaut, i * 10, axis=1)).save(tmp_path / f"{i}.png")
-    batches = list(CalibrationBatches(tmp_path, {"image": (-1, 3, 32, 32), "strength": (-1,)}, 32, 2))
-    assert len(batches) == 2  # 5 images, batches of 2: the incomplete tail is left out
-    assert batches[0]["image"].shape == (2, 3, 32, 32) and batches[0]["image"].dtype == np.float32
-    assert -1 <= batches[0]["image"].min() and batches[0]["image"].max() <= 1
-    assert np.all(batches[0]["strength"] == 1.0)
-    with pytest.raises(ModelError, match="`image` input"):
-        CalibrationBatches(tmp_path, {"ws": (-1, 8, 32)}, 32, 2)
-    with pytest.raises(ModelError, match="need at least one batch"):
-        CalibrationBatches(tmp_path, {"image": (-1, 3, 32, 32)}, 32, 8)
+def test_precision_comes_from_the_graph(exported, tmp_path):
+    from stylert.trt_build import read_graph
+
+    meta, precision = read_graph(exported["nvlabs"])
+    assert precision == "fp32"
+    check_precision("g.onnx", meta, precision, EngineOptions())
+    with pytest.raises(ModelError, match="--fp16 needs an fp16 graph: make it with `stylert export generator ... --fp16`"):
+        check_precision("g.onnx", meta, precision, EngineOptions(fp16=True))
+    with pytest.raises(ModelError, match="stylert export retouch` does not offer yet"):
+        check_precision("r.onnx", {"stylert.call": "retouch"}, "fp32", EngineOptions(fp16=True))
+    with pytest.raises(ModelError, match="stylert quantize g.onnx --calib DIR -o g.int8.onnx"):
+        check_precision("g.onnx", meta, precision, EngineOptions(int8=True))
+    check_precision("g.int8.onnx", meta, "int8", EngineOptions(int8=True))
+
+
+def test_build_engine_refuses_mismatches_before_tensorrt(exported, tmp_path):
+    """A graph of another precision, or a plugin graph without --plugins: one line, exit 2, nothing written."""
+    from stylert_export.generator import export_generator, from_checkpoint
+
+    plugin = tmp_path / "plugin.onnx"
+    export_generator(from_checkpoint(ROOT / "tests/fixtures/nvlabs_32.pkl"), plugin, flavor="plugin", log=lambda *_: None)
+    for args, message in (([str(exported["nvlabs"]), "--fp16"], "an fp32 graph"),
+                          ([str(plugin)], "plugin-flavour graph: pass --plugins")):
+        result = subprocess.run([sys.executable, "-m", "stylert.cli", "build-engine", *args, "-o", str(tmp_path / "x.engine")],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert not (tmp_path / "x.engine").exists()
 
 
 def test_engine_files_go_to_the_tensorrt_backend(tmp_path):
@@ -95,11 +222,28 @@ def test_build_engine_without_tensorrt_says_so(retouch_models, tmp_path):
 
 
 @NEEDS_TRT
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_engine_matches_onnx_runtime(retouch_models, astronaut, tmp_path, precision):
+def test_engine_matches_onnx_runtime(retouch_models, astronaut, tmp_path):
     from stylert.trt_build import build_engine
-    engine = tmp_path / f"r_{precision}.engine"
-    build_engine(retouch_models["plain"], engine, EngineOptions(fp16=precision == "fp16", max_batch=4))
+    engine = tmp_path / "r.engine"
+    build_engine(retouch_models["plain"], engine, EngineOptions(max_batch=4))
     on_trt = stylert.Retoucher(engine).retouch(astronaut, channels="rgb").image
     on_ort = stylert.Retoucher(retouch_models["plain"], ["cpu"]).retouch(astronaut, channels="rgb").image
-    assert np.abs(on_trt.astype(int) - on_ort.astype(int)).max() <= (2 if precision == "fp32" else 8)
+    assert np.abs(on_trt.astype(int) - on_ort.astype(int)).max() <= 2
+
+
+@NEEDS_TRT
+def test_fp16_engine_from_an_fp16_export_and_cuda_graphs_across_batches(tmp_path):
+    from stylert.backends.tensorrt import TensorRTModel
+    from stylert.trt_build import build_engine
+    from stylert_export.generator import export_generator, from_checkpoint
+
+    graph = tmp_path / "g16.onnx"
+    export_generator(from_checkpoint(ROOT / "tests/fixtures/nvlabs_32.pkl"), graph, fp16=True, log=lambda *_: None)
+    meta = build_engine(graph, tmp_path / "g16.engine", EngineOptions(fp16=True, max_batch=4))
+    assert meta["engine.precision"] == "fp16"
+    ws = np.random.default_rng(0).standard_normal((4, 8, 32)).astype(np.float32)
+    want = stylert.open_model(graph, "cpu").run({"ws": ws})["image"]
+    with TensorRTModel(tmp_path / "g16.engine", use_cuda_graph=True) as model:
+        for batch in (1, 4, 1, 2):  # graphs captured per batch over buffers that never move
+            got = model.run({"ws": ws[:batch]})["image"]
+            assert np.abs(got - want[:batch]).max() < 5e-2

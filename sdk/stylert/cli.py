@@ -104,11 +104,18 @@ def _cmd_bench(args) -> int:
 def _cmd_build_engine(args) -> int:
     from .trt_build import EngineOptions, build_engine
 
-    options = EngineOptions(fp16=args.fp16, int8=args.int8, calib_dir=args.calib, min_batch=args.min_batch,
+    options = EngineOptions(fp16=args.fp16, int8=args.int8, min_batch=args.min_batch,
                             opt_batch=args.opt_batch, max_batch=args.max_batch, plugins=args.plugins or [],
                             timing_cache=args.timing_cache, version_compatible=args.version_compatible,
                             workspace_mb=args.workspace_mb)
     build_engine(args.model, args.output, options)
+    return 0
+
+
+def _cmd_quantize(args) -> int:
+    from .quantize import quantize
+
+    quantize(args.model, args.calib, args.output, max_images=args.max_images, keep_float=args.keep_float or [])
     return 0
 
 
@@ -310,13 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     bn.set_defaults(func=_cmd_bench)
 
-    eng = sub.add_parser("build-engine", help="build a TensorRT engine from an exported model (needs TensorRT)",
-                         description="Build a TensorRT engine (plus MODEL.engine.json metadata) for this GPU.")
+    eng = sub.add_parser("build-engine", help="build a TensorRT engine from an exported model (needs TensorRT 10 or 11)",
+                         description="Build a TensorRT engine (plus MODEL.engine.json metadata) for this GPU. The "
+                                     "engine has the graph's precision: fp16 from `export --fp16`, int8 from "
+                                     "`stylert quantize`.")
     eng.add_argument("model", metavar="MODEL.onnx")
     eng.add_argument("--output", "-o", required=True, metavar="MODEL.engine")
-    eng.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
-    eng.add_argument("--int8", action="store_true", help="allow int8 kernels (needs --calib)")
-    eng.add_argument("--calib", metavar="DIR", help="aligned face crops for int8 calibration")
+    eng.add_argument("--fp16", action="store_true", help="expect an fp16 graph (refused, with the fix, otherwise)")
+    eng.add_argument("--int8", action="store_true", help="expect an int8 Q/DQ graph from `stylert quantize`")
     eng.add_argument("--min-batch", type=int, default=1)
     eng.add_argument("--opt-batch", type=int, default=1)
     eng.add_argument("--max-batch", type=int, default=8)
@@ -325,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--version-compatible", action="store_true", help="an engine later TensorRT versions can run")
     eng.add_argument("--workspace-mb", type=int, default=4096)
     eng.set_defaults(func=_cmd_build_engine)
+
+    qnt = sub.add_parser("quantize", help="make an int8 graph (explicit Q/DQ) for TensorRT and ONNX Runtime",
+                         description="Quantize an fp32 export to int8 (per-channel symmetric weights, Q/DQ), "
+                                     "calibrated on the faces of a folder of photos, and report its error.")
+    qnt.add_argument("model", metavar="MODEL.onnx")
+    qnt.add_argument("--calib", required=True, metavar="DIR", help="photos with faces (aligned here, like retouch does)")
+    qnt.add_argument("--output", "-o", required=True, metavar="MODEL.int8.onnx")
+    qnt.add_argument("--max-images", type=int, default=32, help="face crops to calibrate on (default 32)")
+    qnt.add_argument("--keep-float", nargs="*", metavar="NODE", help="also keep these Conv nodes in float")
+    qnt.set_defaults(func=_cmd_quantize)
 
     from .restore import Restorer
     from .retouch import Retoucher

@@ -1,11 +1,16 @@
 """`stylert build-engine`: ONNX -> TensorRT engine, with stylert metadata beside it.
 
-Written against the TensorRT 10 Python API and type-checked with `tensorrt-stubs` in CI. It has
-not been run: TensorRT's builder cannot be installed in the workplace this was written in, and no
-GPU was lent. The engine file gets a sidecar `<engine>.json`: the ONNX graph's stylert metadata plus
-precision, batch range, TensorRT version, GPU name and compute capability and the plugin
-libraries. `trt_runtime.TensorRTModel` checks it before loading (engines are specific to a
-TensorRT version, unless built version-compatible, and to a GPU architecture).
+Works on TensorRT 10.x (10.3 is JetPack 6's) and 11.x. Networks are strongly typed: the engine's
+precision is the graph's (fp32, fp16 from `stylert export ... --fp16`, int8 from the Q/DQ graph of
+`stylert quantize`); there are no precision flags to set. Where the two versions differ the code
+branches once, in `network_flags`. Every `trt.` name used here and in backends/tensorrt.py is
+checked in the test suite against tensorrt-stubs (10) and TensorRT 11.1's binding sources. Nothing
+here has run on a GPU: TensorRT's builder cannot be installed in the workplace this was written in.
+
+The engine file gets a sidecar `<engine>.json`: the ONNX graph's stylert metadata plus precision,
+batch range, TensorRT version, GPU name and compute capability and the plugin libraries.
+`backends/tensorrt.TensorRTModel` checks it before loading (engines are specific to a TensorRT
+version, unless built version-compatible, and to a GPU architecture).
 """
 from __future__ import annotations
 
@@ -15,17 +20,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import __version__
 from .errors import ModelError
-from .imageio import IMAGE_SUFFIXES, read_image
 
 NOT_INSTALLED = ("TensorRT is not installed: install NVIDIA's `tensorrt` wheel (its builder is not on PyPI) "
                  "on a machine with an NVIDIA GPU")
 
+PLUGIN_NAMES = ("ModulatedConv2d", "BAFSBlend")  # stylert's plugin creators, version "1", namespace "stylert"
 
-CONTROL_DEFAULTS = {"strength": 1.0, "fidelity": 0.0, "q": 0.0, "truncation_psi": 0.7}
+
+def tensorrt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def network_flags(trt: Any) -> int:
+    """The one place TensorRT 10 and 11 differ for us: 10 builds strongly typed networks only when
+    asked (STRONGLY_TYPED, otherwise it would choose precisions itself); 11 always does and
+    deprecates the flag."""
+    if tensorrt_major(trt) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def require_tensorrt(trt: Any) -> None:
@@ -64,9 +78,10 @@ def gpu_identity() -> tuple[str, str]:
 
 @dataclass
 class EngineOptions:
+    """What `stylert build-engine` accepts. fp16 / int8 do not change the build (the graph's types
+    decide); they state what the caller expects, and a graph of another precision is refused."""
     fp16: bool = False
     int8: bool = False
-    calib_dir: str | None = None
     min_batch: int = 1
     opt_batch: int = 1
     max_batch: int = 8
@@ -79,14 +94,45 @@ class EngineOptions:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise ModelError(f"batch range must satisfy 1 <= min <= opt <= max, got {self.min_batch}/"
                              f"{self.opt_batch}/{self.max_batch}")
-        if self.int8 and not self.calib_dir:
-            raise ModelError("--int8 needs --calib DIR (aligned face crops for calibration)")
+        if self.fp16 and self.int8:
+            raise ModelError("--fp16 and --int8 both given: an engine has the one precision of its graph")
         for lib in self.plugins:
             if not Path(lib).is_file():
                 raise ModelError(f"{lib}: no such plugin library")
 
 
-def onnx_metadata(path: str | Path) -> dict[str, str]:
+def check_precision(path: str | Path, meta: dict, precision: str, options: EngineOptions) -> None:
+    """A one-line refusal when the graph's precision is not the one asked for, saying how to make it."""
+    call = meta.get("stylert.call", "?")
+    if options.fp16 and precision != "fp16":
+        make = (f"`stylert export generator ... --fp16`" if call == "generator" else
+                f"an fp16 export, which `stylert export {call}` does not offer yet (only the generator does)")
+        raise ModelError(f"{path}: an {precision} graph; TensorRT builds the graph's own precision (strong typing), "
+                         f"so --fp16 needs an fp16 graph: make it with {make}")
+    if options.int8 and precision != "int8":
+        raise ModelError(f"{path}: an {precision} graph without Q/DQ nodes; make the int8 graph with "
+                         f"`stylert quantize {path} --calib DIR -o {Path(path).with_suffix('')}.int8.onnx`")
+
+
+def load_plugins(registry: Any, libraries: list[str], where: str) -> None:
+    """Load plugin libraries into `registry` (the builder's or the runtime's) and check the creators.
+    load_library returns None on failure and also when the creators were registered before, so the
+    creators themselves are looked up."""
+    for lib in libraries:
+        handle = registry.load_library(str(lib))
+        found = [n for n in PLUGIN_NAMES if registry.get_creator(n, "1", "stylert") is not None]
+        if handle is None and len(found) < len(PLUGIN_NAMES):
+            raise ModelError(f"{lib}: TensorRT could not load this plugin library into the {where} (see its log "
+                             "above); rebuild it for this TensorRT with `make -C kernels TRT_INCLUDE=...`")
+        if len(found) < len(PLUGIN_NAMES):
+            missing = sorted(set(PLUGIN_NAMES) - set(found))
+            raise ModelError(f"{lib}: loaded, but stylert's plugin creator(s) {missing} are not registered: "
+                             "is this kernels/build/libstylert_plugins.so?")
+
+
+def read_graph(path: str | Path) -> tuple[dict[str, str], str]:
+    """The graph's stylert metadata, and its precision: fp32, fp16 (`export --fp16`) or int8 (Q/DQ
+    nodes from `stylert quantize`)."""
     try:
         import onnx
     except ImportError:
@@ -98,7 +144,9 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     meta = {p.key: p.value for p in model.metadata_props}
     if "stylert.format" not in meta:
         raise ModelError(f"{path}: no stylert metadata; export models with `stylert export`")
-    return meta
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        return meta, "int8"
+    return meta, meta.get("stylert.precision", "fp32")
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -117,113 +165,43 @@ def check_engine_metadata(meta: dict, path: str | Path, tensorrt_version: str, c
                          f"{compute_capability}: engines are specific to a GPU architecture; rebuild on this one")
 
 
-class CalibrationBatches:
-    """Host batches for INT8 calibration from a folder of aligned face crops: `image` resized to the
-    model's resolution in [-1, 1], every other input filled with its neutral control value."""
-
-    def __init__(self, folder: str | Path, inputs: dict[str, tuple], resolution: int, batch: int):
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ModelError(f"{folder}: no such calibration folder")
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if len(self.files) < batch:
-            raise ModelError(f"{folder}: {len(self.files)} calibration image(s), need at least one batch of {batch}")
-        if "image" not in inputs:
-            raise ModelError("INT8 calibration from images needs a graph with an `image` input")
-        self.inputs, self.resolution, self.batch = inputs, resolution, batch
-
-    def __iter__(self):
-        import cv2
-
-        for start in range(0, len(self.files) - self.batch + 1, self.batch):
-            crops = [cv2.resize(read_image(p).rgb, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
-                     for p in self.files[start:start + self.batch]]
-            host = {"image": np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)}
-            for name, shape in self.inputs.items():
-                if name != "image":
-                    host[name] = np.full((self.batch,) + tuple(shape[1:]), CONTROL_DEFAULTS.get(name, 0.0), np.float32)
-            yield host
-
-
-def make_calibrator(batches: CalibrationBatches, cache: Path) -> Any:
-    """A TensorRT entropy calibrator feeding `batches` from device buffers."""
-    import tensorrt as trt
-
-    require_tensorrt(trt)
-    rt = cudart()
-
-    class Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = iter(batches)
-            self.device: dict[str, int] = {}
-
-        def get_batch_size(self) -> int:
-            return batches.batch
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            host = next(self.batches, None)
-            if host is None:
-                return None
-            for name, array in host.items():
-                if name not in self.device:
-                    self.device[name] = int(cuda_check(rt.cudaMalloc(array.nbytes)))
-                cuda_check(rt.cudaMemcpy(self.device[name], array.ctypes.data, array.nbytes,
-                                         rt.cudaMemcpyKind.cudaMemcpyHostToDevice))
-            return [self.device[name] for name in names]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache.read_bytes() if cache.is_file() else None
-
-        def write_calibration_cache(self, data: Any) -> None:
-            cache.write_bytes(bytes(data))
-
-    return Calibrator()
-
-
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions, log=print) -> dict[str, Any]:
-    """Parse the ONNX graph, build a serialized engine for batches min..max, write it and its sidecar."""
+    """Parse the ONNX graph into a strongly typed network, build a serialized engine for batches
+    min..max, write it and its sidecar."""
     options.validate()
-    meta: dict[str, Any] = dict(onnx_metadata(onnx_path))
+    graph_meta, precision = read_graph(onnx_path)
+    meta: dict[str, Any] = dict(graph_meta)
+    check_precision(onnx_path, meta, precision, options)
+    if meta.get("stylert.flavor") == "plugin" and not options.plugins:
+        raise ModelError(f"{onnx_path}: a plugin-flavour graph: pass --plugins kernels/build/libstylert_plugins.so "
+                         "(built with `make -C kernels TRT_INCLUDE=...`), or export with --flavor portable")
     try:
         import tensorrt as trt
     except ImportError:
         raise ModelError(NOT_INSTALLED) from None
     require_tensorrt(trt)
     logger = trt.Logger(trt.Logger.WARNING)
-    registry = trt.get_plugin_registry()
-    for lib in options.plugins:
-        registry.load_library(str(lib))
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    load_plugins(builder.get_plugin_registry(), options.plugins, "builder")
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise ModelError(f"{onnx_path}: TensorRT cannot parse it: {errors}"
-                         + (" (plugin-flavour graph: pass --plugins)" if meta.get("stylert.flavor") == "plugin" else ""))
+        raise ModelError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-    precision = "fp32"
-    if options.fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-        precision = "fp16"
     profile = builder.create_optimization_profile()
-    shapes: dict[str, tuple] = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         shape = tuple(tensor.shape)
-        shapes[tensor.name] = shape
         profile.set_shape(tensor.name, (options.min_batch,) + shape[1:], (options.opt_batch,) + shape[1:],
                           (options.max_batch,) + shape[1:])
     config.add_optimization_profile(profile)
     engine_path = Path(engine_path)
-    if options.int8:
-        config.set_flag(trt.BuilderFlag.INT8)
-        batches = CalibrationBatches(str(options.calib_dir), shapes, int(meta["stylert.resolution"]), options.opt_batch)
-        config.int8_calibrator = make_calibrator(batches, Path(f"{engine_path}.calib"))
-        precision = "int8"
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if options.plugins:  # the engine carries its plugin libraries, as trtexec --dynamicPlugins does
+            config.plugins_to_serialize = [str(Path(p).resolve()) for p in options.plugins]
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
     config.set_timing_cache(cache, False)
@@ -231,7 +209,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
     if serialized is None:
         raise ModelError(f"{onnx_path}: TensorRT failed to build an engine (see its log above)")
     if cache_path:
-        cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+        write_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     gpu, capability = gpu_identity()
     meta.update({"engine.precision": precision, "engine.tensorrt": trt.__version__, "engine.gpu": gpu,
                  "engine.compute_capability": capability, "engine.version_compatible": options.version_compatible,
@@ -239,9 +217,14 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
                  "engine.batch": [options.min_batch, options.opt_batch, options.max_batch],
                  "engine.built_by": f"stylert {__version__}"})
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(f".{engine_path.name}.partial")
-    tmp.write_bytes(bytes(memoryview(serialized)))
-    os.replace(tmp, engine_path)
-    sidecar_path(engine_path).write_text(json.dumps(meta, indent=1))
+    write_atomic(engine_path, bytes(memoryview(serialized)))
+    write_atomic(sidecar_path(engine_path), json.dumps(meta, indent=1).encode())
     log(f"wrote {engine_path} ({precision}, batch {options.min_batch}..{options.max_batch}, {gpu}, TensorRT {trt.__version__})")
     return meta
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write under a temporary name and rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,11 +1,16 @@
 """TensorRT backend: a `.engine` from `stylert build-engine`, behind the same API as the other backends.
 
-Written against the TensorRT 10 Python API and cuda-python and type-checked with `tensorrt-stubs`
-in CI. It has not been run: TensorRT's builder cannot be installed in the workplace this was
-written in, and no GPU was lent. Before deserializing, the engine's sidecar metadata is checked
-against this TensorRT and this GPU (trt_build.check_engine_metadata), and the plugin libraries
-it was built with are loaded. Buffers: device memory per tensor (grown as needed), pinned host
-staging buffers, one CUDA stream; `use_cuda_graph=True` captures one graph per input-shape set.
+Written against the TensorRT 10 and 11 Python APIs and cuda-python; its `trt.` names are checked
+against both in the test suite. It has not been run: TensorRT's builder cannot be installed in the
+workplace this was written in, and no GPU was lent. Before deserializing, the engine's sidecar
+metadata is checked against this TensorRT and this GPU (trt_build.check_engine_metadata), and the
+plugin libraries it was built with are loaded into the runtime's own plugin registry and checked.
+
+Buffers: device memory and pinned host staging per tensor, allocated once at load for the
+profile's largest batch, so their addresses never change and a CUDA graph captured for one batch
+size stays valid while another runs; one CUDA stream; `use_cuda_graph=True` captures one graph
+per input-shape set. Every enqueue is checked; `close()` (also by `with` and on garbage
+collection) frees graphs, buffers and the stream.
 """
 from __future__ import annotations
 
@@ -18,37 +23,39 @@ import numpy as np
 
 from ..errors import BackendUnavailable, ModelError
 from ..runtime import Model, TensorSpec
-from ..trt_build import NOT_INSTALLED, check_engine_metadata, cuda_check, cudart, gpu_identity, require_tensorrt, sidecar_path
+from ..trt_build import NOT_INSTALLED, check_engine_metadata, cuda_check, cudart, gpu_identity, load_plugins, \
+    require_tensorrt, sidecar_path
+
+# TensorRT data types by their enum member names, the same in TensorRT 10 and 11.
+_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+           "BOOL": np.bool_, "UINT8": np.uint8}
 
 
 class _Buffer:
-    """A device allocation and a pinned host staging buffer of the same size, grown on demand."""
+    """A device allocation and a pinned host staging buffer of the same size, made once."""
 
-    def __init__(self, rt: Any):
-        self.rt, self.nbytes, self.device, self.host = rt, 0, 0, 0
-
-    def ensure(self, nbytes: int) -> None:
-        if nbytes <= self.nbytes:
-            return
-        self.free()
-        self.device = int(cuda_check(self.rt.cudaMalloc(nbytes)))
-        self.host = int(cuda_check(self.rt.cudaMallocHost(nbytes)))
-        self.nbytes = nbytes
+    def __init__(self, rt: Any, nbytes: int):
+        self.rt, self.nbytes = rt, max(int(nbytes), 1)
+        self.device = int(cuda_check(rt.cudaMalloc(self.nbytes)))
+        self.host = int(cuda_check(rt.cudaMallocHost(self.nbytes)))
 
     def host_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         count = int(np.prod(shape))
+        if count * dtype.itemsize > self.nbytes:
+            raise ModelError(f"tensor of shape {shape} does not fit its {self.nbytes}-byte buffer")
         raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(self.host)
         return np.frombuffer(memoryview(raw).cast("B"), dtype=dtype, count=count).reshape(shape)
 
     def free(self) -> None:
         if self.nbytes:
-            self.rt.cudaFree(self.device)
-            self.rt.cudaFreeHost(self.host)
+            cuda_check(self.rt.cudaFree(self.device))
+            cuda_check(self.rt.cudaFreeHost(self.host))
             self.nbytes = 0
 
 
 class TensorRTModel(Model):
     def __init__(self, path: str | Path, *, call: str | None = None, use_cuda_graph: bool = False):
+        self._closed = True  # until every resource below exists
         self._check_file(path)
         self.backend = "tensorrt"
         meta_file = sidecar_path(self.path)
@@ -66,33 +73,48 @@ class TensorRTModel(Model):
         require_tensorrt(trt)
         _, capability = gpu_identity()
         check_engine_metadata(self.metadata, self.path, trt.__version__, capability)
-        for lib in self.metadata.get("engine.plugins", []):
-            trt.get_plugin_registry().load_library(lib)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
+        load_plugins(self.runtime.get_plugin_registry(), list(self.metadata.get("engine.plugins", [])), "runtime")
         if self.metadata.get("engine.version_compatible"):
             self.runtime.engine_host_code_allowed = True
         engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
-            raise ModelError(f"{self.path}: TensorRT could not deserialize the engine")
+            raise ModelError(f"{self.path}: TensorRT could not deserialize the engine (see its log above)")
         self.engine = engine
         self.context = engine.create_execution_context()
-        self.rt = cudart()
-        self.stream = cuda_check(self.rt.cudaStreamCreate())
-        self.use_cuda_graph = use_cuda_graph
-        self.graphs: dict[tuple, Any] = {}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        specs = {n: TensorSpec(n, np.dtype(trt.nptype(engine.get_tensor_dtype(n))).type,
+        specs = {n: TensorSpec(n, _DTYPES[engine.get_tensor_dtype(n).name],
                                tuple(d if d >= 0 else None for d in engine.get_tensor_shape(n))) for n in names}
         self.inputs = [specs[n] for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [specs[n] for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.buffers = {n: _Buffer(self.rt) for n in names}
+        self.rt = cudart()
+        self.use_cuda_graph = use_cuda_graph
+        self.graphs: dict[tuple, Any] = {}
+        self.buffers: dict[str, _Buffer] = {}
+        self.stream = cuda_check(self.rt.cudaStreamCreate())
+        self._closed = False
+        self._allocate(engine)
+
+    def _allocate(self, engine: Any) -> None:
+        """Buffers for the profile's largest shapes (outputs from the context at those shapes), bound once."""
+        for spec in self.inputs:
+            largest = tuple(engine.get_tensor_profile_shape(spec.name, 0)[2])
+            if not self.context.set_input_shape(spec.name, largest):
+                raise ModelError(f"{self.path}: cannot set input '{spec.name}' to the profile's largest shape {largest}")
+        for spec in self.inputs + self.outputs:
+            shape = tuple(self.context.get_tensor_shape(spec.name))
+            self.buffers[spec.name] = _Buffer(self.rt, int(np.prod(shape)) * np.dtype(spec.dtype).itemsize)
+            if not self.context.set_tensor_address(spec.name, self.buffers[spec.name].device):
+                raise ModelError(f"{self.path}: TensorRT refused the address of tensor '{spec.name}'")
 
     @property
     def providers(self) -> list[str]:
         return [f"TensorRT {self.metadata.get('engine.tensorrt')} ({self.metadata.get('engine.precision')})"]
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._closed:
+            raise ModelError(f"{self.path}: the model was closed")
         rt, h2d, d2h = self.rt, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for spec in self.inputs:
             array = feeds[spec.name]
@@ -100,37 +122,57 @@ class TensorRTModel(Model):
                 raise ModelError(f"{self.path}: input '{spec.name}' shape {array.shape} is outside the engine's "
                                  f"batch range {self.metadata.get('engine.batch')}")
             buf = self.buffers[spec.name]
-            buf.ensure(array.nbytes)
             buf.host_array(array.shape, array.dtype)[...] = array
             cuda_check(rt.cudaMemcpyAsync(buf.device, buf.host, array.nbytes, h2d, self.stream))
-            self.context.set_tensor_address(spec.name, buf.device)
-        shapes = {}
-        for spec in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(spec.name))
-            shapes[spec.name] = shape
-            self.buffers[spec.name].ensure(int(np.prod(shape)) * np.dtype(spec.dtype).itemsize)
-            self.context.set_tensor_address(spec.name, self.buffers[spec.name].device)
+        shapes = {spec.name: tuple(self.context.get_tensor_shape(spec.name)) for spec in self.outputs}
         self._enqueue(tuple(feeds[s.name].shape for s in self.inputs))
         for spec in self.outputs:
-            buf = self.buffers[spec.name]
             nbytes = int(np.prod(shapes[spec.name])) * np.dtype(spec.dtype).itemsize
+            buf = self.buffers[spec.name]
             cuda_check(rt.cudaMemcpyAsync(buf.host, buf.device, nbytes, d2h, self.stream))
         cuda_check(rt.cudaStreamSynchronize(self.stream))
         return [self.buffers[s.name].host_array(shapes[s.name], np.dtype(s.dtype)).copy() for s in self.outputs]
 
+    def _run_context(self) -> None:
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise ModelError(f"{self.path}: TensorRT execution failed (see its log above)")
+
     def _enqueue(self, signature: tuple) -> None:
         if not self.use_cuda_graph:
-            if not self.context.execute_async_v3(int(self.stream)):
-                raise ModelError(f"{self.path}: TensorRT execution failed")
+            self._run_context()
             return
         if signature not in self.graphs:
-            self.context.execute_async_v3(int(self.stream))  # lets TensorRT finish lazy set-up outside the capture
             rt = self.rt
+            self._run_context()  # lets TensorRT finish lazy set-up outside the capture
             cuda_check(rt.cudaStreamBeginCapture(self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
-            self.context.execute_async_v3(int(self.stream))
-            graph = cuda_check(rt.cudaStreamEndCapture(self.stream))
-            self.graphs[signature] = cuda_check(rt.cudaGraphInstantiate(graph, 0))
+            try:
+                self._run_context()
+            finally:
+                graph = cuda_check(rt.cudaStreamEndCapture(self.stream))
+            try:
+                self.graphs[signature] = cuda_check(rt.cudaGraphInstantiate(graph, 0))
+            finally:
+                cuda_check(rt.cudaGraphDestroy(graph))
         cuda_check(self.rt.cudaGraphLaunch(self.graphs[signature], self.stream))
+
+    def close(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        cuda_check(self.rt.cudaStreamSynchronize(self.stream))
+        for graph in self.graphs.values():
+            cuda_check(self.rt.cudaGraphExecDestroy(graph))
+        self.graphs.clear()
+        for buf in self.buffers.values():
+            buf.free()
+        cuda_check(self.rt.cudaStreamDestroy(self.stream))
+        self.context = self.engine = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: CUDA may already be gone; nothing left to report to
+            pass
 
 
 def load(path, backend: str, *, call, threads, ort_names) -> TensorRTModel:
