@@ -28,12 +28,16 @@ demo: $(STAMP)
 	$(BIN)/stylert retouch $(DEMO)/astronaut.png --model $(DEMO)/retouch256.onnx --masks --output $(DEMO)/retouched
 	$(BIN)/python benchmarks/latency.py $(DEMO)/retouch256.onnx --pipeline $(DEMO)/astronaut.png --iters 10 --json $(DEMO)/latency.json
 
-# The CUDA kernels and their CPU reference (kernels/Makefile says which GPU architectures it built).
-kernels:
-	$(MAKE) -C kernels
+# TensorRT headers for the plugins: TRT_INCLUDE=/usr/include/x86_64-linux-gnu (a TensorRT install) or
+# the include/ folder of the NVIDIA/TensorRT repository; by default the TensorRT 11.1 headers in
+# ../shared/third_party/tensorrt, where they exist. Without headers the plugin test skips and says why.
+TRT_INCLUDE ?= $(abspath $(wildcard ../shared/third_party/tensorrt/include))
 
-# TRT_INCLUDE=/path/to/TensorRT/include (headers of the NVIDIA/TensorRT repository) also builds and
-# checks the TensorRT plugins; without it their test skips and says why.
+# The CUDA kernels, their CPU reference and the TensorRT plugins (kernels/Makefile says what it built
+# for which GPU architectures, against which TensorRT headers).
+kernels:
+	$(MAKE) -C kernels TRT_INCLUDE=$(TRT_INCLUDE)
+
 test: $(STAMP) kernels
 	TRT_INCLUDE=$(TRT_INCLUDE) $(BIN)/python -m pytest -q tests
 

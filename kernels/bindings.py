@@ -17,6 +17,7 @@ SIGNATURES = {
     "demod_bias_act": [_P, _P, _P, _P, _I, _I, _I, _I, _F, _F, _I, _P],
     "bafs_blend": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P],
     "modulated_conv2d": [_P] * 8 + [_I] * 11 + [_F, _F, _I, _P],
+    "half_to_float": [_P, _P, ctypes.c_size_t, _P],
 }
 
 

@@ -146,6 +146,23 @@ def test_bad_arguments_are_refused(cpu):
         cpu.bafs_blend(None, None, None, None, None, 1, 1, 1, bindings.F32, None)
 
 
+def test_software_half_matches_ieee(cpu):
+    """The CPU reference's binary16 conversions (no _Float16 needed, GCC 11 builds it) against numpy's:
+    every one of the 65536 half values widens exactly, and float32 -> half rounds to nearest even."""
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.full(65536, np.nan, np.float32)
+    cpu.half_to_float(ptr(bits), ptr(out), 65536, None)
+    want = bits.view(np.float16).astype(np.float32)
+    assert np.array_equal(out, want, equal_nan=True)
+    rng = np.random.default_rng()
+    x = np.concatenate([rng.standard_normal(100000) * 10.0 ** rng.integers(-9, 6, 100000),
+                        [65504.0, 65519.0, 65520.0, 6.0e-8, 2.9e-8, 3.0e-8, np.inf]]).astype(np.float32)
+    y = np.ones(x.size, np.float16)  # y * d with d = x, one channel each: stores x rounded to half in software
+    cpu.demod_bias_act(ptr(y), ptr(x), None, ptr(np.zeros(x.size, np.float32)), 1, x.size, 1, 0, 1.0, -1.0,
+                       bindings.F16, None)
+    assert np.array_equal(y.view(np.uint16), x.astype(np.float16).view(np.uint16))
+
+
 def test_cuda_library_builds_for_the_listed_architectures():
     nvcc = subprocess.run(["which", "nvcc"], capture_output=True, text=True)
     if nvcc.returncode != 0:
@@ -153,15 +170,19 @@ def test_cuda_library_builds_for_the_listed_architectures():
     out = subprocess.run(["make", "-C", str(KERNELS), "cuda"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lib = (KERNELS / "build" / "libstylert_kernels.so").read_bytes()
-    built = out.stdout.split("CUDA library built for sm_")[-1].splitlines()[0].split()
+    line = out.stdout.split("CUDA library built for sm_")[-1].splitlines()[0]
+    assert line.endswith(" + PTX"), line
+    built = line.removesuffix(" + PTX").split()
     assert {"75", "80", "86", "87", "89", "90"} <= set(built)
     assert all(f"sm_{a}".encode() in lib for a in built)
+    command = subprocess.run(["make", "-n", "-B", "-C", str(KERNELS), "cuda"], capture_output=True, text=True).stdout
+    assert f"arch=compute_{built[-1]},code=compute_{built[-1]}" in command  # PTX of the newest, for newer GPUs
     symbols = subprocess.run(["nm", "-D", str(KERNELS / "build" / "libstylert_kernels.so")], capture_output=True,
                              text=True).stdout
     assert all(f"stylert_{name}" in symbols for name in bindings.SIGNATURES)
 
 
-TRT_INCLUDE = os.environ.get("TRT_INCLUDE", "")
+TRT_INCLUDE = os.environ.get("TRT_INCLUDE") or str(KERNELS.parents[1] / "shared/third_party/tensorrt/include")
 NO_TRT_HEADERS = ("TensorRT headers not found: set TRT_INCLUDE to the include/ folder of the NVIDIA/TensorRT "
                   "repository (not installable from PyPI; CI runs without them)")
 

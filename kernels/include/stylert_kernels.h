@@ -43,13 +43,18 @@ int stylert_bafs_blend(const void* fs, const void* fi, const void* ms, const voi
 int stylert_bafs_blend_cpu(const void* fs, const void* fi, const void* ms, const void* mc, void* out, int batch,
                            int channels, int pixels, stylert_dtype dtype, stylert_stream stream);
 
+/* dst[i] = float(src[i]) for `count` binary16 values (fp16 weights, bias, noise, filter of a plugin node). */
+int stylert_half_to_float(const void* src, float* dst, size_t count, stylert_stream stream);
+int stylert_half_to_float_cpu(const void* src, float* dst, size_t count, stylert_stream stream);
+
 /* The whole ModulatedConv2d plugin node (reference: ops.modconv.fused_modulated_conv), with
  * weight [O,I,k,k] (gain applied), bias [O], noise [Ho*Wo] (x strength) or NULL, and for up = 2
  * the FIR filter [f,f] (else NULL). A direct convolution with the modulation folded into its
  * input loads: up = 1 is a conv with `padding`; up = 2 a stride-2 transposed conv, then the FIR
  * (gain 4, NVlabs conv2d_resample padding). Demodulation, noise, bias, lrelu x gain and clamp
  * are fused into the final store. x/out in `dtype`; weight, filter and the rest float32.
- * `workspace`: device (or, for _cpu, host) scratch of stylert_modulated_conv2d_workspace bytes. */
+ * `workspace`: device (or, for _cpu, host) scratch of stylert_modulated_conv2d_workspace bytes; for
+ * up = 2 it holds one sample's transposed-conv output, whatever the batch. */
 int stylert_modulated_conv2d_output_size(int size, int kernel, int up, int padding, int filter_size);
 size_t stylert_modulated_conv2d_workspace(int batch, int in_channels, int out_channels, int height, int width,
                                           int kernel, int up);

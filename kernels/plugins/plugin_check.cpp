@@ -7,6 +7,7 @@
 //     plugin_check build/libstylert_plugins_host.so
 #include "NvInferRuntime.h"
 #include "stylert_kernels.h"
+#include "kernels_common.h"
 
 #include <dlfcn.h>
 
@@ -71,8 +72,23 @@ PluginTensorDesc tensor(Dims d) {
     return t;
 }
 
-// enqueue through the plugin == the C ABI called with the node's arguments spelled out
-void checkConv(IPluginCreatorV3One* conv, int up, int k, int pad, int demod, char const* act, bool noise) {
+std::vector<uint16_t> toHalf(std::vector<float> const& v) {
+    std::vector<uint16_t> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = stylert_float_to_half(v[i]);
+    return h;
+}
+
+std::vector<float> widened(std::vector<uint16_t> const& h) {
+    std::vector<float> v(h.size());
+    stylert_half_to_float_cpu(h.data(), v.data(), h.size(), nullptr);
+    return v;
+}
+
+// enqueue through the plugin == the C ABI called with the node's arguments spelled out. half: an
+// fp16 export's node (x, y, weight, bias, noise, filter fp16; styles fp32), whose parameters the
+// plugin widens to fp32 itself; the C ABI gets them widened here.
+void checkConv(IPluginCreatorV3One* conv, int up, int k, int pad, int demod, char const* act, bool noise,
+               bool half = false) {
     int const B = 2, I = 5, O = 4, H = 6, f = up == 2 ? 4 : 1, Ho = H * up;
     float clamp = 256.0f;
     int32_t fieldUp = up, fieldPad = pad, fieldDemod = demod;
@@ -89,27 +105,37 @@ void checkConv(IPluginCreatorV3One* conv, int up, int k, int pad, int demod, cha
     std::vector<float> bias = randomVector(O, 4), nz = noise ? randomVector(Ho * Ho, 5) : std::vector<float>{0.0f};
     std::vector<float> filt(f * f, 1.0f / (f * f));
     for (float& v : s) v += 1.0f;
+    std::vector<uint16_t> hx = toHalf(x), hw = toHalf(w), hb = toHalf(bias), hn = toHalf(nz), hf = toHalf(filt);
+    DataType t = half ? DataType::kHALF : DataType::kFLOAT;
     PluginTensorDesc in[6] = {tensor(dims({B, I, H, H})), tensor(dims({B, I})), tensor(dims({O, I, k, k})),
                               tensor(dims({O})), tensor(noise ? dims({Ho, Ho}) : dims({1, 1})),
                               tensor(f > 1 ? dims({f, f}) : dims({1, 1}))};
     PluginTensorDesc out[1] = {tensor(dims({B, O, Ho, Ho}))};
+    for (int i : {0, 2, 3, 4, 5}) in[i].type = t;
+    out[0].type = t;
     DynamicPluginTensorDesc din[6], dout[1];
-    for (int i = 0; i < 6; ++i) din[i] = desc(DataType::kFLOAT, in[i].dims);
-    dout[0] = desc(DataType::kFLOAT, out[0].dims);
+    for (int i = 0; i < 6; ++i) din[i] = desc(in[i].type, in[i].dims);
+    dout[0] = desc(t, out[0].dims);
     std::vector<char> ws(bd->getWorkspaceSize(din, 6, dout, 1)), ws2(ws.size());
-    std::vector<float> got(B * O * Ho * Ho, NAN), want(got.size(), NAN);
+    size_t n = static_cast<size_t>(B) * O * Ho * Ho, bytes = n * (half ? 2 : 4);
+    std::vector<char> got(bytes, 0x7f), want(bytes, 0x7f);
     void const* inputs[6] = {x.data(), s.data(), w.data(), bias.data(), nz.data(), filt.data()};
+    if (half) {
+        inputs[0] = hx.data(), inputs[2] = hw.data(), inputs[3] = hb.data(), inputs[4] = hn.data(), inputs[5] = hf.data();
+        w = widened(hw), bias = widened(hb), nz = widened(hn), filt = widened(hf);
+    }
     void* outputs[1] = {got.data()};
     int status = rt->enqueue(in, out, inputs, outputs, ws.data(), nullptr);
-    int ref = stylert_modulated_conv2d_cpu(x.data(), s.data(), w.data(), bias.data(), noise ? nz.data() : nullptr,
-                                           up == 2 ? filt.data() : nullptr, want.data(), ws2.data(), B, I, O, H, H, k, up,
-                                           pad, f, demod, std::string(act) == "lrelu", 1.41421356237f, clamp,
-                                           STYLERT_F32, nullptr);
-    bool same = status == 0 && ref == 0;
-    for (size_t i = 0; same && i < got.size(); ++i) same = got[i] == want[i];
+    int ref = stylert_modulated_conv2d_cpu(half ? static_cast<void const*>(hx.data()) : x.data(), s.data(), w.data(),
+                                           bias.data(), noise ? nz.data() : nullptr, up == 2 ? filt.data() : nullptr,
+                                           want.data(), ws2.data(), B, I, O, H, H, k, up, pad, f, demod,
+                                           std::string(act) == "lrelu", 1.41421356237f, clamp,
+                                           half ? STYLERT_F16 : STYLERT_F32, nullptr);
+    bool same = status == 0 && ref == 0 && got == want;
     check(same, "ModulatedConv2d enqueue up=" + std::to_string(up) + " k=" + std::to_string(k) + " pad=" +
                     std::to_string(pad) + " demodulate=" + std::to_string(demod) + " " + act +
-                    (noise ? " with noise" : " without noise ([1,1] placeholder)") + " == the C ABI call");
+                    (noise ? " with noise" : " without noise ([1,1] placeholder)") + (half ? " fp16 (weights too)" : "") +
+                    " == the C ABI call");
     delete p;
 }
 
@@ -117,6 +143,8 @@ void checkEnqueue(IPluginCreatorV3One* conv, IPluginCreatorV3One* blend) {
     checkConv(conv, 1, 3, 1, 1, "lrelu", true);
     checkConv(conv, 2, 3, 1, 1, "lrelu", true);
     checkConv(conv, 1, 1, 0, 0, "linear", false);  // toRGB
+    checkConv(conv, 1, 3, 1, 1, "lrelu", true, true);
+    checkConv(conv, 2, 3, 1, 1, "lrelu", true, true);
     IPluginV3* p = blend->createPlugin("blend", nullptr, TensorRTPhase::kRUNTIME);
     auto* rt = static_cast<IPluginV3OneRuntime*>(p->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
     int const B = 2, C = 3, P = 5 * 5;
@@ -200,7 +228,7 @@ int main(int argc, char** argv) {
     IPluginV3* restored = conv->createPlugin("conv0", saved, TensorRTPhase::kRUNTIME);
     check(restored != nullptr, "createPlugin from the serialized fields");
 
-    // Formats: x/y fp32 or fp16 and equal, other inputs fp32, linear only.
+    // Formats: x/y fp32 or fp16 and equal, styles fp32, weight/bias/noise/filter fp32 or x's type, linear only.
     DynamicPluginTensorDesc io[7] = {
         desc(DataType::kHALF, dims({2, 8, 16, 16})), desc(DataType::kFLOAT, dims({2, 8})),
         desc(DataType::kFLOAT, dims({4, 8, 3, 3})), desc(DataType::kFLOAT, dims({4})),
@@ -211,18 +239,33 @@ int main(int argc, char** argv) {
     check(all, "fp16 x/y with fp32 parameters accepted");
     io[6].desc.type = DataType::kFLOAT;
     check(!build->supportsFormatCombination(6, io, 6, 1), "output type must follow x");
+    io[6].desc.type = DataType::kHALF;
     io[2].desc.type = DataType::kHALF;
-    check(!build->supportsFormatCombination(2, io, 6, 1), "fp16 weight refused (parameters are fp32)");
+    check(build->supportsFormatCombination(2, io, 6, 1), "fp16 weight accepted with fp16 x (an fp16 export)");
+    io[1].desc.type = DataType::kHALF;
+    check(!build->supportsFormatCombination(1, io, 6, 1), "fp16 styles refused (styles stay fp32)");
+    io[1].desc.type = DataType::kFLOAT;
+    io[0].desc.type = DataType::kFLOAT;
+    check(!build->supportsFormatCombination(2, io, 6, 1), "fp16 weight refused with fp32 x");
+    io[0].desc.type = DataType::kHALF;
     io[0].desc.format = TensorFormat::kCHW32;
     check(!build->supportsFormatCombination(0, io, 6, 1), "non-linear format refused");
     DataType outType{};
     DataType inTypes[6] = {DataType::kHALF, DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT,
                            DataType::kFLOAT};
     check(build->getOutputDataTypes(&outType, 1, inTypes, 6) == 0 && outType == DataType::kHALF, "output type = x type");
+    io[0].desc.format = TensorFormat::kLINEAR;
     io[2].desc.type = DataType::kFLOAT;
     size_t ws = build->getWorkspaceSize(io, 6, io + 6, 1);
-    // wsq 8*4 + d 2*4 + transposed-conv scratch 2*4*33*33 floats
-    check(ws == (8 * 4 + 2 * 4 + 2 * 4 * 33 * 33) * sizeof(float), "workspace = wsq + d + transposed-conv scratch");
+    // wsq 8*4 + d 2*4 + one sample's transposed-conv scratch 4*33*33 floats, whatever the batch
+    check(ws == (8 * 4 + 2 * 4 + 4 * 33 * 33) * sizeof(float), "workspace = wsq + d + one sample's transposed-conv scratch");
+    io[0].max = dims({64, 8, 16, 16});
+    check(build->getWorkspaceSize(io, 6, io + 6, 1) == (8 * 4 + 64 * 4 + 4 * 33 * 33) * sizeof(float),
+          "batch 64: only d grows with the batch");
+    io[0].max = io[0].desc.dims;
+    io[2].desc.type = io[3].desc.type = io[4].desc.type = io[5].desc.type = DataType::kHALF;
+    check(build->getWorkspaceSize(io, 6, io + 6, 1) == ws + (320 + 64 + 1024 + 64) * sizeof(float),
+          "fp16 parameters: room to widen weight, bias, noise and filter (64-float aligned)");
 
     int32_t badUp = 3;
     PluginField badFields[] = {PluginField("up", &badUp, PluginFieldType::kINT32, 1)};

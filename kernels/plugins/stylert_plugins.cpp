@@ -14,6 +14,7 @@
 #ifdef STYLERT_PLUGIN_HOST_TEST  // plugin_check: the same plugin glue over the CPU reference kernels
 #define stylert_modulated_conv2d stylert_modulated_conv2d_cpu
 #define stylert_bafs_blend stylert_bafs_blend_cpu
+#define stylert_half_to_float stylert_half_to_float_cpu
 #endif
 
 #include <cstdint>
@@ -89,8 +90,25 @@ public:
 
 // ---------------------------------------------------------------------------------------------
 // ModulatedConv2d(x, styles, weight, bias, noise, resample_filter) -> y; attrs up, padding,
-// demodulate, activation ("lrelu" | "linear"), clamp (< 0: none). x and y fp32 or fp16; the
-// other inputs fp32. noise and resample_filter are [1, 1] zeros when absent.
+// demodulate, activation ("lrelu" | "linear"), clamp (< 0: none). x and y fp32 or fp16; styles
+// fp32; weight, bias, noise and filter fp32 or of x's type (an fp16 export stores them in fp16:
+// they are widened to fp32 in the workspace before the kernel). noise and resample_filter are
+// [1, 1] zeros when absent.
+constexpr int kParams[] = {2, 3, 4, 5};  // weight, bias, noise, resample_filter
+
+size_t volume(Dims const& d) {
+    size_t n = 1;
+    for (int i = 0; i < d.nbDims; ++i) n *= static_cast<size_t>(d.d[i] > 0 ? d.d[i] : 0);
+    return n;
+}
+
+// Floats of workspace the fp16 parameters take once widened (0 for fp32 ones), each rounded up to 64 floats.
+size_t paramFloats(DataType const* types, Dims const* shapes) {
+    size_t n = 0;
+    for (int k : kParams)
+        if (types[k] == DataType::kHALF) n += (volume(shapes[k]) + 63) / 64 * 64;
+    return n;
+}
 struct ModConvAttrs {
     int32_t up{1};
     int32_t padding{0};
@@ -113,7 +131,8 @@ public:
         if (d.format != TensorFormat::kLINEAR) return false;
         if (pos == 0) return isFloat(d.type);
         if (pos == 6) return d.type == io[0].desc.type;
-        return d.type == DataType::kFLOAT;
+        if (pos == 1) return d.type == DataType::kFLOAT;
+        return d.type == DataType::kFLOAT || d.type == io[0].desc.type;
     }
 
     int32_t getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t, DimsExprs* out,
@@ -137,9 +156,16 @@ public:
     size_t getWorkspaceSize(DynamicPluginTensorDesc const* in, int32_t, DynamicPluginTensorDesc const*, int32_t) const noexcept override {
         Dims const& x = in[0].max;
         Dims const& w = in[2].desc.dims;
+        DataType types[6];
+        Dims shapes[6];
+        for (int i = 0; i < 6; ++i) {
+            types[i] = in[i].desc.type;
+            shapes[i] = in[i].max;
+        }
         return stylert_modulated_conv2d_workspace(static_cast<int>(x.d[0]), static_cast<int>(x.d[1]),
                                                   static_cast<int>(w.d[0]), static_cast<int>(x.d[2]),
-                                                  static_cast<int>(x.d[3]), static_cast<int>(w.d[2]), mAttrs.up);
+                                                  static_cast<int>(x.d[3]), static_cast<int>(w.d[2]), mAttrs.up) +
+               paramFloats(types, shapes) * sizeof(float);
     }
 
     int32_t enqueue(PluginTensorDesc const* in, PluginTensorDesc const* out, void const* const* inputs,
@@ -149,10 +175,28 @@ public:
         Dims const& y = out[0].dims;
         Dims const& n = in[4].dims;  // [1, 1] zeros stand for "no noise"
         bool hasNoise = n.nbDims == 2 && n.d[0] == y.d[2] && n.d[1] == y.d[3] && y.d[2] * y.d[3] > 1;
+        // fp16 parameters are widened after the kernel's own workspace (sized for this batch, which
+        // never exceeds what getWorkspaceSize reserved for the largest).
+        size_t kernelBytes = stylert_modulated_conv2d_workspace(static_cast<int>(x.d[0]), static_cast<int>(x.d[1]),
+                                                                static_cast<int>(w.d[0]), static_cast<int>(x.d[2]),
+                                                                static_cast<int>(x.d[3]), static_cast<int>(w.d[2]), mAttrs.up);
+        float* spare = reinterpret_cast<float*>(static_cast<char*>(workspace) + kernelBytes);
+        float const* params[6] = {};
+        for (int k : kParams) {
+            params[k] = static_cast<float const*>(inputs[k]);
+            if (in[k].type != DataType::kHALF) continue;
+            size_t count = volume(in[k].dims);
+            int converted = stylert_half_to_float(inputs[k], spare, count, stream);
+            if (converted != STYLERT_OK) {
+                logError("ModulatedConv2d could not widen an fp16 parameter, status " + std::to_string(converted));
+                return converted;
+            }
+            params[k] = spare;
+            spare += (count + 63) / 64 * 64;
+        }
         int status = stylert_modulated_conv2d(
-            inputs[0], static_cast<float const*>(inputs[1]), static_cast<float const*>(inputs[2]),
-            static_cast<float const*>(inputs[3]), hasNoise ? static_cast<float const*>(inputs[4]) : nullptr,
-            mAttrs.up == 2 ? static_cast<float const*>(inputs[5]) : nullptr, outputs[0], workspace,
+            inputs[0], static_cast<float const*>(inputs[1]), params[2], params[3], hasNoise ? params[4] : nullptr,
+            mAttrs.up == 2 ? params[5] : nullptr, outputs[0], workspace,
             static_cast<int>(x.d[0]), static_cast<int>(x.d[1]), static_cast<int>(w.d[0]), static_cast<int>(x.d[2]),
             static_cast<int>(x.d[3]), static_cast<int>(w.d[2]), mAttrs.up, mAttrs.padding,
             static_cast<int>(in[5].dims.d[0]), mAttrs.demodulate, mAttrs.lrelu, 1.41421356237f, mAttrs.clamp,

@@ -157,6 +157,11 @@ __global__ void fir_kernel(const float* mid, const float* filt, const float* d, 
     }
 }
 
+__global__ void half_to_float_kernel(const __half* src, float* dst, size_t n) {
+    for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+        dst[i] = __half2float(src[i]);
+}
+
 template <typename T>
 int modconv(const void* x, const float* s, const float* w, const float* bias, const float* noise, const float* filt,
             void* out, float* ws, const StylertConvShape& sh, int demod, int lrelu, float gain, float clamp,
@@ -176,10 +181,17 @@ int modconv(const void* x, const float* s, const float* w, const float* bias, co
         conv_kernel<T><<<blocks_for(n_out), kThreads, 0, st>>>(static_cast<const T*>(x), s, w, dd, noise, bias,
                                                                static_cast<T*>(out), sh, lrelu, gain, clamp);
     } else {
-        size_t n_mid = static_cast<size_t>(sh.B) * sh.O * sh.mid_h() * sh.mid_w();
-        transposed_conv_kernel<T><<<blocks_for(n_mid), kThreads, 0, st>>>(static_cast<const T*>(x), s, w, mid, sh);
-        fir_kernel<T><<<blocks_for(n_out), kThreads, 0, st>>>(mid, filt, dd, noise, bias, static_cast<T*>(out), sh,
-                                                              lrelu, gain, clamp);
+        StylertConvShape one = sh;  // one sample at a time through the bounded intermediate
+        one.B = 1;
+        size_t n_mid = static_cast<size_t>(sh.O) * sh.mid_h() * sh.mid_w(), n_one = n_out / sh.B;
+        size_t x_step = static_cast<size_t>(sh.I) * sh.H * sh.W;
+        for (int b = 0; b < sh.B; ++b) {
+            transposed_conv_kernel<T><<<blocks_for(n_mid), kThreads, 0, st>>>(
+                static_cast<const T*>(x) + b * x_step, s + static_cast<size_t>(b) * sh.I, w, mid, one);
+            fir_kernel<T><<<blocks_for(n_one), kThreads, 0, st>>>(mid, filt, dd ? dd + static_cast<size_t>(b) * sh.O : nullptr,
+                                                                  noise, bias, static_cast<T*>(out) + b * n_one, one,
+                                                                  lrelu, gain, clamp);
+        }
     }
     return status(st);
 }
@@ -236,6 +248,13 @@ int stylert_bafs_blend(const void* fs, const void* fi, const void* ms, const voi
 }
 
 STYLERT_DEFINE_GEOMETRY
+
+int stylert_half_to_float(const void* src, float* dst, size_t count, stylert_stream stream) {
+    if (!src || !dst) return STYLERT_BAD_ARGUMENT;
+    auto st = static_cast<cudaStream_t>(stream);
+    if (count) half_to_float_kernel<<<blocks_for(count), kThreads, 0, st>>>(static_cast<const __half*>(src), dst, count);
+    return status(st);
+}
 
 int stylert_modulated_conv2d(const void* x, const float* styles, const float* weight, const float* bias,
                              const float* noise, const float* filter, void* out, void* workspace, int B, int I, int O,

@@ -36,13 +36,53 @@ struct StylertConvShape {
     }
 };
 
-// Workspace layout (float32): wsq [I*O] | d [B*O] | mid [B*O*mid_h*mid_w] (up = 2 only).
+// Workspace layout (float32): wsq [I*O] | d [B*O] | mid [O*mid_h*mid_w] (up = 2 only). The up = 2
+// intermediate holds one sample: the batch runs through it one sample at a time, so the workspace
+// does not grow with the batch (at most 32 x 1025^2 floats, 134 MB, at the 1024 layer of config F).
 STYLERT_HD size_t stylert_workspace_floats(const StylertConvShape& s) {
-    size_t mid = s.up == 2 ? static_cast<size_t>(s.B) * s.O * s.mid_h() * s.mid_w() : 0;
+    size_t mid = s.up == 2 ? static_cast<size_t>(s.O) * s.mid_h() * s.mid_w() : 0;
     return static_cast<size_t>(s.I) * s.O + static_cast<size_t>(s.B) * s.O + mid;
 }
 
 #define STYLERT_DEMOD_EPS 1e-8f
+
+// IEEE binary16 <-> float32 in software (round to nearest even), so the CPU reference builds with
+// compilers that lack _Float16 on x86 (GCC < 12) and gives the same bits as the hardware.
+inline float stylert_half_to_float(unsigned short h) {
+    unsigned int sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);  // inf, nan
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);  // normal: rebias 15 -> 127
+    } else if (man == 0) {
+        bits = sign;  // signed zero
+    } else {  // subnormal: normalise
+        int shift = 0;
+        while (!(man & 0x400u)) { man <<= 1; ++shift; }
+        bits = sign | ((113u - shift) << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    __builtin_memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+inline unsigned short stylert_float_to_half(float f) {
+    unsigned int x;
+    __builtin_memcpy(&x, &f, sizeof x);
+    unsigned int sign = (x >> 16) & 0x8000u, absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) return static_cast<unsigned short>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
+    if (absx >= 0x477ff000u) return static_cast<unsigned short>(sign | 0x7c00u);  // rounds past 65504: inf
+    if (absx < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+        if (absx < 0x33000001u) return static_cast<unsigned short>(sign);  // rounds to zero
+        unsigned int exp = absx >> 23, man = (absx & 0x7fffffu) | 0x800000u, shift = 126 - exp;
+        unsigned int half = man >> shift, rest = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rest > mid || (rest == mid && (half & 1u))) ++half;
+        return static_cast<unsigned short>(sign | half);
+    }
+    unsigned int half = ((absx >> 13) - (112u << 10)), rest = absx & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;  // may carry into the exponent: correct
+    return static_cast<unsigned short>(sign | half);
+}
 
 // The two geometry entry points of the C ABI, defined once for both libraries (each .cpp/.cu
 // includes this header inside its extern "C" block through STYLERT_DEFINE_GEOMETRY).

@@ -7,8 +7,14 @@
 
 namespace {
 
+struct Half {  // binary16 storage, converted in software (kernels_common.h)
+    unsigned short bits;
+};
+
 template <typename T> float load(const void* p, size_t i) { return static_cast<float>(static_cast<const T*>(p)[i]); }
 template <typename T> void store(void* p, size_t i, float v) { static_cast<T*>(p)[i] = static_cast<T>(v); }
+template <> float load<Half>(const void* p, size_t i) { return stylert_half_to_float(static_cast<const Half*>(p)[i].bits); }
+template <> void store<Half>(void* p, size_t i, float v) { static_cast<Half*>(p)[i].bits = stylert_float_to_half(v); }
 
 template <typename T>
 void modulate(const void* x, const float* s, void* out, int B, int C, int P) {
@@ -84,7 +90,7 @@ void modconv(const void* x, const float* s, const float* w, const float* bias, c
                     }
                 continue;
             }
-            float* m = mid + (static_cast<size_t>(b) * O + o) * Hm * Wm;  // stride-2 transposed conv
+            float* m = mid + static_cast<size_t>(o) * Hm * Wm;  // stride-2 transposed conv (one sample at a time)
             for (int Y = 0; Y < Hm; ++Y)
                 for (int X = 0; X < Wm; ++X) {
                     float acc = 0.0f;
@@ -121,7 +127,7 @@ extern "C" {
 int stylert_modulate_cpu(const void* x, const float* styles, void* out, int B, int C, int P, stylert_dtype dtype,
                          stylert_stream) {
     if (!x || !styles || !out || bad(B, C, P)) return STYLERT_BAD_ARGUMENT;
-    dtype == STYLERT_F16 ? modulate<_Float16>(x, styles, out, B, C, P) : modulate<float>(x, styles, out, B, C, P);
+    dtype == STYLERT_F16 ? modulate<Half>(x, styles, out, B, C, P) : modulate<float>(x, styles, out, B, C, P);
     return STYLERT_OK;
 }
 
@@ -140,7 +146,7 @@ int stylert_demod_coefficients_cpu(const float* s, const float* wsq, float* d, i
 int stylert_demod_bias_act_cpu(void* y, const float* d, const float* noise, const float* bias, int B, int C, int P,
                                int lrelu, float gain, float clamp, stylert_dtype dtype, stylert_stream) {
     if (!y || !bias || bad(B, C, P)) return STYLERT_BAD_ARGUMENT;
-    dtype == STYLERT_F16 ? epilogue<_Float16>(y, d, noise, bias, B, C, P, lrelu, gain, clamp)
+    dtype == STYLERT_F16 ? epilogue<Half>(y, d, noise, bias, B, C, P, lrelu, gain, clamp)
                          : epilogue<float>(y, d, noise, bias, B, C, P, lrelu, gain, clamp);
     return STYLERT_OK;
 }
@@ -148,11 +154,17 @@ int stylert_demod_bias_act_cpu(void* y, const float* d, const float* noise, cons
 int stylert_bafs_blend_cpu(const void* fs, const void* fi, const void* ms, const void* mc, void* out, int B, int C,
                            int P, stylert_dtype dtype, stylert_stream) {
     if (!fs || !fi || !ms || !mc || !out || bad(B, C, P)) return STYLERT_BAD_ARGUMENT;
-    dtype == STYLERT_F16 ? blend<_Float16>(fs, fi, ms, mc, out, B, C, P) : blend<float>(fs, fi, ms, mc, out, B, C, P);
+    dtype == STYLERT_F16 ? blend<Half>(fs, fi, ms, mc, out, B, C, P) : blend<float>(fs, fi, ms, mc, out, B, C, P);
     return STYLERT_OK;
 }
 
 STYLERT_DEFINE_GEOMETRY
+
+int stylert_half_to_float_cpu(const void* src, float* dst, size_t count, stylert_stream) {
+    if (!src || !dst) return STYLERT_BAD_ARGUMENT;
+    for (size_t i = 0; i < count; ++i) dst[i] = load<Half>(src, i);
+    return STYLERT_OK;
+}
 
 int stylert_modulated_conv2d_cpu(const void* x, const float* styles, const float* weight, const float* bias,
                                  const float* noise, const float* filter, void* out, void* workspace, int B, int I,
@@ -163,7 +175,7 @@ int stylert_modulated_conv2d_cpu(const void* x, const float* styles, const float
         return STYLERT_BAD_ARGUMENT;
     float* ws = static_cast<float*>(workspace);
     dtype == STYLERT_F16
-        ? modconv<_Float16>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp)
+        ? modconv<Half>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp)
         : modconv<float>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp);
     return STYLERT_OK;
 }
