@@ -5,7 +5,8 @@ BAFS blend as one `stylert::BAFSBlend` node, carrying the `plugin_namespace` / `
 attributes by which TensorRT's ONNX parser finds a plugin creator. The default, portable flavour
 writes the same arithmetic as standard ONNX ops.
 
-Node contracts (all float tensors; shapes with B = batch):
+Node contracts (shapes with B = batch; float32 tensors, or in an fp16 export (`--fp16`) float16 for
+every tensor but `styles`, which stays float32):
   ModulatedConv2d(x [B,I,H,W], styles [B,I], weight [O,I,k,k] (gain applied), bias [O],
                   noise [H*up, W*up] (already x strength; [1,1] zeros for none), resample_filter [f,f])
       attrs: up (1|2), padding, demodulate (0|1), activation ("lrelu"|"linear"), clamp (< 0: none)
@@ -15,7 +16,9 @@ Node contracts (all float tensors; shapes with B = batch):
 
 ONNX Runtime has no such ops: `register_onnxruntime_ops` gives them CPU implementations (the
 references above, through onnxruntime-extensions) so that both flavours can be checked against
-each other; `runnable_on_onnxruntime` moves the nodes into the extensions' domain for that.
+each other; `runnable_on_onnxruntime` moves the nodes into the extensions' domain for that. The
+extensions' Python ops take float32 only, so in an fp16 graph each node's float16 inputs are cast
+to float32 before it and its output back to float16 after it.
 """
 from __future__ import annotations
 
@@ -85,6 +88,22 @@ def register_onnxruntime_ops() -> None:
     _REGISTERED = True
 
 
+def _widened(node, onnx) -> list:
+    """Cast nodes around one plugin node of an fp16 graph: its float16 inputs (all but a modulated
+    conv's styles) to float32, its float32 output back to float16."""
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    casts = []
+    for i, name in enumerate(node.input):
+        if node.op_type == "ModulatedConv2d" and i == 1:
+            continue
+        wide = f"{name}__f32_{node.name}_{i}"
+        casts.append(onnx.helper.make_node("Cast", [name], [wide], to=f32, name=f"{wide}_cast"))
+        node.input[i] = wide
+    out = node.output[0]
+    node.output[0] = f"{out}__f32"
+    return casts + [node, onnx.helper.make_node("Cast", [node.output[0]], [out], to=f16, name=f"{out}_cast")]
+
+
 def runnable_on_onnxruntime(path) -> "onnxruntime.InferenceSession":  # noqa: F821
     """An ONNX Runtime session for a plugin-flavour graph, with the CPU implementations above."""
     import onnx
@@ -93,9 +112,19 @@ def runnable_on_onnxruntime(path) -> "onnxruntime.InferenceSession":  # noqa: F8
 
     register_onnxruntime_ops()
     model = onnx.load(str(path))
+    fp16 = any(p.key == "stylert.precision" and p.value == "fp16" for p in model.metadata_props)
+    nodes = []
     for node in model.graph.node:
-        if node.domain == DOMAIN:
-            node.domain = "ai.onnx.contrib"
+        if node.domain != DOMAIN:
+            nodes.append(node)
+            continue
+        node.domain = "ai.onnx.contrib"
+        if fp16:
+            nodes += _widened(node, onnx)
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     for entry in model.opset_import:
         if entry.domain == DOMAIN:
             entry.domain = "ai.onnx.contrib"
