@@ -143,6 +143,12 @@ def table(rows: list[dict], mach: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(out: Path, mach: dict, rows: list[dict], raw: list[dict]) -> None:
+    (out / "suite.json").write_text(json.dumps({"schema": "stylert.suite/1", "machine": mach, "rows": rows,
+                                                "runs": raw}, indent=1))
+    (out / "suite.md").write_text(table(rows, mach))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="generator,retouch,restore,stylize,restore-vsp")
@@ -161,6 +167,9 @@ def main(argv=None) -> int:
         photo = str(write_image(Path(args.work) / "astronaut.png", data.astronaut()))
     backends = ["onnxruntime-cpu"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
     rows, raw = [], []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mach = machine()
     for call in args.calls.split(","):
         for res in (int(r) for r in args.resolutions.split(",")):
             if call == "restore-vsp" and res > VSP_MAX:
@@ -175,12 +184,7 @@ def main(argv=None) -> int:
                 rows[-1]["openvino_rel_error"] = openvino_agreement(models)
             raw.append({"call": call, "resolution": res, "reports": reports})
             print(table(rows[-1:], reports[0]["machine"]).splitlines()[-1], flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    mach = machine()
-    (out / "suite.json").write_text(json.dumps({"schema": "stylert.suite/1", "machine": mach, "rows": rows,
-                                                "runs": raw}, indent=1))
-    (out / "suite.md").write_text(table(rows, mach))
+            write(out, mach, rows, raw)  # after every row: an interrupted suite keeps what it measured
     print(table(rows, mach))
     print(f"wrote {out / 'suite.json'} and {out / 'suite.md'}")
     return 0

@@ -158,8 +158,8 @@ def test_software_half_matches_ieee(cpu):
     x = np.concatenate([rng.standard_normal(100000) * 10.0 ** rng.integers(-9, 6, 100000),
                         [65504.0, 65519.0, 65520.0, 6.0e-8, 2.9e-8, 3.0e-8, np.inf]]).astype(np.float32)
     y = np.ones(x.size, np.float16)  # y * d with d = x, one channel each: stores x rounded to half in software
-    cpu.demod_bias_act(ptr(y), ptr(x), None, ptr(np.zeros(x.size, np.float32)), 1, x.size, 1, 0, 1.0, -1.0,
-                       bindings.F16, None)
+    zeros = np.zeros(x.size, np.float32)  # held here: a temporary's memory could be reused during the call
+    cpu.demod_bias_act(ptr(y), ptr(x), None, ptr(zeros), 1, x.size, 1, 0, 1.0, -1.0, bindings.F16, None)
     assert np.array_equal(y.view(np.uint16), x.astype(np.float16).view(np.uint16))
 
 

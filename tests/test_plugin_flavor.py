@@ -85,5 +85,10 @@ def test_retoucher_and_restorer_flavours_agree(tmp_path, retouch_models, restore
 def test_runtime_explains_plugin_graphs(tmp_path):
     src = genexp.from_checkpoint(FIXTURES / "nvlabs_32.pkl")
     genexp.export_generator(src, tmp_path / "p.onnx", flavor="plugin", log=lambda *_: None)
-    with pytest.raises(stylert.ModelError, match="--flavor portable"):
-        stylert.Generator(tmp_path / "p.onnx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file's problem: refused at once, no backend fallback warning
+        for backend in (None, "cpu", "openvino"):
+            with pytest.raises(stylert.ModelError, match="plugin-flavour graph .*--flavor portable"):
+                stylert.Generator(tmp_path / "p.onnx", backend)

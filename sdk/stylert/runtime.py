@@ -41,6 +41,8 @@ BACKENDS = {b.name: b for b in (
     Backend("tensorrt", "tensorrt", "install NVIDIA's `tensorrt` wheel and cuda-python on a machine with an NVIDIA GPU, "
                                     "then build an engine with `stylert build-engine`"),
 )}
+PLUGIN_GRAPH = ("{path}: a plugin-flavour graph (stylert::ModulatedConv2d / BAFSBlend nodes) needs TensorRT with "
+                "stylert's plugins; for ONNX Runtime or OpenVINO export with --flavor portable")
 # Short and ONNX Runtime spellings accepted wherever a backend is named (API, CLI, bench).
 ALIASES = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "cpuexecutionprovider": "onnxruntime-cpu",
            "cudaexecutionprovider": "onnxruntime-cuda", "ov": "openvino", "trt": "tensorrt"}

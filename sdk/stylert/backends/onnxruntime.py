@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendUnavailable, ModelError
-from ..runtime import BACKENDS, Model, TensorSpec, backend_names
+from ..runtime import BACKENDS, PLUGIN_GRAPH, Model, TensorSpec, backend_names
 
 PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider"}
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -47,9 +47,7 @@ class OnnxModel(Model):
         except Exception as exc:  # ORT raises its own exception types for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "stylert:" in first:
-                raise ModelError(f"{self.path}: a plugin-flavour graph (stylert::ModulatedConv2d / BAFSBlend nodes) "
-                                 "needs TensorRT with stylert's plugins; for ONNX Runtime export with "
-                                 "--flavor portable") from None
+                raise ModelError(PLUGIN_GRAPH.format(path=self.path)) from None
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:300]})") from None
         active = self.session.get_providers()
         if names[0] == "onnxruntime-cuda" and "CUDAExecutionProvider" not in active:

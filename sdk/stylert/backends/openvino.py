@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from ..errors import BackendUnavailable, ModelError
-from ..runtime import Model, TensorSpec, cpu_flags
+from ..runtime import PLUGIN_GRAPH, Model, TensorSpec, cpu_flags
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -31,13 +31,17 @@ def _reason(exc: Exception) -> str:
 
 
 def _refuse_non_onnx(path: Path) -> None:
-    """A file that is not ONNX at all is the file's problem, not the backend's: no fallback for it."""
+    """A file that is not ONNX at all, or a plugin-flavour graph, is the file's problem, not the
+    backend's: no fallback for it (read only when OpenVINO could not read the file)."""
     import onnx
 
     try:
-        onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable ONNX model ({first})") from None
+    if any(p.key == "stylert.flavor" and p.value == "plugin" for p in model.metadata_props):
+        raise ModelError(PLUGIN_GRAPH.format(path=path))
 
 
 def has_bf16() -> bool:
@@ -69,8 +73,7 @@ class OpenVINOModel(Model):
         self.metadata = {key: value.astype(str) for key, value in dict(framework).items()}
         self._check_metadata(call)
         if self.metadata.get("stylert.flavor") == "plugin":
-            raise ModelError(f"{self.path}: a plugin-flavour graph needs TensorRT with stylert's plugins; "
-                             "for OpenVINO export with --flavor portable")
+            raise ModelError(PLUGIN_GRAPH.format(path=self.path))
         self.inputs = [self._spec(p) for p in self.graph.inputs]
         self.outputs = [self._spec(p) for p in self.graph.outputs]
         self.config = {"INFERENCE_PRECISION_HINT": precision}
