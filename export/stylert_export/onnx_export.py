@@ -9,7 +9,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +84,7 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
     written = {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")}
     if written != {opset}:
         raise ExportError(f"asked for opset {opset}, the exporter wrote {sorted(written)}")
+    strip_exporter_metadata(model)
     meta = {"stylert.version": stylert.__version__, "stylert.format": FORMAT_VERSION, **metadata}
     del model.metadata_props[:]
     for key, value in meta.items():
@@ -100,9 +100,26 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
     return path
 
 
+def strip_exporter_metadata(model: onnx.ModelProto) -> None:
+    """Drop what PyTorch's exporter writes per node and value (stack traces with this machine's source
+    paths, class hierarchies, FX nodes): private, and not needed to run the graph. stylert's own
+    model-level metadata is set afterwards."""
+    graphs = [model.graph] + [f for f in model.functions]
+    for g in graphs:
+        if hasattr(g, "metadata_props"):
+            del g.metadata_props[:]
+        for item in [*g.node, *getattr(g, "input", []), *getattr(g, "output", []), *getattr(g, "value_info", []),
+                     *getattr(g, "initializer", [])]:
+            if hasattr(item, "metadata_props"):
+                del item.metadata_props[:]
+            if hasattr(item, "doc_string"):
+                item.doc_string = ""
+    model.graph.doc_string = ""
+
+
 def _atomic_save(model: onnx.ModelProto, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
+    """Save under a temporary name and rename; onnx.save creates the file, so the umask sets its mode."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         onnx.save(model, tmp)
         os.replace(tmp, path)

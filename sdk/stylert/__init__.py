@@ -3,7 +3,8 @@ __version__ = "0.1.0"
 
 from .degrade import degrade
 from .detect import Face, MTCNNDetector
-from .errors import BackendUnavailable, InputError, ModelError, StylertError
+from .errors import BackendUnavailable, InputError, ModelError, StylertError, UntrainedWeightsWarning
+from .imageio import ImageFileError
 from .generator import Generator
 from .pipeline import FaceResult, NoFaceError, to_uint8
 from .restore import Restorer
@@ -14,4 +15,4 @@ from .stylize import StylePack, Stylizer, match_histograms
 __all__ = ["BACKENDS", "BackendUnavailable", "degrade", "Face", "FaceResult", "Generator", "InputError", "MTCNNDetector",
            "Model", "ModelError", "NoFaceError", "open_model",
            "Restorer", "Retoucher", "StylePack", "StylertError", "Stylizer", "match_histograms", "resolve_providers",
-           "to_uint8"]
+           "to_uint8", "ImageFileError", "UntrainedWeightsWarning"]

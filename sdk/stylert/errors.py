@@ -16,3 +16,7 @@ class InputError(StylertError, ValueError):
 class BackendUnavailable(ModelError):
     """The backend asked for (or chosen) cannot run here: its library or device is missing, or it
     cannot load this graph. Says what to install; `open_model` falls back on it when it may."""
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """A model made with random weights (`--random-init`): its results are noise, for tests and benchmarks."""

@@ -5,8 +5,10 @@ float32 in [-1, 1]; every face of a photo goes through the network in one batch.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
@@ -15,7 +17,7 @@ import numpy as np
 from .align import feather_mask, paste_back, similarity_transform, warp_face
 from .detect import Face, FaceDetector
 from .errors import InputError
-from .imageio import read_image, write_image
+from .imageio import check_output, read_image, write_image
 from .runtime import open_model
 
 MIN_FACE_SIZE = 32  # px: smaller faces carry too little detail to align and upsample to the model
@@ -33,10 +35,25 @@ class FaceResult:
     extras: list[dict[str, np.ndarray]] = field(default_factory=list)  # per face, e.g. BAFS masks
 
 
+def channel_order(channels) -> str:
+    """'rgb' or 'bgr', in either case."""
+    if not isinstance(channels, str) or channels.lower() not in ("rgb", "bgr"):
+        raise InputError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+    return channels.lower()
+
+
+def control(name: str, value) -> float:
+    """A numeric control (strength, fidelity, psi): a real number, finite; anything else refused by name."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if not np.isfinite(value):
+        raise InputError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
 def check_image(image, channels: str) -> np.ndarray:
     """An RGB view of a HxWx3 uint8 array given as 'rgb' or 'bgr'; InputError otherwise."""
-    if channels not in ("rgb", "bgr"):
-        raise InputError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+    channels = channel_order(channels)
     if not isinstance(image, np.ndarray):
         raise InputError(f"image: expected a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -49,7 +66,7 @@ def check_image(image, channels: str) -> np.ndarray:
 
 def from_rgb(rgb: np.ndarray, channels: str) -> np.ndarray:
     """The inverse of check_image's view: back to the caller's channel order (a contiguous copy for BGR)."""
-    return np.ascontiguousarray(rgb[:, :, ::-1]) if channels == "bgr" else rgb
+    return np.ascontiguousarray(rgb[:, :, ::-1]) if channel_order(channels) == "bgr" else rgb
 
 
 def to_network(crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -73,10 +90,15 @@ def _as_face(face) -> Face:
     return Face(np.concatenate([lo - pad, hi + pad]), pts)
 
 
+DETECT_SIZE = 1280  # long side detection runs at: a 4000x4000 photo took 6.7 s to detect at full size
+
+
 class FacePipeline:
-    def __init__(self, resolution: int, detector: FaceDetector | None = None, min_face_size: int = MIN_FACE_SIZE):
+    def __init__(self, resolution: int, detector: FaceDetector | None = None, min_face_size: int = MIN_FACE_SIZE,
+                 detect_size: int | None = DETECT_SIZE):
         self.resolution = resolution
         self._detector = detector
+        self.detect_size = detect_size
         self.min_face_size = min_face_size
         self.mask = feather_mask(resolution)
 
@@ -86,6 +108,18 @@ class FacePipeline:
             from .detect import MTCNNDetector
             self._detector = MTCNNDetector()
         return self._detector
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces of the photo; one whose long side exceeds detect_size is detected on a copy scaled down
+        to it (INTER_AREA) and the boxes and landmarks are mapped back to full resolution."""
+        h, w = rgb.shape[:2]
+        scale = 1.0 if not self.detect_size else min(1.0, self.detect_size / max(h, w))
+        if scale == 1.0:
+            return self.detector.detect(np.ascontiguousarray(rgb))
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        s = np.array([w / small.shape[1], h / small.shape[0]])  # pixel centres: full = (small + 0.5) * s - 0.5
+        return [Face(((np.asarray(f.box).reshape(2, 2) + 0.5) * s - 0.5).reshape(4), (f.landmarks + 0.5) * s - 0.5,
+                     f.score) for f in self.detector.detect(small)]
 
     def select(self, faces: list[Face], shape, only_center_face: bool, largest_face: bool) -> list[Face]:
         if not faces:
@@ -108,10 +142,17 @@ class FacePipeline:
         timings: dict[str, float] = {}
         t = time.perf_counter()
         if faces is None:
-            faces = self.detector.detect(np.ascontiguousarray(rgb))
+            faces = self.detect(rgb)
             timings["detect"] = (time.perf_counter() - t) * 1000
         else:
             faces = [_as_face(f) for f in faces]
+            h, w = rgb.shape[:2]
+            for face in faces:
+                pts = np.asarray(face.landmarks, np.float64)
+                if not np.isfinite(pts).all():
+                    raise InputError(f"landmarks contain NaN or infinity: {pts.tolist()}")
+                if (pts < 0).any() or (pts[:, 0] > w).any() or (pts[:, 1] > h).any():
+                    raise InputError(f"landmarks {np.round(pts, 1).tolist()} lie outside the {w}x{h} image")
         chosen = self.select(faces, rgb.shape, only_center_face, largest_face)
         t = time.perf_counter()
         matrices = [similarity_transform(f.landmarks, self.resolution) for f in chosen]
@@ -196,12 +237,27 @@ class FaceModel:
     def process(self, image: np.ndarray, value: float, *, channels: str, faces=None, aligned: bool = False,
                 only_center_face: bool = False, largest_face: bool = False, **options) -> FaceResult:
         """The call on a numpy photo (each subclass also names it: retouch, restore, ...)."""
+        self._check_options(options)
         return self.pipeline.process(image, self.runner(value, **options), channels=channels, faces=faces,
                                      aligned=aligned, only_center_face=only_center_face, largest_face=largest_face)
 
-    def process_file(self, src, dst, *args, **options) -> FaceResult:
-        """Read, process and write one file; grayscale stays grayscale and alpha is carried through."""
+    def _check_options(self, options: dict) -> None:
+        """A keyword the call does not take is named as the public call's, not as an internal's."""
+        accepted = [p for p in inspect.signature(self.runner).parameters if p not in ("self",)][1:]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            takes = ", ".join(["faces", "aligned", "only_center_face", "largest_face", *accepted])
+            raise TypeError(f"{type(self).__name__}.{self.call}() got unexpected keyword argument(s) {unknown}; "
+                            f"it takes {takes}")
+
+    def process_file(self, src, dst, *args, overwrite: bool = False, **options) -> FaceResult:
+        """Read, process and write one file; grayscale stays grayscale, alpha, EXIF (orientation applied)
+        and the ICC profile are carried through. Refuses to write over `src` unless overwrite=True, and
+        checks that `dst` can hold the result before the network runs."""
+        if not overwrite and Path(dst).resolve() == Path(src).resolve():
+            raise InputError(f"{dst}: would overwrite the input; choose another output (or overwrite=True)")
         loaded = read_image(src)
+        check_output(dst, loaded.alpha is not None)
         result = self.process(loaded.rgb, *args, channels="rgb", **options)
-        write_image(dst, result.image, loaded.alpha, loaded.grayscale)
+        write_image(dst, result.image, loaded.alpha, loaded.grayscale, exif=loaded.exif, icc=loaded.icc)
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .pipeline import FaceModel, FaceResult, to_network, to_uint8
+from .pipeline import FaceModel, FaceResult, control, to_network, to_uint8
 
 
 class Restorer(FaceModel):
@@ -41,7 +41,7 @@ class Restorer(FaceModel):
         return feeds
 
     def runner(self, fidelity: float, seed: int = 0):
-        fidelity = float(fidelity)
+        fidelity = control("fidelity", fidelity)
         if not 0.0 <= fidelity <= 1.0:
             raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .pipeline import FaceModel, FaceResult
+from .pipeline import FaceModel, FaceResult, control
 
 
 class Retoucher(FaceModel):
@@ -20,8 +20,8 @@ class Retoucher(FaceModel):
         return self.model.metadata.get("stylert.with_masks") == "true"
 
     def runner(self, strength: float, with_masks: bool = False):
-        strength = float(strength)
-        if not np.isfinite(strength) or strength < 0:
+        strength = control("strength", strength)
+        if strength < 0:
             raise InputError(f"strength must be a finite number >= 0, got {strength}")
         if with_masks and not self.has_masks:
             raise InputError(f"{self.model.path.name} was exported without --with-masks")

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import BackendUnavailable, InputError, ModelError
+from .errors import BackendUnavailable, InputError, ModelError, UntrainedWeightsWarning
 
 SUPPORTED_FORMAT = 1
 
@@ -237,7 +237,7 @@ def open_model(path: str | Path, providers: str | Sequence[str] | None = None, *
     if Path(path).suffix == ".engine":
         if names not in (None, ["tensorrt"]):
             raise ModelError(f"{path}: a TensorRT engine runs on the tensorrt backend only, not {', '.join(names)}")
-        return _load("tensorrt", path, call, threads, [])
+        return _warn_untrained(_load("tensorrt", path, call, threads, []))
     if names and "tensorrt" in names:
         raise ModelError(f"{path}: TensorRT runs engines: build one with `stylert build-engine {path} -o MODEL.engine`")
     candidates = names or auto_backends()
@@ -245,9 +245,22 @@ def open_model(path: str | Path, providers: str | Sequence[str] | None = None, *
     tries = [n for i, n in enumerate(candidates) if not n.startswith("onnxruntime-") or n == ort_names[0]]
     for i, backend in enumerate(tries):
         try:
-            return _load(backend, path, call, threads, ort_names)
+            return _warn_untrained(_load(backend, path, call, threads, ort_names))
         except BackendUnavailable as exc:
             if i == len(tries) - 1:
                 raise
             warnings.warn(f"{exc}; falling back to {tries[i + 1]}", RuntimeWarning, stacklevel=2)
     raise AssertionError("unreachable: onnxruntime-cpu is always a candidate or the list was explicit")
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_untrained(model: Model) -> Model:
+    """Once per model file and process: a random-weight model's results are noise."""
+    key = str(model.path.resolve())
+    if not model.trained and key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(f"{model.path}: random weights (untrained): results mean nothing; for tests and benchmarks only",
+                      UntrainedWeightsWarning, stacklevel=3)
+    return model

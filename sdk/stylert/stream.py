@@ -27,7 +27,7 @@ import numpy as np
 
 from .detect import Face
 from .errors import InputError, StylertError
-from .pipeline import FaceModel, NoFaceError, check_image, from_rgb
+from .pipeline import FaceModel, NoFaceError, channel_order, check_image, from_rgb
 
 _STOP = object()
 
@@ -150,6 +150,7 @@ class StreamStats:
     submitted: int = 0
     delivered: int = 0
     dropped: int = 0
+    failed: int = 0  # frames whose processing raised; get() raises their error in their place
     detections: int = 0
     latency_ms: list[float] = field(default_factory=list)  # submit -> result ready, per delivered frame
 
@@ -168,6 +169,7 @@ class Stream:
             raise InputError(f"fps must be > 0, got {fps}")
         if overlap is None:
             overlap = mode == "latest" or model.model.on_gpu
+        channels = channel_order(channels)
         self.model, self.channels, self.fps, self.mode, self.overlap = model, channels, fps, mode, overlap
         self.run = model.runner(value)
         self.tracker = FaceTracker(model.pipeline.detector, detect_every, smooth, min_cutoff, beta)
@@ -229,7 +231,7 @@ class Stream:
             try:
                 self._mid.put(self._prepare(*item))
             except Exception as exc:  # a bad frame must not stop the stream or hang get()
-                self._mid.put(exc if isinstance(exc, StylertError) else StylertError(f"frame {item[0]}: {exc}"))
+                self._mid.put(self._failed(item[0], exc))
 
     def _network_loop(self) -> None:
         while True:
@@ -240,19 +242,30 @@ class Stream:
             try:
                 self._out.put(item if isinstance(item, StylertError) else self._finish(item))
             except Exception as exc:
-                self._out.put(exc if isinstance(exc, StylertError) else StylertError(f"frame {item[0]}: {exc}"))
+                self._out.put(self._failed(item[0], exc))
+
+    def _failed(self, index: int, exc: Exception) -> StylertError:
+        """Count a frame whose processing raised; its error takes its place in the output."""
+        with self._lock:
+            self.stats.failed += 1
+        return exc if isinstance(exc, StylertError) else StylertError(f"frame {index}: {exc}")
 
     # -- the caller's side ----------------------------------------------------------------
     def submit(self, frame: np.ndarray) -> None:
-        """Queue a frame (HxWx3 uint8 in the stated channel order); see the modes above."""
+        """Queue a copy of a frame (HxWx3 uint8 in the stated channel order), so the caller may reuse
+        its buffer at once; see the modes above. A bad frame is not raised here: get() raises its
+        error in its place, with overlap on or off."""
         if self._closed:
             raise StylertError("stream is closed")
         with self._lock:
             index = self.stats.submitted
             self.stats.submitted += 1
-        item = (index, frame, time.perf_counter())
+        item = (index, np.array(frame, copy=True), time.perf_counter())
         if not self.overlap:
-            self._out.put(self._finish(self._prepare(*item)))
+            try:
+                self._out.put(self._finish(self._prepare(*item)))
+            except Exception as exc:
+                self._out.put(self._failed(index, exc))
             return
         with self._space:
             if self.mode == "latest":
@@ -281,9 +294,9 @@ class Stream:
         return self._closed
 
     def pending(self) -> int:
-        """Frames submitted but not yet delivered or dropped."""
+        """Frames submitted but not yet delivered, failed or dropped."""
         with self._lock:
-            return self.stats.submitted - self.stats.delivered - self.stats.dropped
+            return self.stats.submitted - self.stats.delivered - self.stats.failed - self.stats.dropped
 
     def close(self, drain: bool = True) -> None:
         """Stop taking frames; drain=True processes the queued ones, False drops them (counted)."""

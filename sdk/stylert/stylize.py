@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import InputError, ModelError
 from .imageio import read_image
-from .pipeline import FaceModel, FacePipeline, FaceResult, check_image, to_network, to_uint8
+from .pipeline import FaceModel, FacePipeline, FaceResult, check_image, control, to_network, to_uint8
 from .runtime import Model, open_model
 
 PACK_FORMAT = 1
@@ -189,9 +189,7 @@ class Stylizer(FaceModel):
         layer = (DEFAULT_MIX_LAYER if mix_layer is None else int(mix_layer)) if mixing else num_ws
         if not 0 <= layer <= num_ws:
             raise InputError(f"mix_layer must be in [0, {num_ws}] for this pack, got {mix_layer}")
-        psi = float(entry["psi"] if psi is None else psi)
-        if not np.isfinite(psi):
-            raise InputError(f"psi must be finite, got {psi}")
+        psi = control("psi", entry["psi"] if psi is None else psi)
         ref_code = self.pack.reference(style, reference) if reference is not None else None
         generator = self.generator(style)
 
