@@ -281,3 +281,47 @@ def test_cli_details(retouch_models, tmp_path):
     onnx.save(plain, tmp_path / "plain.onnx")
     info = _cli("info", tmp_path / "plain.onnx")
     assert info.returncode == 0 and "without stylert metadata" in info.stdout and "input  x [n, 3] float32" in info.stdout
+
+
+def test_process_batch_runs_photos_together_with_per_photo_errors(retouch_models, astronaut):
+    r = stylert.Retoucher(retouch_models["plain"], "cpu")
+    photos = [astronaut, np.zeros((8, 8), np.uint8), astronaut[:, ::-1].copy(), np.zeros((300, 300, 3), np.uint8)]
+    calls = []
+    run = r.model.run
+    r.model.run = lambda feeds: calls.append(len(feeds["image"])) or run(feeds)
+    results = r.process_batch(photos, 0.7, channels="rgb", max_batch=4)
+    assert calls == [2]  # both photos' faces in one network run
+    assert isinstance(results[1], stylert.InputError) and isinstance(results[3], stylert.NoFaceError)
+    for got, photo in ((results[0], astronaut), (results[2], photos[2])):
+        alone = r.retouch(photo, 0.7, channels="rgb")
+        assert len(got.faces) == 1 and np.abs(got.image.astype(int) - alone.image.astype(int)).max() <= 1
+        assert {"detect", "align", "network", "paste"} <= set(got.timings_ms)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        r.process_batch([astronaut], 1.0, channels="rgb", fidelity=0.3)
+
+
+def test_process_batch_keeps_each_faces_seeded_draws(vsp_model, astronaut):
+    """VSP noise (and stylize --seed codes) are drawn per face position within its photo, so batching a
+    photo behind another one's faces draws the same noise for it as running it alone."""
+    q = stylert.Restorer(vsp_model["path"], "cpu")
+    crop = cv2.resize(astronaut[20:230, 120:330], (32, 32))
+    crops = stylert.pipeline.to_network([crop[:, ::-1], crop])
+    seen = []
+    run = q.model.run
+    q.model.run = lambda feeds: seen.append(feeds["noise"].copy()) or run(feeds)
+    q.process_batch([crop[:, ::-1].copy(), crop], 0.0, channels="rgb", aligned=True, seed=5)
+    q.restore(crop, 0.0, channels="rgb", aligned=True, seed=5)
+    batched, alone = seen
+    assert batched.shape[0] == 2 and np.array_equal(batched[1], alone[0]) and np.array_equal(batched[0], alone[0])
+    assert not np.array_equal(q._feeds(crops, 0.0, seed=5)["noise"][1], alone[0])  # position 1 of one photo differs
+
+
+def test_cli_batch_writes_what_single_files_write(retouch_models, photos, tmp_path, astronaut):
+    Image.fromarray(astronaut[:, ::-1]).save(photos / "b.png")
+    (photos / "c.png").write_bytes(b"not an image")
+    one = _cli("retouch", photos, "-o", tmp_path / "one", "--model", retouch_models["plain"])
+    two = _cli("retouch", photos, "-o", tmp_path / "two", "--model", retouch_models["plain"], "--batch", "3")
+    assert one.returncode == two.returncode == 1 and "c.png" in two.stderr, two.stderr
+    for name in ("a.png", "b.png"):
+        a, b = (np.asarray(Image.open(tmp_path / d / name)).astype(int) for d in ("one", "two"))
+        assert np.abs(a - b).max() <= 1

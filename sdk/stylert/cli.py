@@ -206,6 +206,49 @@ def _check_output_folder(outputs: list[Path]) -> None:
             raise StylertError(f"{folder}: the output folder is not writable")
 
 
+def _groups(pairs: list, size: int) -> list[list]:
+    return [pairs[i:i + size] for i in range(0, len(pairs), size)]
+
+
+def _process_group(model, group: list[tuple[Path, Path]], args, options: dict):
+    """(src, dst, FaceResult or StylertError) for each file of a group: one file through process_file,
+    several photos' faces through the network together (process_batch)."""
+    if len(group) == 1:
+        src, dst = group[0]
+        try:
+            result = model.process_file(src, dst, args.value, **options, **args.file_options(args, src))
+            if options.get("with_masks"):
+                _save_masks(result, dst)
+        except StylertError as exc:
+            result = exc
+        return [(src, dst, result)]
+    from .imageio import check_output, read_image, write_image
+
+    loaded, ready, out = {}, [], []
+    for src, dst in group:
+        try:
+            if Path(dst).resolve() == Path(src).resolve():
+                raise StylertError(f"{dst}: would overwrite the input; choose another -o")
+            loaded[src] = read_image(src)
+            check_output(dst, loaded[src].alpha is not None)
+            ready.append((src, dst))
+        except StylertError as exc:
+            out.append((src, dst, exc))
+    results = model.process_batch([loaded[src].rgb for src, _ in ready], args.value, channels="rgb", **options)
+    for (src, dst), result in zip(ready, results):
+        if not isinstance(result, StylertError):
+            try:
+                image = loaded[src]
+                write_image(dst, result.image, image.alpha, image.grayscale, exif=image.exif, icc=image.icc)
+                if options.get("with_masks"):
+                    _save_masks(result, dst)
+            except StylertError as exc:
+                result = exc
+        out.append((src, dst, result))
+    order = {src: i for i, (src, _) in enumerate(group)}
+    return sorted(out, key=lambda item: order[item[0]])
+
+
 def _save_masks(result, dst: Path) -> None:
     import numpy as np
 
@@ -251,33 +294,35 @@ def _cmd_faces(args) -> int:
         check_output(dst)
     _check_output_folder(outputs)
     failures, totals, done = [], {}, 0
-    bar = tqdm(list(zip(inputs, outputs)), desc=args.command, unit="img", file=sys.stderr,
+    if args.batch < 1:
+        raise StylertError(f"--batch must be >= 1, got {args.batch}")
+    if args.batch > 1 and getattr(args, "regions", None):
+        raise StylertError("--batch > 1 does not take --regions (label maps are per photo); use --batch 1")
+    bar = tqdm(total=len(inputs), desc=args.command, unit="img", file=sys.stderr,
                disable=len(inputs) < 2 or args.quiet or args.json or not sys.stderr.isatty())
     try:
-        for src, dst in bar:
-            try:
-                result = model.process_file(src, dst, args.value, **options, **args.file_options(args, src))
-                if options.get("with_masks"):
-                    _save_masks(result, dst)
-            except StylertError as exc:
-                message = str(exc)  # file errors already start with the path; pipeline errors do not
-                failures.append(message if message.startswith(str(src)) else f"{src}: {message}")
+        for group in _groups(list(zip(inputs, outputs)), args.batch):
+            for src, dst, result in _process_group(model, group, args, options):
+                bar.update()
+                if isinstance(result, StylertError):
+                    message = str(result)  # file errors already start with the path; pipeline errors do not
+                    failures.append(message if message.startswith(str(src)) else f"{src}: {message}")
+                    if args.json:
+                        print(json.dumps({"input": str(src), "output": None, "error": failures[-1]}), flush=True)
+                    else:
+                        tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
+                    continue
+                done += 1
+                for stage, ms in result.timings_ms.items():
+                    totals[stage] = totals.get(stage, 0.0) + ms
                 if args.json:
-                    print(json.dumps({"input": str(src), "output": None, "error": failures[-1]}), flush=True)
-                else:
-                    tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
-                continue
-            done += 1
-            for stage, ms in result.timings_ms.items():
-                totals[stage] = totals.get(stage, 0.0) + ms
-            if args.json:
-                print(json.dumps({"input": str(src), "output": str(dst), "error": None,
-                                  "faces": [{"box": [round(float(v), 1) for v in f.box],
-                                             "landmarks": [[round(float(c), 1) for c in pt] for pt in f.landmarks]}
-                                            for f in result.faces],
-                                  "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()}}), flush=True)
-            elif not args.quiet:
-                tqdm.write(f"wrote {dst} ({len(result.faces) or 'aligned'} face(s))")
+                    print(json.dumps({"input": str(src), "output": str(dst), "error": None,
+                                      "faces": [{"box": [round(float(v), 1) for v in f.box],
+                                                 "landmarks": [[round(float(c), 1) for c in pt] for pt in f.landmarks]}
+                                                for f in result.faces],
+                                      "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()}}), flush=True)
+                elif not args.quiet:
+                    tqdm.write(f"wrote {dst} ({len(result.faces) or 'aligned'} face(s))")
     except KeyboardInterrupt:
         print(f"stylert {args.command}: interrupted: {done} finished, {len(failures)} failed, "
               f"{len(inputs) - done - len(failures)} not started", file=sys.stderr)
@@ -335,6 +380,8 @@ def _face_command(sub, name: str, model_class, help_text: str, model_flag: str =
     cmd.add_argument("--providers", help=PROVIDERS_HELP)
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
     cmd.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders (kept in the output)")
+    cmd.add_argument("--batch", type=int, default=1, metavar="N",
+                     help="photos whose faces go through the network together (default 1)")
     cmd.add_argument("--detect-size", type=int, default=1280, metavar="PX",
                      help="detect faces on a copy scaled to this long side when the photo is larger; 0: full size")
     cmd.add_argument("--json", action="store_true",

@@ -16,7 +16,7 @@ import numpy as np
 
 from .align import feather_mask, paste_back, similarity_transform, warp_face
 from .detect import Face, FaceDetector
-from .errors import InputError
+from .errors import InputError, StylertError
 from .imageio import check_output, read_image, write_image
 from .runtime import open_model
 
@@ -49,6 +49,13 @@ def control(name: str, value) -> float:
     if not np.isfinite(value):
         raise InputError(f"{name} must be finite, got {value}")
     return float(value)
+
+
+def seeded_rows(seed: int, positions: np.ndarray | None, n: int, row_shape: tuple, dtype=np.float64) -> np.ndarray:
+    """Row k of default_rng(seed).standard_normal for the face at position k of its photo, so a face
+    gets the same draw alone or batched with other photos' faces."""
+    pos = np.arange(n) if positions is None else np.asarray(positions)
+    return np.random.default_rng(seed).standard_normal((int(pos.max()) + 1, *row_shape), dtype=dtype)[pos]
 
 
 def check_image(image, channels: str) -> np.ndarray:
@@ -173,9 +180,8 @@ class FacePipeline:
                 faces=None, aligned: bool = False, only_center_face: bool = False,
                 largest_face: bool = False) -> FaceResult:
         rgb = check_image(image, channels)
-        if aligned:
-            return self._process_aligned(rgb, run, channels)
-        return self.run_prepared(self.prepare(rgb, faces, only_center_face, largest_face), run, channels)
+        prep = self.prepare_aligned(rgb) if aligned else self.prepare(rgb, faces, only_center_face, largest_face)
+        return self.run_prepared(prep, run, channels)
 
     def run_prepared(self, prep: "Prepared", run: Callable[[np.ndarray], tuple[np.ndarray, list[dict]]],
                      channels: str) -> FaceResult:
@@ -183,33 +189,40 @@ class FacePipeline:
         t = time.perf_counter()
         out, extras = run(prep.crops)
         prep.timings["network"] = (time.perf_counter() - t) * 1000
-        result = self.finish(prep, out)
-        return FaceResult(from_rgb(result, channels), prep.faces, prep.timings, extras)
+        return self.result(prep, out, extras, channels)
 
-    def _process_aligned(self, rgb, run, channels) -> FaceResult:
+    def result(self, prep: "Prepared", out: np.ndarray, extras: list[dict], channels: str) -> FaceResult:
+        """The photo with the network's crops in place: pasted back, or for an aligned input resized to it."""
+        if prep.matrices is not None:
+            return FaceResult(from_rgb(self.finish(prep, out), channels), prep.faces, prep.timings, extras)
+        h, w = prep.rgb.shape[:2]
+        image = to_uint8(out)[0]
+        if h != self.resolution:
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        return FaceResult(from_rgb(image, channels), [], prep.timings, extras)
+
+    def prepare_aligned(self, rgb: np.ndarray) -> "Prepared":
+        """An already aligned square face crop, resized to the network's resolution."""
         h, w = rgb.shape[:2]
         if h != w:
             raise InputError(f"aligned input must be square, got {w}x{h}")
         t = time.perf_counter()
         crop = rgb if h == self.resolution else cv2.resize(rgb, (self.resolution,) * 2, interpolation=cv2.INTER_AREA)
-        timings = {"align": (time.perf_counter() - t) * 1000}
-        t = time.perf_counter()
-        out, extras = run(to_network([crop]))
-        result = to_uint8(out)[0]
-        timings["network"] = (time.perf_counter() - t) * 1000
-        if h != self.resolution:
-            result = cv2.resize(result, (w, h), interpolation=cv2.INTER_LINEAR)
-        return FaceResult(from_rgb(result, channels), [], timings, extras)
+        return Prepared(rgb, [], None, to_network([crop]), {"align": (time.perf_counter() - t) * 1000})
 
 
 @dataclass
 class Prepared:
-    """A photo ready for the network: chosen faces, their transforms and aligned crops [N, 3, R, R]."""
+    """A photo ready for the network: chosen faces, their transforms (None: the photo is an aligned
+    crop) and aligned crops [N, 3, R, R]."""
     rgb: np.ndarray
     faces: list[Face]
-    matrices: list[np.ndarray]
+    matrices: list[np.ndarray] | None
     crops: np.ndarray
     timings: dict[str, float]
+
+
+DEFAULT_BATCH = 8  # faces per network run in process_batch when the model sets no limit
 
 
 class FaceModel:
@@ -240,6 +253,58 @@ class FaceModel:
         self._check_options(options)
         return self.pipeline.process(image, self.runner(value, **options), channels=channels, faces=faces,
                                      aligned=aligned, only_center_face=only_center_face, largest_face=largest_face)
+
+    @property
+    def batch_limit(self) -> int:
+        """The most faces one network call takes: an engine's profile maximum, else DEFAULT_BATCH."""
+        batch = self.model.metadata.get("engine.batch")
+        return int(batch[2]) if isinstance(batch, list) else DEFAULT_BATCH
+
+    def process_batch(self, images: Sequence[np.ndarray], value, *, channels: str, aligned: bool = False,
+                      only_center_face: bool = False, largest_face: bool = False, max_batch: int | None = None,
+                      **options) -> list[FaceResult | StylertError]:
+        """The call on several photos at once: their faces go through the network together, up to
+        max_batch (default: the model's batch limit) per run. Returns one entry per photo, in order:
+        its FaceResult, or the StylertError that photo raised (the others still run). A face gets the
+        same seeded draws (VSP noise, stylize --seed) as it would alone."""
+        self._check_options(options)
+        run = self.runner(value, **options)
+        limit = max_batch or self.batch_limit
+        if not isinstance(limit, int) or limit < 1:
+            raise InputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        entries: list[Prepared | StylertError] = []
+        for image in images:
+            try:
+                rgb = check_image(image, channels)
+                entries.append(self.pipeline.prepare_aligned(rgb) if aligned else
+                               self.pipeline.prepare(rgb, None, only_center_face, largest_face))
+            except StylertError as exc:
+                entries.append(exc)
+        faces = [(i, k) for i, e in enumerate(entries) if isinstance(e, Prepared) for k in range(len(e.crops))]
+        done: dict[tuple[int, int], tuple[np.ndarray, dict | None]] = {}
+        for start in range(0, len(faces), limit):
+            chunk = faces[start:start + limit]
+            t = time.perf_counter()
+            try:
+                out, extras = run(np.stack([entries[i].crops[k] for i, k in chunk]), np.array([k for _, k in chunk]))
+            except StylertError as exc:
+                for i, _ in chunk:
+                    entries[i] = exc
+                continue
+            share = (time.perf_counter() - t) * 1000 / len(chunk)
+            for j, (i, k) in enumerate(chunk):
+                done[(i, k)] = out[j], extras[j] if extras else None
+                if isinstance(entries[i], Prepared):
+                    entries[i].timings["network"] = entries[i].timings.get("network", 0.0) + share
+        results: list[FaceResult | StylertError] = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, Prepared):
+                results.append(entry)
+                continue
+            parts = [done[(i, k)] for k in range(len(entry.crops))]
+            extras = [e for _, e in parts if e is not None]
+            results.append(self.pipeline.result(entry, np.stack([o for o, _ in parts]), extras, channels))
+        return results
 
     def _check_options(self, options: dict) -> None:
         """A keyword the call does not take is named as the public call's, not as an internal's."""

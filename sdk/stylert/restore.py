@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .pipeline import FaceModel, FaceResult, control, to_network, to_uint8
+from .pipeline import FaceModel, FaceResult, control, seeded_rows, to_network, to_uint8
 
 
 class Restorer(FaceModel):
@@ -31,11 +31,12 @@ class Restorer(FaceModel):
     def q_dim(self) -> int:
         return int(self.model.metadata["stylert.q_dim"])
 
-    def _feeds(self, crops: np.ndarray, fidelity: float, q: np.ndarray | None = None, seed: int = 0) -> dict:
+    def _feeds(self, crops: np.ndarray, fidelity: float, q: np.ndarray | None = None, seed: int = 0,
+               positions: np.ndarray | None = None) -> dict:
         feeds = {"image": crops, "fidelity": np.full(len(crops), fidelity, np.float32)}
         if self.method == "vsp":
             size = int(self.model.metadata["stylert.noise_size"])
-            feeds["noise"] = np.random.default_rng(seed).standard_normal((len(crops), size), dtype=np.float32)
+            feeds["noise"] = seeded_rows(seed, positions, len(crops), (size,), np.float32)
         if self.with_quality:
             feeds["q"] = np.zeros((len(crops), self.q_dim), np.float32) if q is None else q
         return feeds
@@ -45,8 +46,8 @@ class Restorer(FaceModel):
         if not 0.0 <= fidelity <= 1.0:
             raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
 
-        def run(crops: np.ndarray):
-            return self.model.run(self._feeds(crops, fidelity, seed=seed))["restored"], []
+        def run(crops: np.ndarray, positions: np.ndarray | None = None):
+            return self.model.run(self._feeds(crops, fidelity, seed=seed, positions=positions))["restored"], []
 
         return run
 

@@ -26,7 +26,7 @@ class Retoucher(FaceModel):
         if with_masks and not self.has_masks:
             raise InputError(f"{self.model.path.name} was exported without --with-masks")
 
-        def run(crops: np.ndarray):
+        def run(crops: np.ndarray, positions: np.ndarray | None = None):
             outputs = self.model.run({"image": crops, "strength": np.full(len(crops), strength, np.float32)})
             extras = [{name: value[i] for name, value in outputs.items() if name.startswith("mask_")}
                       for i in range(len(crops))] if with_masks else []

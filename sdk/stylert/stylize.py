@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import InputError, ModelError
 from .imageio import read_image
-from .pipeline import FaceModel, FacePipeline, FaceResult, check_image, control, to_network, to_uint8
+from .pipeline import FaceModel, FacePipeline, FaceResult, check_image, control, seeded_rows, to_network, to_uint8
 from .runtime import Model, open_model
 
 PACK_FORMAT = 1
@@ -193,12 +193,12 @@ class Stylizer(FaceModel):
         ref_code = self.pack.reference(style, reference) if reference is not None else None
         generator = self.generator(style)
 
-        def run(crops: np.ndarray):
+        def run(crops: np.ndarray, positions: np.ndarray | None = None):
             n = len(crops)
             if ref_code is not None:
                 codes, from_z = np.broadcast_to(ref_code, (n, *ref_code.shape)), 0.0
             elif seed is not None:
-                codes, from_z = np.random.default_rng(seed).standard_normal((n, num_ws, self.pack.w_dim)), 1.0
+                codes, from_z = seeded_rows(seed, positions, n, (num_ws, self.pack.w_dim)), 1.0
             else:
                 codes, from_z = np.zeros((n, num_ws, self.pack.w_dim)), 0.0
             feeds = {"content": self.model.run({"image": crops})["w"], "psi": np.full(n, psi, np.float32),
@@ -218,7 +218,7 @@ class Stylizer(FaceModel):
         local, exemplar = self.local, self.pack.exemplar(style)
         res = self.resolution
 
-        def run(crops: np.ndarray):
+        def run(crops: np.ndarray, positions: np.ndarray | None = None):
             n = len(crops)
             content = to_uint8(crops)
             labels = np.asarray(parser(content))
