@@ -83,6 +83,44 @@ def openvino_agreement(models: list[str]) -> float:
     return value
 
 
+def _photo_throughput(models: list[str], photo: str, batches: list[int], count: int, out) -> None:
+    import time
+
+    from stylert.imageio import read_image
+    from stylert.restore import Restorer
+    from stylert.retouch import Retoucher
+    from stylert.runtime import open_model
+    from stylert.stylize import Stylizer
+
+    meta = open_model(models[-1], "onnxruntime-cpu").metadata
+    call = meta["stylert.call"]
+    model = (Stylizer(Path(models[-1]).parent, "onnxruntime-cpu") if call == "stylize" else
+             {"retouch": Retoucher, "restore": Restorer}[call](models[-1], "onnxruntime-cpu"))
+    value = meta["stylert.style"] if call == "stylize" else model.default_value
+    rgb = read_image(photo).rgb
+    photos = [rgb if i % 2 == 0 else np.ascontiguousarray(rgb[:, ::-1]) for i in range(count)]
+    model.process_batch(photos[:max(batches)], value, channels="rgb")  # warm-up at the largest batch
+    rates = {}
+    for batch in batches:
+        start = time.perf_counter()
+        for i in range(0, count, batch):
+            results = model.process_batch(photos[i:i + batch], value, channels="rgb", max_batch=batch)
+            assert all(len(r.faces) == 1 for r in results)
+        rates[batch] = count / (time.perf_counter() - start)
+    out.put(rates)
+
+
+def photo_throughput(models: list[str], photo: str, batches: list[int], count: int = 8) -> dict:
+    """Whole photos per second on ONNX Runtime CPU, `batch` photos per process_batch call (child process)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_photo_throughput, args=(models, photo, batches, count, queue))
+    proc.start()
+    rates = queue.get()
+    proc.join()
+    return rates
+
+
 def summarize(call: str, res: int, reports: list[dict], backends: list[str]) -> dict:
     """Medians over repeats of the summed network p50 per backend and reference, and of the whole-photo stages."""
     def network(report, backend, key="p50_ms"):
@@ -140,6 +178,17 @@ def table(rows: list[dict], mach: dict) -> str:
             cells.append(f"{r['backends']['openvino']['photo_total_ms']:.0f}" if r["backends"]["openvino"]["photo_stages_ms"] else "-")
         cells.append(f"{r['spread'] * 100:.0f}%" + (" noisy" if r["noisy"] else ""))
         lines.append("| " + " | ".join(cells) + " |")
+    batched = [r for r in rows if r.get("photos_per_s")]
+    if batched:
+        sizes = sorted({int(b) for r in batched for b in r["photos_per_s"]})
+        lines += ["", "Whole photos per second on ONNX Runtime CPU (the astronaut and its mirror image, one face "
+                  "each), `process_batch` with N photos per call:", "",
+                  "| call | R | " + " | ".join(f"batch {n}" for n in sizes) + " | gain |",
+                  "| --- | ---: | " + " | ".join("---:" for _ in sizes) + " | ---: |"]
+        for r in batched:
+            rate = {int(k): v for k, v in r["photos_per_s"].items()}
+            lines.append(f"| {r['call']} | {r['resolution']} | " + " | ".join(f"{rate[n]:.2f}" for n in sizes)
+                         + f" | {rate[sizes[-1]] / rate[sizes[0]]:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,6 +203,8 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", default="generator,retouch,restore,stylize,restore-vsp")
     parser.add_argument("--resolutions", default="256,512,1024")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--photo-batch", type=lambda t: [int(v) for v in t.split(",") if v], default=[1, 4],
+                        help="whole photos per process_batch call to compare, e.g. 1,4 (empty: skip)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per bench row")
     parser.add_argument("--photo", help="the whole-photo input (default: scikit-image's astronaut)")
     parser.add_argument("--work", default="out/suite", help="where the exported models are kept")
@@ -182,8 +233,10 @@ def main(argv=None) -> int:
             rows.append(summarize(call, res, reports, backends))
             if "openvino" in backends:
                 rows[-1]["openvino_rel_error"] = openvino_agreement(models)
+            if call != "generator" and args.photo_batch:
+                rows[-1]["photos_per_s"] = photo_throughput(models, photo, args.photo_batch)
             raw.append({"call": call, "resolution": res, "reports": reports})
-            print(table(rows[-1:], reports[0]["machine"]).splitlines()[-1], flush=True)
+            print(table(rows[-1:], reports[0]["machine"]).splitlines()[4], flush=True)  # this row of the main table
             write(out, mach, rows, raw)  # after every row: an interrupted suite keeps what it measured
     print(table(rows, mach))
     print(f"wrote {out / 'suite.json'} and {out / 'suite.md'}")

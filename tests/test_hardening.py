@@ -325,3 +325,10 @@ def test_cli_batch_writes_what_single_files_write(retouch_models, photos, tmp_pa
     for name in ("a.png", "b.png"):
         a, b = (np.asarray(Image.open(tmp_path / d / name)).astype(int) for d in ("one", "two"))
         assert np.abs(a - b).max() <= 1
+
+
+def test_help_shows_defaults_and_placeholders():
+    retouch = _cli("retouch", "--help").stdout
+    assert "--strength S" in retouch and "(default: 1.0)" in retouch and "--detect-size PX" in retouch
+    stylize = _cli("stylize", "--help").stdout
+    assert "--pack PACK" in stylize and "--style NAME" in stylize

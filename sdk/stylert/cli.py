@@ -3,6 +3,7 @@ torch) register through the `stylert.commands` entry-point group and are loaded 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -19,6 +20,16 @@ from .video import VIDEO_SUFFIXES
 
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
                   "onnxruntime-*); default: chosen for this machine")
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that states each option's default where it has one and the help text does not say it."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -371,7 +382,7 @@ def _face_command(sub, name: str, model_class, help_text: str, model_flag: str =
     cmd.add_argument("inputs", nargs="*", metavar="INPUT",
                      help="image files or folders of images, or one video file (.mp4, .avi, .mov, .mkv, .webm)")
     cmd.add_argument("--output", "-o", help="output folder, one image file, or the output video")
-    cmd.add_argument(model_flag, dest="model", required=True,
+    cmd.add_argument(model_flag, dest="model", required=True, metavar=model_flag.lstrip("-").upper(),
                      help=model_help or f"{name} model (.onnx from `stylert export {name}`)")
     which = cmd.add_mutually_exclusive_group()
     which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
@@ -421,7 +432,8 @@ def _stylize_labels(args, src: Path) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylert", description="StyleGAN2-based portrait editing, fast.")
     parser.add_argument("--version", "-V", action="version", version=f"stylert {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=functools.partial(argparse.ArgumentParser, formatter_class=DefaultsFormatter))
 
     info = sub.add_parser("info", help="show a model's inputs, outputs and metadata")
     info.add_argument("model")
@@ -484,11 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .retouch import Retoucher
 
     ret = _face_command(sub, "retouch", Retoucher, "retouch the faces in photos (StyleRetoucher)")
-    ret.add_argument("--strength", dest="value", type=float, default=1.0,
+    ret.add_argument("--strength", dest="value", type=float, default=1.0, metavar="S",
                      help="1 = as trained, 0 = least change, > 1 stronger")
     ret.add_argument("--masks", action="store_true", help="also write the BAFS spatial masks (model exported --with-masks)")
     rst = _face_command(sub, "restore", Restorer, "restore degraded faces in photos (QC-StyleGAN)")
-    rst.add_argument("--fidelity", dest="value", type=float, default=0.0,
+    rst.add_argument("--fidelity", dest="value", type=float, default=0.0, metavar="F",
                      help="0 = fully restored (default), 1 = the input unchanged")
     rst.add_argument("--seed", type=int, default=0, help="noise seed of VSP models (same seed, same image; default 0)")
     rst.set_defaults(call_options=lambda args: {"seed": args.seed})
@@ -497,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sty = _face_command(sub, "stylize", Stylizer, "stylize the faces in photos with a style pack", "--pack",
                         "style pack folder (from `stylert export stylize`)")
-    sty.add_argument("--style", dest="value", required=True, help="the style's name in the pack")
+    sty.add_argument("--style", dest="value", required=True, metavar="NAME", help="the style's name in the pack")
     sty.add_argument("--psi", type=float, help="truncation (default: the style's, from the pack)")
     sty.add_argument("--mix-layer", type=int, help="mix from this layer on (3, 6, 9, 12; default 6 with --seed/--reference)")
     mode = sty.add_mutually_exclusive_group()

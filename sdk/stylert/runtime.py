@@ -242,7 +242,7 @@ def open_model(path: str | Path, providers: str | Sequence[str] | None = None, *
         raise ModelError(f"{path}: TensorRT runs engines: build one with `stylert build-engine {path} -o MODEL.engine`")
     candidates = names or auto_backends()
     ort_names = [n for n in candidates if n.startswith("onnxruntime-")]
-    tries = [n for i, n in enumerate(candidates) if not n.startswith("onnxruntime-") or n == ort_names[0]]
+    tries = [n for n in candidates if not n.startswith("onnxruntime-") or n == ort_names[0]]  # one ORT session
     for i, backend in enumerate(tries):
         try:
             return _warn_untrained(_load(backend, path, call, threads, ort_names))
