@@ -130,6 +130,18 @@ def test_graph_openvino_cannot_convert_falls_back(style_pack, tmp_path):
         open_model(tmp_path / "text.onnx", "openvino,cpu")
 
 
+def test_missing_cuda_says_what_to_install(exported):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(BackendUnavailable, match="backend onnxruntime-cuda is not available .*pip install onnxruntime-gpu"):
+        open_model(exported["nvlabs"], "cuda")
+    result = subprocess.run([sys.executable, "-m", "stylert.cli", "info", str(exported["nvlabs"]), "--providers", "cuda"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "pip install onnxruntime-gpu" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_engine_and_backend_mismatch(exported, tmp_path):
     engine = tmp_path / "g.engine"
     engine.write_bytes(b"x")
