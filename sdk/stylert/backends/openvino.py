@@ -4,9 +4,9 @@ f32 by default (outputs match ONNX Runtime to about 1e-6); bf16 only when asked 
 (`openvino-bf16`) and the CPU has bf16 hardware: without it OpenVINO emulates bf16 and was
 measured 1.6-3.7x slower than f32. A batch of one runs on a model compiled with the LATENCY hint
 (every core on one request); a larger batch is split into single samples that run concurrently on
-a model compiled with the THROUGHPUT hint (one request per CPU stream; no callback threads). Compiled models are kept
-per input-shape set in a small LRU cache; `cache_dir=` (or OV_CACHE_DIR) keeps OpenVINO's own
-compiled blobs on disk so the next process starts faster.
+a model compiled with the THROUGHPUT hint (one request per CPU stream; no callback threads).
+Compiled models are kept per input-shape set in a small LRU cache; `cache_dir=` (or OV_CACHE_DIR)
+keeps OpenVINO's own compiled blobs on disk so the next process starts faster.
 """
 from __future__ import annotations
 
