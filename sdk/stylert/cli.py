@@ -233,15 +233,12 @@ def _process_group(model, group: list[tuple[Path, Path]], args, options: dict):
         except StylertError as exc:
             result = exc
         return [(src, dst, result)]
-    from .imageio import check_output, read_image, write_image
+    from .pipeline import read_for, write_like
 
     loaded, ready, out = {}, [], []
     for src, dst in group:
         try:
-            if Path(dst).resolve() == Path(src).resolve():
-                raise StylertError(f"{dst}: would overwrite the input; choose another -o")
-            loaded[src] = read_image(src)
-            check_output(dst, loaded[src].alpha is not None)
+            loaded[src] = read_for(src, dst)
             ready.append((src, dst))
         except StylertError as exc:
             out.append((src, dst, exc))
@@ -249,8 +246,7 @@ def _process_group(model, group: list[tuple[Path, Path]], args, options: dict):
     for (src, dst), result in zip(ready, results):
         if not isinstance(result, StylertError):
             try:
-                image = loaded[src]
-                write_image(dst, result.image, image.alpha, image.grayscale, exif=image.exif, icc=image.icc)
+                write_like(dst, result, loaded[src])
                 if options.get("with_masks"):
                     _save_masks(result, dst)
             except StylertError as exc:

@@ -17,7 +17,7 @@ import numpy as np
 from .align import feather_mask, paste_back, similarity_transform, warp_face
 from .detect import Face, FaceDetector
 from .errors import InputError, StylertError
-from .imageio import check_output, read_image, write_image
+from .imageio import LoadedImage, check_output, read_image, write_image
 from .runtime import open_model
 
 MIN_FACE_SIZE = 32  # px: smaller faces carry too little detail to align and upsample to the model
@@ -225,6 +225,21 @@ class Prepared:
 DEFAULT_BATCH = 8  # faces per network run in process_batch when the model sets no limit
 
 
+def read_for(src, dst, overwrite: bool = False) -> LoadedImage:
+    """Read `src` for a result going to `dst`: refuses to write over the input unless overwrite=True
+    and checks that `dst` can hold the result, before any network runs."""
+    if not overwrite and Path(dst).resolve() == Path(src).resolve():
+        raise InputError(f"{dst}: would overwrite the input; choose another output (or overwrite=True)")
+    loaded = read_image(src)
+    check_output(dst, loaded.alpha is not None)
+    return loaded
+
+
+def write_like(dst, result: FaceResult, loaded: LoadedImage) -> None:
+    """Write a result as its input was: grayscale stays grayscale; alpha, EXIF and ICC carried through."""
+    write_image(dst, result.image, loaded.alpha, loaded.grayscale, exif=loaded.exif, icc=loaded.icc)
+
+
 class FaceModel:
     """Base of the per-call APIs (Retoucher, Restorer, ...): a checked ONNX model and the face pipeline."""
     call = ""
@@ -319,10 +334,7 @@ class FaceModel:
         """Read, process and write one file; grayscale stays grayscale, alpha, EXIF (orientation applied)
         and the ICC profile are carried through. Refuses to write over `src` unless overwrite=True, and
         checks that `dst` can hold the result before the network runs."""
-        if not overwrite and Path(dst).resolve() == Path(src).resolve():
-            raise InputError(f"{dst}: would overwrite the input; choose another output (or overwrite=True)")
-        loaded = read_image(src)
-        check_output(dst, loaded.alpha is not None)
+        loaded = read_for(src, dst, overwrite)
         result = self.process(loaded.rgb, *args, channels="rgb", **options)
-        write_image(dst, result.image, loaded.alpha, loaded.grayscale, exif=loaded.exif, icc=loaded.icc)
+        write_like(dst, result, loaded)
         return result
