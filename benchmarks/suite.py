@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import multiprocessing as mp
 import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from stylert.bench import bench, feeds_for, machine
+from stylert.bench import bench, feeds_for, in_child, machine
 
 NOISY_SPREAD = 0.10
 NOISY_TAIL = 1.5
@@ -74,13 +73,7 @@ def _agreement(models: list[str], out) -> None:
 
 def openvino_agreement(models: list[str]) -> float:
     """Largest relative L2 error of OpenVINO's outputs against ONNX Runtime's, one input (in a child process)."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_agreement, args=(models, queue))
-    proc.start()
-    value = queue.get()
-    proc.join()
-    return value
+    return in_child(_agreement, models)
 
 
 def _photo_throughput(models: list[str], photo: str, batches: list[int], count: int, out) -> None:
@@ -112,13 +105,7 @@ def _photo_throughput(models: list[str], photo: str, batches: list[int], count: 
 
 def photo_throughput(models: list[str], photo: str, batches: list[int], count: int = 8) -> dict:
     """Whole photos per second on ONNX Runtime CPU, `batch` photos per process_batch call (child process)."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_photo_throughput, args=(models, photo, batches, count, queue))
-    proc.start()
-    rates = queue.get()
-    proc.join()
-    return rates
+    return in_child(_photo_throughput, models, photo, batches, count)
 
 
 def summarize(call: str, res: int, reports: list[dict], backends: list[str]) -> dict:

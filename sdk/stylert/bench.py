@@ -164,14 +164,20 @@ def _child(backend: str, model_path: str, args: dict, queue) -> None:
         queue.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
 
 
-def run_isolated(backend: str, model_path: str, args: dict) -> dict:
+def in_child(target, *args):
+    """Run target(*args, queue) in a fresh spawned process (its own cold start and peak memory) and
+    return what it puts on the queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(backend, model_path, args, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
     result = queue.get()
     proc.join()
     return result
+
+
+def run_isolated(backend: str, model_path: str, args: dict) -> dict:
+    return in_child(_child, backend, model_path, args)
 
 
 def has_pipeline(meta: dict) -> bool:
