@@ -75,3 +75,13 @@ def test_export_without_torch_says_how_to_install(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "needs torch" in result.stderr and "stylert[export]" in result.stderr
+
+
+def test_serve_and_batch_without_ray_say_how_to_install(tmp_path, exported):
+    for command in (["serve", str(exported["mapping"])], ["batch", str(tmp_path), "-o", str(tmp_path / "o"),
+                                                          "--model", str(exported["mapping"])]):
+        code = ("import sys; sys.modules['ray'] = None\n"
+                f"from stylert.cli import main\nsys.exit(main({command!r}))\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "runs on Ray: pip install 'stylert[serve]'" in result.stderr

@@ -18,6 +18,9 @@ from .stylize import REGIONS
 from .video import VIDEO_SUFFIXES
 
 
+# `stylert batch` options that are the call's controls (calls.parse_controls names).
+BATCH_CONTROLS = ("strength", "fidelity", "style", "seed", "psi", "mix_layer", "reference", "only_center_face",
+                  "largest_face", "aligned")
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
                   "onnxruntime-*); default: chosen for this machine")
 
@@ -222,38 +225,22 @@ def _groups(pairs: list, size: int) -> list[list]:
 
 
 def _process_group(model, group: list[tuple[Path, Path]], args, options: dict):
-    """(src, dst, FaceResult or StylertError) for each file of a group: one file through process_file,
-    several photos' faces through the network together (process_batch)."""
-    if len(group) == 1:
-        src, dst = group[0]
+    """(src, dst, FaceResult or StylertError) for each file of a group (FaceModel.process_files), and
+    the BAFS masks beside each result when asked."""
+    if len(group) == 1:  # per-file options (labels) come with one file at a time
         try:
-            result = model.process_file(src, dst, args.value, **options, **args.file_options(args, src))
-            if options.get("with_masks"):
-                _save_masks(result, dst)
+            options = {**options, **args.file_options(args, group[0][0])}
         except StylertError as exc:
-            result = exc
-        return [(src, dst, result)]
-    from .pipeline import read_for, write_like
-
-    loaded, ready, out = {}, [], []
-    for src, dst in group:
-        try:
-            loaded[src] = read_for(src, dst)
-            ready.append((src, dst))
-        except StylertError as exc:
-            out.append((src, dst, exc))
-    results = model.process_batch([loaded[src].rgb for src, _ in ready], args.value, channels="rgb", **options)
-    for (src, dst), result in zip(ready, results):
-        if not isinstance(result, StylertError):
+            return [(*group[0], exc)]
+    out = []
+    for src, dst, result in model.process_files(group, args.value, **options):
+        if options.get("with_masks") and not isinstance(result, StylertError):
             try:
-                write_like(dst, result, loaded[src])
-                if options.get("with_masks"):
-                    _save_masks(result, dst)
+                _save_masks(result, dst)
             except StylertError as exc:
                 result = exc
         out.append((src, dst, result))
-    order = {src: i for i, (src, _) in enumerate(group)}
-    return sorted(out, key=lambda item: order[item[0]])
+    return out
 
 
 def _save_masks(result, dst: Path) -> None:
@@ -272,7 +259,7 @@ def _save_masks(result, dst: Path) -> None:
 def _cmd_faces(args) -> int:
     """Any face call over files and folders (per-file errors, exit status 1 if any file failed),
     a video file, or a camera."""
-    from tqdm import tqdm
+    from .pipeline import file_report
 
     if args.camera is None and not (args.inputs and args.output):
         raise StylertError("give INPUT... and --output (or --camera N)")
@@ -300,48 +287,107 @@ def _cmd_faces(args) -> int:
     for dst in outputs:
         check_output(dst)
     _check_output_folder(outputs)
-    failures, totals, done = [], {}, 0
     if args.batch < 1:
         raise StylertError(f"--batch must be >= 1, got {args.batch}")
     if args.batch > 1 and getattr(args, "regions", None):
         raise StylertError("--batch > 1 does not take --regions (label maps are per photo); use --batch 1")
-    bar = tqdm(total=len(inputs), desc=args.command, unit="img", file=sys.stderr,
-               disable=len(inputs) < 2 or args.quiet or args.json or not sys.stderr.isatty())
-    try:
+
+    def rows():
         for group in _groups(list(zip(inputs, outputs)), args.batch):
             for src, dst, result in _process_group(model, group, args, options):
-                bar.update()
-                if isinstance(result, StylertError):
-                    message = str(result)  # file errors already start with the path; pipeline errors do not
-                    failures.append(message if message.startswith(str(src)) else f"{src}: {message}")
-                    if args.json:
-                        print(json.dumps({"input": str(src), "output": None, "error": failures[-1]}), flush=True)
-                    else:
-                        tqdm.write(f"error: {failures[-1]}", file=sys.stderr)
-                    continue
-                done += 1
-                for stage, ms in result.timings_ms.items():
-                    totals[stage] = totals.get(stage, 0.0) + ms
-                if args.json:
-                    print(json.dumps({"input": str(src), "output": str(dst), "error": None,
-                                      "faces": [{"box": [round(float(v), 1) for v in f.box],
-                                                 "landmarks": [[round(float(c), 1) for c in pt] for pt in f.landmarks]}
-                                                for f in result.faces],
-                                      "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()}}), flush=True)
-                elif not args.quiet:
-                    tqdm.write(f"wrote {dst} ({len(result.faces) or 'aligned'} face(s))")
+                yield file_report(src, dst, result)
+
+    return _report(rows(), args, len(inputs))
+
+
+def _report(rows, args, total: int) -> int:
+    """Print per-file rows (pipeline.file_report) as they come: `wrote`/`error:` lines or JSON, a
+    progress bar, a summary; exit status 1 if any file failed, 130 on Ctrl-C."""
+    from tqdm import tqdm
+
+    failures, totals, done = 0, {}, 0
+    bar = tqdm(total=total, desc=args.command, unit="img", file=sys.stderr,
+               disable=total < 2 or args.quiet or args.json or not sys.stderr.isatty())
+    try:
+        for row in rows:
+            bar.update()
+            if args.json:
+                print(json.dumps(row), flush=True)
+            if row["error"]:
+                failures += 1
+                if not args.json:
+                    tqdm.write(f"error: {row['error']}", file=sys.stderr)
+                continue
+            done += 1
+            for stage, ms in row["timings_ms"].items():
+                totals[stage] = totals.get(stage, 0.0) + ms
+            if not (args.json or args.quiet):
+                tqdm.write(f"wrote {row['output']} ({len(row['faces']) or 'aligned'} face(s))")
     except KeyboardInterrupt:
-        print(f"stylert {args.command}: interrupted: {done} finished, {len(failures)} failed, "
-              f"{len(inputs) - done - len(failures)} not started", file=sys.stderr)
+        print(f"stylert {args.command}: interrupted: {done} finished, {failures} failed, "
+              f"{total - done - failures} not started", file=sys.stderr)
         return 130
+    finally:
+        bar.close()
     if args.json:
         return 1 if failures else 0
     if done:
         stages = ", ".join(f"{k} {v / done:.1f}" for k, v in totals.items())
-        print(f"{done} image(s) processed, {len(failures)} failed; mean ms per image: {stages}")
+        print(f"{done} image(s) processed, {failures} failed; mean ms per image: {stages}")
     else:
-        print(f"0 images processed, {len(failures)} failed", file=sys.stderr)
+        print(f"0 images processed, {failures} failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _needs_ray(command: str):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise StylertError(f"stylert {command} runs on Ray: pip install 'stylert[serve]'") from None
+
+
+def _cmd_serve(args) -> int:
+    _needs_ray("serve")
+    from .serve import ServeOptions, run
+
+    opts = ServeOptions(host=args.host, port=args.port, replicas=args.replicas, max_batch=args.max_batch,
+                        batch_wait_ms=args.batch_wait_ms, gpus_per_replica=args.gpus_per_replica,
+                        cpus_per_replica=args.cpus_per_replica, threads=args.threads, providers=args.providers,
+                        max_body_mb=args.max_body_mb, address=args.address)
+    return run(args.models, opts, say=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _cmd_batch(args) -> int:
+    """A folder through one face call on Ray Data: the files `stylert <call> IN -o OUT` writes, resumable."""
+    from .calls import call_of, parse_controls
+    from .imageio import check_output
+
+    _needs_ray("batch")
+    call = call_of(args.model)
+    params = {k: str(v) for k, v in vars(args).items() if k in BATCH_CONTROLS and v is not None and v is not False}
+    value, options = parse_controls(call, params)
+    for name in ("concurrency", "batch"):
+        if getattr(args, name) < 1:
+            raise StylertError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    found = _expand_inputs(args.inputs, args.recursive)
+    if not found:
+        raise StylertError("no input images found")
+    pairs = list(zip([src for src, _ in found], _output_paths(found, args.output)))
+    for _, dst in pairs:
+        check_output(dst)
+    _check_output_folder([dst for _, dst in pairs])
+    from .batchjob import JobOptions, pending, run
+
+    todo, skipped = pending(pairs, args.overwrite)
+    if skipped:
+        print(f"skipped {skipped} file(s) already in {args.output} (--overwrite to redo them)", file=sys.stderr)
+    if not todo:
+        print("nothing to do", file=sys.stderr)
+        return 0
+    opts = JobOptions(concurrency=args.concurrency, batch=args.batch, cpus_per_worker=args.cpus_per_worker,
+                      gpus_per_worker=args.gpus_per_worker, threads=args.threads, providers=args.providers,
+                      overwrite=args.overwrite, address=args.address)
+    return _report(run(args.model, todo, value, options, opts), args, len(todo))
 
 
 def _run_video(model, args) -> int:
@@ -516,6 +562,55 @@ def build_parser() -> argparse.ArgumentParser:
                      help="face-parsing label map(s) for --regions (CelebAMask-HQ classes, a PNG of label values): "
                           "a file for one input, or a folder holding INPUT_STEM.png per input")
     sty.set_defaults(call_options=_stylize_options, file_options=_stylize_labels)
+
+    srv = sub.add_parser("serve", help="serve models over HTTP on Ray Serve, batching concurrent requests",
+                         description="One Ray Serve application: POST /retouch, /restore, /stylize/<style> (the image "
+                                     "file as the body, controls as query parameters), GET /healthz, /models. "
+                                     "Needs stylert[serve].")
+    srv.add_argument("models", nargs="+", metavar="MODEL", help=".onnx/.engine models or style-pack folders, one per call")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--replicas", type=int, default=1, help="replicas of each model")
+    srv.add_argument("--max-batch", type=int, default=8, help="requests batched into one run (and faces per network run, "
+                                                                 "up to the model's limit)")
+    srv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    srv.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs each replica reserves (1 for CUDA/TensorRT)")
+    srv.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
+    srv.add_argument("--threads", type=int, help="intra-op threads per replica (default: this machine's cores / replicas)")
+    srv.add_argument("--providers", help=PROVIDERS_HELP)
+    srv.add_argument("--max-body-mb", type=float, default=50.0, help="larger request bodies are refused (413) unread")
+    srv.add_argument("--address", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray")
+    srv.set_defaults(func=_cmd_serve)
+
+    bat = sub.add_parser("batch", help="run a face call over a photo library as a Ray Data job (resumable)",
+                         description="Writes what `stylert retouch|restore|stylize INPUT -o OUTPUT` writes, on a pool "
+                                     "of Ray actors; files already in OUTPUT are skipped. Needs stylert[serve].")
+    bat.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    bat.add_argument("--output", "-o", required=True, help="output folder")
+    bat.add_argument("--model", required=True, help="a retouch/restore model (.onnx, .engine) or a style-pack folder")
+    bat.add_argument("--strength", type=float, help="retouch strength (default 1)")
+    bat.add_argument("--fidelity", type=float, help="restore fidelity (default 0)")
+    bat.add_argument("--style", help="stylize: the style's name in the pack")
+    bat.add_argument("--seed", type=int, help="restore (VSP) noise seed, or stylize multimodal seed")
+    bat.add_argument("--psi", type=float, help="stylize truncation")
+    bat.add_argument("--mix-layer", type=int, help="stylize: mix from this layer on")
+    bat.add_argument("--reference", help="stylize: reference code of the style")
+    which = bat.add_mutually_exclusive_group()
+    which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
+    which.add_argument("--largest-face", action="store_true", help="only the largest face")
+    which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
+    bat.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders (kept in the output)")
+    bat.add_argument("--overwrite", action="store_true", help="redo files already in the output folder")
+    bat.add_argument("--concurrency", type=int, default=1, help="actors, each holding the model once")
+    bat.add_argument("--batch", type=int, default=4, metavar="N", help="photos per actor call, their faces run together")
+    bat.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each actor reserves")
+    bat.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each actor reserves")
+    bat.add_argument("--threads", type=int, help="intra-op threads per actor")
+    bat.add_argument("--providers", help=PROVIDERS_HELP)
+    bat.add_argument("--address", help="join this Ray cluster; default: start a local Ray")
+    bat.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
+    bat.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
+    bat.set_defaults(func=_cmd_batch)
 
     for ep in entry_points(group="stylert.commands"):
         try:

@@ -10,6 +10,7 @@ back tagged with the same profile, so a wide-gamut photo keeps its colours.
 """
 from __future__ import annotations
 
+import io
 import os
 import uuid
 import warnings
@@ -38,6 +39,7 @@ class LoadedImage:
     grayscale: bool = False  # the file was grayscale: write the result back as grayscale
     exif: bytes | None = None  # the file's EXIF, orientation reset to 1 (already applied to the pixels)
     icc: bytes | None = None  # the file's ICC colour profile
+    format: str | None = None  # Pillow's name of the file's format: JPEG, PNG, WEBP, ...
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
@@ -46,35 +48,47 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
         raise ImageFileError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageFileError(f"{path}: file is empty")
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """An image file's bytes (e.g. an HTTP request body) -> LoadedImage, with read_image's checks;
+    `name` starts every error message, as the path does for files."""
+    if not data:
+        raise ImageFileError(f"{name}: empty (no image bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int) -> LoadedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise ImageFileError(f"{path}: {w}x{h} pixels is over the pixel limit of {max_pixels:,} "
+                    raise ImageFileError(f"{name}: {w}x{h} pixels is over the pixel limit of {max_pixels:,} "
                                          "(possible decompression bomb)")
                 raw = str(im.tile[0][3]) if im.tile and len(im.tile[0]) > 3 else ""
                 if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or "16" in im.mode or "16" in raw:
-                    raise ImageFileError(f"{path}: a 16-bit ({im.mode}) image; stylert works on 8-bit photos: convert it "
+                    raise ImageFileError(f"{name}: a 16-bit ({im.mode}) image; stylert works on 8-bit photos: convert it "
                                          "first (e.g. `convert in.png -depth 8 out.png`)")
                 im.load()
-                icc = im.info.get("icc_profile") or None
+                fmt, icc = im.format, im.info.get("icc_profile") or None
                 im = ImageOps.exif_transpose(im)
                 exif = im.getexif()
                 if 0x0112 in exif:
                     exif[0x0112] = 1
                 loaded = _to_loaded(im)
-                loaded.exif, loaded.icc = (exif.tobytes() if len(exif) else None), icc
+                loaded.exif, loaded.icc, loaded.format = (exif.tobytes() if len(exif) else None), icc, fmt
                 return loaded
     except ImageFileError:
         raise
     except UnidentifiedImageError:
-        raise ImageFileError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+        raise ImageFileError(f"{name}: not an image file (or a format Pillow cannot read)") from None
     except Image.DecompressionBombError as exc:  # Pillow refuses far larger headers at open
-        raise ImageFileError(f"{path}: over the pixel limit ({exc})") from None
+        raise ImageFileError(f"{name}: over the pixel limit ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageFileError(f"{path}: truncated or corrupt image ({exc})") from None
+        raise ImageFileError(f"{name}: truncated or corrupt image ({exc})") from None
 
 
 def _to_loaded(im: Image.Image) -> LoadedImage:
@@ -94,38 +108,55 @@ def _to_loaded(im: Image.Image) -> LoadedImage:
 def check_output(path: str | Path, alpha: bool = False) -> None:
     """Refuse, before any work, an output the writer could not produce: unknown extension, or an
     alpha channel to a format without one."""
-    path = Path(path)
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ImageFileError(f"{path}: cannot write '{path.suffix}' images; use one of {', '.join(IMAGE_SUFFIXES)}")
-    if alpha and path.suffix.lower() in NO_ALPHA:
-        raise ImageFileError(f"{path}: '{path.suffix}' cannot hold the input's alpha channel; write .png or .webp")
+    _check_format(str(path), Path(path).suffix, alpha)
 
 
-def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, grayscale: bool = False,
-                exif: bytes | None = None, icc: bytes | None = None) -> Path:
-    """Write an RGB uint8 HxWx3 array (as grayscale, or with alpha, when asked), with the EXIF and ICC
-    profile of its input where the format holds them."""
-    path = Path(path)
+def _check_format(name: str, suffix: str, alpha: bool) -> None:
+    if suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageFileError(f"{name}: cannot write '{suffix}' images; use one of {', '.join(IMAGE_SUFFIXES)}")
+    if alpha and suffix.lower() in NO_ALPHA:
+        raise ImageFileError(f"{name}: '{suffix}' cannot hold the input's alpha channel; write .png or .webp")
+
+
+def encode_image(rgb: np.ndarray, suffix: str, alpha: np.ndarray | None = None, grayscale: bool = False,
+                 exif: bytes | None = None, icc: bytes | None = None, name: str = "image") -> bytes:
+    """An RGB uint8 HxWx3 array -> the bytes of an image file of type `suffix` (".png", ".jpg", ...),
+    as grayscale or with alpha when asked, with the EXIF and ICC profile where the format holds them.
+    write_image writes exactly these bytes."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ImageFileError(f"{path}: expected an RGB uint8 HxWx3 image, got {rgb.dtype} {rgb.shape}")
-    check_output(path, alpha is not None)
+        raise ImageFileError(f"{name}: expected an RGB uint8 HxWx3 image, got {rgb.dtype} {rgb.shape}")
+    _check_format(name, suffix, alpha is not None)
     im = Image.fromarray(rgb)
     if grayscale:
         im = im.convert("L")
     if alpha is not None:
         im.putalpha(Image.fromarray(alpha))
     extra: dict = {}
-    if path.suffix.lower() in METADATA_FORMATS:
+    if suffix.lower() in METADATA_FORMATS:
         extra = {k: v for k, v in (("exif", exif), ("icc_profile", icc)) if v}
-    # Pillow creates the file with open(): the umask decides its mode, as for any file the user makes.
+    out = io.BytesIO()
+    try:
+        im.save(out, format=Image.registered_extensions()[suffix.lower()], quality=95, **extra)
+    except (KeyError, ValueError, OSError) as exc:
+        raise ImageFileError(f"{name}: cannot encode it as {suffix} ({exc})") from None
+    return out.getvalue()
+
+
+def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, grayscale: bool = False,
+                exif: bytes | None = None, icc: bytes | None = None) -> Path:
+    """Write an RGB uint8 HxWx3 array (as grayscale, or with alpha, when asked), with the EXIF and ICC
+    profile of its input where the format holds them; atomically (a file appears whole or not at all)."""
+    path = Path(path)
+    data = encode_image(rgb, path.suffix, alpha, grayscale, exif, icc, name=str(path))
+    # The file is created with open(): the umask decides its mode, as for any file the user makes.
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower()), quality=95, **extra)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
-    except (KeyError, ValueError, OSError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ImageFileError(f"{path}: cannot write it ({reason})") from None
+    except OSError as exc:
+        raise ImageFileError(f"{path}: cannot write it ({exc.strerror or exc})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

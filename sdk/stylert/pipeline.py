@@ -16,9 +16,9 @@ import numpy as np
 
 from .align import feather_mask, paste_back, similarity_transform, warp_face
 from .detect import Face, FaceDetector
-from .errors import InputError, StylertError
+from .errors import InputError, ModelError, StylertError
 from .imageio import LoadedImage, check_output, read_image, write_image
-from .runtime import open_model
+from .runtime import Model, open_model
 
 MIN_FACE_SIZE = 32  # px: smaller faces carry too little detail to align and upsample to the model
 
@@ -33,6 +33,12 @@ class FaceResult:
     faces: list[Face]  # the faces processed (empty for aligned input)
     timings_ms: dict[str, float] = field(default_factory=dict)
     extras: list[dict[str, np.ndarray]] = field(default_factory=list)  # per face, e.g. BAFS masks
+
+    def summary(self) -> dict:
+        """The faces (box, landmarks) and per-stage timings as JSON-ready values (CLI --json, serve)."""
+        return {"faces": [{"box": [round(float(v), 1) for v in f.box],
+                           "landmarks": [[round(float(c), 1) for c in pt] for pt in f.landmarks]} for f in self.faces],
+                "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
 def channel_order(channels) -> str:
@@ -235,6 +241,16 @@ def read_for(src, dst, overwrite: bool = False) -> LoadedImage:
     return loaded
 
 
+def file_report(src, dst, result: FaceResult | StylertError) -> dict:
+    """One file's outcome as the CLI reports it (JSON-ready): input, output, error (the message, starting
+    with the input's path; None when written), and for a written file faces and timings_ms."""
+    if isinstance(result, StylertError):
+        message = str(result)  # file errors already start with the path; pipeline errors do not
+        return {"input": str(src), "output": None,
+                "error": message if message.startswith(str(src)) else f"{src}: {message}"}
+    return {"input": str(src), "output": str(dst), "error": None, **result.summary()}
+
+
 def write_like(dst, result: FaceResult, loaded: LoadedImage) -> None:
     """Write a result as its input was: grayscale stays grayscale; alpha, EXIF and ICC carried through."""
     write_image(dst, result.image, loaded.alpha, loaded.grayscale, exif=loaded.exif, icc=loaded.icc)
@@ -246,7 +262,13 @@ class FaceModel:
     default_value = 1.0  # the call's control value when none is given (strength, fidelity, ...)
 
     def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
-        self.model = open_model(model_path, providers, call=self.call, threads=threads)
+        """model_path: an .onnx/.engine file, or a Model already opened (calls.open_call) for this call."""
+        if isinstance(model_path, Model):
+            if model_path.call != self.call:
+                raise ModelError(f"{model_path.path}: a model for '{model_path.call}', not '{self.call}'")
+            self.model = model_path
+        else:
+            self.model = open_model(model_path, providers, call=self.call, threads=threads)
         self.resolution = int(self.model.metadata["stylert.resolution"])
         self.pipeline = FacePipeline(self.resolution, detector)
 
@@ -329,6 +351,35 @@ class FaceModel:
             takes = ", ".join(["faces", "aligned", "only_center_face", "largest_face", *accepted])
             raise TypeError(f"{type(self).__name__}.{self.call}() got unexpected keyword argument(s) {unknown}; "
                             f"it takes {takes}")
+
+    def process_files(self, pairs: Sequence[tuple[Path, Path]], value, *, overwrite: bool = False,
+                      **options) -> list[tuple[Path, Path, FaceResult | StylertError]]:
+        """(src, dst) files read, processed and written: one through process_file, several with their faces
+        through the network together (process_batch). Returns (src, dst, FaceResult or the StylertError
+        of that file) in order; a bad file does not stop the others."""
+        if len(pairs) == 1:
+            src, dst = pairs[0]
+            try:
+                return [(src, dst, self.process_file(src, dst, value, overwrite=overwrite, **options))]
+            except StylertError as exc:
+                return [(src, dst, exc)]
+        loaded: dict[int, LoadedImage] = {}
+        results: list[FaceResult | StylertError | None] = [None] * len(pairs)
+        for i, (src, dst) in enumerate(pairs):
+            try:
+                loaded[i] = read_for(src, dst, overwrite)
+            except StylertError as exc:
+                results[i] = exc
+        ready = sorted(loaded)
+        batch = self.process_batch([loaded[i].rgb for i in ready], value, channels="rgb", **options) if ready else []
+        for i, result in zip(ready, batch):
+            if not isinstance(result, StylertError):
+                try:
+                    write_like(pairs[i][1], result, loaded[i])
+                except StylertError as exc:
+                    result = exc
+            results[i] = result
+        return [(src, dst, result) for (src, dst), result in zip(pairs, results)]
 
     def process_file(self, src, dst, *args, overwrite: bool = False, **options) -> FaceResult:
         """Read, process and write one file; grayscale stays grayscale, alpha, EXIF (orientation applied)

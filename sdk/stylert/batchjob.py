@@ -1,0 +1,97 @@
+"""`stylert batch`: a photo library through one face call as a Ray Data job (`pip install 'stylert[serve]'`).
+
+The files become a dataset of (input, output) rows; `map_batches` runs them on a pool of actors, each
+holding the model once and handing every batch to `FaceModel.process_files` (read, process the photos'
+faces together, write atomically), so the job writes exactly the files `stylert retouch IN -o OUT`
+writes. Rows come back in input order with the file's error, if any; the CLI prints them as they
+arrive. Ray Data does the scheduling, the pool and the retries; on a cluster the input and output
+folders must be on storage every node sees.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import ray
+
+from .calls import open_call
+from .errors import StylertError
+from .pipeline import file_report
+
+
+@dataclass
+class JobOptions:
+    concurrency: int = 1  # actors, each with the model loaded once
+    batch: int = 4  # files per process_files call
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    threads: int | None = None
+    providers: str | None = None
+    overwrite: bool = False
+    address: str | None = None
+
+
+class FileWorker:
+    """One actor of the pool: the model, opened once, over batches of (input, output) rows."""
+
+    def __init__(self, path: str, providers: str | None, threads: int | None, value, options: dict, overwrite: bool):
+        self.model = open_call(path, providers, threads)
+        self.value, self.options, self.overwrite = value, options, overwrite
+        try:
+            self.model.check(value, **options)
+            self.refused = ""
+        except StylertError as exc:  # reported once by the driver, which stops the job
+            self.refused = str(exc)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        pairs = [(Path(s), Path(d)) for s, d in zip(batch["input"], batch["output"])]
+        if self.refused:
+            return {"report": ["{}"] * len(pairs), "refused": [self.refused] * len(pairs)}
+        done = self.model.process_files(pairs, self.value, overwrite=self.overwrite, **self.options)
+        return {"report": [json.dumps(file_report(*item)) for item in done], "refused": [""] * len(pairs)}
+
+
+def run(model: str, pairs: list[tuple[Path, Path]], value, options: dict, opts: JobOptions) -> Iterator[dict]:
+    """Start (or join) Ray and yield one report per file (pipeline.file_report), in input order. A control
+    value the model refuses ends the job with a StylertError. Ray is shut down when the reports are
+    consumed or the consumer stops early."""
+    ray.init(address=opts.address or "local", include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # lines in input order, as the CLI prints them
+        context.enable_progress_bars = False  # the CLI draws one bar over files
+        # Workers get absolute paths (their working directory is not the caller's on a cluster); reports
+        # name the files as the caller did, like the CLI's lines.
+        given = {str(s.absolute()): str(s) for s, _ in pairs} | {str(d.absolute()): str(d) for _, d in pairs}
+        rows = [{"input": str(s.absolute()), "output": str(d.absolute())} for s, d in pairs]
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // opts.batch)))
+        ds = ds.map_batches(FileWorker, fn_constructor_args=(str(Path(model).resolve()), opts.providers, opts.threads,
+                                                            value, options, opts.overwrite),
+                            batch_size=opts.batch, compute=ray.data.ActorPoolStrategy(size=opts.concurrency),
+                            num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None, batch_format="numpy")
+        for row in ds.iter_rows():
+            if row["refused"]:
+                raise StylertError(row["refused"])
+            report = json.loads(row["report"])
+            src = report["input"]
+            if report["error"] and report["error"].startswith(src):
+                report["error"] = given[src] + report["error"][len(src):]
+            report["input"] = given[src]
+            report["output"] = report["output"] and given[report["output"]]
+            yield report
+    finally:
+        ray.shutdown()
+
+
+def pending(pairs: list[tuple[Path, Path]], overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
+    """The pairs still to do (an output that exists is done, unless overwrite) and how many were skipped.
+    Outputs are written atomically, so an existing file is a whole result of an earlier run."""
+    if overwrite:
+        return pairs, 0
+    todo = [(s, d) for s, d in pairs if not d.exists()]
+    return todo, len(pairs) - len(todo)
+

@@ -1,0 +1,301 @@
+"""`stylert serve`: the face calls as one Ray Serve application (install with `pip install 'stylert[serve]'`).
+
+Two deployments. `FaceService` (one per model, `--replicas` each) opens the model, decodes request
+bodies, and batches concurrent requests with Ray Serve's `@serve.batch`: their photos go through
+`FaceModel.process_batch` together, so their faces share network runs, and each result is the one the
+CLI writes for that photo alone. `Gateway` (the ingress, no CPU reserved) routes POST /retouch,
+/restore, /stylize/<style> and GET /healthz, /models, bounds the request body before anything
+decodes it, and turns a bad request into a 4xx with the CLI's one-line message. Ray Serve runs the
+HTTP server, the queues and the replicas; this module is the only one that imports Ray.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+import ray
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .calls import CALLS, call_of, open_call, parse_controls
+from .errors import InputError, StylertError
+from .imageio import decode_image, encode_image
+from .pipeline import NoFaceError
+
+APP = "stylert"
+FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}  # ?format= -> file type
+MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
+FROM_PILLOW = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}  # the request's format, answered in kind
+log = logging.getLogger("ray.serve")
+
+
+@dataclass
+class Reply:
+    """What a FaceService answers: an image, or an error (status >= 400, one-line message)."""
+    status: int
+    body: bytes = b""
+    suffix: str = ".png"
+    info: dict = field(default_factory=dict)  # faces, timings_ms, batch, replica
+    error: str = ""
+
+
+@dataclass
+class Job:
+    loaded: object  # LoadedImage
+    value: object
+    options: dict
+    suffix: str
+    timings: dict
+
+
+def _failure(exc: BaseException) -> Reply:
+    status = 422 if isinstance(exc, NoFaceError) else 400 if isinstance(exc, StylertError) else 500
+    message = str(exc) if isinstance(exc, StylertError) else f"internal error: {type(exc).__name__}: {exc}"
+    return Reply(status, error=message)
+
+
+@serve.deployment
+class FaceService:
+    """One model's replicas: decode, batch across requests, run, encode."""
+
+    def __init__(self, path: str, providers: str | None, threads: int | None, max_batch: int, batch_wait_ms: float):
+        self.path = path
+        self.model = open_call(path, providers, threads)
+        self.call = self.model.call
+        self.max_batch = max_batch
+        self.batch_wait_ms = batch_wait_ms
+        self.replica = f"{os.getpid()}@{socket.gethostname()}"
+        self.infer.set_max_batch_size(max_batch)
+        self.infer.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+
+    def describe(self) -> dict:
+        meta = self.model.model.metadata
+        info = {"call": self.call, "path": self.path, "resolution": self.model.resolution, "trained": self.model.trained,
+                "backend": self.model.model.backend, "batch_limit": self.model.batch_limit,
+                "max_batch": self.max_batch, "batch_wait_ms": self.batch_wait_ms, "version": meta.get("stylert.version")}
+        if self.call == "stylize":
+            info["styles"] = self.model.styles
+        return info
+
+    async def __call__(self, body: bytes, params: dict, fmt: str | None) -> Reply:
+        """One request: checked and decoded here, then batched with the requests around it."""
+        try:
+            t = time.perf_counter()
+            loaded = await asyncio.to_thread(decode_image, body, "request body")
+            decode_ms = (time.perf_counter() - t) * 1000
+            value, options = parse_controls(self.call, params)
+            self.model.check(value, **options)
+            suffix = FORMATS[fmt] if fmt else FROM_PILLOW.get(loaded.format or "", ".png")
+            if loaded.alpha is not None and suffix == ".jpg":
+                raise InputError("the image has an alpha channel, which JPEG cannot hold: ask for ?format=png or webp")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this request's reply
+            return _failure(exc)
+        return await self.infer(Job(loaded, value, options, suffix, {"decode": decode_ms}))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def infer(self, jobs: list[Job]) -> list[Reply]:
+        return await asyncio.to_thread(self._run, jobs)
+
+    def _run(self, jobs: list[Job]) -> list[Reply]:
+        """Jobs with the same controls run as one process_batch; each photo is encoded as the CLI writes it."""
+        replies: list[Reply | None] = [None] * len(jobs)
+        groups: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(json.dumps([job.value, sorted(job.options.items())]), []).append(i)
+        for members in groups.values():
+            first = jobs[members[0]]
+            try:
+                results = self.model.process_batch([jobs[i].loaded.rgb for i in members], first.value, channels="rgb",
+                                                   max_batch=min(self.max_batch, self.model.batch_limit),
+                                                   **first.options)
+            except Exception as exc:  # noqa: BLE001 - a failing batch answers each of its requests
+                log.exception("batch of %d failed", len(members))
+                results = [exc] * len(members)
+            for i, result in zip(members, results):
+                replies[i] = self._encode(jobs[i], result, len(jobs))
+        return replies
+
+    def _encode(self, job: Job, result, batch: int) -> Reply:
+        if isinstance(result, Exception):
+            return _failure(result)
+        loaded = job.loaded
+        t = time.perf_counter()
+        try:
+            data = encode_image(result.image, job.suffix, loaded.alpha, loaded.grayscale, loaded.exif, loaded.icc,
+                                name="result")
+        except StylertError as exc:
+            return _failure(exc)
+        timings = {**job.timings, **result.timings_ms, "encode": (time.perf_counter() - t) * 1000}
+        info = {**result.summary(), "batch": batch, "replica": self.replica}
+        info["timings_ms"] = {k: round(v, 2) for k, v in timings.items()}
+        return Reply(200, data, job.suffix, info)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+class Gateway:
+    """The HTTP ingress: routes, the body limit, and replies in the client's format."""
+
+    def __init__(self, services: dict, max_body_mb: float):
+        self.services = services  # route -> FaceService handle
+        self.max_body = int(max_body_mb * 2 ** 20)
+        self.max_body_mb = max_body_mb
+
+    def _routes(self) -> list[str]:
+        return ["GET /healthz", "GET /models"] + [f"POST /{r}" + ("/<style>" if r == "stylize" else "")
+                                                  for r in self.services]
+
+    async def __call__(self, request: Request) -> Response:
+        parts = [p for p in request.url.path.split("/") if p]
+        if parts in (["healthz"], ["models"]):
+            if request.method != "GET":
+                return _error(405, f"{request.method} /{parts[0]}: use GET")
+            return await (self._health() if parts == ["healthz"] else self._models())
+        route = parts[0] if parts else ""
+        if route not in self.services or len(parts) > (2 if route == "stylize" else 1):
+            return _error(404, f"no route {request.method} {request.url.path}; routes: {', '.join(self._routes())}")
+        if request.method != "POST":
+            return _error(405, f"{request.method} /{route}: send the image file as the body of a POST")
+        if route == "stylize" and len(parts) < 2:
+            return _error(404, "name the style: POST /stylize/<style> (GET /models lists them)")
+        query = request.query_params
+        repeated = sorted({k for k in query.keys() if len(query.getlist(k)) > 1})
+        if repeated:
+            return _error(400, f"parameter(s) {', '.join(repeated)} given more than once")
+        params = dict(query)
+        fmt = params.pop("format", None)
+        if fmt is not None and fmt.lower() not in FORMATS:
+            return _error(400, f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if "style" in params:
+            return _error(400, "the style is part of the path: POST /stylize/<style>")
+        if route == "stylize":
+            params["style"] = parts[1]
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
+        reply: Reply = await self.services[route].remote(body, params, fmt and fmt.lower())
+        if reply.status >= 400:
+            return _error(reply.status, reply.error)
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"image": base64.b64encode(reply.body).decode(), "format": reply.suffix[1:],
+                                 **reply.info})
+        headers = {"X-Stylert-Faces": json.dumps(reply.info["faces"], separators=(",", ":")),
+                   "X-Stylert-Timings": json.dumps(reply.info["timings_ms"], separators=(",", ":")),
+                   "X-Stylert-Batch": str(reply.info["batch"]), "X-Stylert-Replica": reply.info["replica"]}
+        return Response(reply.body, media_type=MEDIA[reply.suffix], headers=headers)
+
+    async def _body(self, request: Request) -> bytes | Response:
+        """The body, refused (413) as soon as it is known to pass the limit: before it is decoded."""
+        too_big = _error(413, f"request body over the {self.max_body_mb:g} MB limit (stylert serve --max-body-mb)")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                return too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _health(self) -> Response:
+        status = {}
+        for route, handle in self.services.items():
+            try:
+                await asyncio.wait_for(handle.describe.remote(), timeout=10)
+                status[route] = "ok"
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                status[route] = f"unavailable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in status.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", "models": status}, status_code=200 if ok else 503)
+
+    async def _models(self) -> Response:
+        return JSONResponse({route: await handle.describe.remote() for route, handle in self.services.items()})
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    replicas: int = 1
+    max_batch: int = 8
+    batch_wait_ms: float = 10.0
+    gpus_per_replica: float = 0.0
+    cpus_per_replica: float = 1.0
+    threads: int | None = None
+    providers: str | None = None
+    max_body_mb: float = 50.0
+    address: str | None = None
+
+
+def routes_for(models: list[str]) -> dict[str, str]:
+    """route -> model path, from each model's metadata; two models for one call are refused."""
+    routes: dict[str, str] = {}
+    for path in models:
+        call = call_of(path)
+        if call in routes:
+            raise InputError(f"{routes[call]} and {path} are both {call} models: serve one model per call")
+        routes[call] = path
+    return routes
+
+
+def application(routes: dict[str, str], opts: ServeOptions):
+    """The bound Serve application: one FaceService deployment per route behind the Gateway."""
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // max(1, opts.replicas))
+    services = {}
+    for route, path in routes.items():
+        services[route] = FaceService.options(
+            name=f"{route}-service", num_replicas=opts.replicas, max_ongoing_requests=2 * opts.max_batch,
+            ray_actor_options={"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica},
+        ).bind(str(os.path.abspath(path)), opts.providers, threads, opts.max_batch, opts.batch_wait_ms)
+    return Gateway.bind(services, opts.max_body_mb)
+
+
+def check_options(opts: ServeOptions) -> None:
+    for name in ("replicas", "max_batch"):
+        if getattr(opts, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    for name in ("batch_wait_ms", "gpus_per_replica", "cpus_per_replica", "max_body_mb"):
+        if getattr(opts, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(opts, name)}")
+    if not 0 < opts.port < 65536:
+        raise InputError(f"--port must be in 1..65535, got {opts.port}")
+
+
+def run(models: list[str], opts: ServeOptions, say=print) -> int:
+    """Start (or join, with opts.address) Ray, deploy, serve until Ctrl-C or SIGTERM, then shut down what
+    was started here: a local Ray entirely; on a cluster, only this application."""
+    check_options(opts)
+    routes = routes_for(models)
+    ray.init(address=opts.address or "local", include_dashboard=False)  # "local": never join by accident
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (after Ray's own handler)
+    try:
+        serve.start(http_options={"host": opts.host, "port": opts.port})
+        serve.run(application(routes, opts), name=APP, route_prefix="/")
+        say(f"stylert serve: {', '.join(f'/{r} <- {p}' for r, p in routes.items())} on http://{opts.host}:{opts.port} "
+            f"({opts.replicas} replica(s) each; Ctrl-C to stop)")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("stylert serve: shutting down")
+    finally:
+        if opts.address:
+            serve.delete(APP)
+        else:
+            serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+__all__ = ["APP", "CALLS", "FaceService", "Gateway", "ServeOptions", "application", "run", "routes_for"]

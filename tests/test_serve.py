@@ -1,0 +1,169 @@
+"""`stylert serve` (Ray Serve) and `stylert batch` (Ray Data) on a local Ray with a random-init 256
+retoucher: results equal the CLI's files byte for byte, concurrent requests are batched, bad requests
+get 4xx and the service keeps serving, Ctrl-C stops everything, and no Ray process outlives a test."""
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("ray", reason="stylert serve/batch need Ray: pip install 'stylert[serve]'")
+pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from serve_load import Service, request, session_processes  # noqa: E402
+
+
+def _cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def model256(tmp_path_factory):
+    """A seeded random retoucher at 256x256 with few channels (fast on 2 CPUs)."""
+    from stylert_export import retouch_export as rx
+
+    path = tmp_path_factory.mktemp("serve") / "retouch256.onnx"
+    rx.export_retoucher(rx.from_random_init(3, 256, channel_base=512, channel_max=16, w_dim=16), path,
+                        log=lambda *_: None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, astronaut):
+    """Photos in three formats, one without a face, one not an image, one truncated; and what
+    `stylert retouch` writes for them (one at a time)."""
+    root = tmp_path_factory.mktemp("library")
+    photos = root / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut).save(photos / "a.png")
+    Image.fromarray(astronaut[:, ::-1]).save(photos / "b.jpg", quality=90)
+    Image.fromarray(astronaut[40:460, 60:480]).save(photos / "c.webp")
+    Image.fromarray(np.full((200, 200, 3), 127, np.uint8)).save(photos / "d_noface.png")
+    (photos / "e_text.png").write_bytes(b"not an image")
+    (photos / "f_cut.png").write_bytes((photos / "a.png").read_bytes()[:5000])
+    return {"photos": photos, "root": root}
+
+
+@pytest.fixture(scope="module")
+def cli_outputs(model256, library):
+    out = library["root"] / "cli"
+    result = _cli("retouch", library["photos"], "-o", out, "--model", model256, "--strength", 0.7)
+    assert result.returncode == 1 and result.stderr.count("error: ") == 3, result.stderr
+    return out, [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli_outputs, tmp_path):
+    cli_out, cli_errors = cli_outputs
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    run = _cli("batch", library["photos"], "-o", tmp_path / "out", "--model", model256, "--strength", 0.7,
+               "--batch", 2, env=env, cwd=library["root"])
+    assert run.returncode == 1, run.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted(p.name for p in cli_out.iterdir()) == ["a.png", "b.jpg", "c.webp"]
+    for name in written:  # byte for byte, metadata and encoder settings included
+        assert (tmp_path / "out" / name).read_bytes() == (cli_out / name).read_bytes(), name
+    assert [line for line in run.stderr.splitlines() if line.startswith("error: ")] == cli_errors
+    assert "3 image(s) processed, 3 failed" in run.stdout
+    again = _cli("batch", library["photos"], "-o", tmp_path / "out", "--model", model256, "--strength", 0.7,
+                 "--json", env=env)
+    assert "skipped 3 file(s) already in" in again.stderr
+    rows = [json.loads(line) for line in again.stdout.splitlines()]
+    assert sorted(Path(r["input"]).name for r in rows) == ["d_noface.png", "e_text.png", "f_cut.png"]
+    refused = _cli("batch", library["photos"], "-o", tmp_path / "out2", "--model", model256, "--fidelity", 0.5, env=env)
+    assert refused.returncode == 2 and "unknown parameter(s) fidelity; retouch takes strength" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def service(model256):
+    """The service with batching made easy to observe (requests wait up to 300 ms for company) and a
+    1 MB body limit; stopped with Ctrl-C at the end of the module, which must leave nothing running."""
+    svc = Service([model256], "--max-batch", "4", "--batch-wait-ms", "300", "--max-body-mb", "1")
+    yield svc
+    status = svc.stop()
+    assert status == 0, svc.output()[-3000:]
+    assert "stylert serve: shutting down" in svc.output()
+    assert svc.leftover == [] and session_processes(svc.proc.pid) == []
+
+
+def test_serve_answers_concurrent_requests_batched_and_equal_to_the_cli(service, library, cli_outputs):
+    cli_out, _ = cli_outputs
+    photos = library["photos"]
+    jobs = [("a.png", "image/png"), ("b.jpg", "image/jpeg"), ("c.webp", "image/webp")] * 2
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(lambda job: request(f"{service.url}/retouch?strength=0.7",
+                                                    (photos / job[0]).read_bytes()), jobs))
+    for (name, media), (status, headers, body) in zip(jobs, answers):
+        assert status == 200, body[:300]
+        assert headers["Content-Type"] == media and body == (cli_out / name).read_bytes(), name
+        faces = json.loads(headers["X-Stylert-Faces"])
+        assert len(faces) == 1 and len(faces[0]["landmarks"]) == 5
+        assert {"decode", "detect", "align", "network", "paste", "encode"} <= set(json.loads(headers["X-Stylert-Timings"]))
+    assert max(int(h["X-Stylert-Batch"]) for _, h, _ in answers) > 1  # requests shared network runs
+
+    status, _, body = request(f"{service.url}/retouch?strength=0.7", (photos / "a.png").read_bytes(),
+                              headers={"Accept": "application/json"})
+    reply = json.loads(body)
+    assert status == 200 and reply["format"] == "png" and len(reply["faces"]) == 1 and reply["batch"] >= 1
+    assert base64.b64decode(reply["image"]) == (cli_out / "a.png").read_bytes()
+    status, headers, body = request(f"{service.url}/retouch?strength=0.7&format=png", (photos / "b.jpg").read_bytes())
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(body)).format == "PNG" and Image.open(io.BytesIO(body)).size == (512, 512)
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/retouch", "e_text.png", 400, "request body: not an image file"),
+    ("/retouch", "f_cut.png", 400, "request body: truncated or corrupt image"),
+    ("/retouch", "bomb", 400, "request body: over the pixel limit"),
+    ("/retouch", "d_noface.png", 422, "no face found"),
+    ("/retouch?strength=-1", "a.png", 400, "strength must be a finite number >= 0, got -1.0"),
+    ("/retouch?strength=nan", "a.png", 400, "strength must be finite"),
+    ("/retouch?strength=x", "a.png", 400, "strength must be a number, got 'x'"),
+    ("/retouch?fidelity=1", "a.png", 400, "unknown parameter(s) fidelity; retouch takes strength"),
+    ("/retouch?only_center_face=1&largest_face=1", "a.png", 400, "exclude each other"),
+    ("/retouch?format=gif", "a.png", 400, "format must be one of png"),
+    ("/retouch", "", 400, "request body: empty"),
+    ("/retouch", "big", 413, "request body over the 1 MB limit"),
+    ("/restore", "a.png", 404, "no route POST /restore; routes: GET /healthz, GET /models, POST /retouch"),
+    ("/retouch/extra", "a.png", 404, "no route"),
+])
+def test_serve_refuses_bad_requests_and_keeps_serving(service, library, path, body, status, message, tmp_path):
+    photos = library["photos"]
+    if body == "bomb":  # a small PNG whose header claims 400 megapixels
+        Image.new("L", (20000, 20000)).save(tmp_path / "bomb.png")
+        data = (tmp_path / "bomb.png").read_bytes()
+    else:
+        data = np.random.default_rng(0).bytes(3 * 2 ** 20) if body == "big" else (photos / body).read_bytes() if body else b""
+    got, headers, reply = request(service.url + path, data)
+    assert got == status and json.loads(reply)["error"].find(message) >= 0, reply
+    ok, _, _ = request(f"{service.url}/retouch", (photos / "a.png").read_bytes())
+    assert ok == 200
+
+
+def test_serve_health_models_and_methods(service, model256):
+    status, _, body = request(service.url + "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok", "models": {"retouch": "ok"}}
+    status, _, body = request(service.url + "/models")
+    info = json.loads(body)["retouch"]
+    assert status == 200 and info["resolution"] == 256 and info["trained"] is False and info["max_batch"] == 4
+    assert info["path"] == str(model256) and info["backend"]
+    status, _, body = request(service.url + "/retouch")
+    assert status == 405 and "POST" in json.loads(body)["error"]
+
+
+def test_serve_refuses_bad_setup_before_starting_ray(model256, tmp_path):
+    assert "--replicas must be >= 1" in _cli("serve", model256, "--replicas", 0).stderr
+    (tmp_path / "x.onnx").write_bytes(b"junk")
+    result = _cli("serve", model256, tmp_path / "x.onnx")
+    assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
+    result = _cli("serve", model256, model256)
+    assert result.returncode == 2 and "are both retouch models" in result.stderr
