@@ -67,6 +67,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C (SIGINT) acts, as in a terminal's foreground job, even where this process was
+    started in the background with SIGINT ignored (which children inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Service:
     """`stylert serve` in its own session on the loopback address: started, waited for, stopped with
     SIGINT to its session (as Ctrl-C would), and checked to leave no process behind."""
@@ -80,7 +86,7 @@ class Service:
         self.proc = subprocess.Popen([sys.executable, "-m", "stylert.cli", "serve", *map(str, models), "--host", LOOPBACK,
                                       "--port", str(self.port), *serve_args],
                                      env={**os.environ, "RAY_TMPDIR": self.ray_tmp}, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_interruptible)
         self.leftover: list[int] = []
         try:
             while True:
@@ -112,7 +118,7 @@ class Service:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self.proc.kill()  # the exit status (-9) and `leftover` say it did not stop
                 self.proc.wait()
         deadline = time.monotonic() + 10
         while session_processes(self.proc.pid) and time.monotonic() < deadline:

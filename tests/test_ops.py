@@ -5,7 +5,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import rel_error  # noqa: E402
-from stylert_export.ops import bias_lrelu, demod_coefficients, modulated_conv2d, setup_filter, upfirdn2d, upsample2d  # noqa: E402
+from stylert_export.ops import bias_lrelu, composed_up_kernel, demod_coefficients, modulated_conv2d, setup_filter, \
+    upfirdn2d, upsample2d, upsampling_phase_weights  # noqa: E402
+from stylert_export.ops.modconv import _upsampling_conv  # noqa: E402
 
 
 def upfirdn2d_direct(x, f, up, down, pad, gain):
@@ -61,11 +63,56 @@ def test_modconv_forms_agree(up, demodulate):
     s = torch.randn(3, 8, generator=g) + 1
     f = setup_filter([1, 3, 3, 1])
     a = modulated_conv2d(x, w, s, demodulate=demodulate, up=up, padding=1, resample_filter=f, form="activation")
-    b = modulated_conv2d(x, w, s, demodulate=demodulate, up=up, padding=1, resample_filter=f, form="weight")
-    err = rel_error(a.numpy(), b.numpy())
-    print(f"modconv up={up} demod={demodulate}: relative error {err:.2e}")
-    assert a.shape == (3, 6, 9 * up, 9 * up)
-    assert err < 1e-5
+    for form in ("weight", "phase"):
+        b = modulated_conv2d(x, w, s, demodulate=demodulate, up=up, padding=1, resample_filter=f, form=form)
+        err = rel_error(a.numpy(), b.numpy())
+        print(f"modconv up={up} demod={demodulate}, {form} form: relative error {err:.2e}")
+        assert a.shape == b.shape == (3, 6, 9 * up, 9 * up)
+        assert err < 1e-5
+
+
+def _up_reference(x, w, f):
+    """StyleGAN2's up layer as the research code runs it: stride-2 transposed conv, then the FIR blur."""
+    return _upsampling_conv(x, w.transpose(0, 1), 1, 1, f)
+
+
+def test_composed_up_kernel_is_the_impulse_response():
+    """The 6x6 kernel K = 4 (W * f) is what transposed conv + FIR does to one input pixel."""
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
+    f = torch.rand(4, 4, generator=g, dtype=torch.float64)  # asymmetric: a flipped filter shows
+    k = composed_up_kernel(w, f)
+    assert k.shape == (3, 2, 6, 6)
+    for i in range(2):
+        x = torch.zeros(1, 2, 7, 7, dtype=torch.float64)
+        x[0, i, 3, 3] = 1
+        y = _up_reference(x, w, f)  # out[n] = K[n - 2 * 3 + 2]: K occupies rows/cols 4..9
+        assert torch.equal(y[0, :, 4:10, 4:10], k[:, i]) or rel_error(y[0, :, 4:10, 4:10].numpy(), k[:, i].numpy()) < 1e-12
+        assert y[0, :, :4].abs().max() == 0 and y[0, :, 10:].abs().max() == 0
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 4), (1, 3, 1, 1), (3, 4, 8, 8)])
+def test_phase_decomposition_equals_transposed_conv_and_fir(shape):
+    """The 4 phase kernels of a stride-1 conv + depth-to-space == transposed conv + FIR, on fresh inputs."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    w = torch.randn(6, shape[1], 3, 3, generator=g, dtype=torch.float64)
+    for f in (setup_filter([1, 3, 3, 1]).double(), torch.rand(4, 4, generator=g, dtype=torch.float64)):
+        phases, (before, after) = upsampling_phase_weights(w, f, padding=1)
+        assert phases.shape == (6 * 4, shape[1], 3, 3) and (before, after) == (1, 1)
+        got = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, [before, after, before, after]), phases), 2)
+        want = _up_reference(x, w, f)
+        err = rel_error(got.numpy(), want.numpy())
+        print(f"phase decomposition {shape}: relative error {err:.2e}")
+        assert got.shape == want.shape == (shape[0], 6, 2 * shape[2], 2 * shape[3]) and err < 1e-12
+    k = composed_up_kernel(w, f)  # phase (a, b) holds K's taps 4 + a - 2t, 4 + b - 2u (t, u = 0..2), e.g. (1, 0):
+    assert torch.equal(phases.reshape(6, 2, 2, shape[1], 3, 3)[:, 1, 0], k[:, :, [5, 3, 1]][:, :, :, [4, 2, 0]])
+
+
+def test_phase_weights_refuse_a_layer_that_is_not_2x():
+    with pytest.raises(ValueError, match="not a 2x upsampling layer"):
+        upsampling_phase_weights(torch.randn(2, 2, 3, 3), setup_filter([1, 3, 3, 1]), padding=0)
 
 
 def test_modconv_weight_form_is_per_sample():

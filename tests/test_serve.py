@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,10 +85,12 @@ def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli
 
 
 @pytest.fixture(scope="module")
-def service(model256):
-    """The service with batching made easy to observe (requests wait up to 300 ms for company) and a
-    1 MB body limit; stopped with Ctrl-C at the end of the module, which must leave nothing running."""
-    svc = Service([model256], "--max-batch", "4", "--batch-wait-ms", "300", "--max-body-mb", "1")
+def service(model256, restore_models, style_pack):
+    """Three calls, one replica each (half a CPU each: 2 CPUs hold them), batching made easy to observe
+    (requests wait up to 300 ms for company) and a 1 MB body limit; stopped with Ctrl-C at the end of
+    the module, which must leave nothing running."""
+    svc = Service([model256, restore_models["sharp"], style_pack], "--max-batch", "4", "--batch-wait-ms", "300",
+                  "--max-body-mb", "1", "--cpus-per-replica", "0.5")
     yield svc
     status = svc.stop()
     assert status == 0, svc.output()[-3000:]
@@ -133,7 +136,12 @@ def test_serve_answers_concurrent_requests_batched_and_equal_to_the_cli(service,
     ("/retouch?format=gif", "a.png", 400, "format must be one of png"),
     ("/retouch", "", 400, "request body: empty"),
     ("/retouch", "big", 413, "request body over the 1 MB limit"),
-    ("/restore", "a.png", 404, "no route POST /restore; routes: GET /healthz, GET /models, POST /retouch"),
+    ("/generate", "a.png", 404, "no route POST /generate; routes: GET /healthz, GET /models, POST /retouch"),
+    ("/stylize", "a.png", 404, "name the style: POST /stylize/<style>"),
+    ("/stylize/nope", "a.png", 400, "nope"),
+    ("/stylize/cartoon?style=x", "a.png", 400, "the style is part of the path"),
+    ("/restore?fidelity=2", "a.png", 400, "fidelity"),
+    ("/restore?seed=1.5", "a.png", 400, "seed must be an integer, got '1.5'"),
     ("/retouch/extra", "a.png", 404, "no route"),
 ])
 def test_serve_refuses_bad_requests_and_keeps_serving(service, library, path, body, status, message, tmp_path):
@@ -149,13 +157,29 @@ def test_serve_refuses_bad_requests_and_keeps_serving(service, library, path, bo
     assert ok == 200
 
 
+@pytest.mark.parametrize("call, query, options", [
+    ("restore", "fidelity=0.3&seed=2", ["--fidelity", 0.3, "--seed", 2]),
+    ("stylize/cartoon", "seed=3&mix_layer=2", ["--style", "cartoon", "--seed", 3, "--mix-layer", 2]),
+])
+def test_serve_routes_restore_and_stylize_like_the_cli(service, library, restore_models, style_pack, tmp_path, call,
+                                                       query, options):
+    model = ["--model", restore_models["sharp"]] if call == "restore" else ["--pack", style_pack]
+    cli = _cli(call.split("/")[0], library["photos"] / "a.png", "-o", tmp_path, *model, *options)
+    assert cli.returncode == 0, cli.stderr
+    status, _, body = request(f"{service.url}/{call}?{query}", (library["photos"] / "a.png").read_bytes())
+    assert status == 200 and body == (tmp_path / "a.png").read_bytes()
+
+
 def test_serve_health_models_and_methods(service, model256):
     status, _, body = request(service.url + "/healthz")
-    assert status == 200 and json.loads(body) == {"status": "ok", "models": {"retouch": "ok"}}
+    assert status == 200 and json.loads(body) == {"status": "ok", "models": dict.fromkeys(["retouch", "restore",
+                                                                                            "stylize"], "ok")}
     status, _, body = request(service.url + "/models")
-    info = json.loads(body)["retouch"]
+    models = json.loads(body)
+    info = models["retouch"]
     assert status == 200 and info["resolution"] == 256 and info["trained"] is False and info["max_batch"] == 4
     assert info["path"] == str(model256) and info["backend"]
+    assert models["stylize"]["styles"] == ["cartoon", "impasto"] and models["restore"]["call"] == "restore"
     status, _, body = request(service.url + "/retouch")
     assert status == 405 and "POST" in json.loads(body)["error"]
 
@@ -167,3 +191,22 @@ def test_serve_refuses_bad_setup_before_starting_ray(model256, tmp_path):
     assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
     result = _cli("serve", model256, model256)
     assert result.returncode == 2 and "are both retouch models" in result.stderr
+
+
+def test_serve_survives_a_killed_replica(service, library, cli_outputs):
+    """SIGKILL the retouch replica: Ray Serve starts another, the command keeps running, and the first
+    answer after the restart is again byte-identical to the CLI's (last in the module: it disturbs)."""
+    body = (library["photos"] / "a.png").read_bytes()
+    status, headers, _ = request(f"{service.url}/retouch?strength=0.7", body)
+    pid = int(headers["X-Stylert-Replica"].split("@")[0])
+    os.kill(pid, 9)
+    answers = []
+    for _ in range(120):
+        status, headers, reply = request(f"{service.url}/retouch?strength=0.7", body)
+        answers.append(status)
+        if status == 200:
+            break
+        assert status == 503 and "retry" in json.loads(reply)["error"], reply
+        time.sleep(0.5)
+    assert status == 200 and reply == (cli_outputs[0] / "a.png").read_bytes(), answers
+    assert int(headers["X-Stylert-Replica"].split("@")[0]) != pid and service.proc.poll() is None

@@ -573,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--replicas", type=int, default=1, help="replicas of each model")
     srv.add_argument("--max-batch", type=int, default=8, help="requests batched into one run (and faces per network run, "
                                                                  "up to the model's limit)")
-    srv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    srv.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long an idle replica's batch waits for more requests (while a batch runs, the "
+                          "next one waits for it)")
     srv.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs each replica reserves (1 for CUDA/TensorRT)")
     srv.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
     srv.add_argument("--threads", type=int, help="intra-op threads per replica (default: this machine's cores / replicas)")

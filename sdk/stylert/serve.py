@@ -25,9 +25,9 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .calls import CALLS, call_of, open_call, parse_controls
+from .calls import call_of, open_call, parse_controls
 from .errors import InputError, StylertError
-from .imageio import decode_image, encode_image
+from .imageio import LoadedImage, decode_image, encode_image
 from .pipeline import NoFaceError
 
 APP = "stylert"
@@ -43,13 +43,13 @@ class Reply:
     status: int
     body: bytes = b""
     suffix: str = ".png"
-    info: dict = field(default_factory=dict)  # faces, timings_ms, batch, replica
+    info: dict = field(default_factory=dict)  # faces, timings_ms, batch (requests in its network run), replica
     error: str = ""
 
 
 @dataclass
 class Job:
-    loaded: object  # LoadedImage
+    loaded: LoadedImage
     value: object
     options: dict
     suffix: str
@@ -57,9 +57,11 @@ class Job:
 
 
 def _failure(exc: BaseException) -> Reply:
-    status = 422 if isinstance(exc, NoFaceError) else 400 if isinstance(exc, StylertError) else 500
-    message = str(exc) if isinstance(exc, StylertError) else f"internal error: {type(exc).__name__}: {exc}"
-    return Reply(status, error=message)
+    """A bad input is the client's (4xx, its one-line message); anything else is ours (500, logged)."""
+    if isinstance(exc, StylertError):
+        return Reply(422 if isinstance(exc, NoFaceError) else 400, error=str(exc))
+    log.error("request failed", exc_info=exc)
+    return Reply(500, error=f"internal error: {type(exc).__name__}: {exc}")
 
 
 @serve.deployment
@@ -73,6 +75,8 @@ class FaceService:
         self.max_batch = max_batch
         self.batch_wait_ms = batch_wait_ms
         self.replica = f"{os.getpid()}@{socket.gethostname()}"
+        self.photo_seconds = 0.0  # the last batch's run time per photo
+        self.busy_until = 0.0  # when the running batch should end (time.monotonic), 0 when idle
         self.infer.set_max_batch_size(max_batch)
         self.infer.set_batch_wait_timeout_s(batch_wait_ms / 1000)
 
@@ -98,11 +102,21 @@ class FaceService:
                 raise InputError("the image has an alpha channel, which JPEG cannot hold: ask for ?format=png or webp")
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's reply
             return _failure(exc)
+        # Ray Serve forms the next batch while one runs, and reads the wait when its first request comes:
+        # make that wait last until the running batch should end, so the requests queued meanwhile go
+        # together; with the replica idle, a batch waits --batch-wait-ms.
+        remaining = self.busy_until - time.monotonic()
+        self.infer.set_batch_wait_timeout_s(max(self.batch_wait_ms / 1000, remaining))
         return await self.infer(Job(loaded, value, options, suffix, {"decode": decode_ms}))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer(self, jobs: list[Job]) -> list[Reply]:
-        return await asyncio.to_thread(self._run, jobs)
+        start = time.monotonic()
+        self.busy_until = start + self.photo_seconds * len(jobs)
+        try:
+            return await asyncio.to_thread(self._run, jobs)
+        finally:
+            self.photo_seconds, self.busy_until = (time.monotonic() - start) / len(jobs), 0.0
 
     def _run(self, jobs: list[Job]) -> list[Reply]:
         """Jobs with the same controls run as one process_batch; each photo is encoded as the CLI writes it."""
@@ -117,10 +131,9 @@ class FaceService:
                                                    max_batch=min(self.max_batch, self.model.batch_limit),
                                                    **first.options)
             except Exception as exc:  # noqa: BLE001 - a failing batch answers each of its requests
-                log.exception("batch of %d failed", len(members))
                 results = [exc] * len(members)
             for i, result in zip(members, results):
-                replies[i] = self._encode(jobs[i], result, len(jobs))
+                replies[i] = self._encode(jobs[i], result, len(members))
         return replies
 
     def _encode(self, job: Job, result, batch: int) -> Reply:
@@ -184,7 +197,12 @@ class Gateway:
         body = await self._body(request)
         if isinstance(body, Response):
             return body
-        reply: Reply = await self.services[route].remote(body, params, fmt and fmt.lower())
+        try:
+            reply: Reply = await self.services[route].remote(body, params, fmt and fmt.lower())
+        except Exception as exc:  # noqa: BLE001 - a replica died mid-request (Ray restarts it): retryable
+            log.warning("%s request failed in its replica: %s", route, exc)
+            return _error(503, f"the {route} replica serving this request failed ({type(exc).__name__}); "
+                               "Ray Serve restarts it: retry")
         if reply.status >= 400:
             return _error(reply.status, reply.error)
         if "application/json" in request.headers.get("accept", ""):
@@ -298,4 +316,4 @@ def run(models: list[str], opts: ServeOptions, say=print) -> int:
     return 0
 
 
-__all__ = ["APP", "CALLS", "FaceService", "Gateway", "ServeOptions", "application", "run", "routes_for"]
+__all__ = ["APP", "FaceService", "Gateway", "ServeOptions", "application", "run", "routes_for"]

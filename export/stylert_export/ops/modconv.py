@@ -6,7 +6,12 @@ weight form   ("fused modconv" of the research code): W' = W * s, W'' = W' / sqr
 activation form: y = d * conv(x * s, W), d_o = rsqrt(sum_i s_i^2 Wsq[i, o] + eps),
               Wsq[i, o] = sum_k W[o, i, k]^2. Static weights, any batch: this is what we export.
 
-Both take `weight` with any gain already applied, `styles` [batch, in] and compute s and d in
+phase form:   the activation form with the up=2 layer's stride-2 transposed conv and its FIR blur
+              composed into one kernel, split into 4 phase kernels of a stride-1 conv with 4x the
+              outputs, stored with a depth-to-space: no intermediate, no separate blur pass. The
+              weights are prepared once (`upsampling_phase_weights`); this is what a fused kernel runs.
+
+All take `weight` with any gain already applied, `styles` [batch, in] and compute s and d in
 fp32. `resample_filter` is the normalized FIR used after a stride-2 transposed conv (up=2).
 """
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch.nn.functional as F
 
 from .upfirdn2d import upfirdn2d
 
-FORMS = ("activation", "weight")
+FORMS = ("activation", "weight", "phase")
 DEMOD_EPS = 1e-8
 
 
@@ -42,7 +47,54 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         return _activation_form(x, weight, styles, demodulate, up, padding, resample_filter)
     if form == "weight":
         return _weight_form(x, weight, styles, demodulate, up, padding, resample_filter)
+    if form == "phase":
+        return _activation_form(x, weight, styles, demodulate, up, padding, resample_filter, phases=True)
     raise ValueError(f"unknown modulated conv form {form!r}; expected one of {FORMS}")
+
+
+def composed_up_kernel(weight: torch.Tensor, resample_filter: torch.Tensor) -> torch.Tensor:
+    """K = 4 (W * f): the stride-2 transposed conv's kernel composed with the FIR that follows it, one
+    (k + |f| - 1)^2 kernel per (out, in) pair (6x6 for StyleGAN2's 3x3 and [1, 3, 3, 1])."""
+    out_ch, in_ch, k, _ = weight.shape
+    taps = resample_filter.shape[-1]
+    full = F.conv2d(weight.reshape(out_ch * in_ch, 1, k, k).to(resample_filter.dtype),
+                    resample_filter.flip([0, 1])[None, None], padding=taps - 1)  # true convolution
+    return 4 * full.reshape(out_ch, in_ch, k + taps - 1, k + taps - 1)
+
+
+def upsampling_phase_weights(weight: torch.Tensor, resample_filter: torch.Tensor,
+                             padding: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """An up=2 layer's transposed conv + FIR as one stride-1 conv with 4x the outputs, followed by a
+    depth-to-space (pixel_shuffle(2)): weight [out, in, k, k] -> (phases [out * 4, in, T, T], the
+    conv's (before, after) padding). Output channel o*4 + 2a + b is the phase (a, b): pixels (2j+a, 2i+b).
+
+    Transposed conv (stride 2) then FIR f (gain 4, padding p0) is out[n] = sum_i x[i] K[n - 2i + c]
+    with K = 4 (W * f) (full 2-D convolution, k + |f| - 1 taps) and c = |f| - 1 - p0; phase a of the
+    output is then a stride-1 convolution of x with G_a[m] = K[2m + a + c].
+    """
+    out_ch, in_ch, k, _ = weight.shape
+    taps = resample_filter.shape[-1]
+    p0, p1 = _blur_padding(k, taps, padding, 2)
+    if k + p0 + p1 - taps - 1 != 0:  # the layer must map H to 2H, as every StyleGAN2 up layer does
+        raise ValueError(f"kernel {k}, filter {taps}, padding {padding}: not a 2x upsampling layer")
+    full = composed_up_kernel(weight, resample_filter).reshape(out_ch * in_ch, 1, k + taps - 1, k + taps - 1)
+    length, c = k + taps - 1, taps - 1 - p0
+    lo = min(-((a + c) // 2) for a in (0, 1))  # m ranges where 0 <= 2m + a + c < L, both phases together
+    hi = max((length - 1 - a - c) // 2 for a in (0, 1))
+    size = hi - lo + 1
+    index = torch.tensor([[2 * (hi - t) + a + c for t in range(size)] for a in (0, 1)])  # [phase, tap] -> K tap
+    valid = (index >= 0) & (index < length)
+    padded = F.pad(full[:, 0], [0, 1, 0, 1])  # tap L is zero: out-of-range taps point there
+    index = torch.where(valid, index, torch.full_like(index, length))
+    phases = padded[:, index[:, None, :, None], index[None, :, None, :]]  # [out*in, a, b, T, T]
+    phases = phases.reshape(out_ch, in_ch, 2, 2, size, size).permute(0, 2, 3, 1, 4, 5)
+    return phases.reshape(out_ch * 4, in_ch, size, size).to(weight.dtype), (hi, -lo)
+
+
+def _phase_upsampling_conv(x, weight, padding, resample_filter):
+    phases, (before, after) = upsampling_phase_weights(weight, resample_filter, padding)
+    y = F.conv2d(F.pad(x, [before, after, before, after]), phases.to(x.dtype))
+    return F.pixel_shuffle(y, 2)
 
 
 def _upsampling_conv(x, weight, groups, padding, resample_filter):
@@ -52,10 +104,12 @@ def _upsampling_conv(x, weight, groups, padding, resample_filter):
     return upfirdn2d(y, resample_filter, pad=(p0, p1, p0, p1), gain=4)
 
 
-def _activation_form(x, weight, styles, demodulate, up, padding, resample_filter):
+def _activation_form(x, weight, styles, demodulate, up, padding, resample_filter, phases: bool = False):
     x = x * styles.to(x.dtype)[:, :, None, None]
     w = weight.to(x.dtype)
-    if up == 2:
+    if up == 2 and phases:
+        y = _phase_upsampling_conv(x, weight.float(), padding, resample_filter.float())
+    elif up == 2:
         y = _upsampling_conv(x, w.transpose(0, 1), 1, padding, resample_filter)
     else:
         y = F.conv2d(x, w, padding=padding)
