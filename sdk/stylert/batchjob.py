@@ -69,11 +69,12 @@ def run(model: str, pairs: list[tuple[Path, Path]], value, options: dict, opts: 
         given = {str(s.absolute()): str(s) for s, _ in pairs} | {str(d.absolute()): str(d) for _, d in pairs}
         rows = [{"input": str(s.absolute()), "output": str(d.absolute())} for s, d in pairs]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // opts.batch)))
-        ds = ds.map_batches(FileWorker, fn_constructor_args=(str(Path(model).resolve()), opts.providers, opts.threads,
-                                                            value, options, opts.overwrite),
-                            batch_size=opts.batch, compute=ray.data.ActorPoolStrategy(size=opts.concurrency),
-                            num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None, batch_format="numpy")
-        for row in ds.iter_rows():
+        worker_args = (str(Path(model).resolve()), opts.providers, opts.threads, value, options, opts.overwrite)
+        reports = ds.map_batches(FileWorker, fn_constructor_args=worker_args, batch_size=opts.batch,
+                                 compute=ray.data.ActorPoolStrategy(size=opts.concurrency),
+                                 num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
+                                 batch_format="numpy")
+        for row in reports.iter_rows():
             if row["refused"]:
                 raise StylertError(row["refused"])
             report = json.loads(row["report"])

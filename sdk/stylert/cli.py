@@ -305,7 +305,7 @@ def _report(rows, args, total: int) -> int:
     progress bar, a summary; exit status 1 if any file failed, 130 on Ctrl-C."""
     from tqdm import tqdm
 
-    failures, totals, done = 0, {}, 0
+    failures, done, totals = 0, 0, {}  # type: tuple[int, int, dict[str, float]]
     bar = tqdm(total=total, desc=args.command, unit="img", file=sys.stderr,
                disable=total < 2 or args.quiet or args.json or not sys.stderr.isatty())
     try:

@@ -120,12 +120,13 @@ class FaceService:
 
     def _run(self, jobs: list[Job]) -> list[Reply]:
         """Jobs with the same controls run as one process_batch; each photo is encoded as the CLI writes it."""
-        replies: list[Reply | None] = [None] * len(jobs)
+        replies: dict[int, Reply] = {}
         groups: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(json.dumps([job.value, sorted(job.options.items())]), []).append(i)
         for members in groups.values():
             first = jobs[members[0]]
+            results: list
             try:
                 results = self.model.process_batch([jobs[i].loaded.rgb for i in members], first.value, channels="rgb",
                                                    max_batch=min(self.max_batch, self.model.batch_limit),
@@ -134,7 +135,7 @@ class FaceService:
                 results = [exc] * len(members)
             for i, result in zip(members, results):
                 replies[i] = self._encode(jobs[i], result, len(members))
-        return replies
+        return [replies[i] for i in range(len(jobs))]
 
     def _encode(self, job: Job, result, batch: int) -> Reply:
         if isinstance(result, Exception):
