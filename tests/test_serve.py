@@ -20,7 +20,7 @@ pytest.importorskip("ray", reason="stylert serve/batch need Ray: pip install 'st
 pytest.importorskip("torch")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from serve_load import Service, request, session_processes  # noqa: E402
+from serve_load import Service, free_port, request, session_processes  # noqa: E402
 
 
 def _cli(*args, env=None, cwd=None):
@@ -184,13 +184,16 @@ def test_serve_health_models_and_methods(service, model256):
     assert status == 405 and "POST" in json.loads(body)["error"]
 
 
-def test_serve_refuses_bad_setup_before_starting_ray(model256, tmp_path):
+def test_serve_refuses_bad_setup_before_starting_ray(model256, library, tmp_path):
     assert "--replicas must be >= 1" in _cli("serve", model256, "--replicas", 0).stderr
     (tmp_path / "x.onnx").write_bytes(b"junk")
     result = _cli("serve", model256, tmp_path / "x.onnx")
     assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
     result = _cli("serve", model256, model256)
     assert result.returncode == 2 and "are both retouch models" in result.stderr
+    for command in (["serve", model256], ["batch", library["photos"], "-o", tmp_path / "out", "--model", model256]):
+        result = _cli(*command, "--address", f"127.0.0.1:{free_port()}")
+        assert result.returncode == 2 and "no Ray cluster answers there" in result.stderr, result.stderr
 
 
 def test_serve_survives_a_killed_replica(service, library, cli_outputs):

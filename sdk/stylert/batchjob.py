@@ -21,6 +21,7 @@ import ray
 from .calls import open_call
 from .errors import StylertError
 from .pipeline import file_report
+from .serve import init_ray
 
 
 @dataclass
@@ -59,7 +60,7 @@ def run(model: str, pairs: list[tuple[Path, Path]], value, options: dict, opts: 
     """Start (or join) Ray and yield one report per file (pipeline.file_report), in input order. A control
     value the model refuses ends the job with a StylertError. Ray is shut down when the reports are
     consumed or the consumer stops early."""
-    ray.init(address=opts.address or "local", include_dashboard=False, logging_level=logging.WARNING)
+    init_ray(opts.address, logging_level=logging.WARNING)
     try:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # lines in input order, as the CLI prints them

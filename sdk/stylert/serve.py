@@ -6,7 +6,7 @@ bodies, and batches concurrent requests with Ray Serve's `@serve.batch`: their p
 CLI writes for that photo alone. `Gateway` (the ingress, no CPU reserved) routes POST /retouch,
 /restore, /stylize/<style> and GET /healthz, /models, bounds the request body before anything
 decodes it, and turns a bad request into a 4xx with the CLI's one-line message. Ray Serve runs the
-HTTP server, the queues and the replicas; this module is the only one that imports Ray.
+HTTP server, the queues and the replicas; only this module and batchjob.py import Ray.
 """
 from __future__ import annotations
 
@@ -292,12 +292,31 @@ def check_options(opts: ServeOptions) -> None:
         raise InputError(f"--port must be in 1..65535, got {opts.port}")
 
 
+def init_ray(address: str | None, **options) -> None:
+    """Join the cluster at `address`, or start a local Ray ("local": never a running one by accident);
+    a cluster that cannot be joined is one line naming the address, not a trace."""
+    host, _, port = (address or "").rpartition(":")
+    if host and port.isdigit() and "://" not in address:  # Ray would retry an unreachable head for minutes
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise StylertError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+    try:
+        ray.init(address=address or "local", include_dashboard=False, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        if not address:
+            raise StylertError(f"cannot start a local Ray ({exc})") from None
+        raise StylertError(f"--address {address}: cannot join the Ray cluster ({exc}); is it running with this "
+                           "Ray version, and does this machine have its token (RAY_AUTH_MODE=token, "
+                           "`ray get-auth-token`)?") from None
+
+
 def run(models: list[str], opts: ServeOptions, say=print) -> int:
     """Start (or join, with opts.address) Ray, deploy, serve until Ctrl-C or SIGTERM, then shut down what
     was started here: a local Ray entirely; on a cluster, only this application."""
     check_options(opts)
     routes = routes_for(models)
-    ray.init(address=opts.address or "local", include_dashboard=False)  # "local": never join by accident
+    init_ray(opts.address)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (after Ray's own handler)
     try:
         serve.start(http_options={"host": opts.host, "port": opts.port})
