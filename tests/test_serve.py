@@ -82,6 +82,10 @@ def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli
     assert sorted(Path(r["input"]).name for r in rows) == ["d_noface.png", "e_text.png", "f_cut.png"]
     refused = _cli("batch", library["photos"], "-o", tmp_path / "out2", "--model", model256, "--fidelity", 0.5, env=env)
     assert refused.returncode == 2 and "unknown parameter(s) fidelity; retouch takes strength" in refused.stderr
+    before = {p.name: p.read_bytes() for p in library["photos"].iterdir()}
+    onto_inputs = _cli("batch", library["photos"], "-o", library["photos"], "--model", model256, "--overwrite", env=env)
+    assert onto_inputs.returncode == 1 and onto_inputs.stderr.count("would overwrite the input") == 6
+    assert {p.name: p.read_bytes() for p in library["photos"].iterdir()} == before
 
 
 @pytest.fixture(scope="module")

@@ -32,16 +32,15 @@ class JobOptions:
     gpus_per_worker: float = 0.0
     threads: int | None = None
     providers: str | None = None
-    overwrite: bool = False
     address: str | None = None
 
 
 class FileWorker:
     """One actor of the pool: the model, opened once, over batches of (input, output) rows."""
 
-    def __init__(self, path: str, providers: str | None, threads: int | None, value, options: dict, overwrite: bool):
+    def __init__(self, path: str, providers: str | None, threads: int | None, value, options: dict):
         self.model = open_call(path, providers, threads)
-        self.value, self.options, self.overwrite = value, options, overwrite
+        self.value, self.options = value, options
         try:
             self.model.check(value, **options)
             self.refused = ""
@@ -52,7 +51,7 @@ class FileWorker:
         pairs = [(Path(s), Path(d)) for s, d in zip(batch["input"], batch["output"])]
         if self.refused:
             return {"report": ["{}"] * len(pairs), "refused": [self.refused] * len(pairs)}
-        done = self.model.process_files(pairs, self.value, overwrite=self.overwrite, **self.options)
+        done = self.model.process_files(pairs, self.value, **self.options)  # an input is never written over
         return {"report": [json.dumps(file_report(*item)) for item in done], "refused": [""] * len(pairs)}
 
 
@@ -70,7 +69,7 @@ def run(model: str, pairs: list[tuple[Path, Path]], value, options: dict, opts: 
         given = {str(s.absolute()): str(s) for s, _ in pairs} | {str(d.absolute()): str(d) for _, d in pairs}
         rows = [{"input": str(s.absolute()), "output": str(d.absolute())} for s, d in pairs]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // opts.batch)))
-        worker_args = (str(Path(model).resolve()), opts.providers, opts.threads, value, options, opts.overwrite)
+        worker_args = (str(Path(model).resolve()), opts.providers, opts.threads, value, options)
         reports = ds.map_batches(FileWorker, fn_constructor_args=worker_args, batch_size=opts.batch,
                                  compute=ray.data.ActorPoolStrategy(size=opts.concurrency),
                                  num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,
@@ -91,9 +90,10 @@ def run(model: str, pairs: list[tuple[Path, Path]], value, options: dict, opts: 
 
 def pending(pairs: list[tuple[Path, Path]], overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
     """The pairs still to do (an output that exists is done, unless overwrite) and how many were skipped.
-    Outputs are written atomically, so an existing file is a whole result of an earlier run."""
+    Outputs are written atomically, so an existing file is a whole result of an earlier run; an output
+    that is its own input is not a result, and stays to be refused by name as the CLI does."""
     if overwrite:
         return pairs, 0
-    todo = [(s, d) for s, d in pairs if not d.exists()]
+    todo = [(s, d) for s, d in pairs if not d.exists() or d.resolve() == s.resolve()]
     return todo, len(pairs) - len(todo)
 

@@ -386,7 +386,7 @@ def _cmd_batch(args) -> int:
         return 0
     opts = JobOptions(concurrency=args.concurrency, batch=args.batch, cpus_per_worker=args.cpus_per_worker,
                       gpus_per_worker=args.gpus_per_worker, threads=args.threads, providers=args.providers,
-                      overwrite=args.overwrite, address=args.address)
+                      address=args.address)
     return _report(run(args.model, todo, value, options, opts), args, len(todo))
 
 
