@@ -191,9 +191,9 @@ class Gateway:
         fmt = params.pop("format", None)
         if fmt is not None and fmt.lower() not in FORMATS:
             return _error(400, f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        if "style" in params:
-            return _error(400, "the style is part of the path: POST /stylize/<style>")
         if route == "stylize":
+            if "style" in params:
+                return _error(400, "the style is part of the path: POST /stylize/<style>")
             params["style"] = parts[1]
         body = await self._body(request)
         if isinstance(body, Response):
