@@ -19,9 +19,9 @@ import numpy as np
 import ray
 
 from .calls import open_call
+from .cluster import init_ray
 from .errors import StylertError
 from .pipeline import file_report
-from .serve import init_ray
 
 
 @dataclass

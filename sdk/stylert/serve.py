@@ -6,7 +6,7 @@ bodies, and batches concurrent requests with Ray Serve's `@serve.batch`: their p
 CLI writes for that photo alone. `Gateway` (the ingress, no CPU reserved) routes POST /retouch,
 /restore, /stylize/<style> and GET /healthz, /models, bounds the request body before anything
 decodes it, and turns a bad request into a 4xx with the CLI's one-line message. Ray Serve runs the
-HTTP server, the queues and the replicas; only this module and batchjob.py import Ray.
+HTTP server, the queues and the replicas; only this module, batchjob.py and cluster.py import Ray.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .calls import call_of, open_call, parse_controls
+from .cluster import init_ray
 from .errors import InputError, StylertError
 from .imageio import LoadedImage, decode_image, encode_image
 from .pipeline import NoFaceError
@@ -290,25 +291,6 @@ def check_options(opts: ServeOptions) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(opts, name)}")
     if not 0 < opts.port < 65536:
         raise InputError(f"--port must be in 1..65535, got {opts.port}")
-
-
-def init_ray(address: str | None, **options) -> None:
-    """Join the cluster at `address`, or start a local Ray ("local": never a running one by accident);
-    a cluster that cannot be joined is one line naming the address, not a trace."""
-    host, _, port = (address or "").rpartition(":")
-    if host and port.isdigit() and "://" not in address:  # Ray would retry an unreachable head for minutes
-        try:
-            socket.create_connection((host, int(port)), timeout=5).close()
-        except OSError as exc:
-            raise StylertError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
-    try:
-        ray.init(address=address or "local", include_dashboard=False, **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        if not address:
-            raise StylertError(f"cannot start a local Ray ({exc})") from None
-        raise StylertError(f"--address {address}: cannot join the Ray cluster ({exc}); is it running with this "
-                           "Ray version, and does this machine have its token (RAY_AUTH_MODE=token, "
-                           "`ray get-auth-token`)?") from None
 
 
 def run(models: list[str], opts: ServeOptions, say=print) -> int:
