@@ -216,17 +216,21 @@ class Gateway:
         return Response(reply.body, media_type=MEDIA[reply.suffix], headers=headers)
 
     async def _body(self, request: Request) -> bytes | Response:
-        """The body, refused (413) as soon as it is known to pass the limit: before it is decoded."""
-        too_big = _error(413, f"request body over the {self.max_body_mb:g} MB limit (stylert serve --max-body-mb)")
+        """The body, refused (413) once it is known to pass the limit, never kept or decoded. The rest of
+        a refused body is read and dropped (up to 4x the limit) before answering: a client still sending
+        would otherwise see the connection reset instead of the 413."""
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            return too_big
+        too_big = length is not None and length.isdigit() and int(length) > self.max_body
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.max_body:
-                return too_big
-            chunks.append(chunk)
+            too_big = too_big or size > self.max_body
+            if too_big and size > 4 * self.max_body:
+                break
+            if not too_big:
+                chunks.append(chunk)
+        if too_big:
+            return _error(413, f"request body over the {self.max_body_mb:g} MB limit (stylert serve --max-body-mb)")
         return b"".join(chunks)
 
     async def _health(self) -> Response:
