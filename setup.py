@@ -5,6 +5,7 @@ from pathlib import Path
 from setuptools import setup
 
 ROOT = Path(__file__).parent
+SDK_PARTS = ("runtime", "faces", "calls", "tools", "serving", "video")  # sdk/stylert/<part>/
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "sdk/stylert/__init__.py").read_text()).group(1)
 
 setup(
@@ -15,15 +16,15 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["stylert", "stylert.backends", "stylert_export", "stylert_export.ops"],
+    packages=["stylert", *(f"stylert.{part}" for part in SDK_PARTS), "stylert_export", "stylert_export.ops"],
     package_dir={
         "stylert": "sdk/stylert",
         "stylert_export": "export/stylert_export",
         "stylert_export.ops": "export/stylert_export/ops",
     },
     # The runtime (import name `stylert`) never needs torch. The face detector's network files ship
-    # inside it (sdk/stylert/models/mtcnn, MIT, NOTICE beside them).
-    package_data={"stylert": ["py.typed", "models/mtcnn/*.onnx", "models/mtcnn/NOTICE"]},
+    # inside it (sdk/stylert/faces/mtcnn, MIT, NOTICE beside them).
+    package_data={"stylert": ["py.typed"], "stylert.faces": ["mtcnn/*.onnx", "mtcnn/NOTICE"]},
     license_files=["LICENSE"],
     install_requires=["numpy>=1.24", "onnxruntime>=1.17", "onnx>=1.16", "opencv-python-headless>=4.8", "pillow>=10",
                       "tqdm>=4.60"],

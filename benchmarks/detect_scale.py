@@ -18,9 +18,9 @@ import time
 import cv2
 import numpy as np
 
-from stylert.bench import machine
-from stylert.imageio import read_image
-from stylert.pipeline import DETECT_SIZE, FacePipeline
+from stylert.tools.bench import machine
+from stylert.faces.imageio import read_image
+from stylert.faces.pipeline import DETECT_SIZE, FacePipeline
 
 
 def timed(pipeline: FacePipeline, rgb: np.ndarray, runs: int):

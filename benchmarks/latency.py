@@ -23,7 +23,7 @@ import resource
 import time
 
 
-from stylert.bench import feeds_for, machine, percentiles, pipeline_stages
+from stylert.tools.bench import feeds_for, machine, percentiles, pipeline_stages
 
 
 def measure(load, step, warmup: int, iters: int) -> dict:
@@ -94,7 +94,7 @@ def main() -> None:
     args = vars(parser.parse_args())
 
     import stylert
-    from stylert.graph_cost import graph_cost, matmul_ceiling
+    from stylert.tools.graph_cost import graph_cost, matmul_ceiling
 
     ctx = mp.get_context("spawn")  # children first: they inherit this process's peak RSS
     results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}

@@ -19,8 +19,8 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import stylert
-from stylert.degrade import MODELS
-from stylert.imageio import IMAGE_SUFFIXES, read_image
+from stylert.tools.degrade import MODELS
+from stylert.faces.imageio import IMAGE_SUFFIXES, read_image
 
 
 def score(reference: np.ndarray, test: np.ndarray) -> dict:

@@ -155,7 +155,7 @@ def request(url: str, body: bytes | None = None, headers: dict | None = None, ti
 def single_call(model: str, photo: Path, params: dict, runs: int) -> tuple[bytes, dict]:
     """The reference: the SDK call in this process, written as `stylert retouch` writes it; its bytes
     and its sequential latency."""
-    from stylert.calls import open_call, parse_controls
+    from stylert.serving.controls import open_call, parse_controls
 
     face_model = open_call(model)
     value, options = parse_controls(face_model.call, params)
@@ -235,7 +235,7 @@ def main() -> int:
     params = dict(p.split("=", 1) for p in args.params.split("&") if p)
     body = args.photo.read_bytes()
     expected, reference = single_call(args.model, args.photo, params, args.single_runs)
-    from stylert.bench import machine
+    from stylert.tools.bench import machine
 
     report = {"schema": "stylert.serve_load/1", "machine": machine(), "model": args.model, "photo": str(args.photo),
               "params": params, "serve_args": serve_args, "single_call": reference, "runs": []}

@@ -18,8 +18,8 @@ import numpy as np
 import skimage.data
 
 import stylert
-from stylert.bench import machine
-from stylert.stream import Stream
+from stylert.tools.bench import machine
+from stylert.video.stream import Stream
 
 
 def synthetic_video(frames: int, size: int) -> list[np.ndarray]:

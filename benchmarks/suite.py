@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stylert.bench import bench, feeds_for, in_child, machine
+from stylert.tools.bench import bench, feeds_for, in_child, machine
 
 NOISY_SPREAD = 0.10
 NOISY_TAIL = 1.5
@@ -60,7 +60,7 @@ def export_models(call: str, res: int, work: Path) -> list[Path]:
 
 
 def _agreement(models: list[str], out) -> None:
-    from stylert.runtime import open_model
+    from stylert.runtime.model import open_model
 
     errors = []
     for path in models:
@@ -79,11 +79,11 @@ def openvino_agreement(models: list[str]) -> float:
 def _photo_throughput(models: list[str], photo: str, batches: list[int], count: int, out) -> None:
     import time
 
-    from stylert.imageio import read_image
-    from stylert.restore import Restorer
-    from stylert.retouch import Retoucher
-    from stylert.runtime import open_model
-    from stylert.stylize import Stylizer
+    from stylert.faces.imageio import read_image
+    from stylert.calls.restore import Restorer
+    from stylert.calls.retouch import Retoucher
+    from stylert.runtime.model import open_model
+    from stylert.calls.stylize import Stylizer
 
     meta = open_model(models[-1], "onnxruntime-cpu").metadata
     call = meta["stylert.call"]
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     if photo is None:
         from skimage import data
 
-        from stylert.imageio import write_image
+        from stylert.faces.imageio import write_image
         photo = str(write_image(Path(args.work) / "astronaut.png", data.astronaut()))
     backends = ["onnxruntime-cpu"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
     rows, raw = [], []

@@ -12,9 +12,9 @@ import pytest
 
 import stylert
 from conftest import rel_error
-from stylert.bench import feeds_for
+from stylert.tools.bench import feeds_for
 from stylert.errors import BackendUnavailable, InputError, ModelError
-from stylert.runtime import auto_backends, backend_names, open_model
+from stylert.runtime.model import auto_backends, backend_names, open_model
 
 SDK = Path(__file__).resolve().parents[1] / "sdk" / "stylert"
 ov = pytest.importorskip("openvino", reason="OpenVINO is installed by `make test` (stylert[openvino])")
@@ -72,7 +72,7 @@ def test_openvino_matches_onnxruntime(name, exported, retouch_models, restore_mo
 
 
 def test_bf16_refused_without_hardware(exported, monkeypatch):
-    from stylert.backends import openvino as ovb
+    from stylert.runtime import openvino as ovb
 
     monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
     with pytest.raises(BackendUnavailable, match="no bf16 hardware .*avx512_bf16 or amx_bf16.*use openvino"):
@@ -87,7 +87,7 @@ def test_fallback_when_openvino_is_absent(exported):
 import sys, warnings
 sys.modules["openvino"] = None  # as if not installed
 warnings.simplefilter("error")
-from stylert.runtime import auto_backends, open_model
+from stylert.runtime.model import auto_backends, open_model
 from stylert.errors import BackendUnavailable
 assert "openvino" not in auto_backends(), auto_backends()
 assert open_model({str(exported['nvlabs'])!r}).backend == "onnxruntime-cpu"
@@ -102,13 +102,13 @@ except BackendUnavailable as exc:
 
 
 def test_failing_backend_falls_back_with_a_warning(exported, monkeypatch):
-    from stylert.backends import openvino as ovb
+    from stylert.runtime import openvino as ovb
 
     def broken(*args, **kwargs):
         raise BackendUnavailable("OpenVINO cannot compile it (simulated)")
 
     monkeypatch.setattr(ovb, "load", broken)
-    monkeypatch.setattr("stylert.runtime.auto_backends", lambda: ["openvino", "onnxruntime-cpu"])
+    monkeypatch.setattr("stylert.runtime.model.auto_backends", lambda: ["openvino", "onnxruntime-cpu"])
     with pytest.warns(RuntimeWarning, match="cannot compile it .*falling back to onnxruntime-cpu"):
         assert open_model(exported["nvlabs"]).backend == "onnxruntime-cpu"
     with pytest.raises(BackendUnavailable, match="simulated"):  # named alone: no silent substitute
@@ -152,7 +152,7 @@ def test_engine_and_backend_mismatch(exported, tmp_path):
 
 
 def test_compiled_cache_is_bounded(exported):
-    from stylert.backends.openvino import OpenVINOModel
+    from stylert.runtime.openvino import OpenVINOModel
 
     model = OpenVINOModel(exported["nvlabs"], max_compiled=1)
     ws = np.random.default_rng(1).standard_normal((2, *model.inputs[0].shape[1:])).astype(np.float32)
@@ -204,8 +204,9 @@ def test_no_import_loop_in_the_runtime():
                for p in SDK.rglob("*.py")}
     modules.pop("stylert")
     graph = {name: {m for m in _module_imports(name, p) if m in modules} for name, p in modules.items()}
-    assert "stylert.runtime" in graph["stylert.backends.tensorrt"]
-    assert not any(m.startswith("stylert.backends") for m in graph["stylert.runtime"])
+    assert "stylert.runtime.model" in graph["stylert.runtime.tensorrt"]
+    backends = {f"stylert.runtime.{b}" for b in ("onnxruntime", "openvino", "tensorrt")}
+    assert not graph["stylert.runtime.model"] & backends  # model.py imports a backend only inside open_model
 
     def visit(node, stack):
         assert node not in stack, f"import loop: {' -> '.join([*stack, node])}"

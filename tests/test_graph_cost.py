@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from stylert.graph_cost import graph_cost, matmul_ceiling  # noqa: E402
+from stylert.tools.graph_cost import graph_cost, matmul_ceiling  # noqa: E402
 
 
 def torch_macs(fn) -> int:

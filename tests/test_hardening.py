@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 import stylert
-from stylert.imageio import ImageFileError, read_image, write_image
-from stylert.pipeline import FacePipeline
+from stylert.faces.imageio import ImageFileError, read_image, write_image
+from stylert.faces.pipeline import FacePipeline
 
 
 def _cli(*args, cwd=None):
@@ -160,7 +160,7 @@ def test_folders_say_what_they_skip_and_recurse_on_request(retouch_models, photo
 
 def test_ctrl_c_reports_what_was_done(retouch_models, photos, tmp_path, astronaut, capsys, monkeypatch):
     from stylert import cli
-    from stylert.retouch import Retoucher
+    from stylert.calls.retouch import Retoucher
 
     for name in ("b.png", "c.png"):
         Image.fromarray(astronaut).save(photos / name)
@@ -217,7 +217,7 @@ def test_untrained_models_warn_once_in_the_api(retouch_models, tmp_path):
 
 @pytest.mark.parametrize("overlap", [True, False])
 def test_stream_owns_its_frames_and_counts_failures(retouch_models, astronaut, overlap):
-    from stylert.stream import Stream
+    from stylert.video.stream import Stream
 
     r = stylert.Retoucher(retouch_models["plain"], "cpu")
     buffer = astronaut.copy()
@@ -305,7 +305,7 @@ def test_process_batch_keeps_each_faces_seeded_draws(vsp_model, astronaut):
     photo behind another one's faces draws the same noise for it as running it alone."""
     q = stylert.Restorer(vsp_model["path"], "cpu")
     crop = cv2.resize(astronaut[20:230, 120:330], (32, 32))
-    crops = stylert.pipeline.to_network([crop[:, ::-1], crop])
+    crops = stylert.faces.pipeline.to_network([crop[:, ::-1], crop])
     seen = []
     run = q.model.run
     q.model.run = lambda feeds: seen.append(feeds["noise"].copy()) or run(feeds)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import stylert
-from stylert.align import FFHQ_512, feather_mask, paste_back, similarity_transform, template, warp_face
-from stylert.imageio import ImageFileError, read_image
+from stylert.faces.align import FFHQ_512, feather_mask, paste_back, similarity_transform, template, warp_face
+from stylert.faces.imageio import ImageFileError, read_image
 
 
 def random_similarity(rng, size=512):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import stylert
-from stylert.detect import Face
-from stylert.stream import OneEuroFilter, Stream
-from stylert.video import process_video
+from stylert.faces.detect import Face
+from stylert.video.stream import OneEuroFilter, Stream
+from stylert.video.process import process_video
 
 
 @pytest.fixture(scope="module")

@@ -80,8 +80,8 @@ def test_style_graph_equals_the_formula_on_onnxruntime(style_pack):
 @pytest.mark.parametrize("graph", ["encoder.onnx", "cartoon.onnx", "impasto.onnx", "local.onnx"])
 def test_every_pack_graph_matches_pytorch(style_pack, graph):
     """Fresh inputs (not the export check's) at batch 2 through ONNX Runtime and the rebuilt PyTorch module."""
-    from stylert.bench import feeds_for
-    from stylert.runtime import open_model
+    from stylert.tools.bench import feeds_for
+    from stylert.runtime.model import open_model
     from stylert_export.references import build
 
     model = open_model(style_pack / graph, "cpu")
@@ -146,7 +146,7 @@ def test_histogram_matching_matches_scikit_image_and_stays_in_the_mask(astronaut
     from skimage import data
     from skimage.exposure import match_histograms as skimage_match
 
-    from stylert.stylize import match_histograms
+    from stylert.calls.stylize import match_histograms
 
     src, ref = astronaut[:256, :256], data.coffee()[:200, :300]
     want = np.rint(skimage_match(src.astype(np.float64), ref.astype(np.float64), channel_axis=-1))
@@ -195,7 +195,7 @@ def test_reference_code_is_mixed_from_its_layer(style_pack, tmp_path):
     import shutil
 
     from stylert import Stylizer
-    from stylert.imageio import write_image
+    from stylert.faces.imageio import write_image
     from stylert_export.stylize_export import rebuild_generator
 
     pack = tmp_path / "pack"
@@ -235,9 +235,9 @@ def test_outside_the_regions_is_histogram_matched_exactly(style_pack):
     """The documented rule: outside the chosen regions, histogram matching onto the exemplar and nothing else;
     inside, the local model's output; regions one after another."""
     from stylert import Stylizer
-    from stylert.runtime import open_model
-    from stylert.stylize import match_histograms, region_alpha
-    from stylert.pipeline import to_network, to_uint8
+    from stylert.runtime.model import open_model
+    from stylert.calls.stylize import match_histograms, region_alpha
+    from stylert.faces.pipeline import to_network, to_uint8
 
     s = Stylizer(style_pack, ["cpu"])
     face = _aligned_face()
@@ -287,7 +287,7 @@ def test_region_errors(style_pack):
 
 
 def test_stylize_cli_two_styles_on_a_real_photo(style_pack, tmp_path, astronaut):
-    from stylert.imageio import read_image, write_image
+    from stylert.faces.imageio import read_image, write_image
 
     photo = write_image(tmp_path / "astronaut.png", astronaut)
     outs = {}

@@ -12,10 +12,10 @@ import pytest
 
 import stylert
 from stylert.errors import ModelError
-from stylert.trt_build import EngineOptions, check_engine_metadata, check_precision, network_flags
+from stylert.tools.trt_build import EngineOptions, check_engine_metadata, check_precision, network_flags
 
 ROOT = Path(__file__).parents[1]
-TRT_FILES = ["sdk/stylert/trt_build.py", "sdk/stylert/backends/tensorrt.py"]
+TRT_FILES = ["sdk/stylert/tools/trt_build.py", "sdk/stylert/runtime/tensorrt.py"]
 TRT11_SRC = ROOT.parent / "shared" / "third_party" / "tensorrt" / "python" / "src"
 # Defined by the `tensorrt` package's own __init__.py in every release (not by the C++ bindings).
 PACKAGE_NAMES = {"__version__"}
@@ -141,7 +141,7 @@ def test_network_flags_branch_on_the_version():
 
 def test_typecheck_against_tensorrt_stubs():
     result = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-                             "sdk/stylert/trt_build.py", "sdk/stylert/backends/tensorrt.py"], cwd=ROOT, capture_output=True,
+                             "sdk/stylert/tools/trt_build.py", "sdk/stylert/runtime/tensorrt.py"], cwd=ROOT, capture_output=True,
                             text=True)
     assert "Success" in result.stdout, result.stdout + result.stderr
     import importlib.util
@@ -168,7 +168,7 @@ def test_engine_options_are_validated(tmp_path):
 
 
 def test_precision_comes_from_the_graph(exported, tmp_path):
-    from stylert.trt_build import read_graph
+    from stylert.tools.trt_build import read_graph
 
     meta, precision = read_graph(exported["nvlabs"])
     assert precision == "fp32"
@@ -223,7 +223,7 @@ def test_build_engine_without_tensorrt_says_so(retouch_models, tmp_path):
 
 @NEEDS_TRT
 def test_engine_matches_onnx_runtime(retouch_models, astronaut, tmp_path):
-    from stylert.trt_build import build_engine
+    from stylert.tools.trt_build import build_engine
     engine = tmp_path / "r.engine"
     build_engine(retouch_models["plain"], engine, EngineOptions(max_batch=4))
     on_trt = stylert.Retoucher(engine).retouch(astronaut, channels="rgb").image
@@ -233,8 +233,8 @@ def test_engine_matches_onnx_runtime(retouch_models, astronaut, tmp_path):
 
 @NEEDS_TRT
 def test_fp16_engine_from_an_fp16_export_and_cuda_graphs_across_batches(tmp_path):
-    from stylert.backends.tensorrt import TensorRTModel
-    from stylert.trt_build import build_engine
+    from stylert.runtime.tensorrt import TensorRTModel
+    from stylert.tools.trt_build import build_engine
     from stylert_export.generator import export_generator, from_checkpoint
 
     graph = tmp_path / "g16.onnx"

@@ -95,8 +95,8 @@ def test_onnxruntime_matches_pytorch_on_fresh_inputs(vsp_model):
     diffuser amplifies round-off through its 16 blocks); see the part-by-part test for the tight check."""
     import copy
 
-    from stylert.bench import feeds_for
-    from stylert.runtime import open_model
+    from stylert.tools.bench import feeds_for
+    from stylert.runtime.model import open_model
 
     model = open_model(vsp_model["path"], "cpu")
     feeds = feeds_for(model.metadata, 2)
@@ -213,7 +213,7 @@ def test_restorer_is_seeded_and_restores_a_real_photo(vsp_model, tmp_path, astro
     import cv2
 
     from stylert import Restorer
-    from stylert.imageio import read_image, write_image
+    from stylert.faces.imageio import read_image, write_image
 
     r = Restorer(vsp_model["path"], ["cpu"])
     face = cv2.resize(astronaut[20:230, 120:330], (RES, RES), interpolation=cv2.INTER_AREA)

@@ -319,8 +319,8 @@ def _export_stylize(args: argparse.Namespace) -> int:
 @_needs_export_deps
 def _export_stylize_reference(args: argparse.Namespace) -> int:
     from stylert.errors import StylertError
-    from stylert.imageio import read_image
-    from stylert.pipeline import FacePipeline, to_uint8
+    from stylert.faces.imageio import read_image
+    from stylert.faces.pipeline import FacePipeline, to_uint8
 
     from .checkpoints import CheckpointError
     from .onnx_export import ExportError

@@ -26,7 +26,7 @@ What the paper leaves unspecified, decided here so the model runs at 1024 x 1024
 - Only G_{S->T}'s stylized content is exported; the paper's second output (I_s^S) and the
   reverse generator exist for training (cycle loss, Eq. 14).
 The pixel-level composition (region blend, histogram matching outside the regions, regions one
-after another) happens in the SDK (`stylert.stylize`) where it is exact and documented.
+after another) happens in the SDK (`stylert.calls.stylize`) where it is exact and documented.
 """
 from __future__ import annotations
 

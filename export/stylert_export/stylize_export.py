@@ -186,8 +186,8 @@ def _export_local(pack: PackSource, path: Path, opset: int, log):
 
 
 def _write_exemplar(style: StyleSource, resolution: int, path: Path) -> None:
-    from stylert.imageio import read_image, write_image
-    from stylert.pipeline import to_uint8
+    from stylert.faces.imageio import read_image, write_image
+    from stylert.faces.pipeline import to_uint8
 
     if style.exemplar is not None:
         import cv2

@@ -1,18 +1,24 @@
-"""stylert runtime: run exported StyleGAN2-family models on ONNX Runtime, OpenVINO or TensorRT. Never imports torch."""
+"""stylert runtime: run exported StyleGAN2-family models on ONNX Runtime, OpenVINO or TensorRT. Never imports torch.
+
+Parts: `runtime` (model base, backends), `faces` (detect, align, the whole-photo pipeline, image I/O),
+`calls` (retouch, restore, stylize, generate), `tools` (bench, graph cost, quantize, engine build,
+degradations), `serving` (Ray Serve service, Ray Data batch job), `video` (streams, video files, cameras).
+"""
 __version__ = "0.1.0"
 
-from .degrade import degrade
-from .detect import Face, MTCNNDetector
+from .calls.generator import Generator
+from .calls.restore import Restorer
+from .calls.retouch import Retoucher
+from .calls.stylize import StylePack, Stylizer, match_histograms
 from .errors import BackendUnavailable, InputError, ModelError, StylertError, UntrainedWeightsWarning
-from .generator import Generator
-from .imageio import ImageFileError
-from .pipeline import FaceResult, NoFaceError, to_uint8
-from .restore import Restorer
-from .retouch import Retoucher
+from .faces.detect import Face, MTCNNDetector
+from .faces.imageio import ImageFileError
+from .faces.pipeline import FaceResult, NoFaceError, to_uint8
 from .runtime import BACKENDS, Model, open_model, resolve_providers
-from .stylize import StylePack, Stylizer, match_histograms
+from .tools.degrade import degrade
+from .video.stream import Stream
 
 __all__ = ["BACKENDS", "BackendUnavailable", "degrade", "Face", "FaceResult", "Generator", "ImageFileError",
            "InputError", "match_histograms", "Model", "ModelError", "MTCNNDetector", "NoFaceError",
-           "open_model", "resolve_providers", "Restorer", "Retoucher", "StylePack", "StylertError",
+           "open_model", "resolve_providers", "Restorer", "Retoucher", "Stream", "StylePack", "StylertError",
            "Stylizer", "to_uint8", "UntrainedWeightsWarning"]

@@ -12,13 +12,12 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from . import __version__
+from .calls.stylize import REGIONS
 from .errors import ModelError, StylertError, UntrainedWeightsWarning
-from .runtime import BACKENDS
-from .stylize import REGIONS
-from .video import VIDEO_SUFFIXES
+from .runtime.model import BACKENDS
+from .video.process import VIDEO_SUFFIXES
 
-
-# `stylert batch` options that are the call's controls (calls.parse_controls names).
+# `stylert batch` options that are the call's controls (serving.controls.parse_controls names).
 BATCH_CONTROLS = ("strength", "fidelity", "style", "seed", "psi", "mix_layer", "reference", "only_center_face",
                   "largest_face", "aligned")
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
@@ -47,7 +46,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _cmd_info(args) -> int:
-    from .runtime import open_model
+    from .runtime.model import open_model
 
     try:
         model = open_model(args.model, args.providers)
@@ -90,9 +89,9 @@ def _describe_plain_onnx(path: str) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from .generator import Generator
-    from .imageio import write_image
-    from .pipeline import to_uint8
+    from .calls.generator import Generator
+    from .faces.imageio import write_image
+    from .faces.pipeline import to_uint8
 
     gen = Generator(args.model, args.providers)
     if not gen.trained:
@@ -120,7 +119,7 @@ def _int_list(text: str) -> list[int]:
 def _cmd_bench(args) -> int:
     from tqdm import tqdm
 
-    from .bench import bench, format_table, plot
+    from .tools.bench import bench, format_table, plot
 
     backends = [b for b in args.backend.split(",") if b]
     total = len(args.models) * len(args.batch) * (len(backends) + (args.reference and "torch" not in backends))
@@ -145,7 +144,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_build_engine(args) -> int:
-    from .trt_build import EngineOptions, build_engine
+    from .tools.trt_build import EngineOptions, build_engine
 
     options = EngineOptions(fp16=args.fp16, int8=args.int8, min_batch=args.min_batch,
                             opt_batch=args.opt_batch, max_batch=args.max_batch, plugins=args.plugins or [],
@@ -156,7 +155,7 @@ def _cmd_build_engine(args) -> int:
 
 
 def _cmd_quantize(args) -> int:
-    from .quantize import quantize
+    from .tools.quantize import quantize
 
     quantize(args.model, args.calib, args.output, max_images=args.max_images, keep_float=args.keep_float or [])
     return 0
@@ -166,7 +165,7 @@ def _expand_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Pat
     """(file, its path relative to the output folder): files as given, folders as their image files
     (sorted; subfolders with --recursive, keeping their relative paths). What a folder holds that is
     not processed is counted and said."""
-    from .imageio import IMAGE_SUFFIXES
+    from .faces.imageio import IMAGE_SUFFIXES
 
     found: list[tuple[Path, Path]] = []
     for item in map(Path, inputs):
@@ -187,7 +186,7 @@ def _expand_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Pat
 
 def _output_paths(inputs: list[tuple[Path, Path]], output: str) -> list[Path]:
     """Where each input's result goes; refuses, before any work, two inputs that would write one file."""
-    from .imageio import IMAGE_SUFFIXES
+    from .faces.imageio import IMAGE_SUFFIXES
 
     out = Path(output)
     if out.suffix[1:].isalpha() and out.suffix.lower() not in IMAGE_SUFFIXES and not out.is_dir():
@@ -246,7 +245,7 @@ def _process_group(model, group: list[tuple[Path, Path]], args, options: dict):
 def _save_masks(result, dst: Path) -> None:
     import numpy as np
 
-    from .imageio import write_image
+    from .faces.imageio import write_image
 
     for k, extras in enumerate(result.extras):
         for name, mask in extras.items():
@@ -259,7 +258,7 @@ def _save_masks(result, dst: Path) -> None:
 def _cmd_faces(args) -> int:
     """Any face call over files and folders (per-file errors, exit status 1 if any file failed),
     a video file, or a camera."""
-    from .pipeline import file_report
+    from .faces.pipeline import file_report
 
     if args.camera is None and not (args.inputs and args.output):
         raise StylertError("give INPUT... and --output (or --camera N)")
@@ -282,7 +281,7 @@ def _cmd_faces(args) -> int:
     call_options = args.call_options(args)
     model.check(args.value, **call_options)
     options.update(call_options)
-    from .imageio import check_output
+    from .faces.imageio import check_output
 
     for dst in outputs:
         check_output(dst)
@@ -348,7 +347,7 @@ def _needs_ray(command: str):
 
 def _cmd_serve(args) -> int:
     _needs_ray("serve")
-    from .serve import ServeOptions, run
+    from .serving.service import ServeOptions, run
 
     opts = ServeOptions(host=args.host, port=args.port, replicas=args.replicas, max_batch=args.max_batch,
                         batch_wait_ms=args.batch_wait_ms, gpus_per_replica=args.gpus_per_replica,
@@ -359,8 +358,8 @@ def _cmd_serve(args) -> int:
 
 def _cmd_batch(args) -> int:
     """A folder through one face call on Ray Data: the files `stylert <call> IN -o OUT` writes, resumable."""
-    from .calls import call_of, parse_controls
-    from .imageio import check_output
+    from .faces.imageio import check_output
+    from .serving.controls import call_of, parse_controls
 
     _needs_ray("batch")
     call = call_of(args.model)
@@ -376,7 +375,7 @@ def _cmd_batch(args) -> int:
     for _, dst in pairs:
         check_output(dst)
     _check_output_folder([dst for _, dst in pairs])
-    from .batchjob import JobOptions, pending, run
+    from .serving.batchjob import JobOptions, pending, run
 
     todo, skipped = pending(pairs, args.overwrite)
     if skipped:
@@ -394,7 +393,7 @@ def _run_video(model, args) -> int:
     """A video file (all frames, in order) or a live camera (latest frame wins); audio is not carried."""
     from tqdm import tqdm
 
-    from .video import process_camera, process_video
+    from .video.process import process_camera, process_video
 
     options = dict(detect_every=args.detect_every)
     if args.camera is not None:
@@ -465,7 +464,7 @@ def _stylize_labels(args, src: Path) -> dict:
     """The label map of one input, read as integers (the first channel of a colour PNG)."""
     if not args.regions or not args.labels:
         return {}
-    from .imageio import read_labels
+    from .faces.imageio import read_labels
 
     labels = Path(args.labels)
     return {"labels": read_labels(labels / f"{src.stem}.png" if labels.is_dir() else labels)}
@@ -534,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     qnt.add_argument("--keep-float", nargs="*", metavar="NODE", help="also keep these Conv nodes in float")
     qnt.set_defaults(func=_cmd_quantize)
 
-    from .restore import Restorer
-    from .retouch import Retoucher
+    from .calls.restore import Restorer
+    from .calls.retouch import Retoucher
 
     ret = _face_command(sub, "retouch", Retoucher, "retouch the faces in photos (StyleRetoucher)")
     ret.add_argument("--strength", dest="value", type=float, default=1.0, metavar="S",
@@ -547,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     rst.add_argument("--seed", type=int, default=0, help="noise seed of VSP models (same seed, same image; default 0)")
     rst.set_defaults(call_options=lambda args: {"seed": args.seed})
 
-    from .stylize import Stylizer
+    from .calls.stylize import Stylizer
 
     sty = _face_command(sub, "stylize", Stylizer, "stylize the faces in photos with a style pack", "--pack",
                         "style pack folder (from `stylert export stylize`)")

@@ -25,11 +25,11 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .calls import call_of, open_call, parse_controls
+from ..errors import InputError, StylertError
+from ..faces.imageio import LoadedImage, decode_image, encode_image
+from ..faces.pipeline import NoFaceError
 from .cluster import init_ray
-from .errors import InputError, StylertError
-from .imageio import LoadedImage, decode_image, encode_image
-from .pipeline import NoFaceError
+from .controls import call_of, open_call, parse_controls
 
 APP = "stylert"
 FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}  # ?format= -> file type

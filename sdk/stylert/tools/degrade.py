@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 MODELS = ("vsp", "qc")
 

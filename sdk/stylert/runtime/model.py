@@ -1,6 +1,6 @@
 """The model base every backend shares, the one list of backend names, and `open_model`.
 
-Backends (`stylert.backends.*`) load a file and run it; this module checks what is common to all of
+Backends (`stylert.runtime.onnxruntime|openvino|tensorrt`) load a file and run it; this module checks what is common to all of
 them (stylert metadata, input names, dtypes, shapes, batch, finite values) so a mistake reads as one
 line naming the input, not a trace from inside a library. `open_model` picks the backend: `.engine`
 -> TensorRT; otherwise, unless told, ONNX Runtime CUDA when onnxruntime-gpu sees a GPU, then
@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import BackendUnavailable, InputError, ModelError, UntrainedWeightsWarning
+from ..errors import BackendUnavailable, InputError, ModelError, UntrainedWeightsWarning
 
 SUPPORTED_FORMAT = 1
 
@@ -28,7 +28,7 @@ SUPPORTED_FORMAT = 1
 @dataclass(frozen=True)
 class Backend:
     name: str
-    module: str  # stylert.backends.<module>
+    module: str  # stylert.runtime.<module>
     install: str  # what to do when it is missing
 
 
@@ -218,7 +218,7 @@ class Model:
 
 def _load(backend: str, path: str | Path, call: str | None, threads: int | None, ort_names: list[str]) -> Model:
     try:
-        module = importlib.import_module(f".backends.{BACKENDS[backend].module}", __package__)
+        module = importlib.import_module(f".{BACKENDS[backend].module}", __package__)
     except ImportError as exc:
         raise BackendUnavailable(f"backend {backend} is not available ({exc}): {BACKENDS[backend].install}") from None
     return module.load(path, backend, call=call, threads=threads, ort_names=ort_names)

@@ -23,10 +23,19 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import InputError, ModelError
-from .imageio import read_image
-from .pipeline import FaceModel, FacePipeline, FaceResult, check_image, control, seeded_rows, to_network, to_uint8
-from .runtime import Model, open_model
+from ..errors import InputError, ModelError
+from ..faces.imageio import read_image
+from ..faces.pipeline import (
+    FaceModel,
+    FacePipeline,
+    FaceResult,
+    check_image,
+    control,
+    seeded_rows,
+    to_network,
+    to_uint8,
+)
+from ..runtime.model import Model, open_model
 
 PACK_FORMAT = 1
 MANIFEST = "stylepack.json"

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .detect import Face
-from .errors import InputError, StylertError
-from .pipeline import FaceModel, NoFaceError, channel_order, check_image, from_rgb
+from ..errors import InputError, StylertError
+from ..faces.detect import Face
+from ..faces.pipeline import FaceModel, NoFaceError, channel_order, check_image, from_rgb
 
 _STOP = object()
 

@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from ..errors import BackendUnavailable, ModelError
-from ..runtime import PLUGIN_GRAPH, Model, TensorSpec, cpu_flags
+from .model import PLUGIN_GRAPH, Model, TensorSpec, cpu_flags
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 

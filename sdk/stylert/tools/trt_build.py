@@ -3,13 +3,13 @@
 Works on TensorRT 10.x (10.3 is JetPack 6's) and 11.x. Networks are strongly typed: the engine's
 precision is the graph's (fp32, fp16 from `stylert export ... --fp16`, int8 from the Q/DQ graph of
 `stylert quantize`); there are no precision flags to set. Where the two versions differ the code
-branches once, in `network_flags`. Every `trt.` name used here and in backends/tensorrt.py is
+branches once, in `network_flags`. Every `trt.` name used here and in runtime/tensorrt.py is
 checked in the test suite against tensorrt-stubs (10) and TensorRT 11.1's binding sources. Nothing
 here has run on a GPU: TensorRT's builder cannot be installed in the workplace this was written in.
 
 The engine file gets a sidecar `<engine>.json`: the ONNX graph's stylert metadata plus precision,
 batch range, TensorRT version, GPU name and compute capability and the plugin libraries.
-`backends/tensorrt.TensorRTModel` checks it before loading (engines are specific to a TensorRT
+`runtime/tensorrt.TensorRTModel` checks it before loading (engines are specific to a TensorRT
 version, unless built version-compatible, and to a GPU architecture).
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import ModelError
+from .. import __version__
+from ..errors import ModelError
 
 NOT_INSTALLED = ("TensorRT is not installed: install NVIDIA's `tensorrt` wheel (its builder is not on PyPI) "
                  "on a machine with an NVIDIA GPU")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
-from .pipeline import FaceModel, FaceResult, control, seeded_rows, to_network, to_uint8
+from ..errors import InputError
+from ..faces.pipeline import FaceModel, FaceResult, control, seeded_rows, to_network, to_uint8
 
 
 class Restorer(FaceModel):

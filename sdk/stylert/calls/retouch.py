@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
-from .pipeline import FaceModel, FaceResult, control
+from ..errors import InputError
+from ..faces.pipeline import FaceModel, FaceResult, control
 
 
 class Retoucher(FaceModel):

@@ -6,8 +6,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .runtime import Model, open_model
+from ..errors import InputError
+from ..runtime.model import Model, open_model
 
 
 class Generator:

@@ -22,9 +22,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, ModelError
-from ..runtime import Model, TensorSpec
-from ..trt_build import NOT_INSTALLED, check_engine_metadata, cuda_check, cudart, gpu_identity, load_plugins, \
-    require_tensorrt, sidecar_path
+from ..tools.trt_build import (
+    NOT_INSTALLED,
+    check_engine_metadata,
+    cuda_check,
+    cudart,
+    gpu_identity,
+    load_plugins,
+    require_tensorrt,
+    sidecar_path,
+)
+from .model import Model, TensorSpec
 
 # TensorRT data types by their enum member names, the same in TensorRT 10 and 11.
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UntrainedWeightsWarning
-from .runtime import BACKENDS as RUNTIME_BACKENDS
-from .runtime import cpu_flags, open_model
+from ..errors import UntrainedWeightsWarning
+from ..runtime.model import BACKENDS as RUNTIME_BACKENDS
+from ..runtime.model import cpu_flags, open_model
 
 BACKENDS = (*RUNTIME_BACKENDS, "torch")
 SCHEMA = "stylert.bench/1"
@@ -189,10 +189,10 @@ def has_pipeline(meta: dict) -> bool:
 def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, threads: int | None = None,
                     backend: str = "onnxruntime-cpu") -> dict:
     """Per-stage latency of the whole-photo path (decode ... encode) of a face model on one photo."""
-    from .imageio import read_image, write_image
-    from .restore import Restorer
-    from .retouch import Retoucher
-    from .stylize import Stylizer
+    from ..calls.restore import Restorer
+    from ..calls.retouch import Retoucher
+    from ..calls.stylize import Stylizer
+    from ..faces.imageio import read_image, write_image
 
     model = open_model(model_path, "onnxruntime-cpu")
     call, value = model.call, None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 # Five-point FFHQ template at 512x512 (facexlib / GFPGAN / CodeFormer "ffhq_512"): eyes, nose, mouth corners.
 FFHQ_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],

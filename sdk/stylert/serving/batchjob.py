@@ -18,10 +18,10 @@ from typing import Iterator
 import numpy as np
 import ray
 
-from .calls import open_call
+from ..errors import StylertError
+from ..faces.pipeline import file_report
 from .cluster import init_ray
-from .errors import StylertError
-from .pipeline import file_report
+from .controls import open_call
 
 
 @dataclass

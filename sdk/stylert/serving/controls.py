@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .errors import InputError, ModelError
-from .pipeline import FaceModel
-from .runtime import open_model
+from ..errors import InputError, ModelError
+from ..faces.pipeline import FaceModel
+from ..runtime.model import open_model
 
 
 @dataclass(frozen=True)
@@ -35,21 +35,21 @@ def call_of(path: str | Path) -> str:
     is stylize; an .onnx graph or an .engine (its .json sidecar) says it in `stylert.call`."""
     path = Path(path)
     if path.is_dir():
-        from .stylize import StylePack
+        from ..calls.stylize import StylePack
 
         StylePack(path)  # checks the manifest
         return "stylize"
     if not path.is_file():
         raise ModelError(f"{path}: no such model file or style-pack folder")
     if path.suffix == ".engine":
-        from .trt_build import sidecar_path
+        from ..tools.trt_build import sidecar_path
 
         try:
             meta = json.loads(sidecar_path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: no readable engine metadata beside it ({exc})") from None
     else:
-        from .trt_build import read_graph
+        from ..tools.trt_build import read_graph
 
         meta = read_graph(path)[0]
     call = meta.get("stylert.call", "?")
@@ -60,9 +60,9 @@ def call_of(path: str | Path) -> str:
 
 def open_call(path: str | Path, providers=None, threads: int | None = None) -> FaceModel:
     """The call's SDK object (Retoucher, Restorer or Stylizer) for a model path or a style-pack folder."""
-    from .restore import Restorer
-    from .retouch import Retoucher
-    from .stylize import Stylizer
+    from ..calls.restore import Restorer
+    from ..calls.retouch import Retoucher
+    from ..calls.stylize import Stylizer
 
     if Path(path).is_dir():
         return Stylizer(path, providers, threads=threads)

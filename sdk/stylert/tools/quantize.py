@@ -18,10 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError, ModelError
-from .imageio import IMAGE_SUFFIXES, ImageFileError, read_image
-from .pipeline import FacePipeline, NoFaceError
-from .runtime import open_model
+from ..errors import InputError, ModelError
+from ..faces.imageio import IMAGE_SUFFIXES, ImageFileError, read_image
+from ..faces.pipeline import FacePipeline, NoFaceError
+from ..runtime.model import open_model
 
 CONTROL_DEFAULTS = {"strength": 1.0, "fidelity": 0.0, "psi": 0.7}
 
@@ -74,8 +74,13 @@ def quantize(model_path: str | Path, calib_dir: str | Path, output: str | Path, 
              keep_float: list[str] | None = None, log: Callable = print) -> dict[str, str]:
     """Write the int8 Q/DQ graph of `model_path` to `output`; returns the metadata added."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     model_path, output = Path(model_path), Path(output)
     if output.resolve() == model_path.resolve():

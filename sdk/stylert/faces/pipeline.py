@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from ..errors import InputError, ModelError, StylertError
+from ..runtime.model import Model, open_model
 from .align import feather_mask, paste_back, similarity_transform, warp_face
 from .detect import Face, FaceDetector
-from .errors import InputError, ModelError, StylertError
 from .imageio import LoadedImage, check_output, read_image, write_image
-from .runtime import Model, open_model
 
 MIN_FACE_SIZE = 32  # px: smaller faces carry too little detail to align and upsample to the model
 
@@ -262,7 +262,7 @@ class FaceModel:
     default_value = 1.0  # the call's control value when none is given (strength, fidelity, ...)
 
     def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
-        """model_path: an .onnx/.engine file, or a Model already opened (calls.open_call) for this call."""
+        """model_path: an .onnx/.engine file, or a Model already opened (serving.controls.open_call) for this call."""
         if isinstance(model_path, Model):
             if model_path.call != self.call:
                 raise ModelError(f"{model_path.path}: a model for '{model_path.call}', not '{self.call}'")

@@ -5,7 +5,7 @@ import socket
 
 import ray
 
-from .errors import StylertError
+from ..errors import StylertError
 
 
 def init_ray(address: str | None, **options) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendUnavailable, ModelError
-from ..runtime import BACKENDS, PLUGIN_GRAPH, Model, TensorSpec, backend_names
+from .model import BACKENDS, PLUGIN_GRAPH, Model, TensorSpec, backend_names
 
 PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider"}
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
