@@ -91,8 +91,9 @@ def test_noise_layout_covers_every_noise_input(vsp_model):
 
 
 def test_onnxruntime_matches_pytorch_on_fresh_inputs(vsp_model):
-    """The whole graph against float64 PyTorch, within twice PyTorch float32's own error (the random-weight
-    diffuser amplifies round-off through its 16 blocks); see the part-by-part test for the tight check."""
+    """The whole graph against float64 PyTorch, within twice PyTorch float32's own error. The random init keeps
+    the 16 diffuser blocks well conditioned (random_vsp_restorer), so that error stays near float32 round-off on
+    any CPU; the part-by-part test checks each part tightly."""
     import copy
 
     from stylert.tools.bench import feeds_for
@@ -110,6 +111,7 @@ def test_onnxruntime_matches_pytorch_on_fresh_inputs(vsp_model):
         f64 = copy.deepcopy(ref).double()(t["image"].double(), t["fidelity"].double(), t["noise"].double()).numpy()
     err, floor = rel_error(got, f64), rel_error(f32, f64)
     print(f"VSP restorer: ONNX Runtime vs float64 {err:.2e}, PyTorch float32 vs float64 {floor:.2e}")
+    assert floor < 1e-4  # well conditioned: round-off is not amplified
     assert err <= 2 * floor + 1e-5
     assert model.metadata["stylert.method"] == "vsp" and model.metadata["stylert.trained"] == "false"
 
