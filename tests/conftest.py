@@ -132,3 +132,23 @@ def vsp_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("vsp") / "vsp.onnx"
     rx.export_restorer(src, path, log=lambda *_: None)
     return {"path": path, "source": src}
+
+
+INPAINT_RES = {"exe-gan": 32, "grig": 64}
+
+
+@pytest.fixture(scope="session")
+def inpaint_models(tmp_path_factory):
+    """Tiny seeded-random inpainters made by the CLI: EXE-GAN at 32 (its exemplar graph beside it), GRIG at 64."""
+    out = tmp_path_factory.mktemp("inpaint")
+    common = ["export", "inpaint", "--random-init", "--seed", 5]
+    commands = {"exe-gan": ["--method", "exe-gan", "--resolution", 32, "--channel-base", 1024, "--channel-max", 32,
+                            "--encoder-units", "1,1,1,1", "--encoder-size", 16, "-o", out / "exe32.onnx"],
+                "grig": ["--method", "grig", "--resolution", 64, "--ngf", 8, "--dim", 8, "--blocks", "1,1,1,1",
+                         "--refinement", 1, "-o", out / "grig64.onnx"]}
+    for name, args in commands.items():
+        result = subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, common + args)], capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr
+        assert "untrained" in result.stderr and "parity" in result.stdout
+    return {"exe-gan": out / "exe32.onnx", "exemplar": out / "exe32.exemplar.onnx", "grig": out / "grig64.onnx"}

@@ -69,14 +69,31 @@ def detached(obj: Any) -> Any:
     return obj
 
 
+def _numpy_scalars() -> list:
+    """What a pickled numpy number needs (EXE-GAN's `best_fid`, GRIG's `metrics`): the scalar constructor under
+    its numpy 2 and numpy 1 names, and the numeric dtypes. Object dtypes stay refused, so nothing here can
+    reach code: a scalar is rebuilt from raw bytes."""
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar
+    numeric = [type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *numeric]
+
+
 def _torch_load(path: Path) -> Any:
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace, *_numpy_scalars()]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise CheckpointError(f"{path}: refused to unpickle: it holds objects other than tensors "
-                              f"({first}); stylert reads checkpoints with weights_only=True") from None
+    except pickle.UnpicklingError:
+        try:
+            allowed = {"argparse.Namespace", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+                       "numpy.dtype"}
+            found = ", ".join(g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                              if g not in allowed and not g.startswith("numpy.dtypes.")) or "unknown objects"
+        except Exception:  # noqa: BLE001 - naming them is a courtesy; the refusal stands
+            found = "objects it cannot name"
+        raise CheckpointError(f"{path}: refused to unpickle: it holds objects other than tensors and numbers "
+                              f"({found}); stylert reads checkpoints with weights_only=True") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({first})") from None

@@ -110,6 +110,33 @@ def register(subparsers) -> None:
     group.add_argument("--local-width", type=int, default=32, help="channels of the region-local model's stages")
     sty.set_defaults(func=_export_stylize)
 
+    inp = calls.add_parser("inpaint", help="an inpainter: EXE-GAN (faces, exemplar-guided) or GRIG (any image)",
+                           description="Export an inpainting model. exe-gan: the generator graph at --output and its "
+                                       "exemplar-encoder graph beside it (NAME.exemplar.onnx); grig: one reasoning "
+                                       "step (the runtime runs --steps of them).")
+    inp.add_argument("--method", choices=["exe-gan", "grig"], required=True,
+                     help="exe-gan: EXE_GAN_model_256.pt/_512.pt + psp_ffhq_encode.pt; grig: a GRIG .pth")
+    source = inp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT", help="exe-gan: EXE_GAN_model_<size>.pt; grig: the GRIG .pth")
+    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
+    inp.add_argument("--encoder", metavar="PSP.pt", help="exe-gan: the pSp encoder psp_ffhq_encode.pt")
+    inp.add_argument("--output", "-o", required=True, metavar="inpaint.onnx")
+    inp.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    _flavor_option(inp)
+    group = inp.add_argument_group("random init")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--resolution", type=int, default=256,
+                       help="exe-gan: any power of two from 32; grig: a multiple of 64 (its public model: 256)")
+    group.add_argument("--channel-base", type=int, default=32768, help="exe-gan: channels min(base / r, --channel-max)")
+    group.add_argument("--channel-max", type=int, default=512)
+    group.add_argument("--encoder-units", default="3,4,14,3", help="exe-gan: pSp's IR-SE units per stage (IR-SE-50)")
+    group.add_argument("--encoder-size", type=int, default=256, help="exe-gan: pSp's input size (256)")
+    group.add_argument("--ngf", type=int, default=64, help="grig: base channels (the public model: 64)")
+    group.add_argument("--dim", type=int, default=48, help="grig: Restormer width (48)")
+    group.add_argument("--blocks", default="4,6,6,8", help="grig: Restormer blocks per level (4,6,6,8)")
+    group.add_argument("--refinement", type=int, default=4, help="grig: Restormer refinement blocks (4)")
+    inp.set_defaults(func=_export_inpaint)
+
     ref = calls.add_parser("stylize-reference", help="add a reference code to a style pack (optimisation, offline)",
                            description="Invert a reference image with a style's generator and store its W+ code "
                                        "in the pack, for reference-guided stylization.")
@@ -249,13 +276,13 @@ def _export_generator(args: argparse.Namespace) -> int:
     return _run(export, describe)
 
 
-def _units(text: str) -> tuple[int, ...]:
+def _units(text: str, option: str = "--encoder-units") -> tuple[int, ...]:
     try:
         units = tuple(int(u) for u in text.split(","))
     except ValueError:
-        raise ValueError(f"--encoder-units: expected four integers like 3,4,14,3, got {text!r}") from None
+        raise ValueError(f"{option}: expected four integers like 3,4,14,3, got {text!r}") from None
     if len(units) != 4 or min(units) < 1:
-        raise ValueError(f"--encoder-units: expected four integers >= 1 like 3,4,14,3, got {text!r}")
+        raise ValueError(f"{option}: expected four integers >= 1 like 3,4,14,3, got {text!r}")
     return units
 
 
@@ -312,6 +339,48 @@ def _export_stylize(args: argparse.Namespace) -> int:
                 raise ValueError("--save-local needs a region-local model (--with-local or --local)")
             print(f"wrote {sx.save_local(src.local, args.save_local, src.trained, src.description)}")
         print(f"wrote {sx.export_pack(src, args.pack, opset=args.opset or DEFAULT_OPSET)}")
+
+    return _run(export, describe)
+
+
+@_needs_export_deps
+def _export_inpaint(args: argparse.Namespace) -> int:
+    from . import inpaint_export as ix
+    from .onnx_export import DEFAULT_OPSET
+
+    def describe():
+        if args.method == "exe-gan":
+            if args.random_init:
+                src = ix.exe_from_random_init(args.seed, args.resolution, channel_base=args.channel_base,
+                                              channel_max=args.channel_max, encoder_units=_units(args.encoder_units),
+                                              encoder_size=args.encoder_size)
+            elif not args.encoder:
+                raise ValueError("--method exe-gan --checkpoint EXE_GAN_model_256.pt needs --encoder psp_ffhq_encode.pt "
+                                 "(the exemplar encoder)")
+            else:
+                src = ix.exe_from_checkpoints(args.checkpoint, args.encoder)
+            cfg = src.graph.cfg
+            params = sum(p.numel() for p in src.graph.parameters()) + sum(p.numel() for p in src.exemplar.parameters())
+            return src, (f"inpainter (EXE-GAN): {src.description}, {cfg.size}x{cfg.size}, exemplar codes for layers "
+                         f"{cfg.psp_start}..{cfg.psp_start + cfg.num_exemplar_codes - 1}, {params:,} parameters")
+        if args.encoder:
+            raise ValueError("--encoder is EXE-GAN's exemplar encoder; GRIG has none")
+        if args.random_init:
+            src = ix.grig_from_random_init(args.seed, args.resolution, ngf=args.ngf, dim=args.dim,
+                                           blocks=_units(args.blocks, "--blocks"), refinement=args.refinement)
+        else:
+            src = ix.grig_from_checkpoint(args.checkpoint)
+        params = sum(p.numel() for p in src.step.parameters())
+        return src, (f"inpainter (GRIG): {src.description}, {src.resolution}x{src.resolution}, one reasoning step per "
+                     f"run, {params:,} parameters")
+
+    def export(src):
+        opset = args.opset or DEFAULT_OPSET
+        if args.method == "exe-gan":
+            for path in ix.export_exe_gan(src, args.output, opset=opset, flavor=args.flavor):
+                print(f"wrote {path}")
+        else:
+            print(f"wrote {ix.export_grig(src, args.output, opset=opset, flavor=args.flavor)}")
 
     return _run(export, describe)
 

@@ -1,10 +1,11 @@
-"""e4e style encoder (Tov et al. 2021, `Encoder4Editing`): the VSP restorer's initial codes w-hat.
+"""e4e style encoder (Tov et al. 2021, `Encoder4Editing`): the VSP restorer's initial codes w-hat;
+and pSp's W+ encoder (Richardson et al. 2021, `GradualStyleEncoder`): EXE-GAN's exemplar codes.
 
 IR-SE-50 backbone (psp.py) with a feature pyramid: c1, c2, c3 are the outputs of stages 2, 3 and
-4; style 0 comes from c3, and every later style i adds a delta from c3 (i < 3), the middle
-pyramid level p2 = up(c3) + lat1(c2) (i < 7) or the fine level p1 = up(p2) + lat2(c1). The
-checkpoint layout is e4e's / pSp's (`encoder.input_layer`, `encoder.body.{i}`, `encoder.styles.{i}`,
-`encoder.latlayer1|2`), with `latent_avg` [n_styles, 512] added to the codes.
+4; style heads 0-2 read c3, heads 3-6 the middle level p2 = up(c3) + lat1(c2), the others the fine
+level p1 = up(p2) + lat2(c1). e4e adds every later head to head 0 (w_i = w_0 + delta_i); pSp's
+heads are independent. The checkpoint layout is pSp's (`encoder.input_layer`, `encoder.body.{i}`,
+`encoder.styles.{i}`, `encoder.latlayer1|2`), with `latent_avg` [n_styles, 512] added to the codes.
 """
 from __future__ import annotations
 
@@ -25,13 +26,15 @@ class E4EConfig:
     n_styles: int = 18  # 2 log2(stylegan_size) - 2
     w_dim: int = 512
     input_size: int = 256  # images are resized to this (bilinear) before the encoder
+    in_channels: int = 3  # FACEMUG's encoder reads 26 (image, sketch, semantic one-hot, colour)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> "E4EConfig":
-        return cls(tuple(d["units"]), int(d["n_styles"]), int(d["w_dim"]), int(d["input_size"]))
+        return cls(tuple(d["units"]), int(d["n_styles"]), int(d["w_dim"]), int(d["input_size"]),
+                   int(d.get("in_channels", 3)))
 
 
 class GradualStyleBlock(nn.Module):
@@ -55,14 +58,15 @@ def _upsample_add(x, y):
 
 
 class Encoder4Editing(nn.Module):
-    """image [B, 3, R, R] in [-1, 1] -> W+ codes [B, n_styles, w_dim] (latent_avg added)."""
+    """image [B, in_channels, R, R] in [-1, 1] -> W+ codes [B, n_styles, w_dim] (latent_avg added)."""
 
     def __init__(self, cfg: E4EConfig):
         super().__init__()
         if cfg.w_dim != 512:
             raise ValueError("e4e's style blocks work on the 512-channel backbone output: w_dim must be 512")
         self.cfg = cfg
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        self.input_layer = nn.Sequential(nn.Conv2d(cfg.in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
+                                         nn.PReLU(64))
         self.body = ir_se_body(cfg.units)
         s = cfg.input_size
         self.styles = nn.ModuleList([GradualStyleBlock(512, s // 16 if i < 3 else s // 8 if i < 7 else s // 4)
@@ -73,10 +77,14 @@ class Encoder4Editing(nn.Module):
         ends = torch.tensor(cfg.units).cumsum(0).tolist()
         self.c1_index, self.c2_index, self.c3_index = ends[1] - 1, ends[2] - 1, ends[3] - 1
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
         s = self.cfg.input_size
-        x = image if image.shape[-1] == s else F.interpolate(image, size=(s, s), mode="bilinear")
-        x = self.input_layer(x)
+        return image if image.shape[-1] == s else F.interpolate(image, size=(s, s), mode="bilinear")
+
+    def pyramid(self, image: torch.Tensor, heads) -> list[torch.Tensor]:
+        """[c3, p2, p1]: the level each head reads (head i: level 0 if i < 3, 1 if i < 7, else 2); only
+        the levels `heads` need are computed."""
+        x = self.input_layer(self.resize(image))
         for i, unit in enumerate(self.body):
             x = unit(x)
             if i == self.c1_index:
@@ -85,13 +93,41 @@ class Encoder4Editing(nn.Module):
                 c2 = x
             elif i == self.c3_index:
                 c3 = x
-        codes = [self.styles[0](c3)]
-        features = c3
-        for i in range(1, self.cfg.n_styles):
-            if i == 3:
-                p2 = _upsample_add(c3, self.latlayer1(c2))
-                features = p2
-            elif i == 7:
-                features = _upsample_add(p2, self.latlayer2(c1))
-            codes.append(codes[0] + self.styles[i](features))  # w0 + delta_i
+        levels = [c3]
+        if max(heads) >= 3:
+            levels.append(_upsample_add(c3, self.latlayer1(c2)))
+        if max(heads) >= 7:
+            levels.append(_upsample_add(levels[1], self.latlayer2(c1)))
+        return levels
+
+    @staticmethod
+    def level(head: int) -> int:
+        return 0 if head < 3 else 1 if head < 7 else 2
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        levels = self.pyramid(image, range(self.cfg.n_styles))
+        w0 = self.styles[0](levels[0])
+        codes = [w0] + [w0 + self.styles[i](levels[self.level(i)]) for i in range(1, self.cfg.n_styles)]  # w0 + delta_i
         return torch.stack(codes, dim=1) + self.latent_avg
+
+
+class GradualStyleEncoder(Encoder4Editing):
+    """pSp's W+ encoder: e4e's pyramid and heads, each code its own head's output (+ latent_avg).
+    `heads` are the codes computed (EXE-GAN: layers 4 .. 4+K-1); every head's weights are kept so
+    the checkpoint loads strictly. The input is resized to input_size bilinearly with align_corners,
+    as pSp's encoder does (EXE-GAN's `Psp_Embedding`)."""
+
+    def __init__(self, cfg: E4EConfig, heads: range):
+        super().__init__(cfg)
+        if not heads or heads.start < 0 or heads.stop > cfg.n_styles:
+            raise ValueError(f"heads {heads} outside the encoder's {cfg.n_styles} styles")
+        self.heads = heads
+
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
+        s = self.cfg.input_size
+        return F.interpolate(image, size=(s, s), mode="bilinear", align_corners=True)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        levels = self.pyramid(image, self.heads)
+        codes = torch.stack([self.styles[i](levels[self.level(i)]) for i in self.heads], dim=1)
+        return codes + self.latent_avg[self.heads.start:self.heads.stop]

@@ -27,6 +27,7 @@ from .checkpoints import (CheckpointError, GeneratorState, count_keys, fill_gene
 from .code_diffuser import CodeDiffuser, PixelNorm
 from .e4e import E4EConfig, Encoder4Editing
 from .ops import bias_lrelu, demod_coefficients, setup_filter, upfirdn2d
+from .plugin_ops import modulated_conv_node
 from .psp import ir_se_units
 from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, random_generator, randomize_batchnorm
 
@@ -123,7 +124,10 @@ class LargeConvLayer(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    """StyleGAN2 modulated conv with its own modulation (rosinality layout), optional 2x up / down."""
+    """StyleGAN2 modulated conv with its own modulation (rosinality layout), optional 2x up / down.
+    flavor "plugin" (up or none): one stylert::ModulatedConv2d node with a linear epilogue; noise, bias
+    and activation stay with the caller (the node's noise is one map for the batch, these are per sample)."""
+    flavor = "portable"
 
     def __init__(self, cin, cout, kernel, style_dim, demodulate=True, upsample=False, downsample=False):
         super().__init__()
@@ -142,6 +146,10 @@ class ModulatedConv2d(nn.Module):
     def forward(self, x, style):
         s = self.modulation(style)
         w = self.weight[0] * self.scale
+        if self.flavor == "plugin" and not self.downsample:
+            return modulated_conv_node(x, s, w, w.new_zeros(w.shape[0]), None,
+                                       self.blur.kernel / 4 if self.upsample else None, up=2 if self.upsample else 1,
+                                       padding=self.padding, demodulate=self.demodulate, lrelu=False, clamp=None)
         x = x * s[:, :, None, None]
         if self.upsample:
             y = self.blur(F.conv_transpose2d(x, w.transpose(0, 1), stride=2))
@@ -303,15 +311,24 @@ class RestorationNet(nn.Module):
         n = self.cfg.n_latent
         latent = torch.cat([w0[:, :n], self.style(z).unsqueeze(1).expand(-1, n, -1)], dim=-1)  # [w^0_i, z-hat]
         c, features = self.encode(image, torch.flip(latent, dims=[1]), enc_noise)
-        out = self.conv1(features[0], torch.cat([latent[:, 0], c], 1), dec_noise[0])  # Eq. 3.6
-        skip = self.to_rgb1(out, torch.cat([latent[:, 1], c], 1))
-        for j in range(len(self.to_rgbs)):
-            i = 2 * j + 1
-            out = self.convs[2 * j](out, torch.cat([latent[:, i], c], 1), dec_noise[i])
-            out = out + features[j + 1] + priors[j + 1]  # f(F^de, F^en, F^s): a sum
-            out = self.convs[2 * j + 1](out, torch.cat([latent[:, i + 1], c], 1), dec_noise[i + 1])
-            skip = self.to_rgbs[j](out, torch.cat([latent[:, i + 2], c], 1), skip)
-        return skip
+        return style_decode(self, features, latent, c, dec_noise, priors)  # Eq. 3.6
+
+
+def style_decode(net: nn.Module, features, latent, c, noise, priors=None):
+    """The decoder of an encoder-decoder StyleGAN2 (VSP's restoration net, EXE-GAN's generator): per
+    resolution an up style layer, the encoder feature (and a prior) added, a style layer, a toRGB into
+    the RGB skip; layer i is modulated by [latent_i, c]. `net` has conv1, to_rgb1, convs and to_rgbs."""
+    out = net.conv1(features[0], torch.cat([latent[:, 0], c], 1), noise[0])
+    skip = net.to_rgb1(out, torch.cat([latent[:, 1], c], 1))
+    for j in range(len(net.to_rgbs)):
+        i = 2 * j + 1
+        out = net.convs[2 * j](out, torch.cat([latent[:, i], c], 1), noise[i])
+        out = out + features[j + 1]  # f(F^de, F^en, F^s): a sum
+        if priors is not None:
+            out = out + priors[j + 1]
+        out = net.convs[2 * j + 1](out, torch.cat([latent[:, i + 1], c], 1), noise[i + 1])
+        skip = net.to_rgbs[j](out, torch.cat([latent[:, i + 2], c], 1), skip)
+    return skip
 
 
 # ---- the whole restorer ---------------------------------------------------------------------------

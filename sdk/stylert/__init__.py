@@ -1,12 +1,13 @@
 """stylert runtime: run exported StyleGAN2-family models on ONNX Runtime, OpenVINO or TensorRT. Never imports torch.
 
 Parts: `runtime` (model base, backends), `faces` (detect, align, the whole-photo pipeline, image I/O),
-`calls` (retouch, restore, stylize, generate), `tools` (bench, graph cost, quantize, engine build,
+`calls` (retouch, restore, stylize, inpaint, generate), `tools` (bench, graph cost, quantize, engine build,
 degradations), `serving` (Ray Serve service, Ray Data batch job), `video` (streams, video files, cameras).
 """
 __version__ = "0.1.0"
 
 from .calls.generator import Generator
+from .calls.inpaint import Inpainter
 from .calls.restore import Restorer
 from .calls.retouch import Retoucher
 from .calls.stylize import StylePack, Stylizer, match_histograms
@@ -19,6 +20,6 @@ from .tools.degrade import degrade
 from .video.stream import Stream
 
 __all__ = ["BACKENDS", "BackendUnavailable", "degrade", "Face", "FaceResult", "Generator", "ImageFileError",
-           "InputError", "match_histograms", "Model", "ModelError", "MTCNNDetector", "NoFaceError",
+           "Inpainter", "InputError", "match_histograms", "Model", "ModelError", "MTCNNDetector", "NoFaceError",
            "open_model", "resolve_providers", "Restorer", "Retoucher", "Stream", "StylePack", "StylertError",
            "Stylizer", "to_uint8", "UntrainedWeightsWarning"]

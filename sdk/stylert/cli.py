@@ -223,7 +223,7 @@ def _groups(pairs: list, size: int) -> list[list]:
     return [pairs[i:i + size] for i in range(0, len(pairs), size)]
 
 
-def _process_group(model, group: list[tuple[Path, Path]], args, options: dict):
+def _process_group(model, group: list[tuple[Path, Path]], value, args, options: dict):
     """(src, dst, FaceResult or StylertError) for each file of a group (FaceModel.process_files), and
     the BAFS masks beside each result when asked."""
     if len(group) == 1:  # per-file options (labels) come with one file at a time
@@ -232,7 +232,7 @@ def _process_group(model, group: list[tuple[Path, Path]], args, options: dict):
         except StylertError as exc:
             return [(*group[0], exc)]
     out = []
-    for src, dst, result in model.process_files(group, args.value, **options):
+    for src, dst, result in model.process_files(group, value, **options):
         if options.get("with_masks") and not isinstance(result, StylertError):
             try:
                 _save_masks(result, dst)
@@ -260,15 +260,23 @@ def _cmd_faces(args) -> int:
     a video file, or a camera."""
     from .faces.pipeline import file_report
 
-    if args.camera is None and not (args.inputs and args.output):
-        raise StylertError("give INPUT... and --output (or --camera N)")
+    one_video = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in VIDEO_SUFFIXES
+    if not hasattr(args, "camera"):  # a photo-only call
+        if one_video:
+            raise StylertError(f"stylert {args.command} works on photos, not videos")
+        video = False
+    else:
+        video = args.camera is not None or one_video
+    if not (args.inputs and args.output) and not (video and args.camera is not None):
+        raise StylertError("give INPUT... and --output" + (" (or --camera N)" if hasattr(args, "camera") else ""))
+    value = args.value_of(args)
     model = args.model_class(args.model, args.providers)
     model.pipeline.detect_size = args.detect_size or None
     if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
     if not args.quiet:
         print(f"{args.model}: running on {model.model.backend}", file=sys.stderr)
-    if args.camera is not None or (len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in VIDEO_SUFFIXES):
+    if video:
         return _run_video(model, args)
     found = _expand_inputs(args.inputs, args.recursive)
     if not found:
@@ -279,7 +287,7 @@ def _cmd_faces(args) -> int:
     if getattr(args, "masks", False):
         options["with_masks"] = True
     call_options = args.call_options(args)
-    model.check(args.value, **call_options)
+    model.check(value, **call_options)
     options.update(call_options)
     from .faces.imageio import check_output
 
@@ -293,7 +301,7 @@ def _cmd_faces(args) -> int:
 
     def rows():
         for group in _groups(list(zip(inputs, outputs)), args.batch):
-            for src, dst, result in _process_group(model, group, args, options):
+            for src, dst, result in _process_group(model, group, value, args, options):
                 yield file_report(src, dst, result)
 
     return _report(rows(), args, len(inputs))
@@ -415,14 +423,16 @@ def _run_video(model, args) -> int:
 
 
 def _face_command(sub, name: str, model_class, help_text: str, model_flag: str = "--model",
-                  model_help: str | None = None):
+                  model_help: str | None = None, video: bool = True):
     """The arguments every face call shares; the caller adds its control (strength, fidelity, style)
-    and may set `call_options(args)` / `file_options(args, src)` for the call's own keyword options."""
+    and may set `value_of(args)` (the call's value, default args.value), `call_options(args)` /
+    `file_options(args, src)` for the call's own keyword options. video: also video files and cameras."""
     cmd = sub.add_parser(name, help=help_text,
                          description=f"{help_text[0].upper()}{help_text[1:]}; files or folders; errors are per file.")
     cmd.add_argument("inputs", nargs="*", metavar="INPUT",
-                     help="image files or folders of images, or one video file (.mp4, .avi, .mov, .mkv, .webm)")
-    cmd.add_argument("--output", "-o", help="output folder, one image file, or the output video")
+                     help="image files or folders of images" + (", or one video file (.mp4, .avi, .mov, .mkv, .webm)"
+                                                                 if video else ""))
+    cmd.add_argument("--output", "-o", help="output folder, one image file" + (", or the output video" if video else ""))
     cmd.add_argument(model_flag, dest="model", required=True, metavar=model_flag.lstrip("-").upper(),
                      help=model_help or f"{name} model (.onnx from `stylert export {name}`)")
     which = cmd.add_mutually_exclusive_group()
@@ -438,14 +448,15 @@ def _face_command(sub, name: str, model_class, help_text: str, model_flag: str =
                      help="detect faces on a copy scaled to this long side when the photo is larger; 0: full size")
     cmd.add_argument("--json", action="store_true",
                      help="one JSON object per file on stdout (input, output, faces, timings_ms, error)")
-    video = cmd.add_argument_group("video and camera")
-    video.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
-    video.add_argument("--detect-every", type=int, default=10, help="run the face detector every N frames (default 10)")
-    video.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over time")
-    video.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
-                       help="detect/align beside the network: auto = on for GPU providers and cameras, off on the CPU")
-    cmd.set_defaults(func=_cmd_faces, model_class=model_class, call_options=lambda args: {},
-                     file_options=lambda args, src: {})
+    if video:
+        group = cmd.add_argument_group("video and camera")
+        group.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
+        group.add_argument("--detect-every", type=int, default=10, help="run the face detector every N frames (default 10)")
+        group.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over time")
+        group.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
+                           help="detect/align beside the network: auto = on for GPU providers and cameras, off on the CPU")
+    cmd.set_defaults(func=_cmd_faces, model_class=model_class, value_of=lambda args: args.value,
+                     call_options=lambda args: {}, file_options=lambda args, src: {})
     return cmd
 
 
@@ -468,6 +479,23 @@ def _stylize_labels(args, src: Path) -> dict:
 
     labels = Path(args.labels)
     return {"labels": read_labels(labels / f"{src.stem}.png" if labels.is_dir() else labels)}
+
+
+def _inpaint_masks(args):
+    from .calls.inpaint import MaskSource
+
+    say = lambda note: print(f"note: {note}", file=sys.stderr)  # noqa: E731
+    return MaskSource(file=Path(args.mask) if args.mask else None,
+                      folder=Path(args.mask_dir) if args.mask_dir else None, region=args.region, say=say)
+
+
+def _inpaint_options(args) -> dict:
+    options = {"seed": args.seed, "psi": args.psi, "steps": args.steps}
+    if args.exemplar:
+        from .faces.imageio import read_image
+
+        options["exemplar"] = read_image(args.exemplar).rgb
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -561,6 +589,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="face-parsing label map(s) for --regions (CelebAMask-HQ classes, a PNG of label values): "
                           "a file for one input, or a folder holding INPUT_STEM.png per input")
     sty.set_defaults(call_options=_stylize_options, file_options=_stylize_labels)
+
+    from .calls.inpaint import REGIONS as INPAINT_REGIONS
+    from .calls.inpaint import Inpainter
+
+    inp = _face_command(sub, "inpaint", Inpainter, "inpaint photos inside a mask (EXE-GAN: faces; GRIG: any image)",
+                        video=False)
+    masks = inp.add_mutually_exclusive_group(required=True)
+    masks.add_argument("--mask", metavar="M.png", help="one mask for every input (the photo's size; white = fill)")
+    masks.add_argument("--masks", dest="mask_dir", metavar="DIR",
+                       help="a mask per input in DIR, named like the input (stem.png)")
+    masks.add_argument("--region", choices=list(INPAINT_REGIONS), metavar="NAME",
+                       help=f"a face region from the detected landmarks: {', '.join(INPAINT_REGIONS)}")
+    inp.add_argument("--exemplar", metavar="E.jpg", help="EXE-GAN: a photo of a face whose features guide the fill")
+    inp.add_argument("--seed", type=int, default=0, help="z and noise draws: the same seed gives the same result")
+    inp.add_argument("--psi", type=float, help="EXE-GAN: truncation of z, 0..1 (default 1: none)")
+    inp.add_argument("--steps", type=int, help="GRIG: reasoning steps (default 3)")
+    inp.set_defaults(value_of=_inpaint_masks, call_options=_inpaint_options)
 
     srv = sub.add_parser("serve", help="serve models over HTTP on Ray Serve, batching concurrent requests",
                          description="One Ray Serve application: POST /retouch, /restore, /stylize/<style> (the image "

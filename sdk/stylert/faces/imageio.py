@@ -180,3 +180,54 @@ def read_labels(path: str | Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageFileError(f"{path}: not a readable label map ({exc})") from None
     return np.ascontiguousarray(arr if arr.ndim == 2 else arr[:, :, 0]).astype(np.uint8)
+
+
+@dataclass
+class LoadedMask:
+    fill: np.ndarray  # HxW bool: True where the image is to be filled (the file's nonzero pixels)
+    note: str | None = None  # how a mask that is not plain black and white was read
+
+
+def read_mask(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS) -> LoadedMask:
+    """A mask image (a file, or a file's bytes) -> fill where nonzero, with the EXIF orientation applied like a
+    photo's. Painted transparency (an alpha channel that is not all opaque) is the mask; otherwise any nonzero
+    channel. 16-bit and non-binary masks are read the same way and `note` says so."""
+    if isinstance(source, (bytes, bytearray)):
+        name = name or "mask"
+        if not source:
+            raise ImageFileError(f"{name}: empty (no image bytes)")
+        stream = io.BytesIO(source)
+    else:
+        path = Path(source)
+        name = name or str(path)
+        if not path.is_file():
+            raise ImageFileError(f"{name}: no such mask file")
+        stream = path
+    try:
+        with Image.open(stream) as im:
+            if im.size[0] * im.size[1] > max_pixels:
+                raise ImageFileError(f"{name}: {im.size[0]}x{im.size[1]} pixels is over the pixel limit")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            deep = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "L")
+            if im.mode in ("LA", "RGBA", "PA") and np.asarray(im.getchannel("A")).min() < 255:
+                values, what = np.asarray(im.getchannel("A")), "its alpha channel"
+            elif deep:
+                values, what = np.asarray(im), "its 16-bit values"
+            else:
+                values = np.asarray(im.convert("L") if im.mode in ("1", "L", "LA") else im.convert("RGB"))
+                values, what = (values.max(axis=2) if values.ndim == 3 else values), "its pixels"
+    except ImageFileError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageFileError(f"{name}: not a readable mask image ({exc})") from None
+    levels = np.unique(values)
+    note = None
+    if deep:
+        note = f"{name}: a 16-bit mask: read as fill wherever {what[4:]} are nonzero"
+    elif len(levels) > 2 or (len(levels) == 2 and levels[0] != 0):
+        note = (f"{name}: not a black-and-white mask ({len(levels)} levels, {levels.min()}..{levels.max()}): read as "
+                f"fill wherever {what[4:]} are nonzero; save masks as black (keep) and white (fill) PNG")
+    return LoadedMask(values != 0, note)

@@ -73,10 +73,28 @@ def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
         return {**feeds, "fidelity": np.zeros(batch, np.float32)}
     if call == "stylize":
         return stylize_feeds(meta, batch, rng)
+    if call == "inpaint":
+        return inpaint_feeds(meta, batch, rng)
     if meta.get("stylert.with_mapping") == "true":
         return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
                 "truncation_psi": np.full(batch, 0.7, np.float32)}
     return {"ws": rng.standard_normal((batch, int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"]))).astype(np.float32)}
+
+
+def inpaint_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
+    """An inpaint graph's inputs: a centre hole half the side of the image (GRIG's test mask)."""
+    r = int(meta["stylert.resolution"])
+    image = rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)
+    if meta.get("stylert.role") == "exemplar":
+        return {"image": image}
+    mask = np.zeros((batch, 1, r, r), np.float32)
+    mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
+    noise = rng.standard_normal((batch, int(meta["stylert.noise_size"]))).astype(np.float32)
+    if meta.get("stylert.method") == "grig":
+        return {"image": image * (1 - mask), "mask": mask, "noise": noise}
+    k, d = int(meta["stylert.num_codes"]), int(meta["stylert.code_dim"])
+    return {"image": image, "mask": mask, "codes": rng.standard_normal((batch, k, d)).astype(np.float32) * 0.5,
+            "z": rng.standard_normal((batch, d)).astype(np.float32), "psi": np.ones(batch, np.float32), "noise": noise}
 
 
 def stylize_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
