@@ -35,7 +35,8 @@ setup(
         # OpenVINO for x86 CPUs (chosen automatically there when installed; see README "Backends").
         "openvino": ["openvino>=2025.0,<2027"],
         # `stylert serve` (Ray Serve) and `stylert batch` (Ray Data); tested with Ray 2.60. Nothing else imports Ray.
-        "serve": ["ray[serve,data]>=2.60,<2.61"],
+        # python-multipart parses /inpaint's multipart forms (Starlette's form parser needs it).
+        "serve": ["ray[serve,data]>=2.60,<2.61", "python-multipart>=0.0.9"],
         # tensorrt-stubs is installed with --no-deps by the Makefile: it requires NVIDIA's placeholder wheel.
         "test": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.8", "matplotlib>=3.7"],
     },

@@ -63,7 +63,7 @@ def cli_outputs(model256, library):
     return out, [line for line in result.stderr.splitlines() if line.startswith("error: ")]
 
 
-def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli_outputs, tmp_path):
+def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli_outputs, inpaint_models, tmp_path):
     cli_out, cli_errors = cli_outputs
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
     run = _cli("batch", library["photos"], "-o", tmp_path / "out", "--model", model256, "--strength", 0.7,
@@ -82,6 +82,15 @@ def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli
     assert sorted(Path(r["input"]).name for r in rows) == ["d_noface.png", "e_text.png", "f_cut.png"]
     refused = _cli("batch", library["photos"], "-o", tmp_path / "out2", "--model", model256, "--fidelity", 0.5, env=env)
     assert refused.returncode == 2 and "unknown parameter(s) fidelity; retouch takes strength" in refused.stderr
+    mask_dir = tmp_path / "masks"
+    mask_dir.mkdir()
+    Image.fromarray(np.pad(np.full((40, 80), 255, np.uint8), ((150, 322), (180, 252)))).save(mask_dir / "a.png")
+    inpaint = _cli("batch", library["photos"] / "a.png", "-o", tmp_path / "inp", "--model", inpaint_models["exe-gan"],
+                   "--masks", mask_dir, "--seed", 2, env=env)
+    single = _cli("inpaint", library["photos"] / "a.png", "-o", tmp_path / "inp1", "--model", inpaint_models["exe-gan"],
+                  "--masks", mask_dir, "--seed", 2)
+    assert inpaint.returncode == 0 and single.returncode == 0, inpaint.stderr + single.stderr
+    assert (tmp_path / "inp" / "a.png").read_bytes() == (tmp_path / "inp1" / "a.png").read_bytes()
     before = {p.name: p.read_bytes() for p in library["photos"].iterdir()}
     onto_inputs = _cli("batch", library["photos"], "-o", library["photos"], "--model", model256, "--overwrite", env=env)
     assert onto_inputs.returncode == 1 and onto_inputs.stderr.count("would overwrite the input") == 6
@@ -89,12 +98,12 @@ def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli
 
 
 @pytest.fixture(scope="module")
-def service(model256, restore_models, style_pack):
-    """Three calls, one replica each (half a CPU each: 2 CPUs hold them), batching made easy to observe
+def service(model256, restore_models, style_pack, inpaint_models):
+    """Four calls, one replica each (half a CPU each: 2 CPUs hold them), batching made easy to observe
     (requests wait up to 300 ms for company) and a 1 MB body limit; stopped with Ctrl-C at the end of
     the module, which must leave nothing running."""
-    svc = Service([model256, restore_models["sharp"], style_pack], "--max-batch", "4", "--batch-wait-ms", "300",
-                  "--max-body-mb", "1", "--cpus-per-replica", "0.5")
+    svc = Service([model256, restore_models["sharp"], style_pack, inpaint_models["exe-gan"]], "--max-batch", "4",
+                  "--batch-wait-ms", "300", "--max-body-mb", "1", "--cpus-per-replica", "0.5")
     yield svc
     status = svc.stop()
     assert status == 0, svc.output()[-3000:]
@@ -174,16 +183,74 @@ def test_serve_routes_restore_and_stylize_like_the_cli(service, library, restore
     assert status == 200 and body == (tmp_path / "a.png").read_bytes()
 
 
+def multipart(files: dict[str, bytes]) -> tuple[bytes, dict]:
+    """A multipart/form-data body of files (as a browser's FormData sends it) and its header."""
+    boundary = "stylert-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+             f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n" for name, data in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(scope="module")
+def inpaint_case(library, inpaint_models, astronaut):
+    """A mouth mask and an exemplar for b.jpg (JPEGs: a form of three files stays under the 1 MB limit), and what
+    `stylert inpaint` writes with them (and with --region)."""
+    root = library["root"]
+    mask = np.zeros(astronaut.shape[:2], np.uint8)
+    mask[150:185, 252:332] = 255  # b.jpg is the astronaut mirrored
+    Image.fromarray(mask).save(root / "mask.png")
+    Image.fromarray(astronaut).save(root / "exemplar.jpg", quality=85)
+    out = {}
+    for name, args in {"mask": ["--mask", root / "mask.png", "--exemplar", root / "exemplar.jpg"],
+                       "region": ["--region", "eyes"]}.items():
+        result = _cli("inpaint", library["photos"] / "b.jpg", "-o", root / f"inpaint_{name}.jpg", "--model",
+                      inpaint_models["exe-gan"], "--seed", 3, *args)
+        assert result.returncode == 0, result.stderr
+        out[f"cli_{name}"] = (root / f"inpaint_{name}.jpg").read_bytes()
+    return {"mask": (root / "mask.png").read_bytes(), "exemplar": (root / "exemplar.jpg").read_bytes(), **out}
+
+
+def test_serve_inpaint_forms_and_regions_like_the_cli(service, library, inpaint_case):
+    photo = (library["photos"] / "b.jpg").read_bytes()
+    body, headers = multipart({"image": photo, "mask": inpaint_case["mask"], "exemplar": inpaint_case["exemplar"]})
+    status, _, reply = request(f"{service.url}/inpaint?seed=3", body, headers)
+    assert status == 200 and reply == inpaint_case["cli_mask"], reply[:300]
+    status, _, reply = request(f"{service.url}/inpaint?seed=3&region=eyes", photo)
+    assert status == 200 and reply == inpaint_case["cli_region"], reply[:300]
+    small = io.BytesIO()
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(small, "PNG")
+    empty = io.BytesIO()
+    Image.fromarray(np.zeros((512, 512), np.uint8)).save(empty, "PNG")
+    noface = (library["photos"] / "d_noface.png").read_bytes()
+    bad = [({"image": photo}, "", 400, "inpaint needs one mask"),
+           ({"image": photo, "mask": small.getvalue()}, "", 400, "the mask is 10x10, the photo 512x512"),
+           ({"image": photo, "mask": empty.getvalue()}, "", 400, "the mask is empty"),
+           ({"image": photo, "mask": b"not a png"}, "", 400, "mask: not a readable mask image"),
+           ({"image": photo, "mask": inpaint_case["mask"], "other": b"x"}, "", 400, "unknown form field(s) other"),
+           ({"image": photo, "mask": inpaint_case["mask"], "exemplar": noface}, "", 422, "exemplar: no face found"),
+           ({"image": photo, "mask": inpaint_case["mask"]}, "&region=eyes", 400, "inpaint needs one mask"),
+           ({"image": photo, "mask": inpaint_case["mask"]}, "&steps=2", 400, "steps are GRIG's")]
+    for files, query, want, message in bad:
+        body, headers = multipart(files)
+        status, _, reply = request(f"{service.url}/inpaint?seed=1{query}", body, headers)
+        assert status == want and message in json.loads(reply)["error"], (files.keys(), reply)
+    status, _, reply = request(f"{service.url}/inpaint?region=ears", photo)
+    assert status == 400 and "unknown face region 'ears'" in json.loads(reply)["error"]
+    status, _, reply = request(f"{service.url}/inpaint?region=eyes", noface)
+    assert status == 422 and "no face found" in json.loads(reply)["error"]
+
+
 def test_serve_health_models_and_methods(service, model256):
     status, _, body = request(service.url + "/healthz")
     assert status == 200 and json.loads(body) == {"status": "ok", "models": dict.fromkeys(["retouch", "restore",
-                                                                                            "stylize"], "ok")}
+                                                                                            "stylize", "inpaint"], "ok")}
     status, _, body = request(service.url + "/models")
     models = json.loads(body)
     info = models["retouch"]
     assert status == 200 and info["resolution"] == 256 and info["trained"] is False and info["max_batch"] == 4
     assert info["path"] == str(model256) and info["backend"]
     assert models["stylize"]["styles"] == ["cartoon", "impasto"] and models["restore"]["call"] == "restore"
+    assert models["inpaint"]["method"] == "exe-gan"
     status, _, body = request(service.url + "/retouch")
     assert status == 405 and "POST" in json.loads(body)["error"]
 

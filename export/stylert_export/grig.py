@@ -298,17 +298,19 @@ class GRIGGenerator(nn.Module):
         down_64 = self.down_8(down_128)
         down_32 = self.down_16(down_64)
         enc1 = self.encoder_level1(self.patch_embed(down_32))
-        enc2 = self.se_256_16(down_256, self.encoder_level2(self.down1_2(enc1)))
-        enc3 = self.se_128_8(down_128, self.encoder_level3(self.down2_3(enc2)))
+        inp2 = self.down1_2(enc1)
+        enc2 = self.se_256_16(down_256, self.encoder_level2(inp2))
+        inp3 = self.down2_3(enc2)
+        enc3 = self.se_128_8(down_128, self.encoder_level3(inp3))
         inp4 = self.se_64_4(down_64, self.down3_4(enc3))
         dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(self.latent(inp4)), enc3], 1)))
         dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
         dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1)))
         feat_32 = self.output(dec1) + down_32
         feat_64 = self.up_se_64(inp4, self.conv_64_3_3(torch.cat([self.feat_64(feat_32), down_64], 1)))
-        feat_128 = self.up_se_128(enc3, self.feat_128(feat_64, noise))
+        feat_128 = self.up_se_128(inp3, self.feat_128(feat_64, noise))  # SLE from the level inputs, as the code has it
         feat_128 = self.conv_128_3_3(torch.cat([feat_128, down_128], 1))
-        feat_256 = self.up_se_256(enc2, self.feat_256(feat_128))
+        feat_256 = self.up_se_256(inp2, self.feat_256(feat_128))
         return self.to_big(feat_256)
 
 

@@ -18,8 +18,8 @@ from .runtime.model import BACKENDS
 from .video.process import VIDEO_SUFFIXES
 
 # `stylert batch` options that are the call's controls (serving.controls.parse_controls names).
-BATCH_CONTROLS = ("strength", "fidelity", "style", "seed", "psi", "mix_layer", "reference", "only_center_face",
-                  "largest_face", "aligned")
+BATCH_CONTROLS = ("strength", "fidelity", "style", "seed", "psi", "mix_layer", "reference", "region", "steps",
+                  "only_center_face", "largest_face", "aligned")
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
                   "onnxruntime-*); default: chosen for this machine")
 
@@ -373,6 +373,17 @@ def _cmd_batch(args) -> int:
     call = call_of(args.model)
     params = {k: str(v) for k, v in vars(args).items() if k in BATCH_CONTROLS and v is not None and v is not False}
     value, options = parse_controls(call, params)
+    masks = [f"--{name.replace('_', '-')}" for name in ("mask", "mask_dir", "exemplar") if getattr(args, name)]
+    if call == "inpaint":
+        if sum(x is not None for x in (args.mask, args.mask_dir, args.region)) != 1:
+            raise StylertError("inpaint needs one of --mask M.png, --masks DIR, --region NAME")
+        value = _inpaint_masks(args)
+        if args.exemplar:
+            from .faces.imageio import read_image
+
+            options["exemplar"] = read_image(args.exemplar).rgb
+    elif masks:
+        raise StylertError(f"{', '.join(masks)}: for inpaint models; {args.model} is a {call} model")
     for name in ("concurrency", "batch"):
         if getattr(args, name) < 1:
             raise StylertError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -628,18 +639,24 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=_cmd_serve)
 
     bat = sub.add_parser("batch", help="run a face call over a photo library as a Ray Data job (resumable)",
-                         description="Writes what `stylert retouch|restore|stylize INPUT -o OUTPUT` writes, on a pool "
+                         description="Writes what `stylert retouch|restore|stylize|inpaint INPUT -o OUTPUT` writes, on a pool "
                                      "of Ray actors; files already in OUTPUT are skipped. Needs stylert[serve].")
     bat.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     bat.add_argument("--output", "-o", required=True, help="output folder")
-    bat.add_argument("--model", required=True, help="a retouch/restore model (.onnx, .engine) or a style-pack folder")
+    bat.add_argument("--model", required=True,
+                     help="a retouch/restore/inpaint model (.onnx, .engine) or a style-pack folder")
     bat.add_argument("--strength", type=float, help="retouch strength (default 1)")
     bat.add_argument("--fidelity", type=float, help="restore fidelity (default 0)")
     bat.add_argument("--style", help="stylize: the style's name in the pack")
-    bat.add_argument("--seed", type=int, help="restore (VSP) noise seed, or stylize multimodal seed")
-    bat.add_argument("--psi", type=float, help="stylize truncation")
+    bat.add_argument("--seed", type=int, help="restore (VSP) noise seed, stylize multimodal seed, inpaint seed")
+    bat.add_argument("--psi", type=float, help="stylize or inpaint (EXE-GAN) truncation")
     bat.add_argument("--mix-layer", type=int, help="stylize: mix from this layer on")
     bat.add_argument("--reference", help="stylize: reference code of the style")
+    bat.add_argument("--mask", metavar="M.png", help="inpaint: one mask for every input")
+    bat.add_argument("--masks", dest="mask_dir", metavar="DIR", help="inpaint: a mask per input in DIR (stem.png)")
+    bat.add_argument("--region", metavar="NAME", help="inpaint: a face region (see stylert inpaint --help)")
+    bat.add_argument("--exemplar", metavar="E.jpg", help="inpaint (EXE-GAN): a face guiding the fill")
+    bat.add_argument("--steps", type=int, help="inpaint (GRIG): reasoning steps")
     which = bat.add_mutually_exclusive_group()
     which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
     which.add_argument("--largest-face", action="store_true", help="only the largest face")

@@ -19,12 +19,14 @@ class Call:
     value: str  # the control that is the call's value argument
     default: float | None  # its value when not given (None: it must be given)
     options: tuple[tuple[str, type], ...] = ()  # the call's keyword controls and their types
+    value_elsewhere: bool = False  # the value may come from outside the text controls (inpaint: a mask file)
 
 
 CALLS = {c.name: c for c in (
     Call("retouch", "strength", 1.0),
     Call("restore", "fidelity", 0.0, (("seed", int),)),
     Call("stylize", "style", None, (("psi", float), ("mix_layer", int), ("seed", int), ("reference", str))),
+    Call("inpaint", "region", None, (("seed", int), ("psi", float), ("steps", int)), value_elsewhere=True),
 )}
 FACE_OPTIONS = ("only_center_face", "largest_face", "aligned")  # which faces; they exclude each other
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -59,7 +61,8 @@ def call_of(path: str | Path) -> str:
 
 
 def open_call(path: str | Path, providers=None, threads: int | None = None) -> FaceModel:
-    """The call's SDK object (Retoucher, Restorer or Stylizer) for a model path or a style-pack folder."""
+    """The call's SDK object (Retoucher, Restorer, Stylizer or Inpainter) for a model path or a style-pack folder."""
+    from ..calls.inpaint import Inpainter
     from ..calls.restore import Restorer
     from ..calls.retouch import Retoucher
     from ..calls.stylize import Stylizer
@@ -67,7 +70,7 @@ def open_call(path: str | Path, providers=None, threads: int | None = None) -> F
     if Path(path).is_dir():
         return Stylizer(path, providers, threads=threads)
     model = open_model(path, providers, threads=threads)
-    classes = {"retouch": Retoucher, "restore": Restorer}
+    classes = {"retouch": Retoucher, "restore": Restorer, "inpaint": Inpainter}
     if model.call not in classes:
         raise ModelError(f"{path}: a '{model.call}' model; this runs {', '.join(CALLS)} models")
     return classes[model.call](model)
@@ -92,9 +95,9 @@ def parse_controls(call: str, params: Mapping[str, str]) -> tuple[object, dict]:
     if unknown:
         raise InputError(f"unknown parameter(s) {', '.join(unknown)}; {call} takes {', '.join(takes)}")
     value = params.get(spec.value)
-    if value is None and spec.default is None:
+    if value is None and spec.default is None and not spec.value_elsewhere:
         raise InputError(f"{call} needs {spec.value}")
-    if value is not None and spec.value != "style":
+    if value is not None and spec.value not in ("style", "region"):
         value = _typed(spec.value, value, float)
     options = {k: _typed(k, v, kinds[k]) for k, v in params.items() if k in kinds}
     flags = []

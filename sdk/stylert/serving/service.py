@@ -4,14 +4,16 @@ Two deployments. `FaceService` (one per model, `--replicas` each) opens the mode
 bodies, and batches concurrent requests with Ray Serve's `@serve.batch`: their photos go through
 `FaceModel.process_batch` together, so their faces share network runs, and each result is the one the
 CLI writes for that photo alone. `Gateway` (the ingress, no CPU reserved) routes POST /retouch,
-/restore, /stylize/<style> and GET /healthz, /models, bounds the request body before anything
-decodes it, and turns a bad request into a 4xx with the CLI's one-line message. Ray Serve runs the
-HTTP server, the queues and the replicas; only this module, batchjob.py and cluster.py import Ray.
+/restore, /stylize/<style>, /inpaint and GET /healthz, /models, bounds the request body before anything
+decodes it, and turns a bad request into a 4xx with the CLI's one-line message. /inpaint takes a
+multipart form (image, mask, optional exemplar) or the image as the body with ?region=. Ray Serve runs
+the HTTP server, the queues and the replicas; only this module, batchjob.py and cluster.py import Ray.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import InputError, StylertError
-from ..faces.imageio import LoadedImage, decode_image, encode_image
+from ..faces.imageio import LoadedImage, decode_image, encode_image, read_mask
 from ..faces.pipeline import NoFaceError
 from .cluster import init_ray
 from .controls import call_of, open_call, parse_controls
@@ -55,6 +57,10 @@ class Job:
     options: dict
     suffix: str
     timings: dict
+    group: str = ""  # requests with the same group run as one process_batch
+
+
+PARTS = ("image", "mask", "exemplar")  # the files of a multipart /inpaint request
 
 
 def _failure(exc: BaseException) -> Reply:
@@ -88,15 +94,22 @@ class FaceService:
                 "max_batch": self.max_batch, "batch_wait_ms": self.batch_wait_ms, "version": meta.get("stylert.version")}
         if self.call == "stylize":
             info["styles"] = self.model.styles
+        if self.call == "inpaint":
+            info["method"] = self.model.method
         return info
 
-    async def __call__(self, body: bytes, params: dict, fmt: str | None) -> Reply:
-        """One request: checked and decoded here, then batched with the requests around it."""
+    async def __call__(self, body: bytes, params: dict, fmt: str | None, parts: dict | None = None) -> Reply:
+        """One request: checked and decoded here, then batched with the requests around it. `parts`: the other
+        files of a multipart request (inpaint's mask and exemplar)."""
         try:
             t = time.perf_counter()
-            loaded = await asyncio.to_thread(decode_image, body, "request body")
-            decode_ms = (time.perf_counter() - t) * 1000
+            name = "image" if parts else "request body"
+            loaded = await asyncio.to_thread(decode_image, body, name)
             value, options = parse_controls(self.call, params)
+            group = json.dumps([value, sorted(options.items())])
+            if self.call == "inpaint":
+                value, group = await asyncio.to_thread(self._inpaint_inputs, value, options, parts or {})
+            decode_ms = (time.perf_counter() - t) * 1000
             self.model.check(value, **options)
             suffix = FORMATS[fmt] if fmt else FROM_PILLOW.get(loaded.format or "", ".png")
             if loaded.alpha is not None and suffix == ".jpg":
@@ -108,7 +121,21 @@ class FaceService:
         # together; with the replica idle, a batch waits --batch-wait-ms.
         remaining = self.busy_until - time.monotonic()
         self.infer.set_batch_wait_timeout_s(max(self.batch_wait_ms / 1000, remaining))
-        return await self.infer(Job(loaded, value, options, suffix, {"decode": decode_ms}))
+        return await self.infer(Job(loaded, value, options, suffix, {"decode": decode_ms}, group))
+
+    @staticmethod
+    def _inpaint_inputs(region, options: dict, parts: dict) -> tuple[object, str]:
+        """The mask (a 'mask' file, or ?region=) and the exemplar (an 'exemplar' file) of an /inpaint request, and the
+        group it batches in: the same controls and the same exemplar."""
+        if ("mask" in parts) == (region is not None):
+            raise InputError("inpaint needs one mask: a 'mask' file in a multipart form (with 'image'), or ?region=NAME "
+                             "with the image as the body")
+        value = read_mask(parts["mask"], "mask").fill if "mask" in parts else region
+        exemplar = parts.get("exemplar")
+        if exemplar is not None:
+            options["exemplar"] = decode_image(exemplar, "exemplar").rgb
+        digest = hashlib.blake2b(exemplar, digest_size=16).hexdigest() if exemplar is not None else ""
+        return value, json.dumps([sorted((k, v) for k, v in options.items() if k != "exemplar"), digest])
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer(self, jobs: list[Job]) -> list[Reply]:
@@ -124,12 +151,13 @@ class FaceService:
         replies: dict[int, Reply] = {}
         groups: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(json.dumps([job.value, sorted(job.options.items())]), []).append(i)
+            groups.setdefault(job.group, []).append(i)
         for members in groups.values():
             first = jobs[members[0]]
+            value = [jobs[i].value for i in members] if self.call == "inpaint" else first.value  # a mask per photo
             results: list
             try:
-                results = self.model.process_batch([jobs[i].loaded.rgb for i in members], first.value, channels="rgb",
+                results = self.model.process_batch([jobs[i].loaded.rgb for i in members], value, channels="rgb",
                                                    max_batch=min(self.max_batch, self.model.batch_limit),
                                                    **first.options)
             except Exception as exc:  # noqa: BLE001 - a failing batch answers each of its requests
@@ -199,8 +227,14 @@ class Gateway:
         body = await self._body(request)
         if isinstance(body, Response):
             return body
+        files = None
+        if route == "inpaint" and request.headers.get("content-type", "").startswith("multipart/form-data"):
+            files = await self._form(request, body)
+            if isinstance(files, Response):
+                return files
+            body = files.pop("image")
         try:
-            reply: Reply = await self.services[route].remote(body, params, fmt and fmt.lower())
+            reply: Reply = await self.services[route].remote(body, params, fmt and fmt.lower(), files)
         except Exception as exc:  # noqa: BLE001 - a replica died mid-request (Ray restarts it): retryable
             log.warning("%s request failed in its replica: %s", route, exc)
             return _error(503, f"the {route} replica serving this request failed ({type(exc).__name__}); "
@@ -232,6 +266,30 @@ class Gateway:
         if too_big:
             return _error(413, f"request body over the {self.max_body_mb:g} MB limit (stylert serve --max-body-mb)")
         return b"".join(chunks)
+
+    async def _form(self, request: Request, body: bytes) -> dict | Response:
+        """The files of a multipart form already read (within the body limit): image, mask, exemplar."""
+        from starlette.formparsers import MultiPartException, MultiPartParser
+
+        async def stream():
+            yield body
+
+        try:
+            form = await MultiPartParser(request.headers, stream()).parse()
+        except (MultiPartException, ValueError, KeyError) as exc:
+            return _error(400, f"malformed multipart form ({exc})")
+        unknown = sorted(set(form.keys()) - set(PARTS))
+        if unknown:
+            return _error(400, f"unknown form field(s) {', '.join(unknown)}; /inpaint takes the files "
+                               f"{', '.join(PARTS)} (controls go in the query string)")
+        if "image" not in form:
+            return _error(400, "the multipart form has no 'image' file")
+        files = {}
+        for name in PARTS:
+            item = form.get(name)
+            if item is not None:
+                files[name] = await item.read() if hasattr(item, "read") else str(item).encode()
+        return files
 
     async def _health(self) -> Response:
         status = {}
