@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stylert-installed
 DEMO   := out/demo
 
-.PHONY: demo test venv kernels clean
+.PHONY: demo test venv kernels docs plots clean
 
 venv: $(STAMP)
 
@@ -20,11 +20,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@mkdir -p $(DEMO)
-	$(BIN)/python -c "import skimage.data; from PIL import Image; Image.fromarray(skimage.data.astronaut()).save('$(DEMO)/astronaut.png')"
-	$(BIN)/stylert export retouch --random-init --seed 0 --resolution 256 --with-masks --output $(DEMO)/retouch256.onnx
-	$(BIN)/stylert retouch $(DEMO)/astronaut.png --model $(DEMO)/retouch256.onnx --masks --output $(DEMO)/retouched
-	$(BIN)/python benchmarks/latency.py $(DEMO)/retouch256.onnx --pipeline $(DEMO)/astronaut.png --iters 10 --json $(DEMO)/latency.json
+	@$(BIN)/python benchmarks/demo.py --out $(DEMO)
 
 # TensorRT headers for the plugins: TRT_INCLUDE=/usr/include/x86_64-linux-gnu (a TensorRT install) or
 # the include/ folder of the NVIDIA/TensorRT repository; by default the TensorRT 11.1 headers in
@@ -34,10 +30,20 @@ TRT_INCLUDE ?= $(abspath $(wildcard ../shared/third_party/tensorrt/include))
 # The CUDA kernels, their CPU reference and the TensorRT plugins (kernels/Makefile says what it built
 # for which GPU architectures, against which TensorRT headers).
 kernels:
-	$(MAKE) -C kernels TRT_INCLUDE=$(TRT_INCLUDE)
+	$(MAKE) -j2 -C kernels TRT_INCLUDE=$(TRT_INCLUDE)
 
-test: $(STAMP) kernels
-	TRT_INCLUDE=$(TRT_INCLUDE) $(BIN)/python -m pytest -q tests
+# Two pytest-xdist workers (the machines this runs on have 2 cores), a test file per worker at a time (so the
+# Ray tests share one service and one Ray); each export happens once per session (tests/conftest.py `built`).
+test: $(STAMP) kernels docs
+	TRT_INCLUDE=$(TRT_INCLUDE) $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+
+# The documentation site (MkDocs, Material theme, mkdocstrings); --strict: a broken link or reference fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet -f docs/mkdocs.yml -d $(abspath out/site)
+
+# The documentation's benchmark plots from benchmarks/results (no measuring).
+plots: $(STAMP)
+	$(BIN)/python benchmarks/plots.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -23,8 +23,9 @@ setup(
         "stylert_export.ops": "export/stylert_export/ops",
     },
     # The runtime (import name `stylert`) never needs torch. The face detector's network files ship
-    # inside it (sdk/stylert/faces/mtcnn, MIT, NOTICE beside them).
-    package_data={"stylert": ["py.typed"], "stylert.faces": ["mtcnn/*.onnx", "mtcnn/NOTICE"]},
+    # inside it (sdk/stylert/faces/mtcnn, MIT, NOTICE beside them), and so does the demo page of `stylert serve`.
+    package_data={"stylert": ["py.typed"], "stylert.faces": ["mtcnn/*.onnx", "mtcnn/NOTICE"],
+                  "stylert.serving": ["demo/index.html", "demo/demo.js", "demo/demo.css"]},
     license_files=["LICENSE"],
     install_requires=["numpy>=1.24", "onnxruntime>=1.17", "onnx>=1.16", "opencv-python-headless>=4.8", "pillow>=10",
                       "tqdm>=4.60"],
@@ -38,7 +39,11 @@ setup(
         # python-multipart parses /inpaint's multipart forms (Starlette's form parser needs it).
         "serve": ["ray[serve,data]>=2.60,<2.61", "python-multipart>=0.0.9"],
         # tensorrt-stubs is installed with --no-deps by the Makefile: it requires NVIDIA's placeholder wheel.
-        "test": ["pytest>=7", "scikit-image>=0.21", "mypy>=1.8", "matplotlib>=3.7"],
+        # the suite: pytest with two workers, the browser test (Playwright drives the system's Chromium; it never
+        # downloads a browser), and the documentation site's build (MkDocs, Material, mkdocstrings).
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "filelock>=3.12", "scikit-image>=0.21", "mypy>=1.8",
+                 "matplotlib>=3.7", "playwright>=1.40", "mkdocs>=1.6", "mkdocs-material>=9.5",
+                 "mkdocstrings[python]>=0.26"],
     },
     entry_points={
         "console_scripts": ["stylert=stylert.cli:main"],

@@ -2,6 +2,8 @@
 rosinality and NVlabs implementations and their outputs (see tests/fixtures/README.md)."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -46,39 +48,91 @@ def reference_outputs():
     return dict(np.load(FIXTURES / "reference_outputs.npz"))
 
 
+def built(tmp_path_factory, name: str, make) -> Path:
+    """An artifact folder made once per session: with pytest-xdist the workers share the session's temp folder and
+    the first to ask builds it under a file lock while the others wait, so every export runs once."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # .../pytest-N/popen-gwK -> .../pytest-N, the same for every worker
+    folder = root / "artifacts" / name
+    folder.parent.mkdir(exist_ok=True)
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".done").touch()
+    return folder
+
+
+def cli_export(*args) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "stylert.cli", "export", *map(str, args)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """ONNX graphs exported once per session from the official-layout fixtures (needs torch)."""
     pytest.importorskip("torch")
     from stylert_export.generator import export_generator, from_checkpoint, from_random_init
 
-    out = tmp_path_factory.mktemp("onnx")
-    paths = {}
-    for name, ckpt in (("rosinality", "rosinality_32.pt"), ("nvlabs", "nvlabs_32.pkl")):
-        paths[name] = out / f"{name}.onnx"
-        export_generator(from_checkpoint(FIXTURES / ckpt), paths[name], log=lambda *_: None)
-    paths["mapping"] = out / "mapping.onnx"
-    export_generator(from_checkpoint(FIXTURES / "nvlabs_32.pkl"), paths["mapping"], with_mapping=True, log=lambda *_: None)
-    paths["random"] = out / "random.onnx"
-    export_generator(from_random_init(7, 16, channel_base=128, channel_max=16, w_dim=16, mapping_layers=2),
-                     paths["random"], with_mapping=True, log=lambda *_: None)
-    return paths
+    def make(out):
+        for name, ckpt in (("rosinality", "rosinality_32.pt"), ("nvlabs", "nvlabs_32.pkl")):
+            export_generator(from_checkpoint(FIXTURES / ckpt), out / f"{name}.onnx", log=lambda *_: None)
+        export_generator(from_checkpoint(FIXTURES / "nvlabs_32.pkl"), out / "mapping.onnx", with_mapping=True,
+                         log=lambda *_: None)
+        export_generator(from_random_init(7, 16, channel_base=128, channel_max=16, w_dim=16, mapping_layers=2),
+                         out / "random.onnx", with_mapping=True, log=lambda *_: None)
+
+    out = built(tmp_path_factory, "generators", make)
+    return {name: out / f"{name}.onnx" for name in ("rosinality", "nvlabs", "mapping", "random")}
+
+
+@pytest.fixture(scope="session")
+def generator_flavours(tmp_path_factory):
+    """The NVlabs fixture generator in the other flavours and precision: plugin (fp32), fp16 portable and fp16
+    plugin (the fp32 portable graph is `exported`'s nvlabs.onnx); the fp16 export's parity report is kept."""
+    pytest.importorskip("torch")
+    from stylert_export.generator import export_generator, from_checkpoint
+
+    def make(out):
+        src = from_checkpoint(FIXTURES / "nvlabs_32.pkl")
+        export_generator(src, out / "plugin.onnx", flavor="plugin", log=lambda *_: None)
+        report = export_generator(src, out / "fp16.onnx", fp16=True, log=lambda *_: None)
+        (out / "fp16_parity.txt").write_text(f"{int(report.ok)} {report.max_abs!r}")
+        export_generator(src, out / "fp16_plugin.onnx", fp16=True, flavor="plugin", log=lambda *_: None)
+
+    out = built(tmp_path_factory, "generator_flavours", make)
+    ok, max_abs_err = (out / "fp16_parity.txt").read_text().split()
+    return {"plugin": out / "plugin.onnx", "fp16": out / "fp16.onnx", "fp16_plugin": out / "fp16_plugin.onnx",
+            "fp16_parity": (ok == "1", float(max_abs_err))}
+
+
+def retouch_source():
+    from stylert_export import retouch_export as rx
+
+    return rx.from_random_init(5, 32, channel_base=256, channel_max=16, w_dim=16)
 
 
 @pytest.fixture(scope="session")
 def retouch_models(tmp_path_factory):
-    """A tiny seeded-random retoucher (32x32), exported with and without masks, and its checkpoint."""
+    """A tiny seeded-random retoucher (32x32), exported with and without masks, its checkpoint and its source."""
     pytest.importorskip("torch")
     from stylert_export import retouch_export as rx
 
-    out = tmp_path_factory.mktemp("retouch")
-    src = rx.from_random_init(5, 32, channel_base=256, channel_max=16, w_dim=16)
-    paths = {"checkpoint": rx.save_retoucher(src, out / "retouch.safetensors"),
-             "masks": out / "retouch_masks.onnx", "plain": out / "retouch.onnx"}
-    rx.export_retoucher(src, paths["masks"], with_masks=True, log=lambda *_: None)
-    rx.export_retoucher(src, paths["plain"], log=lambda *_: None)
-    paths["source"] = src
-    return paths
+    def make(out):
+        src = retouch_source()
+        rx.save_retoucher(src, out / "retouch.safetensors")
+        rx.export_retoucher(src, out / "retouch_masks.onnx", with_masks=True, log=lambda *_: None)
+        rx.export_retoucher(src, out / "retouch.onnx", log=lambda *_: None)
+
+    out = built(tmp_path_factory, "retouch", make)
+    return {"checkpoint": out / "retouch.safetensors", "masks": out / "retouch_masks.onnx", "plain": out / "retouch.onnx",
+            "source": retouch_source()}
 
 
 @pytest.fixture(scope="session")
@@ -87,31 +141,38 @@ def astronaut():
     return skimage_data.astronaut()
 
 
+def restore_source():
+    from stylert_export import restore_export as rx
+
+    return rx.from_random_init(3, 32, channel_base=256, channel_max=16, w_dim=16, q_dim=4)
+
+
 @pytest.fixture(scope="session")
 def restore_models(tmp_path_factory):
-    """A tiny seeded-random QC-StyleGAN restorer (32x32, q_dim 4), sharp-only and with quality."""
+    """A tiny seeded-random QC-StyleGAN restorer (32x32, q_dim 4), sharp-only and with quality, and its source."""
     pytest.importorskip("torch")
     from stylert_export import restore_export as rx
 
-    out = tmp_path_factory.mktemp("restore")
-    src = rx.from_random_init(3, 32, channel_base=256, channel_max=16, w_dim=16, q_dim=4)
-    paths = {"sharp": out / "restore.onnx", "quality": out / "restore_q.onnx", "source": src}
-    rx.export_restorer(src, paths["sharp"], log=lambda *_: None)
-    rx.export_restorer(src, paths["quality"], with_quality=True, log=lambda *_: None)
-    return paths
+    def make(out):
+        src = restore_source()
+        rx.export_restorer(src, out / "restore.onnx", log=lambda *_: None)
+        rx.export_restorer(src, out / "restore_q.onnx", with_quality=True, log=lambda *_: None)
+
+    out = built(tmp_path_factory, "restore", make)
+    return {"sharp": out / "restore.onnx", "quality": out / "restore_q.onnx", "source": restore_source()}
 
 
 @pytest.fixture(scope="session")
 def style_pack(tmp_path_factory):
     """A tiny random-init pack with two styles and a region-local model, made by the CLI."""
-    pack = tmp_path_factory.mktemp("pack")
-    args = ["export", "stylize", "--random-init", "--seed", 4, "--pack", pack, "--style", "cartoon", "--style", "impasto",
-            "--with-local", "--resolution", STYLIZE_RES, "--channel-base", 256, "--channel-max", 32, "--w-dim", 32,
-            "--encoder-units", "1,1,1,1", "--encoder-size", 32, "--local-width", 8]
-    result = subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, args)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "untrained" in result.stderr
-    return pack
+    def make(pack):
+        result = cli_export("stylize", "--random-init", "--seed", 4, "--pack", pack, "--style", "cartoon", "--style",
+                            "impasto", "--with-local", "--resolution", STYLIZE_RES, "--channel-base", 256,
+                            "--channel-max", 32, "--w-dim", 32, "--encoder-units", "1,1,1,1", "--encoder-size", 32,
+                            "--local-width", 8)
+        assert "untrained" in result.stderr
+
+    return built(tmp_path_factory, "pack", make)
 
 
 def small_vsp_config():
@@ -123,15 +184,18 @@ def small_vsp_config():
 
 @pytest.fixture(scope="session")
 def vsp_model(tmp_path_factory):
-    """A tiny seeded-random VSP restorer (32x32, bank 64x64), exported once."""
+    """A tiny seeded-random VSP restorer (32x32, bank 64x64), exported once, and its source."""
+    pytest.importorskip("torch")
     from stylert_export import restore_export as rx
     from stylert_export.vsp_restorer import random_vsp_restorer
 
-    cfg = small_vsp_config()
-    src = rx.RestorerSource(random_vsp_restorer(cfg, 9), "random-init seed 9", False, 9, "vsp", cfg)
-    path = tmp_path_factory.mktemp("vsp") / "vsp.onnx"
-    rx.export_restorer(src, path, log=lambda *_: None)
-    return {"path": path, "source": src}
+    def source():
+        cfg = small_vsp_config()
+        return rx.RestorerSource(random_vsp_restorer(cfg, 9), "random-init seed 9", False, 9, "vsp", cfg)
+
+    out = built(tmp_path_factory, "vsp", lambda folder: rx.export_restorer(source(), folder / "vsp.onnx",
+                                                                            log=lambda *_: None))
+    return {"path": out / "vsp.onnx", "source": source()}
 
 
 INPAINT_RES = {"exe-gan": 32, "grig": 64}
@@ -140,15 +204,27 @@ INPAINT_RES = {"exe-gan": 32, "grig": 64}
 @pytest.fixture(scope="session")
 def inpaint_models(tmp_path_factory):
     """Tiny seeded-random inpainters made by the CLI: EXE-GAN at 32 (its exemplar graph beside it), GRIG at 64."""
-    out = tmp_path_factory.mktemp("inpaint")
-    common = ["export", "inpaint", "--random-init", "--seed", 5]
-    commands = {"exe-gan": ["--method", "exe-gan", "--resolution", 32, "--channel-base", 1024, "--channel-max", 32,
-                            "--encoder-units", "1,1,1,1", "--encoder-size", 16, "-o", out / "exe32.onnx"],
-                "grig": ["--method", "grig", "--resolution", 64, "--ngf", 8, "--dim", 8, "--blocks", "1,1,1,1",
-                         "--refinement", 1, "-o", out / "grig64.onnx"]}
-    for name, args in commands.items():
-        result = subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, common + args)], capture_output=True,
-                                text=True)
-        assert result.returncode == 0, result.stderr
-        assert "untrained" in result.stderr and "parity" in result.stdout
+    def make(out):
+        for args in (["--method", "exe-gan", "--resolution", 32, "--channel-base", 1024, "--channel-max", 32,
+                      "--encoder-units", "1,1,1,1", "--encoder-size", 16, "-o", out / "exe32.onnx"],
+                     ["--method", "grig", "--resolution", 64, "--ngf", 8, "--dim", 8, "--blocks", "1,1,1,1",
+                      "--refinement", 1, "-o", out / "grig64.onnx"]):
+            result = cli_export("inpaint", "--random-init", "--seed", 5, *args)
+            assert "untrained" in result.stderr and "parity" in result.stdout
+
+    out = built(tmp_path_factory, "inpaint", make)
     return {"exe-gan": out / "exe32.onnx", "exemplar": out / "exe32.exemplar.onnx", "grig": out / "grig64.onnx"}
+
+
+@pytest.fixture(scope="session")
+def edit_model(tmp_path_factory):
+    """A tiny seeded-random FACEMUG editor (32x32, bank 32) made by the CLI, with its stylert checkpoint."""
+    def make(out):
+        result = cli_export("edit", "--random-init", "--seed", 6, "--resolution", 32, "--bank-resolution", 32,
+                            "--channel-base", 1024, "--encoder-units", "1,1,1,1", "--encoder-size", 32,
+                            "--aggregation-channels", 8, "-o", out / "edit32.onnx",
+                            "--save-checkpoint", out / "edit32.safetensors")
+        assert "untrained" in result.stderr and "parity" in result.stdout
+
+    out = built(tmp_path_factory, "edit", make)
+    return {"path": out / "edit32.onnx", "checkpoint": out / "edit32.safetensors"}

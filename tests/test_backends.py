@@ -35,26 +35,32 @@ def test_backend_names_one_list():
 @pytest.fixture(scope="module")
 def local64(tmp_path_factory):
     """A region-local model at 64 (OpenVINO cannot convert the 32 one: see the fallback test)."""
-    pack = tmp_path_factory.mktemp("pack64")
-    args = ["export", "stylize", "--random-init", "--seed", 4, "--pack", pack, "--style", "cartoon", "--with-local",
-            "--resolution", 64, "--channel-base", 256, "--channel-max", 32, "--w-dim", 32, "--encoder-units", "1,1,1,1",
-            "--encoder-size", 32, "--local-width", 8]
-    result = subprocess.run([sys.executable, "-m", "stylert.cli", *map(str, args)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return pack / "local.onnx"
+    from conftest import built
+    from stylert_export import stylize_export as sx
+
+    def make(out):
+        pack = sx.from_random_init(4, 64, ["cartoon"], with_local=True, channel_base=256, channel_max=32, w_dim=32,
+                                   encoder_units=(1, 1, 1, 1), encoder_size=32, local_width=8)
+        sx.export_local(pack, out / "local.onnx", log=lambda *_: None)
+
+    return built(tmp_path_factory, "local64", make) / "local.onnx"
 
 
-def _graphs(exported, retouch_models, restore_models, style_pack, vsp_model, local64):
-    return {"generator": exported["nvlabs"], "generator-mapping": exported["mapping"], "retouch": retouch_models["masks"],
-            "restore": restore_models["sharp"], "restore-quality": restore_models["quality"],
-            "stylize-encoder": style_pack / "encoder.onnx", "stylize-generator": style_pack / "cartoon.onnx",
-            "stylize-local": local64, "restore-vsp": vsp_model["path"]}
+def _graph(name: str, request) -> Path:
+    """The graph a parametrized case checks, building only the fixture it needs."""
+    fixture, pick = {"generator": ("exported", "nvlabs"), "generator-mapping": ("exported", "mapping"),
+                     "retouch": ("retouch_models", "masks"), "restore": ("restore_models", "sharp"),
+                     "restore-quality": ("restore_models", "quality"), "stylize-encoder": ("style_pack", "encoder.onnx"),
+                     "stylize-generator": ("style_pack", "cartoon.onnx"), "stylize-local": ("local64", None),
+                     "restore-vsp": ("vsp_model", "path")}[name]
+    value = request.getfixturevalue(fixture)
+    return value if pick is None else value / pick if isinstance(value, Path) else value[pick]
 
 
 @pytest.mark.parametrize("name", ["generator", "generator-mapping", "retouch", "restore", "restore-quality",
                                   "stylize-encoder", "stylize-generator", "stylize-local", "restore-vsp"])
-def test_openvino_matches_onnxruntime(name, exported, retouch_models, restore_models, style_pack, vsp_model, local64):
-    path = _graphs(exported, retouch_models, restore_models, style_pack, vsp_model, local64)[name]
+def test_openvino_matches_onnxruntime(name, request):
+    path = _graph(name, request)
     reference, model = open_model(path, "onnxruntime-cpu"), open_model(path, "openvino")
     assert model.backend == "openvino" and model.metadata == reference.metadata
     assert [s.name for s in model.inputs] == [s.name for s in reference.inputs]

@@ -9,8 +9,8 @@ import stylert
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime_extensions")
-from conftest import FIXTURES, max_abs  # noqa: E402
-from stylert_export import generator as genexp, retouch_export as rx, restore_export as qx  # noqa: E402
+from conftest import max_abs  # noqa: E402
+from stylert_export import retouch_export as rx, restore_export as qx  # noqa: E402
 from stylert_export.plugin_ops import runnable_on_onnxruntime  # noqa: E402
 
 
@@ -23,16 +23,8 @@ def custom_nodes(path):
     return collections.Counter(n.op_type for n in nodes)
 
 
-def both(tmp_path, export, name):
-    paths = {f: tmp_path / f"{name}_{f}.onnx" for f in ("portable", "plugin")}
-    for flavor, path in paths.items():
-        export(path, flavor)
-    return paths
-
-
-def test_generator_flavours_agree(tmp_path, reference_outputs):
-    src = genexp.from_checkpoint(FIXTURES / "nvlabs_32.pkl")
-    paths = both(tmp_path, lambda p, f: genexp.export_generator(src, p, flavor=f, log=lambda *_: None), "g")
+def test_generator_flavours_agree(exported, generator_flavours, reference_outputs):
+    paths = {"portable": exported["nvlabs"], "plugin": generator_flavours["plugin"]}
     counts = custom_nodes(paths["plugin"])
     assert counts == {"ModulatedConv2d": 7 + 4}  # 7 synthesis convs + 4 toRGB at 32x32
     assert custom_nodes(paths["portable"]) == {}
@@ -45,11 +37,10 @@ def test_generator_flavours_agree(tmp_path, reference_outputs):
     assert err < 1e-4 and max_abs(plugin, reference_outputs["nvlabs_image"]) < 1e-3
 
 
-def test_fp16_generator_flavours_agree(tmp_path, reference_outputs):
+def test_fp16_generator_flavours_agree(generator_flavours, reference_outputs):
     """`export --fp16 --flavor plugin`: fp16 nodes whose weight, bias, noise and filter are fp16 and
     styles fp32, passing the export's own ONNX Runtime check; against the fp16 portable graph."""
-    src = genexp.from_checkpoint(FIXTURES / "nvlabs_32.pkl")
-    paths = both(tmp_path, lambda p, f: genexp.export_generator(src, p, flavor=f, fp16=True, log=lambda *_: None), "g16")
+    paths = {"portable": generator_flavours["fp16"], "plugin": generator_flavours["fp16_plugin"]}
     model = onnx.load(str(paths["plugin"]))
     types = {t.name: t.data_type for t in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "ModulatedConv2d"]
@@ -64,8 +55,9 @@ def test_fp16_generator_flavours_agree(tmp_path, reference_outputs):
 
 
 def test_retoucher_and_restorer_flavours_agree(tmp_path, retouch_models, restore_models):
-    rsrc = retouch_models["source"]
-    paths = both(tmp_path, lambda p, f: rx.export_retoucher(rsrc, p, with_masks=True, flavor=f, log=lambda *_: None), "r")
+    """The plugin flavour of the session's retoucher (with masks) and sharp restorer against their portable graphs."""
+    paths = {"portable": retouch_models["masks"], "plugin": tmp_path / "r_plugin.onnx"}
+    rx.export_retoucher(retouch_models["source"], paths["plugin"], with_masks=True, flavor="plugin", log=lambda *_: None)
     assert custom_nodes(paths["plugin"]) == {"ModulatedConv2d": 11, "BAFSBlend": 3}
     rng = np.random.default_rng(0)
     feeds = {"image": rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32), "strength": np.array([0.5, 1.5], np.float32)}
@@ -73,8 +65,8 @@ def test_retoucher_and_restorer_flavours_agree(tmp_path, retouch_models, restore
     a = ort.InferenceSession(str(paths["portable"]), providers=["CPUExecutionProvider"]).run(None, feeds)
     b = runnable_on_onnxruntime(paths["plugin"]).run(None, feeds)
     assert len(a) == len(b) == 7 and max(max_abs(x, y) for x, y in zip(a, b)) < 1e-4
-    qsrc = restore_models["source"]
-    qpaths = both(tmp_path, lambda p, f: qx.export_restorer(qsrc, p, flavor=f, log=lambda *_: None), "q")
+    qpaths = {"portable": restore_models["sharp"], "plugin": tmp_path / "q_plugin.onnx"}
+    qx.export_restorer(restore_models["source"], qpaths["plugin"], flavor="plugin", log=lambda *_: None)
     assert custom_nodes(qpaths["plugin"])["ModulatedConv2d"] == 11
     qfeeds = {"image": feeds["image"], "fidelity": np.zeros(2, np.float32)}
     qa = ort.InferenceSession(str(qpaths["portable"]), providers=["CPUExecutionProvider"]).run(None, qfeeds)[0]
@@ -82,13 +74,11 @@ def test_retoucher_and_restorer_flavours_agree(tmp_path, retouch_models, restore
     assert max_abs(qa, qb) < 1e-4
 
 
-def test_runtime_explains_plugin_graphs(tmp_path):
-    src = genexp.from_checkpoint(FIXTURES / "nvlabs_32.pkl")
-    genexp.export_generator(src, tmp_path / "p.onnx", flavor="plugin", log=lambda *_: None)
+def test_runtime_explains_plugin_graphs(generator_flavours):
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the file's problem: refused at once, no backend fallback warning
         for backend in (None, "cpu", "openvino"):
             with pytest.raises(stylert.ModelError, match="plugin-flavour graph .*--flavor portable"):
-                stylert.Generator(tmp_path / "p.onnx", backend)
+                stylert.Generator(generator_flavours["plugin"], backend)

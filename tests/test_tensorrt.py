@@ -182,12 +182,9 @@ def test_precision_comes_from_the_graph(exported, tmp_path):
     check_precision("g.int8.onnx", meta, "int8", EngineOptions(int8=True))
 
 
-def test_build_engine_refuses_mismatches_before_tensorrt(exported, tmp_path):
+def test_build_engine_refuses_mismatches_before_tensorrt(exported, generator_flavours, tmp_path):
     """A graph of another precision, or a plugin graph without --plugins: one line, exit 2, nothing written."""
-    from stylert_export.generator import export_generator, from_checkpoint
-
-    plugin = tmp_path / "plugin.onnx"
-    export_generator(from_checkpoint(ROOT / "tests/fixtures/nvlabs_32.pkl"), plugin, flavor="plugin", log=lambda *_: None)
+    plugin = generator_flavours["plugin"]
     for args, message in (([str(exported["nvlabs"]), "--fp16"], "an fp32 graph"),
                           ([str(plugin)], "plugin-flavour graph: pass --plugins")):
         result = subprocess.run([sys.executable, "-m", "stylert.cli", "build-engine", *args, "-o", str(tmp_path / "x.engine")],
@@ -232,13 +229,11 @@ def test_engine_matches_onnx_runtime(retouch_models, astronaut, tmp_path):
 
 
 @NEEDS_TRT
-def test_fp16_engine_from_an_fp16_export_and_cuda_graphs_across_batches(tmp_path):
+def test_fp16_engine_from_an_fp16_export_and_cuda_graphs_across_batches(generator_flavours, tmp_path):
     from stylert.runtime.tensorrt import TensorRTModel
     from stylert.tools.trt_build import build_engine
-    from stylert_export.generator import export_generator, from_checkpoint
 
-    graph = tmp_path / "g16.onnx"
-    export_generator(from_checkpoint(ROOT / "tests/fixtures/nvlabs_32.pkl"), graph, fp16=True, log=lambda *_: None)
+    graph = generator_flavours["fp16"]
     meta = build_engine(graph, tmp_path / "g16.engine", EngineOptions(fp16=True, max_batch=4))
     assert meta["engine.precision"] == "fp16"
     ws = np.random.default_rng(0).standard_normal((4, 8, 32)).astype(np.float32)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import max_abs, rel_error, small_vsp_config as small_config
+from conftest import max_abs, rel_error
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -105,7 +105,7 @@ def check_precision(path: str | Path, meta: dict, precision: str, options: Engin
     """A one-line refusal when the graph's precision is not the one asked for, saying how to make it."""
     call = meta.get("stylert.call", "?")
     if options.fp16 and precision != "fp16":
-        make = (f"`stylert export generator ... --fp16`" if call == "generator" else
+        make = ("`stylert export generator ... --fp16`" if call == "generator" else
                 f"an fp16 export, which `stylert export {call}` does not offer yet (only the generator does)")
         raise ModelError(f"{path}: an {precision} graph; TensorRT builds the graph's own precision (strong typing), "
                          f"so --fp16 needs an fp16 graph: make it with {make}")
