@@ -2,7 +2,9 @@
 
 For each call (generator = the bare config-F StyleGAN2 synthesis network; retouch, restore =
 QC-StyleGAN, stylize; restore-vsp = the visual-style-prompt restorer, public at 512, run at 256 and
-512 only) and resolution: export a seeded random-init model at config-F channel counts (cached in
+512 only; inpaint-exe = EXE-GAN's generator graph; inpaint-grig = one GRIG step at 256, and
+inpaint-grig-3steps the same graph run three times per timed iteration, its default; edit = FACEMUG at 256,
+untrained) and resolution: export a seeded random-init model at config-F channel counts (cached in
 --work), then run `stylert bench` on it --repeats times, each time with the PyTorch reference beside
 ONNX Runtime and OpenVINO (when installed) and the whole-photo stages on a real photo per backend.
 OpenVINO's output is compared with ONNX Runtime's on the same input (relative L2 error).
@@ -11,8 +13,8 @@ whole-photo row runs both. Every figure in the table is the median over the repe
 flagged noisy when its p50s spread more than 10% across repeats or a run's p99 exceeds 1.5x its
 p50. The machine (CPU, cores, library versions, GPU when present) is recorded with the results.
 
-    python benchmarks/suite.py [--calls generator,retouch,restore,stylize,restore-vsp] [--resolutions 256,512,1024]
-                               [--repeats 3] [--out benchmarks/results/cpu-xeon-2core] [--photo IMG]
+    python benchmarks/suite.py [--calls generator,retouch,restore,stylize,restore-vsp,inpaint-exe,inpaint-grig,
+                               inpaint-grig-3steps,edit] [--resolutions 256,512,1024] [--repeats 3] [--out DIR] [--photo IMG]
 
 Writes OUT/suite.json (every bench report) and OUT/suite.md (the table). Nothing is asserted.
 """
@@ -32,11 +34,13 @@ from stylert.tools.bench import bench, feeds_for, in_child, machine
 NOISY_SPREAD = 0.10
 NOISY_TAIL = 1.5
 VSP_MAX = 512  # the public VSP restorer works at 512; its graph there is already 1.67 GB (ONNX files stop at 2 GB)
+ONLY = {"inpaint-grig": (256,), "inpaint-grig-3steps": (256,), "edit": (256,)}  # GRIG's and FACEMUG's size
+NO_PHOTO_BATCH = ("generator", "inpaint-exe", "inpaint-grig", "inpaint-grig-3steps", "edit")  # no process_batch row
 
 
 def export_models(call: str, res: int, work: Path) -> list[Path]:
     """The graphs one row times (exported once, then reused)."""
-    from stylert_export import generator, restore_export, retouch_export, stylize_export
+    from stylert_export import edit_export, generator, inpaint_export, restore_export, retouch_export, stylize_export
 
     work.mkdir(parents=True, exist_ok=True)
     quiet = dict(log=lambda *_: None)
@@ -50,7 +54,11 @@ def export_models(call: str, res: int, work: Path) -> list[Path]:
         "retouch": lambda p: retouch_export.export_retoucher(retouch_export.from_random_init(0, res), p, **quiet),
         "restore": lambda p: restore_export.export_restorer(restore_export.from_random_init(0, res), p, **quiet),
         "restore-vsp": lambda p: restore_export.export_restorer(restore_export.vsp_from_random_init(0, res), p, **quiet),
+        "inpaint-exe": lambda p: inpaint_export.export_exe_gan(inpaint_export.exe_from_random_init(0, res), p, **quiet),
+        "inpaint-grig": lambda p: inpaint_export.export_grig(inpaint_export.grig_from_random_init(0, res), p, **quiet),
+        "edit": lambda p: edit_export.export_edit(edit_export.from_random_init(0, res), p, **quiet),
     }
+    call = call.removesuffix("-3steps")  # the same GRIG step graph, run three times per timed iteration
     if call not in exporters:
         raise ValueError(f"unknown call {call!r}")
     path = work / f"{call.replace('-', '_')}{res}.onnx"
@@ -106,6 +114,15 @@ def _photo_throughput(models: list[str], photo: str, batches: list[int], count: 
 def photo_throughput(models: list[str], photo: str, batches: list[int], count: int = 8) -> dict:
     """Whole photos per second on ONNX Runtime CPU, `batch` photos per process_batch call (child process)."""
     return in_child(_photo_throughput, models, photo, batches, count)
+
+
+def machine_folder(mach: dict) -> str:
+    """A results folder name for this machine: cpu-amd-epyc-2core-avx2, cpu-intel-xeon-processor-2core-avx512, ..."""
+    name = "".join(c if c.isalnum() else "-" for c in mach["cpu"].lower().replace("(r)", "")).strip("-")
+    while "--" in name:
+        name = name.replace("--", "-")
+    isa = "avx512" if "avx512f" in mach.get("cpu_flags", []) else "avx2"
+    return f"cpu-{name}-{mach['cores']}core-{isa}"
 
 
 def summarize(call: str, res: int, reports: list[dict], backends: list[str]) -> dict:
@@ -187,7 +204,8 @@ def write(out: Path, mach: dict, rows: list[dict], raw: list[dict]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="generator,retouch,restore,stylize,restore-vsp")
+    parser.add_argument("--calls", default="generator,retouch,restore,stylize,restore-vsp,inpaint-exe,inpaint-grig,"
+                                           "inpaint-grig-3steps,edit")
     parser.add_argument("--resolutions", default="256,512,1024")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--photo-batch", type=lambda t: [int(v) for v in t.split(",") if v], default=[1, 4],
@@ -195,7 +213,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per bench row")
     parser.add_argument("--photo", help="the whole-photo input (default: scikit-image's astronaut)")
     parser.add_argument("--work", default="out/suite", help="where the exported models are kept")
-    parser.add_argument("--out", default="benchmarks/results/cpu-xeon-2core")
+    parser.add_argument("--out", help="results folder (default: benchmarks/results/<this machine>)")
     args = parser.parse_args(argv)
     photo = args.photo
     if photo is None:
@@ -205,22 +223,24 @@ def main(argv=None) -> int:
         photo = str(write_image(Path(args.work) / "astronaut.png", data.astronaut()))
     backends = ["onnxruntime-cpu"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
     rows, raw = [], []
-    out = Path(args.out)
+    out = Path(args.out or f"benchmarks/results/{machine_folder(machine())}")
     out.mkdir(parents=True, exist_ok=True)
     mach = machine()
     for call in args.calls.split(","):
         for res in (int(r) for r in args.resolutions.split(",")):
-            if call == "restore-vsp" and res > VSP_MAX:
+            if (call == "restore-vsp" and res > VSP_MAX) or res not in ONLY.get(call, (res,)):
                 continue
+            loops = 3 if call.endswith("-3steps") else 1
             models = [str(p) for p in export_models(call, res, Path(args.work))]
             reports = []
             for i in range(args.repeats):
                 print(f"{call} {res}: run {i + 1}/{args.repeats}", file=sys.stderr, flush=True)
-                reports.append(bench(models, backends, [1], reference=True, pipeline=photo, duration=args.duration))
+                reports.append(bench(models, backends, [1], reference=True, pipeline=photo, duration=args.duration,
+                                     loops=loops))
             rows.append(summarize(call, res, reports, backends))
             if "openvino" in backends:
                 rows[-1]["openvino_rel_error"] = openvino_agreement(models)
-            if call != "generator" and args.photo_batch:
+            if call not in NO_PHOTO_BATCH and args.photo_batch:
                 rows[-1]["photos_per_s"] = photo_throughput(models, photo, args.photo_batch)
             raw.append({"call": call, "resolution": res, "reports": reports})
             print(table(rows[-1:], reports[0]["machine"]).splitlines()[4], flush=True)  # this row of the main table

@@ -137,6 +137,29 @@ def register(subparsers) -> None:
     group.add_argument("--refinement", type=int, default=4, help="grig: Restormer refinement blocks (4)")
     inp.set_defaults(func=_export_inpaint)
 
+    edt = calls.add_parser("edit", help="FACEMUG multimodal facial editing (untrained architecture, ready for weights)",
+                           description="Export FACEMUG (thesis ch. 6) as one graph: a masked face edited from any mix of "
+                                       "sketch, semantic map, colour, exemplar, attribute direction and z. No weights "
+                                       "were published: --random-init, --encoder (e4e_trainer's checkpoint for the "
+                                       "style encoder and bank, the rest random) or --checkpoint (stylert's layout).")
+    source = edt.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT", help="a stylert FACEMUG checkpoint (.safetensors, edit_export.py)")
+    source.add_argument("--encoder", metavar="E4E.pt", help="e4e_trainer's FACEMUG encoder checkpoint (26 channels, "
+                                                            "with the StyleGAN2 it was trained against)")
+    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
+    edt.add_argument("--output", "-o", required=True, metavar="edit.onnx")
+    edt.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
+    edt.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    group = edt.add_argument_group("random init (also the seed of the parts --encoder does not hold)")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--resolution", type=int, default=256, help="the editing size (the thesis: 256)")
+    group.add_argument("--bank-resolution", type=int, default=1024, help="the StyleGAN2 feature bank's size (1024)")
+    group.add_argument("--channel-base", type=int, default=32768, help="bank channels min(base / r, 512)")
+    group.add_argument("--encoder-units", default="3,4,14,3", help="e4e's IR-SE units per stage (IR-SE-50)")
+    group.add_argument("--encoder-size", type=int, default=256, help="e4e's input size (256)")
+    group.add_argument("--aggregation-channels", type=int, default=64, help="c_a, the aggregated feature width (64)")
+    edt.set_defaults(func=_export_edit)
+
     ref = calls.add_parser("stylize-reference", help="add a reference code to a style pack (optimisation, offline)",
                            description="Invert a reference image with a style's generator and store its W+ code "
                                        "in the pack, for reference-guided stylization.")
@@ -381,6 +404,34 @@ def _export_inpaint(args: argparse.Namespace) -> int:
                 print(f"wrote {path}")
         else:
             print(f"wrote {ix.export_grig(src, args.output, opset=opset, flavor=args.flavor)}")
+
+    return _run(export, describe)
+
+
+@_needs_export_deps
+def _export_edit(args: argparse.Namespace) -> int:
+    from . import edit_export as ex
+    from .onnx_export import DEFAULT_OPSET
+
+    def describe():
+        if args.random_init:
+            src = ex.from_random_init(args.seed, args.resolution, bank_resolution=args.bank_resolution,
+                                      channel_base=args.channel_base, encoder_units=_units(args.encoder_units),
+                                      encoder_size=args.encoder_size, aggregation_channels=args.aggregation_channels)
+        elif args.encoder:
+            src = ex.from_encoder(args.encoder, args.seed, args.resolution, args.aggregation_channels)
+        else:
+            src = ex.from_checkpoint(args.checkpoint)
+        cfg = src.model.cfg
+        params = sum(p.numel() for p in src.model.parameters())
+        return src, (f"editor (FACEMUG): {src.description}, {cfg.size}x{cfg.size}, {cfg.num_ws} codes, bank "
+                     f"{cfg.bank_resolution}, {params:,} parameters")
+
+    def export(src):
+        if args.save_checkpoint:
+            print(f"wrote {ex.save_facemug(src, args.save_checkpoint)}")
+        ex.export_edit(src, args.output, opset=args.opset or DEFAULT_OPSET)
+        print(f"wrote {args.output}")
 
     return _run(export, describe)
 

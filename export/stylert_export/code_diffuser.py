@@ -45,12 +45,13 @@ class ScaledLeakyReLU(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """Position-based attention a^p of Eq. 3.4 (tau_2 = sqrt(512)), LayerNorm-ed."""
+    """Position-based attention a^p of Eq. 3.4 (tau_2 = sqrt(512)), LayerNorm-ed; keys from the condition
+    (cond_dim wide: [w-hat, t] here, FACEMUG's residual codes w^r there)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, cond_dim: int | None = None):
         super().__init__()
         self.q_matrix = nn.Linear(dim, dim, bias=False)
-        self.k_matrix = nn.Linear(dim + 1, dim, bias=False)
+        self.k_matrix = nn.Linear(cond_dim or dim + 1, dim, bias=False)
         self.v_matrix = nn.Linear(dim, dim, bias=False)
         self.dim = dim
 
@@ -61,24 +62,26 @@ class SpatialAttention(nn.Module):
 
 
 class TACCBlock(nn.Module):
-    """Delta_i = LayerNorm(a^c + a^p) * (1 + xi) + mu  (Eq. 3.4)."""
+    """Delta_i = LayerNorm(a^c + a^p) * (1 + xi) + mu  (Eq. 3.4): queries, gate xi and bias mu from the condition,
+    keys and values from the codes x. The condition is [w-hat, t] in the diffuser (cond_dim = dim + 1); FACEMUG's
+    code-to-code modulation block is the same block on its residual codes w^r (Eq. 6.15, cond_dim = dim)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, cond_dim: int | None = None):
         super().__init__()
+        cond = cond_dim or dim + 1
         self.pixelnorm = PixelNorm()
-        self.q_matrix = nn.Linear(dim + 1, dim, bias=False)
+        self.q_matrix = nn.Linear(cond, dim, bias=False)
         self.k_matrix = nn.Linear(dim, dim, bias=False)
         self.v_matrix = nn.Linear(dim, dim, bias=False)
-        self.gamma_ = nn.Sequential(nn.Linear(dim + 1, dim), nn.LayerNorm(dim), ScaledLeakyReLU(), nn.Linear(dim, dim),
+        self.gamma_ = nn.Sequential(nn.Linear(cond, dim), nn.LayerNorm(dim), ScaledLeakyReLU(), nn.Linear(dim, dim),
                                     nn.Sigmoid())
-        self.beta_ = nn.Sequential(nn.Linear(dim + 1, dim), nn.LayerNorm(dim), ScaledLeakyReLU(), nn.Linear(dim, dim),
+        self.beta_ = nn.Sequential(nn.Linear(cond, dim), nn.LayerNorm(dim), ScaledLeakyReLU(), nn.Linear(dim, dim),
                                    ScaledLeakyReLU())
-        self.attention_layer = SpatialAttention(dim)
+        self.attention_layer = SpatialAttention(dim, cond)
         self.dim = dim
 
-    def forward(self, x, w_hat, t):
+    def forward(self, x, condition):
         x = self.pixelnorm(x)
-        condition = torch.cat([w_hat, t], dim=-1)  # [w-hat, t]
         k, v = self.k_matrix(x), self.v_matrix(x)
         q = self.q_matrix(condition).transpose(1, 2)
         channel = torch.matmul(torch.softmax(torch.matmul(k, q) / math.sqrt(TAU1_CODES), dim=-1), v)  # a^c
@@ -99,9 +102,9 @@ class CodeDiffuser(nn.Module):
         self.register_buffer("coef2", torch.tensor(coefs["posterior_mean_coef2"], dtype=torch.float32), persistent=False)
 
     def predict(self, x, w_hat, step: int):
-        t = torch.full_like(x[..., :1], step / self.timesteps)
+        condition = torch.cat([w_hat, torch.full_like(x[..., :1], step / self.timesteps)], dim=-1)  # [w-hat, t]
         for block in self.att_mapper:
-            x = block(x, w_hat, t)
+            x = block(x, condition)
         return x
 
     def forward(self, x_T: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:

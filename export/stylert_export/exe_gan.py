@@ -85,7 +85,41 @@ class EXEConfig:
         return cls(int(d["size"]), int(d["style_dim"]), int(d["n_mlp"]), channels, int(d["psp_start"]))
 
 
-class EXEGenerator(nn.Module):
+class GlobalCodeEncoder:
+    """G_en, the encoder half shared by EXE-GAN's generator and FACEMUG's refinement net (a mixin of their modules,
+    so the layers keep EXE-GAN's checkpoint names): a 1x1 conv in; per resolution R .. 8 a 3x3 conv (the skip
+    feature) and a blurred stride-2 conv; a 3x3 conv at 4x4; the global code c = FC(F_4x4) (dropout, off in eval);
+    FC(c) added back to the 4x4 feature."""
+
+    def build_encoder(self, cin: int, channels: dict[int, int], size: int) -> None:
+        self.down_from_big = ConvLayer(cin, channels[size], 1)
+        self.encoder_convs = nn.ModuleList()
+        cin = channels[size]
+        for i in range(int(math.log2(size)), 2, -1):
+            tmp, cout = channels[2 ** i], channels[2 ** (i - 1)]
+            self.encoder_convs.append(ConvLayer(cin, tmp, 3))
+            self.encoder_convs.append(ConvLayer(tmp, cout, 3, downsample=True))
+            cin = cout
+        self.final_layer = ConvLayer(cin, channels[4], 3)
+        self.final_linear = nn.Sequential(FullyConnected(channels[4] * 16, channels[4] * 2, activation=True),
+                                          nn.Dropout(0.5))
+        self.final_transfer = FullyConnected(channels[4] * 2, channels[4] * 16, activation=True)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x [B, cin, R, R] -> (c [B, 2 ch4], features at 4, 8, ..., R)."""
+        out = self.down_from_big(x)
+        features = []
+        for ii in range(0, len(self.encoder_convs), 2):
+            out = self.encoder_convs[ii](out)
+            features.append(out)
+            out = self.encoder_convs[ii + 1](out)
+        out = self.final_layer(out)
+        c = self.final_linear(out.flatten(1))
+        features.append(out + self.final_transfer(c).reshape(out.shape))
+        return c, features[::-1]
+
+
+class EXEGenerator(nn.Module, GlobalCodeEncoder):
     """`Generator` of the public code: the masked-image encoder G_en and the multi-style decoder G_de."""
 
     def __init__(self, cfg: EXEConfig):
@@ -108,32 +142,7 @@ class EXEGenerator(nn.Module):
             self.convs.append(StyledConv(cout, cout, 3, md))
             self.to_rgbs.append(ToRGB(cout, md))
             cin = cout
-        # G_en: 1x1 conv of (I_in, M - 0.5); per resolution R .. 8 a 3x3 conv (the skip feature) and a
-        # blurred stride-2 conv; a 3x3 conv at 4x4; c = FC(F_4x4) (Dropout2d, off in eval); FC(c) added back
-        self.down_from_big = ConvLayer(4, ch[cfg.size], 1)
-        self.encoder_convs = nn.ModuleList()
-        cin = ch[cfg.size]
-        for i in range(cfg.log_size, 2, -1):
-            tmp, cout = ch[2 ** i], ch[2 ** (i - 1)]
-            self.encoder_convs.append(ConvLayer(cin, tmp, 3))
-            self.encoder_convs.append(ConvLayer(tmp, cout, 3, downsample=True))
-            cin = cout
-        self.final_layer = ConvLayer(cin, ch[4], 3)
-        self.final_linear = nn.Sequential(FullyConnected(ch[4] * 16, ch[4] * 2, activation=True), nn.Dropout(0.5))
-        self.final_transfer = FullyConnected(ch[4] * 2, ch[4] * 16, activation=True)
-
-    def encode(self, gin: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """gin [B, 4, R, R] -> (c [B, 2 ch4], features at 4, 8, ..., R)."""
-        out = self.down_from_big(gin)
-        features = []
-        for ii in range(0, len(self.encoder_convs), 2):
-            out = self.encoder_convs[ii](out)
-            features.append(out)
-            out = self.encoder_convs[ii + 1](out)
-        out = self.final_layer(out)
-        c = self.final_linear(out.flatten(1))
-        features.append(out + self.final_transfer(c).reshape(out.shape))
-        return c, features[::-1]
+        self.build_encoder(4, ch, cfg.size)  # G_en on (I_in, M - 0.5)
 
     def forward(self, gin: torch.Tensor, latent: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         """gin [B, 4, R, R] = (I_in, M - 0.5); latent [B, n_latent, style_dim] (w-hat) -> I_pred."""

@@ -56,6 +56,20 @@ def build(model_path: str | Path, checkpoint: str | Path | None = None, threads:
 
         def run(feeds):
             return [module(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()]
+    elif call == "edit":
+        from .edit_export import rebuild_reference as rebuild_edit
+
+        module = rebuild_edit(model_path, checkpoint).eval()
+
+        def run(feeds):
+            return [module(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()]
+    elif call == "inpaint":
+        from .inpaint_export import rebuild_reference as rebuild_inpaint
+
+        module = rebuild_inpaint(model_path, checkpoint).eval()  # EXE-GAN and GRIG: the modules the graphs ran
+
+        def run(feeds):
+            return [module(**{k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()]
     else:
         raise ValueError(f"{model_path}: no PyTorch reference for a '{call}' graph")
 

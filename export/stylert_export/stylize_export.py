@@ -177,7 +177,8 @@ def local_inputs(resolution: int):
     return make_inputs
 
 
-def _export_local(pack: PackSource, path: Path, opset: int, log):
+def export_local(pack: PackSource, path: Path, opset: int = DEFAULT_OPSET, log=print):
+    """The pack's region-local model alone (a pack's local.onnx)."""
     model = pack.local.eval()
     meta = {**_common_metadata(pack, "local", model.cfg.resolution), "stylert.source": pack.description,
             "stylert.config": json.dumps(model.cfg.to_json()), "stylert.token_stride": 16}
@@ -230,7 +231,7 @@ def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT
                                       "exemplar": f"{s.name}.exemplar.png", "references": {}}
     if pack.local is not None:
         log("local style transfer:")
-        _export_local(pack, directory / "local.onnx", opset, log)
+        export_local(pack, directory / "local.onnx", opset, log)
         manifest["local"] = "local.onnx"
     write_manifest(directory, manifest)
     return directory / MANIFEST

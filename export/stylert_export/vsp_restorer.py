@@ -400,7 +400,8 @@ class VSPRestorer(nn.Module):
 
 def load_style_encoder_decoder(path: str | Path) -> tuple[Encoder4Editing, Generator]:
     """`style_encoder_decoder.pt`: e4e over pSp ({'state_dict': 'encoder.*', 'decoder.*' (rosinality
-    StyleGAN2)}, 'opts', 'latent_avg' [n_styles, 512])."""
+    StyleGAN2)}, 'opts', 'latent_avg' [n_styles, 512]); e4e_trainer's checkpoints have this layout too (FACEMUG's
+    encoder reads 26 channels: read from its first conv)."""
     ckpt = read_file(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected VSPBFR's style_encoder_decoder.pt (a dict), got {type(ckpt).__name__}")
@@ -422,7 +423,8 @@ def load_style_encoder_decoder(path: str | Path) -> tuple[Encoder4Editing, Gener
     last = n_styles - 1
     convs = count_keys(enc, rf"styles\.{last}\.convs\.(\d+)\.weight")
     input_size = (4 if last >= 7 else 8 if last >= 3 else 16) * 2 ** convs
-    encoder = Encoder4Editing(E4EConfig(ir_se_units(enc, path), n_styles, 512, input_size)).eval()
+    in_channels = enc["input_layer.0.weight"].shape[1] if "input_layer.0.weight" in enc else 3  # FACEMUG's: 26
+    encoder = Encoder4Editing(E4EConfig(ir_se_units(enc, path), n_styles, 512, input_size, in_channels)).eval()
     avg = ckpt.get("latent_avg")
     if opts.get("start_from_latent_avg", True):
         if not isinstance(avg, torch.Tensor) or avg.numel() % 512:

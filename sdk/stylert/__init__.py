@@ -1,11 +1,12 @@
 """stylert runtime: run exported StyleGAN2-family models on ONNX Runtime, OpenVINO or TensorRT. Never imports torch.
 
 Parts: `runtime` (model base, backends), `faces` (detect, align, the whole-photo pipeline, image I/O),
-`calls` (retouch, restore, stylize, inpaint, generate), `tools` (bench, graph cost, quantize, engine build,
+`calls` (retouch, restore, stylize, inpaint, edit, generate), `tools` (bench, graph cost, quantize, engine build,
 degradations), `serving` (Ray Serve service, Ray Data batch job), `video` (streams, video files, cameras).
 """
 __version__ = "0.1.0"
 
+from .calls.edit import Editor
 from .calls.generator import Generator
 from .calls.inpaint import Inpainter
 from .calls.restore import Restorer
@@ -19,7 +20,7 @@ from .runtime import BACKENDS, Model, open_model, resolve_providers
 from .tools.degrade import degrade
 from .video.stream import Stream
 
-__all__ = ["BACKENDS", "BackendUnavailable", "degrade", "Face", "FaceResult", "Generator", "ImageFileError",
+__all__ = ["BACKENDS", "BackendUnavailable", "degrade", "Editor", "Face", "FaceResult", "Generator", "ImageFileError",
            "Inpainter", "InputError", "match_histograms", "Model", "ModelError", "MTCNNDetector", "NoFaceError",
            "open_model", "resolve_providers", "Restorer", "Retoucher", "Stream", "StylePack", "StylertError",
            "Stylizer", "to_uint8", "UntrainedWeightsWarning"]

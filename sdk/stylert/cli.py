@@ -127,7 +127,7 @@ def _cmd_bench(args) -> int:
         try:
             report = bench(args.models, backends, args.batch, threads=args.threads, warmup=args.warmup,
                            duration=args.duration, reference=args.reference, checkpoint=args.checkpoint,
-                           pipeline=args.pipeline, progress=bar.update)
+                           pipeline=args.pipeline, loops=args.loops, progress=bar.update)
         except ValueError as exc:
             raise StylertError(str(exc)) from None
     print(format_table(report))
@@ -270,7 +270,7 @@ def _cmd_faces(args) -> int:
     if not (args.inputs and args.output) and not (video and args.camera is not None):
         raise StylertError("give INPUT... and --output" + (" (or --camera N)" if hasattr(args, "camera") else ""))
     value = args.value_of(args)
-    model = args.model_class(args.model, args.providers)
+    model = args.open_model(args)
     model.pipeline.detect_size = args.detect_size or None
     if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
@@ -436,7 +436,7 @@ def _run_video(model, args) -> int:
 def _face_command(sub, name: str, model_class, help_text: str, model_flag: str = "--model",
                   model_help: str | None = None, video: bool = True):
     """The arguments every face call shares; the caller adds its control (strength, fidelity, style)
-    and may set `value_of(args)` (the call's value, default args.value), `call_options(args)` /
+    and may set `open_model(args)`, `value_of(args)` (the call's value, default args.value), `call_options(args)` /
     `file_options(args, src)` for the call's own keyword options. video: also video files and cameras."""
     cmd = sub.add_parser(name, help=help_text,
                          description=f"{help_text[0].upper()}{help_text[1:]}; files or folders; errors are per file.")
@@ -466,8 +466,8 @@ def _face_command(sub, name: str, model_class, help_text: str, model_flag: str =
         group.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over time")
         group.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
                            help="detect/align beside the network: auto = on for GPU providers and cameras, off on the CPU")
-    cmd.set_defaults(func=_cmd_faces, model_class=model_class, value_of=lambda args: args.value,
-                     call_options=lambda args: {}, file_options=lambda args, src: {})
+    cmd.set_defaults(func=_cmd_faces, open_model=lambda args: model_class(args.model, args.providers),
+                     value_of=lambda args: args.value, call_options=lambda args: {}, file_options=lambda args, src: {})
     return cmd
 
 
@@ -496,8 +496,9 @@ def _inpaint_masks(args):
     from .calls.inpaint import MaskSource
 
     say = lambda note: print(f"note: {note}", file=sys.stderr)  # noqa: E731
-    return MaskSource(file=Path(args.mask) if args.mask else None,
-                      folder=Path(args.mask_dir) if args.mask_dir else None, region=args.region, say=say)
+    folder = getattr(args, "mask_dir", None)  # `stylert edit` takes one mask or a region
+    return MaskSource(file=Path(args.mask) if args.mask else None, folder=Path(folder) if folder else None,
+                      region=args.region, say=say)
 
 
 def _inpaint_options(args) -> dict:
@@ -507,6 +508,33 @@ def _inpaint_options(args) -> dict:
 
         options["exemplar"] = read_image(args.exemplar).rgb
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _edit_options(args) -> dict:
+    from .faces.imageio import read_image, read_labels, read_mask
+
+    options: dict = {"seed": args.seed}
+    if args.sketch:
+        options["sketch"] = read_mask(args.sketch).fill
+    if args.semantic:
+        options["semantic"] = read_labels(args.semantic)
+    if args.color:
+        options["color"] = read_image(args.color).rgb
+    if args.exemplar:
+        options["exemplar"] = read_image(args.exemplar).rgb
+    if args.attribute:
+        name, sep, value = args.attribute.partition("=")
+        try:
+            options["attribute"], options["strength"] = name, float(value)
+        except ValueError:
+            raise StylertError(f"--attribute: expected NAME=STRENGTH, got {args.attribute!r}") from None
+        if not sep or not name:
+            raise StylertError(f"--attribute: expected NAME=STRENGTH, got {args.attribute!r}")
+        if not args.directions:
+            raise StylertError("--attribute needs --directions D.npz (or NAME.npy): the attribute directions")
+    elif args.directions:
+        raise StylertError("--directions is for --attribute NAME=STRENGTH")
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -537,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's)")
     bn.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row (default 1)")
     bn.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per row, at least 5 runs (default 3)")
+    bn.add_argument("--loops", type=int, default=1, help="runs of the graph per timed iteration, e.g. 3 for GRIG's "
+                                                         "three reasoning steps (default 1)")
     bn.add_argument("--reference", action="store_true", help="add the PyTorch reference (needs stylert[export])")
     bn.add_argument("--checkpoint", help="the checkpoint a graph was exported from, for --reference")
     bn.add_argument("--pipeline", metavar="IMAGE", help="also time the whole-photo path per stage on this photo")
@@ -617,6 +647,24 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--psi", type=float, help="EXE-GAN: truncation of z, 0..1 (default 1: none)")
     inp.add_argument("--steps", type=int, help="GRIG: reasoning steps (default 3)")
     inp.set_defaults(value_of=_inpaint_masks, call_options=_inpaint_options)
+
+    from .calls.edit import Editor
+
+    edt = _face_command(sub, "edit", Editor, "edit the masked part of faces from sketches, semantic maps, colours, an "
+                        "exemplar or an attribute (FACEMUG)", video=False)
+    masks = edt.add_mutually_exclusive_group(required=True)
+    masks.add_argument("--mask", metavar="M.png", help="the part to edit (the photo's size; white = edit)")
+    masks.add_argument("--region", choices=list(INPAINT_REGIONS), metavar="NAME",
+                       help=f"a face region from the detected landmarks: {', '.join(INPAINT_REGIONS)}")
+    edt.add_argument("--sketch", metavar="S.png", help="strokes (white on black) the photo's size")
+    edt.add_argument("--semantic", metavar="L.png", help="a face-parsing label map (values 0..18, CelebAMask-HQ)")
+    edt.add_argument("--color", metavar="C.png", help="colour strokes (black = none) the photo's size")
+    edt.add_argument("--exemplar", metavar="E.jpg", help="a face whose features guide the edit")
+    edt.add_argument("--attribute", metavar="NAME=STRENGTH", help="an attribute direction and its strength")
+    edt.add_argument("--directions", metavar="D.npz", help="attribute directions, 512 or n x 512 each: a .npz (one per name) or a .npy (named by its file)")
+    edt.add_argument("--seed", type=int, default=0, help="z and noise draws: the same seed gives the same result")
+    edt.set_defaults(value_of=_inpaint_masks, call_options=_edit_options,
+                     open_model=lambda args: Editor(args.model, args.providers, directions=args.directions))
 
     srv = sub.add_parser("serve", help="serve models over HTTP on Ray Serve, batching concurrent requests",
                          description="One Ray Serve application: POST /retouch, /restore, /stylize/<style> (the image "

@@ -187,6 +187,7 @@ class _Job:
     crops: np.ndarray | None = None  # [n, 3, R, R] in [-1, 1]
     crop_masks: np.ndarray | None = None  # [n, 1, R, R] float32, 1 = fill
     box: tuple[int, int, int] | None = None  # GRIG: the square (x, y, side) in photo pixels
+    guides: dict[str, np.ndarray] = field(default_factory=dict)  # photo-sized guidance warped like the mask (edit)
     outputs: list[np.ndarray] = field(default_factory=list)
     steps: list[np.ndarray] = field(default_factory=list)
 
@@ -339,32 +340,42 @@ class Inpainter(FaceModel):
         check_fill(fill, f"mask ({mask})" if isinstance(mask, str) else "mask")
         return fill
 
-    def _prepare_exe(self, rgb, mask, faces, aligned, only_center_face, largest_face) -> _Job:
-        r = self.resolution
+    def _prepare_exe(self, rgb, mask, faces, aligned, only_center_face, largest_face,
+                     guides: dict[str, np.ndarray] | None = None) -> _Job:
+        """Detect and align; the mask (and any photo-sized guidance, nearest neighbour) warped with each face's crop;
+        faces the mask does not touch dropped. Guidance comes back per face as [n, R, R(, C)]."""
+        r, guides = self.resolution, guides or {}
         if aligned:
             if isinstance(mask, str):
                 raise InputError("a region mask needs the face's landmarks: not with aligned input; give a mask array")
             fill = self._fill_for(rgb, mask, [])
             prep: Prepared = self.pipeline.prepare_aligned(rgb)
             crop_mask = cv2.resize(fill.astype(np.uint8), (r, r), interpolation=cv2.INTER_NEAREST)
-            return _Job(rgb, fill, prep.timings, [], [], prep.crops, crop_mask[None, None].astype(np.float32))
+            warped = {k: cv2.resize(g, (r, r), interpolation=cv2.INTER_NEAREST)[None] for k, g in guides.items()}
+            return _Job(rgb, fill, prep.timings, [], [], prep.crops, crop_mask[None, None].astype(np.float32),
+                        guides=warped)
         if not isinstance(mask, str):
             fill_mask(mask, rgb.shape)  # a wrong size is refused before detection
         prep = self.pipeline.prepare(rgb, faces, only_center_face, largest_face)
         fill = self._fill_for(rgb, mask, prep.faces)
         t = time.perf_counter()
+
+        def warp(image, matrix):
+            return cv2.warpAffine(image, matrix, (r, r), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)
+
         keep, crop_masks = [], []
         for k, matrix in enumerate(prep.matrices):
-            warped = cv2.warpAffine(fill.astype(np.uint8), matrix, (r, r), flags=cv2.INTER_NEAREST,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            warped = warp(fill.astype(np.uint8), matrix)
             if warped.any():
                 keep.append(k)
                 crop_masks.append(warped)
         if not keep:
             raise NoFaceError(f"no face meets the mask ({len(prep.faces)} face(s) found, none under the mask)")
+        crops = {name: np.stack([warp(g, prep.matrices[k]) for k in keep]) for name, g in guides.items()}
         prep.timings["align"] += (time.perf_counter() - t) * 1000
         return _Job(rgb, fill, prep.timings, [prep.faces[k] for k in keep], [prep.matrices[k] for k in keep],
-                    prep.crops[keep], np.stack(crop_masks)[:, None].astype(np.float32))
+                    prep.crops[keep], np.stack(crop_masks)[:, None].astype(np.float32), guides=crops)
 
     def _run_exe(self, jobs: list[_Job], codes: np.ndarray, seed: int, psi: float, limit: int) -> None:
         items = [(j, k) for j in jobs for k in range(len(j.crops))]

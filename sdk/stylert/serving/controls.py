@@ -27,6 +27,7 @@ CALLS = {c.name: c for c in (
     Call("restore", "fidelity", 0.0, (("seed", int),)),
     Call("stylize", "style", None, (("psi", float), ("mix_layer", int), ("seed", int), ("reference", str))),
     Call("inpaint", "region", None, (("seed", int), ("psi", float), ("steps", int)), value_elsewhere=True),
+    Call("edit", "region", None, (("seed", int), ("strength", float)), value_elsewhere=True),
 )}
 FACE_OPTIONS = ("only_center_face", "largest_face", "aligned")  # which faces; they exclude each other
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -61,7 +62,8 @@ def call_of(path: str | Path) -> str:
 
 
 def open_call(path: str | Path, providers=None, threads: int | None = None) -> FaceModel:
-    """The call's SDK object (Retoucher, Restorer, Stylizer or Inpainter) for a model path or a style-pack folder."""
+    """The call's SDK object (Retoucher, Restorer, Stylizer, Inpainter or Editor) for a model path or a pack folder."""
+    from ..calls.edit import Editor
     from ..calls.inpaint import Inpainter
     from ..calls.restore import Restorer
     from ..calls.retouch import Retoucher
@@ -70,7 +72,7 @@ def open_call(path: str | Path, providers=None, threads: int | None = None) -> F
     if Path(path).is_dir():
         return Stylizer(path, providers, threads=threads)
     model = open_model(path, providers, threads=threads)
-    classes = {"retouch": Retoucher, "restore": Restorer, "inpaint": Inpainter}
+    classes = {"retouch": Retoucher, "restore": Restorer, "inpaint": Inpainter, "edit": Editor}
     if model.call not in classes:
         raise ModelError(f"{path}: a '{model.call}' model; this runs {', '.join(CALLS)} models")
     return classes[model.call](model)

@@ -14,7 +14,7 @@ JSON (schema "stylert.bench/1"): {"schema", "machine", "models": [{"path", "meta
 "p99_ms", "mean_ms", "min_ms", "runs", "images_per_s", "peak_rss_mb", "device_mb", "gflops",
 "vs_reference"} | {"backend", "batch", "error"}], "pipelines": {backend: {"faces", "stages": {stage: {p50_ms, p99_ms, ...}}, "total"}},
 "pipeline": the first backend's entry of "pipelines" | null}],
-"ceilings": {backend: GFLOP/s}}.
+"ceilings": {backend: GFLOP/s}, "loops": runs of each graph per timed iteration (--loops; GRIG's steps)}.
 """
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
         return stylize_feeds(meta, batch, rng)
     if call == "inpaint":
         return inpaint_feeds(meta, batch, rng)
+    if call == "edit":
+        return edit_feeds(meta, batch, rng)
     if meta.get("stylert.with_mapping") == "true":
         return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
                 "truncation_psi": np.full(batch, 0.7, np.float32)}
@@ -95,6 +97,19 @@ def inpaint_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
     k, d = int(meta["stylert.num_codes"]), int(meta["stylert.code_dim"])
     return {"image": image, "mask": mask, "codes": rng.standard_normal((batch, k, d)).astype(np.float32) * 0.5,
             "z": rng.standard_normal((batch, d)).astype(np.float32), "psi": np.ones(batch, np.float32), "noise": noise}
+
+
+def edit_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
+    """An edit graph's inputs: a centre hole, every guidance absent (presence 0), a random z and noise."""
+    r, n = int(meta["stylert.resolution"]), int(meta["stylert.num_ws"])
+    mask = np.zeros((batch, 1, r, r), np.float32)
+    mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
+    zeros = lambda *shape: np.zeros((batch, *shape), np.float32)  # noqa: E731
+    return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "mask": mask, "sketch": zeros(1, r, r),
+            "semantic": zeros(int(meta["stylert.semantic_classes"]), r, r), "color": zeros(3, r, r),
+            "presence": zeros(4), "exemplar": zeros(3, r, r),
+            "z": rng.standard_normal((batch, 512)).astype(np.float32), "alpha": zeros(), "direction": zeros(n, 512),
+            "strength": zeros(), "noise": rng.standard_normal((batch, int(meta["stylert.noise_size"]))).astype(np.float32)}
 
 
 def stylize_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
@@ -151,7 +166,13 @@ def _runner(backend: str, model_path: str, args: dict):
 
 
 def _measure(backend: str, model_path: str, args: dict) -> dict:
-    load, step = _runner(backend, model_path, args)
+    load, one = _runner(backend, model_path, args)
+    loops = args.get("loops", 1)
+
+    def step(state):  # `loops` runs of the graph per timed iteration (GRIG: its reasoning steps)
+        for _ in range(loops):
+            one(state)
+
     before = _device_used_mb() if backend in ("onnxruntime-cuda", "tensorrt") else None
     start = time.perf_counter()
     state = load()
@@ -199,14 +220,18 @@ def run_isolated(backend: str, model_path: str, args: dict) -> dict:
 
 
 def has_pipeline(meta: dict) -> bool:
-    """Graphs a whole photo runs through by itself: retouch, restore, and a style pack's generators
-    (the pipeline times the pack's encoder with them; the region-local model needs label maps)."""
-    return meta.get("stylert.call") in ("retouch", "restore") or meta.get("stylert.role") == "generator"
+    """Graphs a whole photo runs through by itself: retouch, restore, a style pack's generators (the pipeline
+    times the pack's encoder with them; the region-local model needs label maps), inpaint generators and steps."""
+    return meta.get("stylert.call") in ("retouch", "restore", "edit") or meta.get("stylert.role") in ("generator", "step")
 
 
 def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, threads: int | None = None,
                     backend: str = "onnxruntime-cpu") -> dict:
-    """Per-stage latency of the whole-photo path (decode ... encode) of a face model on one photo."""
+    """Per-stage latency of the whole-photo path (decode ... encode) of a face model on one photo. Inpaint: EXE-GAN
+    fills the mouth region (no exemplar), GRIG a centre square of a quarter of the photo in its default 3 steps;
+    edit: the mouth region, no guidance."""
+    from ..calls.edit import Editor
+    from ..calls.inpaint import Inpainter
     from ..calls.restore import Restorer
     from ..calls.retouch import Retoucher
     from ..calls.stylize import Stylizer
@@ -222,8 +247,13 @@ def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, thr
     elif call in ("retouch", "restore"):
         face_model = {"retouch": Retoucher, "restore": Restorer}[call](model_path, backend, threads=threads)
         value = face_model.default_value
+    elif call == "inpaint":
+        face_model = Inpainter(model_path, backend, threads=threads)
+        value = "mouth" if face_model.method == "exe-gan" else "centre"
+    elif call == "edit":
+        face_model, value = Editor(model_path, backend, threads=threads), "mouth"
     else:
-        raise ValueError(f"--pipeline needs a retouch, restore or stylize model, not '{call}'")
+        raise ValueError(f"--pipeline needs a retouch, restore, stylize, inpaint or edit model, not '{call}'")
     stages: dict[str, list[float]] = {}
     faces = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,6 +261,10 @@ def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, thr
             t = time.perf_counter()
             loaded = read_image(image)
             decode = (time.perf_counter() - t) * 1000
+            if isinstance(value, str) and value == "centre":
+                h, w = loaded.rgb.shape[:2]
+                value = np.zeros((h, w), bool)
+                value[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = True
             result = face_model.process(loaded.rgb, value, channels="rgb")
             t = time.perf_counter()
             write_image(os.path.join(tmp, "out.png"), result.image)
@@ -291,7 +325,8 @@ def plot(report: dict, path: str | Path) -> None:
 
 def bench(models: list[str], backends: list[str], batches: list[int], *, threads: int | None = None,
           warmup: float = 1.0, duration: float = 3.0, reference: bool = False, checkpoint: str | None = None,
-          pipeline: str | None = None, pipeline_runs: int = 5, progress=None) -> dict:
+          pipeline: str | None = None, pipeline_runs: int = 5, loops: int = 1, progress=None) -> dict:
+    """loops: runs of each graph per timed iteration (a row's latency is theirs together; GRIG's steps)."""
     from .graph_cost import graph_cost
 
     if reference and "torch" not in backends:
@@ -301,13 +336,16 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
         raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
     # Children first: a spawned child inherits this process's peak RSS, so nothing large is
     # loaded here (graph costs, ceilings, pipeline sessions) until every row is measured.
-    report: dict = {"schema": SCHEMA, "machine": machine(), "models": [], "ceilings": {}}
+    if not isinstance(loops, int) or loops < 1:
+        raise ValueError(f"loops must be an integer >= 1, got {loops!r}")
+    report: dict = {"schema": SCHEMA, "machine": machine(), "models": [], "ceilings": {}, "loops": loops}
     for path in models:
         entry: dict = {"path": path, "rows": [], "pipeline": None}
         for batch in batches:
             measured = {}
             for backend in backends:
-                args = {"batch": batch, "threads": threads, "warmup": warmup, "duration": duration, "checkpoint": checkpoint}
+                args = {"batch": batch, "threads": threads, "warmup": warmup, "duration": duration,
+                        "checkpoint": checkpoint, "loops": loops}
                 measured[backend] = {"backend": backend, "batch": batch, **run_isolated(backend, path, args)}
                 if progress:
                     progress()
@@ -325,7 +363,7 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
         entry["weight_bytes"] = cost.weight_bytes if cost else None
         for row in entry["rows"]:
             if cost and "p50_ms" in row:
-                row["gflops"] = cost.gflops * row["batch"] / (row["p50_ms"] / 1000)
+                row["gflops"] = cost.gflops * row["batch"] * loops / (row["p50_ms"] / 1000)
         if pipeline and has_pipeline(entry["metadata"]) and not path.endswith(".engine"):
             entry["pipelines"] = {b: pipeline_stages(path, pipeline, pipeline_runs, threads=threads, backend=b)
                                   for b in backends if b in RUNTIME_BACKENDS and b != "tensorrt"}

@@ -1,0 +1,199 @@
+"""Multimodal facial editing on whole photos with a FACEMUG graph (`stylert export edit`).
+
+The masked part of each face is regenerated, guided by any mix of: a sketch (strokes), a semantic label map
+(CelebAMask-HQ's 19 classes), colour strokes, an exemplar face, an attribute direction with a strength, and the
+seed's random code. Guidance images are the size of the photo and are warped with the face crop like the mask
+(nearest neighbour); pixels outside the mask are the input's, byte for byte, as for inpaint (it shares its face
+pipeline: detect, align, warp the mask, paste inside it).
+
+- sketch: HxW (or HxWxC) array, nonzero = a stroke.
+- semantic: HxW integer labels 0..18.
+- color: HxWx3 uint8 in the photo's channel order; black (0, 0, 0) = no colour there.
+- exemplar: a photo; its largest face is aligned like the photo's.
+- attribute: a direction (n x 512, or one 512 vector for every code), or a name from `directions` (a .npy/.npz
+  file given to the Editor); strength scales it (Eq. 6.3).
+Text guidance needs CLIP and hundreds of gradient steps per edit (thesis Eq. 6.4-6.5): not offered.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..faces.pipeline import FaceModel, FaceResult, NoFaceError, check_image, control, seeded_rows, to_uint8
+from .inpaint import REGIONS, Inpainter, _Job, fill_mask
+
+SEMANTIC_CLASSES = 19
+GUIDANCE = ("sketch", "semantic", "color", "exemplar")  # the graph's presence flags, in order
+
+
+def load_directions(path: str | Path) -> dict[str, np.ndarray]:
+    """Attribute directions, each 512 or n x 512: a .npz holds one array per name, a .npy one array named by the
+    file's stem (smile.npy -> "smile"). Read without pickles (an object array, such as a dict, is refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such directions file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a plain numpy file ({exc}); save the directions with numpy.savez") from None
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable numpy file ({exc})") from None
+    if isinstance(data, np.ndarray):
+        return {path.stem: np.asarray(data, np.float32)}
+    with data:
+        return {name: np.asarray(data[name], np.float32) for name in data.files}
+
+
+class Editor(Inpainter):
+    """`Editor("edit.onnx").edit(image, mask, channels="rgb", sketch=..., semantic=..., exemplar=..., seed=0)`."""
+    call = "edit"
+
+    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None,
+                 directions: str | Path | dict | None = None):
+        FaceModel.__init__(self, model_path, providers, detector, threads)
+        meta = self.model.metadata
+        self.method = meta.get("stylert.method", "facemug")
+        self.num_ws, self.noise_size = int(meta["stylert.num_ws"]), int(meta["stylert.noise_size"])
+        self.directions = load_directions(directions) if isinstance(directions, (str, Path)) else dict(directions or {})
+
+    def runner(self, mask, sketch=None, semantic=None, color=None, exemplar=None, attribute=None,
+               strength: float = 0.0, seed: int = 0):
+        """Checks the call's controls (`check`); editing runs through `process_batch`."""
+        if isinstance(mask, str) and mask not in REGIONS:
+            raise InputError(f"unknown face region {mask!r}; regions: {', '.join(REGIONS)}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        control("strength", strength)
+        self._direction(attribute)
+        return None
+
+    def _direction(self, attribute) -> np.ndarray | None:
+        """The attribute's direction as [num_ws, 512] (a name looked up in the directions), or None."""
+        if attribute is None:
+            return None
+        if isinstance(attribute, str):
+            if attribute not in self.directions:
+                have = ", ".join(sorted(self.directions)) or "none (give a directions file)"
+                raise InputError(f"unknown attribute {attribute!r}; directions: {have}")
+            attribute = self.directions[attribute]
+        d = np.asarray(attribute, np.float32)
+        if d.shape == (512,):
+            d = np.broadcast_to(d, (self.num_ws, 512))
+        if d.shape != (self.num_ws, 512) or not np.isfinite(d).all():
+            raise InputError(f"an attribute direction must be 512 or {self.num_ws}x512 finite numbers, got shape "
+                             f"{d.shape}")
+        return np.ascontiguousarray(d)
+
+    def edit(self, image: np.ndarray, mask, sketch=None, semantic=None, color=None, exemplar=None, attribute=None,
+             strength: float = 0.0, seed: int = 0, *, channels: str, **options) -> FaceResult:
+        """Edit the masked part of every face the mask meets; options: faces (landmarks), only_center_face,
+        largest_face, aligned."""
+        return self.process(image, mask, channels=channels, sketch=sketch, semantic=semantic, color=color,
+                            exemplar=exemplar, attribute=attribute, strength=strength, seed=seed, **options)
+
+    def edit_file(self, src, dst, mask, **options) -> FaceResult:
+        return self.process_file(src, dst, mask, **options)
+
+    def _guides(self, rgb: np.ndarray, channels: str, sketch, semantic, color) -> dict[str, np.ndarray]:
+        """Photo-sized guidance checked and put in the graph's form (before warping)."""
+        h, w = rgb.shape[:2]
+        out = {}
+
+        def sized(name, arr, shape_hint):
+            if not isinstance(arr, np.ndarray):
+                raise InputError(f"{name}: expected a numpy array, got {type(arr).__name__}")
+            if arr.shape[:2] != (h, w):
+                raise InputError(f"{name}: {arr.shape[1] if arr.ndim > 1 else '?'}x{arr.shape[0]}, the photo {w}x{h}: "
+                                 f"give {shape_hint} the size of the photo")
+            return arr
+
+        if sketch is not None:
+            out["sketch"] = fill_mask(sized("sketch", sketch, "a sketch"), rgb.shape, "sketch").astype(np.float32)
+        if semantic is not None:
+            labels = sized("semantic", semantic, "a label map")
+            if labels.ndim != 2 or labels.dtype.kind not in "iu":
+                raise InputError(f"semantic: expected HxW integer labels 0..{SEMANTIC_CLASSES - 1}, got {labels.dtype} "
+                                 f"{labels.shape} (a colour-coded map must be converted to label values)")
+            bad = np.unique(labels[(labels < 0) | (labels >= SEMANTIC_CLASSES)])
+            if bad.size:
+                raise InputError(f"semantic: labels {bad[:8].tolist()} outside 0..{SEMANTIC_CLASSES - 1} "
+                                 "(CelebAMask-HQ's classes)")
+            out["semantic"] = labels.astype(np.uint8)
+        if color is not None:
+            col = sized("color", color, "a colour map")
+            if col.dtype != np.uint8 or col.ndim != 3 or col.shape[2] != 3:
+                raise InputError(f"color: expected HxWx3 uint8 colours, got {col.dtype} {col.shape}")
+            col = col[:, :, ::-1] if channels.lower() == "bgr" else col
+            painted = col.any(axis=2, keepdims=True)
+            out["color"] = np.where(painted, col.astype(np.float32) / 127.5 - 1, 0).astype(np.float32)
+        return out
+
+    def _batch(self, images, masks, channels, faces, aligned, only_center_face, largest_face, max_batch,
+               sketch=None, semantic=None, color=None, exemplar=None, attribute=None, strength=0.0,
+               seed=0) -> list[FaceResult | Exception]:
+        self.runner(None, seed=seed, strength=strength, attribute=attribute)
+        direction = self._direction(attribute)
+        limit = max_batch or self.batch_limit
+        exemplar_crop, exemplar_ms = None, 0.0
+        if exemplar is not None:
+            t = time.perf_counter()
+            try:
+                rgb = check_image(exemplar, channels)
+            except InputError as exc:
+                raise InputError(f"exemplar: {str(exc).removeprefix('image: ')}") from None
+            try:
+                exemplar_crop = self.pipeline.prepare(rgb, None, largest_face=True).crops[0]
+            except NoFaceError as exc:
+                raise NoFaceError(f"exemplar: {exc}") from None
+            exemplar_ms = (time.perf_counter() - t) * 1000
+        jobs: list = []
+        for image, mask in zip(images, masks):
+            try:
+                rgb = check_image(image, channels)
+                guides = self._guides(rgb, channels, sketch, semantic, color)
+                job = self._prepare_exe(rgb, mask, faces, aligned, only_center_face, largest_face, guides)
+                if exemplar is not None:
+                    job.timings["exemplar"] = exemplar_ms
+                jobs.append(job)
+            except InputError as exc:
+                jobs.append(exc)
+        ready = [j for j in jobs if isinstance(j, _Job)]
+        present = np.array([sketch is not None, semantic is not None, color is not None, exemplar is not None],
+                           np.float32)
+        items = [(j, k) for j in ready for k in range(len(j.crops))]
+        r = self.resolution
+        for start in range(0, len(items), limit):
+            chunk = items[start:start + limit]
+            n = len(chunk)
+            rows = seeded_rows(seed, np.array([k for _, k in chunk]), n, (512 + self.noise_size,), np.float32)
+
+            def guide(name, shape):
+                if name not in chunk[0][0].guides:
+                    return np.zeros((n, *shape), np.float32)
+                return np.stack([j.guides[name][k] for j, k in chunk])
+
+            semantic_crops = guide("semantic", (r, r)).astype(np.int64)
+            feeds = {"image": np.stack([j.crops[k] for j, k in chunk]),
+                     "mask": np.stack([j.crop_masks[k] for j, k in chunk]),
+                     "sketch": guide("sketch", (r, r))[:, None].astype(np.float32),
+                     "semantic": (np.eye(SEMANTIC_CLASSES, dtype=np.float32)[semantic_crops].transpose(0, 3, 1, 2)
+                                  if semantic is not None else np.zeros((n, SEMANTIC_CLASSES, r, r), np.float32)),
+                     "color": guide("color", (r, r, 3)).transpose(0, 3, 1, 2).astype(np.float32),
+                     "presence": np.broadcast_to(present, (n, len(GUIDANCE))).copy(),
+                     "exemplar": np.broadcast_to(exemplar_crop if exemplar_crop is not None else
+                                                 np.zeros((3, r, r), np.float32), (n, 3, r, r)).copy(),
+                     "z": np.ascontiguousarray(rows[:, :512]), "alpha": np.full(n, float(exemplar is not None), np.float32),
+                     "direction": np.broadcast_to(direction if direction is not None else
+                                                  np.zeros((self.num_ws, 512), np.float32), (n, self.num_ws, 512)).copy(),
+                     "strength": np.full(n, float(strength), np.float32),
+                     "noise": np.ascontiguousarray(rows[:, 512:])}
+            t = time.perf_counter()
+            out = to_uint8(self.model.run(feeds)["edited"])
+            share = (time.perf_counter() - t) * 1000 / n
+            for (job, _), crop in zip(chunk, out):
+                job.outputs.append(crop)
+                job.timings["network"] = job.timings.get("network", 0.0) + share
+        return [j if not isinstance(j, _Job) else self._finish(j, channels) for j in jobs]
