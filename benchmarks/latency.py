@@ -21,8 +21,9 @@ import json
 import multiprocessing as mp
 import resource
 import time
+import warnings
 
-
+from stylert.errors import UntrainedWeightsWarning
 from stylert.tools.bench import feeds_for, machine, percentiles, pipeline_stages
 
 
@@ -50,6 +51,7 @@ def torch_backend(meta: dict, args: dict, form: str):
 
 
 def child(backend: str, args: dict, queue) -> None:
+    warnings.simplefilter("ignore", UntrainedWeightsWarning)  # said once, by main()
     try:
         import stylert
         meta = stylert.open_model(args["model"], "cpu").metadata
@@ -80,7 +82,8 @@ def run_child(ctx, backend: str, args: dict) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Measure, print the table, and return what --json would hold."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model")
     parser.add_argument("--checkpoint", help="the checkpoint the graph was exported from (not needed for --random-init)")
@@ -91,7 +94,7 @@ def main() -> None:
     parser.add_argument("--pipeline", metavar="IMAGE", help="also time the whole-photo path on this photo")
     parser.add_argument("--pipeline-iters", type=int, default=10)
     parser.add_argument("--json", help="write the results here")
-    args = vars(parser.parse_args())
+    args = vars(parser.parse_args(argv))
 
     import stylert
     from stylert.tools.graph_cost import graph_cost, matmul_ceiling
@@ -99,7 +102,9 @@ def main() -> None:
     ctx = mp.get_context("spawn")  # children first: they inherit this process's peak RSS
     results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}
     pipeline = run_child(ctx, "pipeline", args) if args["pipeline"] else None
-    meta = stylert.open_model(args["model"], "cpu").metadata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedWeightsWarning)
+        meta = stylert.open_model(args["model"], "cpu").metadata
     cost = graph_cost(args["model"])
     ceiling = matmul_ceiling(threads=args["threads"] or None)
 
@@ -133,12 +138,14 @@ def main() -> None:
                   f"{pipeline['total']['runs']} runs:")
             for stage, r in {**pipeline["stages"], "total": pipeline["total"]}.items():
                 print(f"  {stage:10} p50 {r['p50_ms']:9.2f} ms   p99 {r['p99_ms']:9.2f} ms")
+    report = {"schema": "stylert.bench.latency/1", "machine": info, "model": meta, "batch": args["batch"],
+              "gflop_per_image": cost.gflops, "weight_bytes": cost.weight_bytes, "ceiling_gflops": ceiling,
+              "network": results, "pipeline": pipeline}
     if args["json"]:
         with open(args["json"], "w") as f:
-            json.dump({"schema": "stylert.bench.latency/1", "machine": info, "model": meta, "batch": args["batch"],
-                       "gflop_per_image": cost.gflops, "weight_bytes": cost.weight_bytes, "ceiling_gflops": ceiling,
-                       "network": results, "pipeline": pipeline}, f, indent=2)
+            json.dump(report, f, indent=2)
         print(f"wrote {args['json']}")
+    return report
 
 
 if __name__ == "__main__":

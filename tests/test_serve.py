@@ -1,10 +1,13 @@
-"""`stylert serve` (Ray Serve) and `stylert batch` (Ray Data) on a local Ray with a random-init 256
-retoucher: results equal the CLI's files byte for byte, concurrent requests are batched, bad requests
-get 4xx and the service keeps serving, Ctrl-C stops everything, and no Ray process outlives a test."""
+"""`stylert serve` (Ray Serve) and `stylert batch` (Ray Data) on a local Ray with random-init models (a 256
+retoucher, a restorer, a style pack, an EXE-GAN inpainter): results equal the CLI's files byte for byte, concurrent
+requests are batched, bad requests get 4xx and the service keeps serving, the demo page works in a real browser,
+Ctrl-C stops everything, and no Ray process outlives a test. With pytest-xdist the file runs on one worker
+(`--dist loadfile`): one Ray at a time, one service for the module."""
 import base64
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +24,8 @@ pytest.importorskip("torch")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from serve_load import Service, free_port, request, session_processes  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _cli(*args, env=None, cwd=None):
@@ -98,12 +103,12 @@ def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli
 
 
 @pytest.fixture(scope="module")
-def service(model256, restore_models, style_pack, inpaint_models):
-    """Four calls, one replica each (half a CPU each: 2 CPUs hold them), batching made easy to observe
+def service(model256, restore_models, style_pack, inpaint_models, edit_model):
+    """Five calls, one replica each (0.4 CPU each: 2 CPUs hold them), batching made easy to observe
     (requests wait up to 300 ms for company) and a 1 MB body limit; stopped with Ctrl-C at the end of
     the module, which must leave nothing running."""
-    svc = Service([model256, restore_models["sharp"], style_pack, inpaint_models["exe-gan"]], "--max-batch", "4",
-                  "--batch-wait-ms", "300", "--max-body-mb", "1", "--cpus-per-replica", "0.5")
+    svc = Service([model256, restore_models["sharp"], style_pack, inpaint_models["exe-gan"], edit_model["path"]],
+                  "--max-batch", "4", "--batch-wait-ms", "300", "--max-body-mb", "1", "--cpus-per-replica", "0.4")
     yield svc
     status = svc.stop()
     assert status == 0, svc.output()[-3000:]
@@ -149,7 +154,8 @@ def test_serve_answers_concurrent_requests_batched_and_equal_to_the_cli(service,
     ("/retouch?format=gif", "a.png", 400, "format must be one of png"),
     ("/retouch", "", 400, "request body: empty"),
     ("/retouch", "big", 413, "request body over the 1 MB limit"),
-    ("/generate", "a.png", 404, "no route POST /generate; routes: GET /healthz, GET /models, POST /retouch"),
+    ("/generate", "a.png", 404, "no route POST /generate; routes: GET / (the demo page), GET /healthz, GET /models, "
+                                "POST /retouch"),
     ("/stylize", "a.png", 404, "name the style: POST /stylize/<style>"),
     ("/stylize/nope", "a.png", 400, "nope"),
     ("/stylize/cartoon?style=x", "a.png", 400, "the style is part of the path"),
@@ -240,10 +246,30 @@ def test_serve_inpaint_forms_and_regions_like_the_cli(service, library, inpaint_
     assert status == 422 and "no face found" in json.loads(reply)["error"]
 
 
+def test_serve_edit_takes_guidance_files_like_the_cli(service, library, inpaint_case, edit_model, tmp_path):
+    photo = library["photos"] / "b.jpg"
+    sketch = np.zeros((512, 512), np.uint8)
+    sketch[160:168, 260:320] = 255
+    Image.fromarray(sketch).save(tmp_path / "sketch.png")
+    (tmp_path / "mask.png").write_bytes(inpaint_case["mask"])
+    cli = _cli("edit", photo, "-o", tmp_path / "out.jpg", "--model", edit_model["path"], "--mask", tmp_path / "mask.png",
+               "--sketch", tmp_path / "sketch.png", "--seed", 4)
+    assert cli.returncode == 0, cli.stderr
+    body, headers = multipart({"image": photo.read_bytes(), "mask": inpaint_case["mask"],
+                               "sketch": (tmp_path / "sketch.png").read_bytes()})
+    status, _, reply = request(f"{service.url}/edit?seed=4", body, headers)
+    assert status == 200 and reply == (tmp_path / "out.jpg").read_bytes(), reply[:300]
+    body, headers = multipart({"image": photo.read_bytes(), "mask": inpaint_case["mask"], "semantic": b"junk"})
+    status, _, reply = request(f"{service.url}/edit", body, headers)
+    assert status == 400 and "semantic: not a readable label map" in json.loads(reply)["error"]
+    status, _, reply = request(f"{service.url}/edit?attribute=smile", photo.read_bytes())
+    assert status == 400 and "unknown parameter(s) attribute; edit takes" in json.loads(reply)["error"]
+
+
 def test_serve_health_models_and_methods(service, model256):
     status, _, body = request(service.url + "/healthz")
-    assert status == 200 and json.loads(body) == {"status": "ok", "models": dict.fromkeys(["retouch", "restore",
-                                                                                            "stylize", "inpaint"], "ok")}
+    assert status == 200 and json.loads(body) == {"status": "ok", "models": dict.fromkeys(
+        ["retouch", "restore", "stylize", "inpaint", "edit"], "ok")}
     status, _, body = request(service.url + "/models")
     models = json.loads(body)
     info = models["retouch"]
@@ -265,6 +291,64 @@ def test_serve_refuses_bad_setup_before_starting_ray(model256, library, tmp_path
     for command in (["serve", model256], ["batch", library["photos"], "-o", tmp_path / "out", "--model", model256]):
         result = _cli(*command, "--address", f"127.0.0.1:{free_port()}")
         assert result.returncode == 2 and "no Ray cluster answers there" in result.stderr, result.stderr
+
+
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run "
+                                              "installs it)")
+def test_demo_page_runs_a_photo_and_shows_errors(service, astronaut, tmp_path):
+    """The demo page in a real browser (Debian's Chromium, driven by Playwright): upload the astronaut, move the
+    strength slider, see the result (shown, different from the input) and the per-stage timings; upload a file that
+    is not an image and see the service's one line. Nothing is loaded from another host."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test drives Chromium with Playwright "
+                                                                 "(pip install playwright; `make test` installs it)")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(photo)
+    (tmp_path / "notes.png").write_text("this is not an image")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(service.url + "/")
+            assert page.title() == "stylert demo"
+            page.wait_for_function("document.querySelector('#call').options.length > 0")
+            assert page.locator("#call").input_value() == "retouch"
+            assert "random weights" in page.locator("#models").inner_text()
+
+            page.set_input_files("#photo", str(photo))
+            page.wait_for_function("document.querySelector('#after').src.startsWith('data:image')", timeout=120_000)
+            first = page.locator("#after").get_attribute("src")
+            slider = page.locator("#control-strength")
+            slider.focus()
+            for _ in range(8):
+                page.keyboard.press("ArrowLeft")  # strength 1.0 -> 0.6
+            assert page.locator("#control-strength").input_value() == "0.6"
+            page.wait_for_function(f"document.querySelector('#after').src !== {first!r}", timeout=120_000)
+            page.wait_for_function("document.querySelector('#after').naturalWidth > 0")
+            src = page.locator("#after").get_attribute("src")
+            result = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+            assert result.shape == astronaut.shape and (result != astronaut).any(axis=2).mean() > 0.02
+            stages = page.locator("#timings tbody td:first-child").all_inner_texts()
+            assert {"decode", "detect", "align", "network", "paste", "encode"} <= set(stages)
+            assert page.locator("#faces").inner_text() == "1 face found."
+            assert page.evaluate("document.querySelector('#after').getBoundingClientRect().width") > 100
+            shot = os.environ.get("STYLERT_DEMO_SCREENSHOT")  # docs/pages/img/demo.png is made this way
+            page.screenshot(path=shot or str(tmp_path / "demo.png"), full_page=True)
+
+            page.set_input_files("#photo", str(tmp_path / "notes.png"))
+            page.wait_for_function("document.querySelector('#message').textContent.includes('not an image')",
+                                   timeout=60_000)
+            assert page.locator("#message").inner_text() == "request body: not an image file (or a format Pillow " \
+                                                            "cannot read)"
+            others = [url for url in requests if not url.startswith((service.url, "data:", "blob:"))]
+            assert others == []  # nothing loaded from another host (the photo and the result are local URLs)
+        finally:
+            browser.close()
 
 
 def test_serve_survives_a_killed_replica(service, library, cli_outputs):

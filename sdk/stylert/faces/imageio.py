@@ -163,14 +163,17 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     return path
 
 
-def read_labels(path: str | Path) -> np.ndarray:
-    """A label map file (face-parsing classes as pixel values) -> HxW uint8: L and P (palette
+def read_labels(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
+    """A label map (a file, or a file's bytes; face-parsing classes as pixel values) -> HxW uint8: L and P (palette
     index) images as they are, other modes by their first channel."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageFileError(f"{path}: no such label map file")
+    if isinstance(source, (bytes, bytearray)):
+        path, stream = name or "label map", io.BytesIO(source)
+    else:
+        path = stream = Path(source)
+        if not path.is_file():
+            raise ImageFileError(f"{path}: no such label map file")
     try:
-        with Image.open(path) as im:
+        with Image.open(stream) as im:
             if im.size[0] * im.size[1] > MAX_PIXELS:
                 raise ImageFileError(f"{path}: {im.size[0]}x{im.size[1]} pixels is over the pixel limit")
             im.load()

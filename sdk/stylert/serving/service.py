@@ -4,9 +4,10 @@ Two deployments. `FaceService` (one per model, `--replicas` each) opens the mode
 bodies, and batches concurrent requests with Ray Serve's `@serve.batch`: their photos go through
 `FaceModel.process_batch` together, so their faces share network runs, and each result is the one the
 CLI writes for that photo alone. `Gateway` (the ingress, no CPU reserved) routes POST /retouch,
-/restore, /stylize/<style>, /inpaint and GET /healthz, /models, bounds the request body before anything
-decodes it, and turns a bad request into a 4xx with the CLI's one-line message. /inpaint takes a
-multipart form (image, mask, optional exemplar) or the image as the body with ?region=. Ray Serve runs
+/restore, /stylize/<style>, /inpaint, /edit and GET /healthz, /models and the demo page, bounds the request
+body before anything decodes it, and turns a bad request into a 4xx with the CLI's one-line message. /inpaint
+and /edit take a multipart form (image, mask, and exemplar; sketch, semantic, color for /edit) or the image as
+the body with ?region=. Ray Serve runs
 the HTTP server, the queues and the replicas; only this module, batchjob.py and cluster.py import Ray.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 from ray import serve
@@ -28,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import InputError, StylertError
-from ..faces.imageio import LoadedImage, decode_image, encode_image, read_mask
+from ..faces.imageio import LoadedImage, decode_image, encode_image, read_labels, read_mask
 from ..faces.pipeline import NoFaceError
 from .cluster import init_ray
 from .controls import call_of, open_call, parse_controls
@@ -60,7 +62,8 @@ class Job:
     group: str = ""  # requests with the same group run as one process_batch
 
 
-PARTS = ("image", "mask", "exemplar")  # the files of a multipart /inpaint request
+PARTS = {"inpaint": ("image", "mask", "exemplar"),  # the files of a multipart request
+         "edit": ("image", "mask", "sketch", "semantic", "color", "exemplar")}
 
 
 def _failure(exc: BaseException) -> Reply:
@@ -94,8 +97,10 @@ class FaceService:
                 "max_batch": self.max_batch, "batch_wait_ms": self.batch_wait_ms, "version": meta.get("stylert.version")}
         if self.call == "stylize":
             info["styles"] = self.model.styles
-        if self.call == "inpaint":
-            info["method"] = self.model.method
+        if self.call in PARTS:
+            from ..calls.inpaint import REGIONS
+
+            info["method"], info["regions"] = self.model.method, list(REGIONS)
         return info
 
     async def __call__(self, body: bytes, params: dict, fmt: str | None, parts: dict | None = None) -> Reply:
@@ -107,8 +112,8 @@ class FaceService:
             loaded = await asyncio.to_thread(decode_image, body, name)
             value, options = parse_controls(self.call, params)
             group = json.dumps([value, sorted(options.items())])
-            if self.call == "inpaint":
-                value, group = await asyncio.to_thread(self._inpaint_inputs, value, options, parts or {})
+            if self.call in PARTS:
+                value, group = await asyncio.to_thread(self._masked_inputs, value, options, parts or {})
             decode_ms = (time.perf_counter() - t) * 1000
             self.model.check(value, **options)
             suffix = FORMATS[fmt] if fmt else FROM_PILLOW.get(loaded.format or "", ".png")
@@ -123,19 +128,22 @@ class FaceService:
         self.infer.set_batch_wait_timeout_s(max(self.batch_wait_ms / 1000, remaining))
         return await self.infer(Job(loaded, value, options, suffix, {"decode": decode_ms}, group))
 
-    @staticmethod
-    def _inpaint_inputs(region, options: dict, parts: dict) -> tuple[object, str]:
-        """The mask (a 'mask' file, or ?region=) and the exemplar (an 'exemplar' file) of an /inpaint request, and the
-        group it batches in: the same controls and the same exemplar."""
+    def _masked_inputs(self, region, options: dict, parts: dict) -> tuple[object, str]:
+        """The mask (a 'mask' file, or ?region=) and the other files of an /inpaint or /edit request (exemplar;
+        sketch, semantic, color), and the group it batches in: the same controls and the same files."""
         if ("mask" in parts) == (region is not None):
-            raise InputError("inpaint needs one mask: a 'mask' file in a multipart form (with 'image'), or ?region=NAME "
-                             "with the image as the body")
+            raise InputError(f"{self.call} needs one mask: a 'mask' file in a multipart form (with 'image'), or "
+                             "?region=NAME with the image as the body")
         value = read_mask(parts["mask"], "mask").fill if "mask" in parts else region
-        exemplar = parts.get("exemplar")
-        if exemplar is not None:
-            options["exemplar"] = decode_image(exemplar, "exemplar").rgb
-        digest = hashlib.blake2b(exemplar, digest_size=16).hexdigest() if exemplar is not None else ""
-        return value, json.dumps([sorted((k, v) for k, v in options.items() if k != "exemplar"), digest])
+        readers = {"exemplar": lambda data: decode_image(data, "exemplar").rgb,
+                   "sketch": lambda data: read_mask(data, "sketch").fill,
+                   "semantic": lambda data: read_labels(data, "semantic"),
+                   "color": lambda data: decode_image(data, "color").rgb}
+        files = {name: data for name, data in parts.items() if name != "mask"}
+        for name, data in files.items():
+            options[name] = readers[name](data)
+        digest = hashlib.blake2b(b"".join(files[k] for k in sorted(files)), digest_size=16).hexdigest()
+        return value, json.dumps([sorted((k, v) for k, v in options.items() if k not in files), digest])
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer(self, jobs: list[Job]) -> list[Reply]:
@@ -154,7 +162,7 @@ class FaceService:
             groups.setdefault(job.group, []).append(i)
         for members in groups.values():
             first = jobs[members[0]]
-            value = [jobs[i].value for i in members] if self.call == "inpaint" else first.value  # a mask per photo
+            value = [jobs[i].value for i in members] if self.call in PARTS else first.value  # a mask per photo
             results: list
             try:
                 results = self.model.process_batch([jobs[i].loaded.rgb for i in members], value, channels="rgb",
@@ -186,6 +194,18 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+DEMO = {"index.html": "text/html; charset=utf-8", "demo.js": "text/javascript; charset=utf-8",
+        "demo.css": "text/css; charset=utf-8"}  # the demo page's files, shipped in serving/demo/
+
+
+def _demo_file(name: str) -> Response:
+    """The demo page (GET /) and its script and style (GET /demo/<file>); nothing else is read from disk."""
+    if name not in DEMO:
+        return _error(404, f"no demo file {name!r}")
+    return Response((Path(__file__).parent / "demo" / name).read_bytes(), media_type=DEMO[name],
+                    headers={"Cache-Control": "no-cache"})
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 class Gateway:
     """The HTTP ingress: routes, the body limit, and replies in the client's format."""
@@ -196,11 +216,13 @@ class Gateway:
         self.max_body_mb = max_body_mb
 
     def _routes(self) -> list[str]:
-        return ["GET /healthz", "GET /models"] + [f"POST /{r}" + ("/<style>" if r == "stylize" else "")
-                                                  for r in self.services]
+        return ["GET / (the demo page)", "GET /healthz", "GET /models"] + [
+            f"POST /{r}" + ("/<style>" if r == "stylize" else "") for r in self.services]
 
     async def __call__(self, request: Request) -> Response:
         parts = [p for p in request.url.path.split("/") if p]
+        if request.method == "GET" and (parts == [] or (len(parts) == 2 and parts[0] == "demo")):
+            return _demo_file(parts[1] if parts else "index.html")
         if parts in (["healthz"], ["models"]):
             if request.method != "GET":
                 return _error(405, f"{request.method} /{parts[0]}: use GET")
@@ -228,8 +250,8 @@ class Gateway:
         if isinstance(body, Response):
             return body
         files = None
-        if route == "inpaint" and request.headers.get("content-type", "").startswith("multipart/form-data"):
-            files = await self._form(request, body)
+        if route in PARTS and request.headers.get("content-type", "").startswith("multipart/form-data"):
+            files = await self._form(request, body, PARTS[route])
             if isinstance(files, Response):
                 return files
             body = files.pop("image")
@@ -267,8 +289,8 @@ class Gateway:
             return _error(413, f"request body over the {self.max_body_mb:g} MB limit (stylert serve --max-body-mb)")
         return b"".join(chunks)
 
-    async def _form(self, request: Request, body: bytes) -> dict | Response:
-        """The files of a multipart form already read (within the body limit): image, mask, exemplar."""
+    async def _form(self, request: Request, body: bytes, names: tuple[str, ...]) -> dict | Response:
+        """The files of a multipart form already read (within the body limit): image, mask, and the route's others."""
         from starlette.formparsers import MultiPartException, MultiPartParser
 
         async def stream():
@@ -278,14 +300,14 @@ class Gateway:
             form = await MultiPartParser(request.headers, stream()).parse()
         except (MultiPartException, ValueError, KeyError) as exc:
             return _error(400, f"malformed multipart form ({exc})")
-        unknown = sorted(set(form.keys()) - set(PARTS))
+        unknown = sorted(set(form.keys()) - set(names))
         if unknown:
-            return _error(400, f"unknown form field(s) {', '.join(unknown)}; /inpaint takes the files "
-                               f"{', '.join(PARTS)} (controls go in the query string)")
+            return _error(400, f"unknown form field(s) {', '.join(unknown)}; this route takes the files "
+                               f"{', '.join(names)} (controls go in the query string)")
         if "image" not in form:
             return _error(400, "the multipart form has no 'image' file")
         files = {}
-        for name in PARTS:
+        for name in names:
             item = form.get(name)
             if item is not None:
                 files[name] = await item.read() if hasattr(item, "read") else str(item).encode()
