@@ -32,7 +32,7 @@ setup(
     extras_require={
         # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
-        "export": ["torch>=2.8", "onnx>=1.16", "onnxscript>=0.2", "safetensors>=0.4", "onnxruntime-extensions>=0.12"],
+        "export": ["torch>=2.8", "onnx>=1.16", "onnxscript>=0.7", "safetensors>=0.4", "onnxruntime-extensions>=0.12"],
         # OpenVINO for x86 CPUs (chosen automatically there when installed; see README "Backends").
         "openvino": ["openvino>=2025.0,<2027"],
         # `stylert serve` (Ray Serve) and `stylert batch` (Ray Data); tested with Ray 2.60. Nothing else imports Ray.
