@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..faces.pipeline import FaceModel, FaceResult, NoFaceError, check_image, control, seeded_rows, to_uint8
+from ..faces.pipeline import FaceModel, FaceResult, check_image, control, seeded_rows, to_uint8
 from .inpaint import REGIONS, Inpainter, _Job, fill_mask
 
 SEMANTIC_CLASSES = 19
@@ -140,14 +140,7 @@ class Editor(Inpainter):
         exemplar_crop, exemplar_ms = None, 0.0
         if exemplar is not None:
             t = time.perf_counter()
-            try:
-                rgb = check_image(exemplar, channels)
-            except InputError as exc:
-                raise InputError(f"exemplar: {str(exc).removeprefix('image: ')}") from None
-            try:
-                exemplar_crop = self.pipeline.prepare(rgb, None, largest_face=True).crops[0]
-            except NoFaceError as exc:
-                raise NoFaceError(f"exemplar: {exc}") from None
+            exemplar_crop = self.exemplar_crop(exemplar, channels)
             exemplar_ms = (time.perf_counter() - t) * 1000
         jobs: list = []
         for image, mask in zip(images, masks):

@@ -262,18 +262,22 @@ class Inpainter(FaceModel):
             self._exemplar_model = open_model(path, self._providers, call="inpaint", threads=self._threads)
         return self._exemplar_model
 
-    def exemplar_codes(self, exemplar, channels: str) -> tuple[np.ndarray, float]:
-        """codes [K, code_dim] of the exemplar photo's largest face (aligned like the photo's), and the ms taken."""
-        t = time.perf_counter()
+    def exemplar_crop(self, exemplar, channels: str) -> np.ndarray:
+        """The exemplar photo's largest face, aligned like the photo's; its errors name the exemplar."""
         try:
             rgb = check_image(exemplar, channels)
         except InputError as exc:
             raise InputError(f"exemplar: {str(exc).removeprefix('image: ')}") from None
         try:
-            prep = self.pipeline.prepare(rgb, None, largest_face=True)
+            return self.pipeline.prepare(rgb, None, largest_face=True).crops[0]
         except NoFaceError as exc:
             raise NoFaceError(f"exemplar: {exc}") from None
-        codes = self.exemplar_model.run({"image": prep.crops})["codes"][0]
+
+    def exemplar_codes(self, exemplar, channels: str) -> tuple[np.ndarray, float]:
+        """codes [K, code_dim] of the exemplar photo's largest face (aligned like the photo's), and the ms taken."""
+        t = time.perf_counter()
+        crop = self.exemplar_crop(exemplar, channels)
+        codes = self.exemplar_model.run({"image": crop[None]})["codes"][0]
         return codes, (time.perf_counter() - t) * 1000
 
     # ---- whole photos ---------------------------------------------------------------------------
