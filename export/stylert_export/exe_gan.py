@@ -32,7 +32,8 @@ from .code_diffuser import PixelNorm
 from .e4e import E4EConfig, GradualStyleEncoder
 from .psp import ir_se_units
 from .stylegan2 import FullyConnected, randomize_batchnorm
-from .vsp_restorer import ConvLayer, FusedLeakyReLU, NoiseInjection, StyledConv, ToRGB, config_f_channels, style_decode
+from .vsp_restorer import (ConvLayer, StyledConv, ToRGB, config_f_channels, randomize_noise_and_biases, scale_modulation,
+                           style_decode)
 
 PSP_START = 4  # the first layer exemplar codes replace: phi = [0, 0, 0, 0, 1, ...] (Sec. 5.2.2; psp_start_latent)
 
@@ -301,15 +302,9 @@ def random_exe_gan(cfg: EXEConfig, seed: int, psp_units: tuple[int, ...] = (3, 4
     n_styles = max(cfg.n_latent, cfg.psp_start + cfg.num_exemplar_codes)
     psp = randomize_batchnorm(GradualStyleEncoder(E4EConfig(psp_units, n_styles, 512, psp_input),
                                                   range(cfg.psp_start, cfg.psp_start + cfg.num_exemplar_codes)).eval())
+    randomize_noise_and_biases(generator)
+    scale_modulation(generator, 0.1)
     with torch.no_grad():
-        for m in generator.modules():
-            if isinstance(m, NoiseInjection):
-                m.weight.normal_(0, 0.1)
-            elif isinstance(m, FusedLeakyReLU) and m.bias is not None:
-                m.bias.normal_(0, 0.1)
-        for name, m in generator.named_modules():
-            if name.endswith("modulation"):
-                m.weight.mul_(0.1)
         for block in psp.styles:
             block.linear.weight.mul_(0.1)
         psp.latent_avg.normal_(0, 0.1)

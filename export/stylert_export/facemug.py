@@ -28,8 +28,8 @@ from .e4e import E4EConfig, Encoder4Editing
 from .exe_gan import GlobalCodeEncoder
 from .psp import IR_SE_50
 from .stylegan2 import Generator, StyleGAN2Config, random_generator, randomize_batchnorm
-from .vsp_restorer import (EqualConv2d, FusedLeakyReLU, ModulatedConv2d, NoiseInjection, StyledConv,
-                           bank_features, config_f_channels)
+from .vsp_restorer import (EqualConv2d, ModulatedConv2d, StyledConv, bank_features, config_f_channels,
+                           randomize_noise_and_biases, scale_modulation)
 
 MODALITIES = (("image", 4), ("sketch", 1), ("semantic", 19), ("color", 3))  # A's inputs: (I_m, M), then guidance
 ENCODER_CHANNELS = 3 + 1 + 19 + 3  # e4e_trainer's gin: image, sketch, semantic one-hot, colour (its channel order)
@@ -255,12 +255,8 @@ def random_facemug(cfg: FACEMUGConfig, seed: int) -> FACEMUG:
     bank = random_generator(bank_cfg, seed)
     torch.manual_seed(seed + 1)
     model = randomize_batchnorm(FACEMUG(cfg, bank).eval())
+    randomize_noise_and_biases(model)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, NoiseInjection):
-                m.weight.normal_(0, 0.1)
-            elif isinstance(m, FusedLeakyReLU) and m.bias is not None:
-                m.bias.normal_(0, 0.1)
         model.encoder.latent_avg.copy_(bank.mapping.w_avg.expand_as(model.encoder.latent_avg))
         for block in model.encoder.styles:
             block.linear.weight.mul_(30)
@@ -268,7 +264,5 @@ def random_facemug(cfg: FACEMUGConfig, seed: int) -> FACEMUG:
             block.beta_[3].weight.mul_(5)
             block.beta_[3].bias.mul_(5)
             block.gamma_[3].bias.fill_(-4.0)
-        for name, module in model.refine.named_modules():
-            if name.endswith("modulation"):
-                module.weight.mul_(0.1)
+    scale_modulation(model.refine, 0.1)
     return model

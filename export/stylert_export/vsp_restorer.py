@@ -94,6 +94,24 @@ class NoiseInjection(nn.Module):
         return x + self.weight * noise
 
 
+def randomize_noise_and_biases(module: nn.Module) -> None:
+    """Random noise strengths and activation biases (zero in a fresh module), so a parity check sees them."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, NoiseInjection):
+                m.weight.normal_(0, 0.1)
+            elif isinstance(m, FusedLeakyReLU) and m.bias is not None:
+                m.bias.normal_(0, 0.1)
+
+
+def scale_modulation(module: nn.Module, factor: float) -> None:
+    """Scale every style affine (`*.modulation`) so a deep random net is not chaotic in its codes."""
+    with torch.no_grad():
+        for name, m in module.named_modules():
+            if name.endswith("modulation"):
+                m.weight.mul_(factor)
+
+
 class ConvLayer(nn.Sequential):
     """(blur) -> equalized conv -> fused lrelu."""
 
@@ -500,12 +518,8 @@ def random_vsp_restorer(cfg: VSPConfig, seed: int) -> VSPRestorer:
     diffuser = CodeDiffuser(512).eval()
     net = RestorationNet(RestorationConfig(cfg.size, 512, 8, {r: c for r, c in cfg.channels.items() if r <= cfg.size}))
     model = randomize_batchnorm(VSPRestorer(encoder, bank, diffuser, net.eval()).eval())
+    randomize_noise_and_biases(model)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, NoiseInjection):
-                m.weight.normal_(0, 0.1)
-            elif isinstance(m, FusedLeakyReLU) and m.bias is not None:
-                m.bias.normal_(0, 0.1)
         encoder.latent_avg.copy_(bank.mapping.w_avg.expand_as(encoder.latent_avg))
         # Keep fp32 round-off from being amplified, so ONNX Runtime and PyTorch agree on random weights.
         # Untrained e4e deltas are tiny, so all codes come out nearly equal and the diffuser's
@@ -523,7 +537,5 @@ def random_vsp_restorer(cfg: VSPConfig, seed: int) -> VSPRestorer:
             block.beta_[3].weight.mul_(5)
             block.beta_[3].bias.mul_(5)
             block.gamma_[3].bias.fill_(-4.0)
-        for name, module in net.named_modules():
-            if name.endswith("modulation"):
-                module.weight.mul_(0.1)
+    scale_modulation(net, 0.1)
     return model
