@@ -15,6 +15,12 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 STYLIZE_RES = 32
 
+# pytest-xdist workers share the machine's cores: each worker's PyTorch, and the commands it runs, gets its share
+# (set before anything imports torch), so two workers' parallel sections do not oversubscribe the cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 
 def rel_error(got, want) -> float:
     """Relative L2 error; NaN or inf anywhere gives inf, so it never passes a bound."""
@@ -228,3 +234,30 @@ def edit_model(tmp_path_factory):
 
     out = built(tmp_path_factory, "edit", make)
     return {"path": out / "edit32.onnx", "checkpoint": out / "edit32.safetensors"}
+
+
+@pytest.fixture(scope="session")
+def photo_library(tmp_path_factory, astronaut, retouch_models):
+    """Photos in three formats, one without a face, one not an image, one truncated; and what `stylert retouch`
+    writes for them one at a time with the tiny retoucher at strength 0.7, its error lines kept: what the Ray batch
+    job and the service must reproduce byte for byte."""
+    from PIL import Image
+
+    def make(root):
+        photos = root / "photos"
+        photos.mkdir()
+        Image.fromarray(astronaut).save(photos / "a.png")
+        Image.fromarray(astronaut[:, ::-1]).save(photos / "b.jpg", quality=90)
+        Image.fromarray(astronaut[40:460, 60:480]).save(photos / "c.webp")
+        Image.fromarray(np.full((200, 200, 3), 127, np.uint8)).save(photos / "d_noface.png")
+        (photos / "e_text.png").write_bytes(b"not an image")
+        (photos / "f_cut.png").write_bytes((photos / "a.png").read_bytes()[:5000])
+        result = subprocess.run([sys.executable, "-m", "stylert.cli", "retouch", str(photos), "-o", str(root / "cli"),
+                                 "--model", str(retouch_models["plain"]), "--strength", "0.7"], capture_output=True,
+                                text=True)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.returncode == 1 and len(errors) == 3, result.stderr
+        (root / "cli_errors.txt").write_text("\n".join(errors))
+
+    root = built(tmp_path_factory, "photo_library", make)
+    return {"photos": root / "photos", "cli": root / "cli", "cli_errors": (root / "cli_errors.txt").read_text().splitlines()}

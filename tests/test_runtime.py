@@ -111,3 +111,16 @@ def test_providers():
 def test_to_uint8_rounding():
     img = np.array([-1.0, 0.0, 1.0, 2.0], np.float32).reshape(1, 1, 1, 4).repeat(3, axis=1)
     assert stylert.to_uint8(img)[0, 0, :, 0].tolist() == [0, 128, 255, 255]
+
+
+@pytest.mark.parametrize("env, given, want", [("1", None, 1), ("3", 2, 2), ("", None, 0), ("0", None, 0),
+                                              ("x", None, 0)])
+def test_threads_default_to_omp_num_threads(exported, monkeypatch, env, given, want):
+    """Without `threads`, a model takes OMP_NUM_THREADS where it is a positive integer (0 in the session options:
+    ONNX Runtime's own choice); `threads` wins; OpenVINO gets the same number."""
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    model = open_model(exported["nvlabs"], "onnxruntime-cpu", threads=given)
+    assert model.session.get_session_options().intra_op_num_threads == want
+    pytest.importorskip("openvino", reason="the OpenVINO half needs openvino (pip install 'stylert[openvino]')")
+    model = open_model(exported["nvlabs"], "openvino", threads=given)
+    assert model.config.get("INFERENCE_NUM_THREADS", 0) == want

@@ -1,8 +1,8 @@
-"""`stylert serve` (Ray Serve) and `stylert batch` (Ray Data) on a local Ray with random-init models (a 256
-retoucher, a restorer, a style pack, an EXE-GAN inpainter): results equal the CLI's files byte for byte, concurrent
-requests are batched, bad requests get 4xx and the service keeps serving, the demo page works in a real browser,
-Ctrl-C stops everything, and no Ray process outlives a test. With pytest-xdist the file runs on one worker
-(`--dist loadfile`): one Ray at a time, one service for the module."""
+"""`stylert serve` (Ray Serve) on a local Ray with random-init models (a retoucher, a restorer, a style pack, an
+EXE-GAN inpainter, a FACEMUG editor): results equal the CLI's files byte for byte, concurrent requests are batched,
+bad requests get 4xx and the service keeps serving, the demo page works in a real browser, Ctrl-C stops everything,
+and no Ray process outlives a test. With pytest-xdist the file runs on one worker (`--dist loadfile`): one service
+for the module. `stylert batch` is tested in test_batch.py."""
 import base64
 import io
 import json
@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,8 @@ pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from serve_load import Service, free_port, request, session_processes  # noqa: E402
 
+from stylert.cli import main  # noqa: E402
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -34,80 +35,11 @@ def _cli(*args, env=None, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def model256(tmp_path_factory):
-    """A seeded random retoucher at 256x256 with few channels (fast on 2 CPUs)."""
-    from stylert_export import retouch_export as rx
-
-    path = tmp_path_factory.mktemp("serve") / "retouch256.onnx"
-    rx.export_retoucher(rx.from_random_init(3, 256, channel_base=512, channel_max=16, w_dim=16), path,
-                        log=lambda *_: None)
-    return path
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory, astronaut):
-    """Photos in three formats, one without a face, one not an image, one truncated; and what
-    `stylert retouch` writes for them (one at a time)."""
-    root = tmp_path_factory.mktemp("library")
-    photos = root / "photos"
-    photos.mkdir()
-    Image.fromarray(astronaut).save(photos / "a.png")
-    Image.fromarray(astronaut[:, ::-1]).save(photos / "b.jpg", quality=90)
-    Image.fromarray(astronaut[40:460, 60:480]).save(photos / "c.webp")
-    Image.fromarray(np.full((200, 200, 3), 127, np.uint8)).save(photos / "d_noface.png")
-    (photos / "e_text.png").write_bytes(b"not an image")
-    (photos / "f_cut.png").write_bytes((photos / "a.png").read_bytes()[:5000])
-    return {"photos": photos, "root": root}
-
-
-@pytest.fixture(scope="module")
-def cli_outputs(model256, library):
-    out = library["root"] / "cli"
-    result = _cli("retouch", library["photos"], "-o", out, "--model", model256, "--strength", 0.7)
-    assert result.returncode == 1 and result.stderr.count("error: ") == 3, result.stderr
-    return out, [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-
-
-def test_batch_job_writes_what_the_cli_writes_and_resumes(model256, library, cli_outputs, inpaint_models, tmp_path):
-    cli_out, cli_errors = cli_outputs
-    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
-    run = _cli("batch", library["photos"], "-o", tmp_path / "out", "--model", model256, "--strength", 0.7,
-               "--batch", 2, env=env, cwd=library["root"])
-    assert run.returncode == 1, run.stderr
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == sorted(p.name for p in cli_out.iterdir()) == ["a.png", "b.jpg", "c.webp"]
-    for name in written:  # byte for byte, metadata and encoder settings included
-        assert (tmp_path / "out" / name).read_bytes() == (cli_out / name).read_bytes(), name
-    assert [line for line in run.stderr.splitlines() if line.startswith("error: ")] == cli_errors
-    assert "3 image(s) processed, 3 failed" in run.stdout
-    again = _cli("batch", library["photos"], "-o", tmp_path / "out", "--model", model256, "--strength", 0.7,
-                 "--json", env=env)
-    assert "skipped 3 file(s) already in" in again.stderr
-    rows = [json.loads(line) for line in again.stdout.splitlines()]
-    assert sorted(Path(r["input"]).name for r in rows) == ["d_noface.png", "e_text.png", "f_cut.png"]
-    refused = _cli("batch", library["photos"], "-o", tmp_path / "out2", "--model", model256, "--fidelity", 0.5, env=env)
-    assert refused.returncode == 2 and "unknown parameter(s) fidelity; retouch takes strength" in refused.stderr
-    mask_dir = tmp_path / "masks"
-    mask_dir.mkdir()
-    Image.fromarray(np.pad(np.full((40, 80), 255, np.uint8), ((150, 322), (180, 252)))).save(mask_dir / "a.png")
-    inpaint = _cli("batch", library["photos"] / "a.png", "-o", tmp_path / "inp", "--model", inpaint_models["exe-gan"],
-                   "--masks", mask_dir, "--seed", 2, env=env)
-    single = _cli("inpaint", library["photos"] / "a.png", "-o", tmp_path / "inp1", "--model", inpaint_models["exe-gan"],
-                  "--masks", mask_dir, "--seed", 2)
-    assert inpaint.returncode == 0 and single.returncode == 0, inpaint.stderr + single.stderr
-    assert (tmp_path / "inp" / "a.png").read_bytes() == (tmp_path / "inp1" / "a.png").read_bytes()
-    before = {p.name: p.read_bytes() for p in library["photos"].iterdir()}
-    onto_inputs = _cli("batch", library["photos"], "-o", library["photos"], "--model", model256, "--overwrite", env=env)
-    assert onto_inputs.returncode == 1 and onto_inputs.stderr.count("would overwrite the input") == 6
-    assert {p.name: p.read_bytes() for p in library["photos"].iterdir()} == before
-
-
-@pytest.fixture(scope="module")
-def service(model256, restore_models, style_pack, inpaint_models, edit_model):
+def service(retouch_models, restore_models, style_pack, inpaint_models, edit_model):
     """Five calls, one replica each (0.4 CPU each: 2 CPUs hold them), batching made easy to observe
     (requests wait up to 300 ms for company) and a 1 MB body limit; stopped with Ctrl-C at the end of
     the module, which must leave nothing running."""
-    svc = Service([model256, restore_models["sharp"], style_pack, inpaint_models["exe-gan"], edit_model["path"]],
+    svc = Service([retouch_models["plain"], restore_models["sharp"], style_pack, inpaint_models["exe-gan"], edit_model["path"]],
                   "--max-batch", "4", "--batch-wait-ms", "300", "--max-body-mb", "1", "--cpus-per-replica", "0.4")
     yield svc
     status = svc.stop()
@@ -116,9 +48,8 @@ def service(model256, restore_models, style_pack, inpaint_models, edit_model):
     assert svc.leftover == [] and session_processes(svc.proc.pid) == []
 
 
-def test_serve_answers_concurrent_requests_batched_and_equal_to_the_cli(service, library, cli_outputs):
-    cli_out, _ = cli_outputs
-    photos = library["photos"]
+def test_serve_answers_concurrent_requests_batched_and_equal_to_the_cli(service, photo_library):
+    cli_out, photos = photo_library["cli"], photo_library["photos"]
     jobs = [("a.png", "image/png"), ("b.jpg", "image/jpeg"), ("c.webp", "image/webp")] * 2
     with ThreadPoolExecutor(len(jobs)) as pool:
         answers = list(pool.map(lambda job: request(f"{service.url}/retouch?strength=0.7",
@@ -163,8 +94,8 @@ def test_serve_answers_concurrent_requests_batched_and_equal_to_the_cli(service,
     ("/restore?seed=1.5", "a.png", 400, "seed must be an integer, got '1.5'"),
     ("/retouch/extra", "a.png", 404, "no route"),
 ])
-def test_serve_refuses_bad_requests_and_keeps_serving(service, library, path, body, status, message, tmp_path):
-    photos = library["photos"]
+def test_serve_refuses_bad_requests_and_keeps_serving(service, photo_library, path, body, status, message, tmp_path):
+    photos = photo_library["photos"]
     if body == "bomb":  # a small PNG whose header claims 400 megapixels
         Image.new("L", (20000, 20000)).save(tmp_path / "bomb.png")
         data = (tmp_path / "bomb.png").read_bytes()
@@ -180,12 +111,12 @@ def test_serve_refuses_bad_requests_and_keeps_serving(service, library, path, bo
     ("restore", "fidelity=0.3&seed=2", ["--fidelity", 0.3, "--seed", 2]),
     ("stylize/cartoon", "seed=3&mix_layer=2", ["--style", "cartoon", "--seed", 3, "--mix-layer", 2]),
 ])
-def test_serve_routes_restore_and_stylize_like_the_cli(service, library, restore_models, style_pack, tmp_path, call,
+def test_serve_routes_restore_and_stylize_like_the_cli(service, photo_library, restore_models, style_pack, tmp_path, call,
                                                        query, options):
     model = ["--model", restore_models["sharp"]] if call == "restore" else ["--pack", style_pack]
-    cli = _cli(call.split("/")[0], library["photos"] / "a.png", "-o", tmp_path, *model, *options)
+    cli = _cli(call.split("/")[0], photo_library["photos"] / "a.png", "-o", tmp_path, *model, *options)
     assert cli.returncode == 0, cli.stderr
-    status, _, body = request(f"{service.url}/{call}?{query}", (library["photos"] / "a.png").read_bytes())
+    status, _, body = request(f"{service.url}/{call}?{query}", (photo_library["photos"] / "a.png").read_bytes())
     assert status == 200 and body == (tmp_path / "a.png").read_bytes()
 
 
@@ -198,10 +129,10 @@ def multipart(files: dict[str, bytes]) -> tuple[bytes, dict]:
 
 
 @pytest.fixture(scope="module")
-def inpaint_case(library, inpaint_models, astronaut):
+def inpaint_case(tmp_path_factory, photo_library, inpaint_models, astronaut):
     """A mouth mask and an exemplar for b.jpg (JPEGs: a form of three files stays under the 1 MB limit), and what
     `stylert inpaint` writes with them (and with --region)."""
-    root = library["root"]
+    root = tmp_path_factory.mktemp("inpaint_case")
     mask = np.zeros(astronaut.shape[:2], np.uint8)
     mask[150:185, 252:332] = 255  # b.jpg is the astronaut mirrored
     Image.fromarray(mask).save(root / "mask.png")
@@ -209,15 +140,15 @@ def inpaint_case(library, inpaint_models, astronaut):
     out = {}
     for name, args in {"mask": ["--mask", root / "mask.png", "--exemplar", root / "exemplar.jpg"],
                        "region": ["--region", "eyes"]}.items():
-        result = _cli("inpaint", library["photos"] / "b.jpg", "-o", root / f"inpaint_{name}.jpg", "--model",
+        result = _cli("inpaint", photo_library["photos"] / "b.jpg", "-o", root / f"inpaint_{name}.jpg", "--model",
                       inpaint_models["exe-gan"], "--seed", 3, *args)
         assert result.returncode == 0, result.stderr
         out[f"cli_{name}"] = (root / f"inpaint_{name}.jpg").read_bytes()
     return {"mask": (root / "mask.png").read_bytes(), "exemplar": (root / "exemplar.jpg").read_bytes(), **out}
 
 
-def test_serve_inpaint_forms_and_regions_like_the_cli(service, library, inpaint_case):
-    photo = (library["photos"] / "b.jpg").read_bytes()
+def test_serve_inpaint_forms_and_regions_like_the_cli(service, photo_library, inpaint_case):
+    photo = (photo_library["photos"] / "b.jpg").read_bytes()
     body, headers = multipart({"image": photo, "mask": inpaint_case["mask"], "exemplar": inpaint_case["exemplar"]})
     status, _, reply = request(f"{service.url}/inpaint?seed=3", body, headers)
     assert status == 200 and reply == inpaint_case["cli_mask"], reply[:300]
@@ -227,7 +158,7 @@ def test_serve_inpaint_forms_and_regions_like_the_cli(service, library, inpaint_
     Image.fromarray(np.full((10, 10), 255, np.uint8)).save(small, "PNG")
     empty = io.BytesIO()
     Image.fromarray(np.zeros((512, 512), np.uint8)).save(empty, "PNG")
-    noface = (library["photos"] / "d_noface.png").read_bytes()
+    noface = (photo_library["photos"] / "d_noface.png").read_bytes()
     bad = [({"image": photo}, "", 400, "inpaint needs one mask"),
            ({"image": photo, "mask": small.getvalue()}, "", 400, "the mask is 10x10, the photo 512x512"),
            ({"image": photo, "mask": empty.getvalue()}, "", 400, "the mask is empty"),
@@ -246,8 +177,8 @@ def test_serve_inpaint_forms_and_regions_like_the_cli(service, library, inpaint_
     assert status == 422 and "no face found" in json.loads(reply)["error"]
 
 
-def test_serve_edit_takes_guidance_files_like_the_cli(service, library, inpaint_case, edit_model, tmp_path):
-    photo = library["photos"] / "b.jpg"
+def test_serve_edit_takes_guidance_files_like_the_cli(service, photo_library, inpaint_case, edit_model, tmp_path):
+    photo = photo_library["photos"] / "b.jpg"
     sketch = np.zeros((512, 512), np.uint8)
     sketch[160:168, 260:320] = 255
     Image.fromarray(sketch).save(tmp_path / "sketch.png")
@@ -266,31 +197,31 @@ def test_serve_edit_takes_guidance_files_like_the_cli(service, library, inpaint_
     assert status == 400 and "unknown parameter(s) attribute; edit takes" in json.loads(reply)["error"]
 
 
-def test_serve_health_models_and_methods(service, model256):
+def test_serve_health_models_and_methods(service, retouch_models):
     status, _, body = request(service.url + "/healthz")
     assert status == 200 and json.loads(body) == {"status": "ok", "models": dict.fromkeys(
         ["retouch", "restore", "stylize", "inpaint", "edit"], "ok")}
     status, _, body = request(service.url + "/models")
     models = json.loads(body)
     info = models["retouch"]
-    assert status == 200 and info["resolution"] == 256 and info["trained"] is False and info["max_batch"] == 4
-    assert info["path"] == str(model256) and info["backend"]
+    assert status == 200 and info["resolution"] == 32 and info["trained"] is False and info["max_batch"] == 4
+    assert info["path"] == str(retouch_models["plain"]) and info["backend"]
     assert models["stylize"]["styles"] == ["cartoon", "impasto"] and models["restore"]["call"] == "restore"
     assert models["inpaint"]["method"] == "exe-gan"
     status, _, body = request(service.url + "/retouch")
     assert status == 405 and "POST" in json.loads(body)["error"]
 
 
-def test_serve_refuses_bad_setup_before_starting_ray(model256, library, tmp_path):
-    assert "--replicas must be >= 1" in _cli("serve", model256, "--replicas", 0).stderr
+def test_serve_refuses_bad_setup_before_starting_ray(retouch_models, tmp_path, capsys):
+    """Refused in the command itself, before Ray starts (run in this process: nothing here starts Ray)."""
+    model = str(retouch_models["plain"])
     (tmp_path / "x.onnx").write_bytes(b"junk")
-    result = _cli("serve", model256, tmp_path / "x.onnx")
-    assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
-    result = _cli("serve", model256, model256)
-    assert result.returncode == 2 and "are both retouch models" in result.stderr
-    for command in (["serve", model256], ["batch", library["photos"], "-o", tmp_path / "out", "--model", model256]):
-        result = _cli(*command, "--address", f"127.0.0.1:{free_port()}")
-        assert result.returncode == 2 and "no Ray cluster answers there" in result.stderr, result.stderr
+    for argv, message in ((["--replicas", "0"], "--replicas must be >= 1"),
+                          ([str(tmp_path / "x.onnx")], "not a readable ONNX model"),
+                          ([model], "are both retouch models"),
+                          (["--address", f"127.0.0.1:{free_port()}"], "no Ray cluster answers there")):
+        assert main(["serve", model, *argv]) == 2
+        assert message in capsys.readouterr().err, argv
 
 
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -351,10 +282,10 @@ def test_demo_page_runs_a_photo_and_shows_errors(service, astronaut, tmp_path):
             browser.close()
 
 
-def test_serve_survives_a_killed_replica(service, library, cli_outputs):
+def test_serve_survives_a_killed_replica(service, photo_library):
     """SIGKILL the retouch replica: Ray Serve starts another, the command keeps running, and the first
     answer after the restart is again byte-identical to the CLI's (last in the module: it disturbs)."""
-    body = (library["photos"] / "a.png").read_bytes()
+    body = (photo_library["photos"] / "a.png").read_bytes()
     status, headers, _ = request(f"{service.url}/retouch?strength=0.7", body)
     pid = int(headers["X-Stylert-Replica"].split("@")[0])
     os.kill(pid, 9)
@@ -366,5 +297,5 @@ def test_serve_survives_a_killed_replica(service, library, cli_outputs):
             break
         assert status == 503 and "retry" in json.loads(reply)["error"], reply
         time.sleep(0.5)
-    assert status == 200 and reply == (cli_outputs[0] / "a.png").read_bytes(), answers
+    assert status == 200 and reply == (photo_library["cli"] / "a.png").read_bytes(), answers
     assert int(headers["X-Stylert-Replica"].split("@")[0]) != pid and service.proc.poll() is None

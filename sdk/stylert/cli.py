@@ -393,6 +393,9 @@ def _cmd_batch(args) -> int:
     pairs = list(zip([src for src, _ in found], _output_paths(found, args.output)))
     for _, dst in pairs:
         check_output(dst)
+    from .serving.cluster import check_address
+
+    check_address(args.address)
     _check_output_folder([dst for _, dst in pairs])
     from .serving.batchjob import JobOptions, pending, run
 
@@ -562,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--backend", default="onnxruntime-cpu",
                     help=f"comma-separated, side by side: {', '.join(BACKENDS)}, torch (default onnxruntime-cpu)")
     bn.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4,8 (default 1)")
-    bn.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's)")
+    bn.add_argument("--threads", type=int, default=None, help="intra-op threads (default: OMP_NUM_THREADS where set, else the library's)")
     bn.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row (default 1)")
     bn.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per row, at least 5 runs (default 3)")
     bn.add_argument("--loops", type=int, default=1, help="runs of the graph per timed iteration, e.g. 3 for GRIG's "
@@ -715,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--batch", type=int, default=4, metavar="N", help="photos per actor call, their faces run together")
     bat.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each actor reserves")
     bat.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each actor reserves")
-    bat.add_argument("--threads", type=int, help="intra-op threads per actor")
+    bat.add_argument("--threads", type=int, help="intra-op threads per actor (default: OMP_NUM_THREADS, which Ray sets "
+                     "for its workers)")
     bat.add_argument("--providers", help=PROVIDERS_HELP)
     bat.add_argument("--address", help="join this Ray cluster; default: start a local Ray")
     bat.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import platform
 import warnings
 from dataclasses import dataclass
@@ -216,6 +217,13 @@ class Model:
         return {spec.name: value for spec, value in zip(self.outputs, values)}
 
 
+def default_threads() -> int | None:
+    """CPU threads for a model when the caller names none: OMP_NUM_THREADS where it is set (the usual cap when
+    processes share a machine; Ray sets it for its workers), else None: the backend's own choice, one per core."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
 def _load(backend: str, path: str | Path, call: str | None, threads: int | None, ort_names: list[str]) -> Model:
     try:
         module = importlib.import_module(f".{BACKENDS[backend].module}", __package__)
@@ -226,7 +234,8 @@ def _load(backend: str, path: str | Path, call: str | None, threads: int | None,
 
 def open_model(path: str | Path, providers: str | Sequence[str] | None = None, *, call: str | None = None,
                threads: int | None = None) -> Model:
-    """Load a stylert model on the named backend(s) (tried in order) or the automatic choice.
+    """Load a stylert model on the named backend(s) (tried in order) or the automatic choice; `threads`: CPU
+    threads (default: `default_threads()`).
 
     ONNX Runtime names given together (e.g. "cuda,cpu") make one session with those providers.
     A backend that cannot load (missing library, no device, unsupported graph) raises

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendUnavailable, ModelError
-from .model import BACKENDS, PLUGIN_GRAPH, Model, TensorSpec, backend_names
+from .model import BACKENDS, PLUGIN_GRAPH, Model, TensorSpec, backend_names, default_threads
 
 PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider"}
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -38,6 +38,7 @@ class OnnxModel(Model):
             raise ModelError(f"OnnxModel runs on {', '.join(PROVIDERS)}, not {', '.join(names)}: use open_model")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        threads = threads or default_threads()
         if threads:
             options.intra_op_num_threads = threads
         try:

@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from ..errors import BackendUnavailable, ModelError
-from .model import PLUGIN_GRAPH, Model, TensorSpec, cpu_flags
+from .model import PLUGIN_GRAPH, Model, TensorSpec, cpu_flags, default_threads
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -77,6 +77,7 @@ class OpenVINOModel(Model):
         self.inputs = [self._spec(p) for p in self.graph.inputs]
         self.outputs = [self._spec(p) for p in self.graph.outputs]
         self.config = {"INFERENCE_PRECISION_HINT": precision}
+        threads = threads or default_threads()
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.max_compiled = max(1, max_compiled)

@@ -8,15 +8,21 @@ import ray
 from ..errors import StylertError
 
 
-def init_ray(address: str | None, **options) -> None:
-    """Join the cluster at `address`, or start a local Ray ("local": never a running one by accident);
-    a cluster that cannot be joined is one line naming the address, not a trace."""
+def check_address(address: str | None) -> None:
+    """A host:port that nothing answers on is one line now: Ray itself would retry an unreachable head for minutes.
+    Commands call it before they write anything."""
     host, _, port = (address or "").rpartition(":")
-    if host and port.isdigit() and "://" not in address:  # Ray would retry an unreachable head for minutes
+    if host and port.isdigit() and "://" not in address:
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
         except OSError as exc:
             raise StylertError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+
+
+def init_ray(address: str | None, **options) -> None:
+    """Join the cluster at `address`, or start a local Ray ("local": never a running one by accident);
+    a cluster that cannot be joined is one line naming the address, not a trace."""
+    check_address(address)
     try:
         ray.init(address=address or "local", include_dashboard=False, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
