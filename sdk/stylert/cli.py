@@ -565,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--backend", default="onnxruntime-cpu",
                     help=f"comma-separated, side by side: {', '.join(BACKENDS)}, torch (default onnxruntime-cpu)")
     bn.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4,8 (default 1)")
-    bn.add_argument("--threads", type=int, default=None, help="intra-op threads (default: OMP_NUM_THREADS where set, else the library's)")
+    bn.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads (default: OMP_NUM_THREADS where set, else the library's)")
     bn.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row (default 1)")
     bn.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per row, at least 5 runs (default 3)")
     bn.add_argument("--loops", type=int, default=1, help="runs of the graph per timed iteration, e.g. 3 for GRIG's "
