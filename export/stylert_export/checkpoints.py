@@ -332,6 +332,14 @@ def save_stylert_checkpoint(path: str | Path, state: dict[str, torch.Tensor], *,
     return path
 
 
+def checkpoint_config(path: str | Path, meta: dict[str, str], parse):
+    """`parse(meta["stylert.config"])`: the model config a stylert checkpoint carries, or one error naming the file."""
+    try:
+        return parse(meta["stylert.config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable stylert.config ({exc})") from None
+
+
 def read_stylert_checkpoint(path: str | Path, call: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(state dict, metadata) of a stylert safetensors checkpoint for `call`; clear errors otherwise."""
     from safetensors import SafetensorError, safe_open

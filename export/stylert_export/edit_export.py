@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, load_strict, read_stylert_checkpoint, save_stylert_checkpoint
+from .checkpoints import (CheckpointError, checkpoint_config, load_strict, read_stylert_checkpoint,
+                          save_stylert_checkpoint)
 from .facemug import FACEMUG, GUIDANCE, SEMANTIC_CLASSES, FACEMUGConfig, random_facemug
 from .onnx_export import DEFAULT_OPSET, export_checked, read_metadata
 from .vsp_restorer import load_style_encoder_decoder
@@ -70,10 +71,7 @@ def save_facemug(src: EditSource, path: str | Path) -> Path:
 
 def from_checkpoint(path: str | Path) -> EditSource:
     state, meta = read_stylert_checkpoint(path, "edit")
-    try:
-        cfg = FACEMUGConfig.from_json(json.loads(meta["stylert.config"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable stylert.config ({exc})") from None
+    cfg = checkpoint_config(path, meta, lambda text: FACEMUGConfig.from_json(json.loads(text)))
     model = random_facemug(cfg, 0)  # shapes only: every tensor is replaced below
     load_strict(model, state, path, "FACEMUG checkpoint")
     return EditSource(model.eval(), meta.get("stylert.source", Path(path).name), meta.get("stylert.trained") == "true")

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, load_generator, load_strict, read_stylert_checkpoint, save_stylert_checkpoint
+from .checkpoints import (CheckpointError, checkpoint_config, load_generator, load_strict, read_stylert_checkpoint,
+                          save_stylert_checkpoint)
 from .onnx_export import DEFAULT_OPSET, export_checked, read_metadata
 from .retoucher import RetoucherConfig, StyleRetoucher, random_retoucher, retoucher_config, retoucher_from_generator
 
@@ -54,10 +55,7 @@ def save_retoucher(src: RetoucherSource, path: str | Path) -> Path:
 
 def from_checkpoint(path: str | Path) -> RetoucherSource:
     state, meta = read_stylert_checkpoint(path, "retouch")
-    try:
-        cfg = RetoucherConfig.from_json(meta["stylert.config"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable stylert.config ({exc})") from None
+    cfg = checkpoint_config(path, meta, RetoucherConfig.from_json)
     model = StyleRetoucher(cfg).eval()
     load_strict(model, state, path, "retouch checkpoint")
     return RetoucherSource(model, meta.get("stylert.source", Path(path).name), meta.get("stylert.trained") == "true")

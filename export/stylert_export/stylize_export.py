@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import CheckpointError, load_strict, read_stylert_checkpoint, save_stylert_checkpoint
+from .checkpoints import (CheckpointError, checkpoint_config, load_strict, read_stylert_checkpoint,
+                          save_stylert_checkpoint)
 from .generator import GeneratorSource
 from .generator import from_checkpoint as generator_from_checkpoint
 from .generator import from_random_init as generator_from_random_init
@@ -107,10 +108,7 @@ def save_local(model: LocalStyleNet, path: str | Path, trained: bool, source: st
 def load_local(path: str | Path) -> LocalStyleNet:
     """A stylert safetensors checkpoint (call "stylize-local"); no public weights exist for seed 003."""
     state, meta = read_stylert_checkpoint(path, "stylize-local")
-    try:
-        cfg = LocalStyleConfig.from_json(json.loads(meta["stylert.config"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable stylert.config ({exc})") from None
+    cfg = checkpoint_config(path, meta, lambda text: LocalStyleConfig.from_json(json.loads(text)))
     model = LocalStyleNet(cfg).eval()
     load_strict(model, state, path, "local style checkpoint")
     return model
