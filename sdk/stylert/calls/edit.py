@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..faces.pipeline import FaceModel, FaceResult, check_image, control, seeded_rows, to_uint8
+from ..faces.pipeline import FaceModel, FaceResult, control, seeded_rows, to_uint8
 from .inpaint import REGIONS, Inpainter, _Job, fill_mask
 
 SEMANTIC_CLASSES = 19
@@ -137,22 +137,17 @@ class Editor(Inpainter):
         self.runner(None, seed=seed, strength=strength, attribute=attribute)
         direction = self._direction(attribute)
         limit = max_batch or self.batch_limit
-        exemplar_crop, exemplar_ms = None, 0.0
+        exemplar_crop, exemplar_ms = None, None
         if exemplar is not None:
             t = time.perf_counter()
             exemplar_crop = self.exemplar_crop(exemplar, channels)
             exemplar_ms = (time.perf_counter() - t) * 1000
-        jobs: list = []
-        for image, mask in zip(images, masks):
-            try:
-                rgb = check_image(image, channels)
-                guides = self._guides(rgb, channels, sketch, semantic, color)
-                job = self._prepare_exe(rgb, mask, faces, aligned, only_center_face, largest_face, guides)
-                if exemplar is not None:
-                    job.timings["exemplar"] = exemplar_ms
-                jobs.append(job)
-            except InputError as exc:
-                jobs.append(exc)
+
+        def prepare(rgb, mask):
+            guides = self._guides(rgb, channels, sketch, semantic, color)
+            return self._prepare_exe(rgb, mask, faces, aligned, only_center_face, largest_face, guides)
+
+        jobs = self._prepare_each(images, masks, channels, exemplar_ms, prepare)
         ready = [j for j in jobs if isinstance(j, _Job)]
         present = np.array([sketch is not None, semantic is not None, color is not None, exemplar is not None],
                            np.float32)

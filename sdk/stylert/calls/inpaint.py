@@ -318,26 +318,37 @@ class Inpainter(FaceModel):
         limit = max_batch or self.batch_limit
         if not isinstance(limit, int) or limit < 1:
             raise InputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
-        codes, exemplar_ms = self.default_codes if self.method == "exe-gan" else None, 0.0
+        codes, exemplar_ms = self.default_codes if self.method == "exe-gan" else None, None
         if exemplar is not None:
             codes, exemplar_ms = self.exemplar_codes(exemplar, channels)
-        jobs: list[_Job | StylertError] = []
-        for image, mask in zip(images, masks):
-            try:
-                rgb = check_image(image, channels)
-                job = (self._prepare_grig(rgb, mask, faces, only_center_face, largest_face) if self.method == "grig"
-                       else self._prepare_exe(rgb, mask, faces, aligned, only_center_face, largest_face))
-                if exemplar is not None:
-                    job.timings["exemplar"] = exemplar_ms
-                jobs.append(job)
-            except StylertError as exc:
-                jobs.append(exc)
+
+        def prepare(rgb, mask):
+            if self.method == "grig":
+                return self._prepare_grig(rgb, mask, faces, only_center_face, largest_face)
+            return self._prepare_exe(rgb, mask, faces, aligned, only_center_face, largest_face)
+
+        jobs = self._prepare_each(images, masks, channels, exemplar_ms, prepare)
         ready = [j for j in jobs if isinstance(j, _Job)]
         if self.method == "grig":
             self._run_grig(ready, seed, steps, limit)
         else:
             self._run_exe(ready, codes, seed, psi, limit)
         return [j if isinstance(j, StylertError) else self._finish(j, channels) for j in jobs]
+
+    @staticmethod
+    def _prepare_each(images, masks, channels: str, exemplar_ms: float | None, prepare) -> list[_Job | StylertError]:
+        """Each photo checked and made a job by `prepare(rgb, mask)`; a photo's error is its entry and the others go
+        on; `exemplar_ms`, when an exemplar was given, is each job's "exemplar" timing."""
+        jobs: list[_Job | StylertError] = []
+        for image, mask in zip(images, masks):
+            try:
+                job = prepare(check_image(image, channels), mask)
+                if exemplar_ms is not None:
+                    job.timings["exemplar"] = exemplar_ms
+                jobs.append(job)
+            except StylertError as exc:
+                jobs.append(exc)
+        return jobs
 
     def _fill_for(self, rgb: np.ndarray, mask, faces: list[Face]) -> np.ndarray:
         fill = region_mask(rgb.shape, faces, mask) if isinstance(mask, str) else fill_mask(mask, rgb.shape)
