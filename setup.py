@@ -6,7 +6,7 @@ from setuptools import setup
 
 ROOT = Path(__file__).parent
 SDK_PARTS = ("runtime", "faces", "calls", "tools", "serving", "video")  # sdk/stylert/<part>/
-VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "sdk/stylert/__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "sdk/stylert/_version.py").read_text()).group(1)
 
 setup(
     name="stylert",

@@ -4,8 +4,7 @@ Parts: `runtime` (model base, backends), `faces` (detect, align, the whole-photo
 `calls` (retouch, restore, stylize, inpaint, edit, generate), `tools` (bench, graph cost, quantize, engine build,
 degradations), `serving` (Ray Serve service, Ray Data batch job), `video` (streams, video files, cameras).
 """
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .calls.edit import Editor
 from .calls.generator import Generator
 from .calls.inpaint import Inpainter
