@@ -49,7 +49,7 @@ def test_batchnorm_fold_equals_the_unfolded_generator():
     import copy
 
     from stylert_export.grig import GRIGConfig, GRIGGenerator, NoiseInjection, fold_batchnorm
-    from stylert_export.stylegan2 import randomize_batchnorm
+    from stylert_export.random_init import randomize_batchnorm
 
     torch.manual_seed(1)
     ref = randomize_batchnorm(GRIGGenerator(GRIGConfig(64, 8, 8, (1, 1, 1, 1), 1)).eval())
@@ -94,7 +94,7 @@ def test_grig_checkpoint_layout_and_positional_g_ema(tmp_path):
     """A GRIG .pth as train.py writes it: `g` (spectral-norm and batch-norm tensors), `g_ema` a list over the
     parameters in order (it wins), numpy scalars in `metrics`: loaded without running code, folded, equal."""
     from stylert_export.grig import GRIGConfig, GRIGGenerator, GRIGStep, fold_batchnorm, inpaint, load_grig
-    from stylert_export.stylegan2 import randomize_batchnorm
+    from stylert_export.random_init import randomize_batchnorm
 
     torch.manual_seed(3)
     cfg = GRIGConfig(64, 8, 8, (1, 1, 1, 1), 1)

@@ -216,7 +216,8 @@ def test_reference_code_is_mixed_from_its_layer(style_pack, tmp_path):
 
 
 def test_reference_inversion_lowers_the_error():
-    from stylert_export.stylegan2 import StyleGAN2Config, random_generator
+    from stylert_export.random_init import random_generator
+    from stylert_export.stylegan2 import StyleGAN2Config
     from stylert_export.stylizer import invert_reference
 
     g = random_generator(StyleGAN2Config.from_channel_base(16, 128, 16, 16, mapping_layers=2), 0)

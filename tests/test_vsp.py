@@ -122,7 +122,7 @@ def test_each_part_matches_pytorch_on_onnxruntime(vsp_model, tmp_path):
     import onnxruntime as ort
 
     from stylert_export.onnx_export import export_module
-    from stylert_export.vsp_restorer import bank_features
+    from stylert_export.stylegan2 import bank_features
 
     m = vsp_model["source"].model
     log = m.net.cfg.log_size

@@ -9,8 +9,8 @@
 M is 1 where the image is filled. The generator follows `models/exe_gan_nets.py: Generator` of the
 public code parameter for parameter (rosinality names: `style.*`, `conv1`, `convs.*`, `to_rgbs.*`,
 `noises.*`, `down_from_big`, `encoder_convs.*`, `final_layer`, `final_linear`, `final_transfer`),
-so `EXE_GAN_model_256.pt` / `_512.pt` (`g_ema`) load as they are. Its layers are the VSP restoration
-net's (vsp_restorer.py) with plain conv layers in the encoder: the same classes, the same decoder.
+so `EXE_GAN_model_256.pt` / `_512.pt` (`g_ema`) load as they are. Its layers and decoder are the VSP
+restoration net's (rosinality.py), with plain conv layers in the encoder.
 The exemplar encoder is pSp's `GradualStyleEncoder` (e4e.py) from `psp_ffhq_encode.pt`, heads 4..4+K-1.
 
 Where the public code draws random numbers (z, a second z crossed over with probability 0.5, fresh
@@ -31,9 +31,10 @@ from .checkpoints import CheckpointError, count_keys, load_strict, read_file, st
 from .code_diffuser import PixelNorm
 from .e4e import E4EConfig, GradualStyleEncoder
 from .psp import ir_se_units
-from .stylegan2 import FullyConnected, randomize_batchnorm
-from .vsp_restorer import (ConvLayer, StyledConv, ToRGB, config_f_channels, randomize_noise_and_biases, scale_modulation,
-                           style_decode)
+from .random_init import randomize_batchnorm, randomize_noise_and_biases, scale_modulation
+from .rosinality import ConvLayer, StyledConv, ToRGB, style_decode
+from .stylegan2 import FullyConnected
+from .vsp_restorer import config_f_channels
 
 PSP_START = 4  # the first layer exemplar codes replace: phi = [0, 0, 0, 0, 1, ...] (Sec. 5.2.2; psp_start_latent)
 

@@ -27,9 +27,10 @@ from .code_diffuser import TACCBlock
 from .e4e import E4EConfig, Encoder4Editing
 from .exe_gan import GlobalCodeEncoder
 from .psp import IR_SE_50
-from .stylegan2 import Generator, StyleGAN2Config, random_generator, randomize_batchnorm
-from .vsp_restorer import (EqualConv2d, ModulatedConv2d, StyledConv, bank_features, config_f_channels,
-                           randomize_noise_and_biases, scale_modulation)
+from .random_init import random_generator, randomize_batchnorm, randomize_noise_and_biases, scale_modulation
+from .rosinality import EqualConv2d, ModulatedConv2d, StyledConv
+from .stylegan2 import Generator, StyleGAN2Config, bank_features
+from .vsp_restorer import config_f_channels
 
 MODALITIES = (("image", 4), ("sketch", 1), ("semantic", 19), ("color", 3))  # A's inputs: (I_m, M), then guidance
 ENCODER_CHANNELS = 3 + 1 + 19 + 3  # e4e_trainer's gin: image, sketch, semantic one-hot, colour (its channel order)

@@ -18,7 +18,8 @@ import torch
 
 from .checkpoints import load_generator
 from .onnx_export import DEFAULT_OPSET, ExportError, config_metadata, export_checked, read_metadata
-from .stylegan2 import Generator, GeneratorWithMapping, StyleGAN2Config, cast_synthesis_fp16, random_generator
+from .random_init import random_generator
+from .stylegan2 import Generator, GeneratorWithMapping, StyleGAN2Config, cast_synthesis_fp16
 
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, count_keys, load_strict, read_file
-from .stylegan2 import randomize_batchnorm
+from .random_init import randomize_batchnorm
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stylegan2 import randomize_batchnorm
+from .random_init import randomize_batchnorm
 
 TOKEN_STRIDE = 16  # LFFM works at R / 16
 

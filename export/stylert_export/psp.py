@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, load_strict, read_file, strip_prefix
-from .stylegan2 import FullyConnected, randomize_batchnorm
+from .random_init import randomize_batchnorm
+from .stylegan2 import FullyConnected
 
 IR_SE_50 = (3, 4, 14, 3)  # units per stage; depths 64, 128, 256, 512
 DEPTHS = (64, 128, 256, 512)

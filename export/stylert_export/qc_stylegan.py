@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, fill_generator, load_strict, read_file, read_generator_state, strip_prefix
-from .stylegan2 import (FullyConnected, Generator, StyleGAN2Config, SynthesisBlock, SynthesisNetwork,
-                        randomize_batchnorm)
+from .random_init import random_generator, randomize_batchnorm
+from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, SynthesisBlock, SynthesisNetwork
 
 L_DIM = 16  # channels per principal component in the public code ("n_dim")
 ENCODER_SIZE = 256
@@ -248,8 +248,6 @@ def load_qc_restorer(encoder_path: str | Path, generator_path: str | Path) -> QC
 
 def random_qc_restorer(cfg: StyleGAN2Config, seed: int, q_dim: int = 16) -> QCRestorer:
     """Seeded random weights everywhere (untrained); BatchNorm statistics randomised too."""
-    from .stylegan2 import random_generator
-
     base = random_generator(cfg, seed)
     torch.manual_seed(seed + 1)
     model = QCRestorer(cfg, q_dim).eval()

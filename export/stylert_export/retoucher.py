@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .plugin_ops import bafs_blend_node
-from .stylegan2 import Generator, StyleGAN2Config, SynthesisNetwork, random_generator
+from .random_init import random_generator
+from .stylegan2 import Generator, StyleGAN2Config, SynthesisNetwork
 
 LRELU = 0.2
 

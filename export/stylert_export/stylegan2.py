@@ -279,33 +279,6 @@ class GeneratorWithMapping(nn.Module):
         return self.generator(self.generator.z_to_ws(z, truncation_psi))
 
 
-def random_generator(cfg: StyleGAN2Config, seed: int) -> Generator:
-    """A generator with seeded random weights (untrained: for tests and benchmarks only).
-
-    Noise strengths and biases get small random values too, so every parameter shows up in a
-    parity check instead of sitting at its zero initialization.
-    """
-    torch.manual_seed(seed)
-    g = Generator(cfg).eval()
-    with torch.no_grad():
-        for name, p in g.named_parameters():
-            if name.endswith("noise_strength") or (name.endswith("bias") and "affine" not in name):
-                p.copy_(0.1 * torch.randn_like(p))
-        g.mapping.w_avg.copy_(g.estimate_w_avg(num_samples=1000, seed=seed))
-    return g
-
-
-def randomize_batchnorm(module: nn.Module) -> nn.Module:
-    """Random BatchNorm statistics and scales (random-init models), so a parity check sees them."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-    return module
-
-
 def cast_synthesis_fp16(generator: Generator) -> Generator:
     """Mixed precision for export: synthesis convs, noise and biases in fp16; the mapping, the
     affine layers (styles) and demodulation stay fp32, and the image is returned as fp32.
@@ -315,3 +288,18 @@ def cast_synthesis_fp16(generator: Generator) -> Generator:
         if isinstance(module, FullyConnected):
             module.float()
     return generator
+
+
+def bank_features(g: Generator, ws: torch.Tensor, noise: list[torch.Tensor], size: int) -> list[torch.Tensor]:
+    """StyleGAN2 features after the first conv of every block, 4 .. size (rosinality's return_features);
+    blocks above `size` are never run."""
+    b4 = g.synthesis.b4
+    x = b4.conv1(b4.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1), ws[:, 0], noise[0], "activation")
+    feats = [x]
+    for j, res in enumerate(r for r in g.synthesis.block_resolutions if 8 <= r <= size):
+        block = getattr(g.synthesis, f"b{res}")
+        x = block.conv0(x, ws[:, 2 * j + 1], noise[2 * j + 1], "activation")
+        feats.append(x)
+        if res < size:
+            x = block.conv1(x, ws[:, 2 * j + 2], noise[2 * j + 2], "activation")
+    return feats

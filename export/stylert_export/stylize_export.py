@@ -32,7 +32,8 @@ from .generator import from_random_init as generator_from_random_init
 from .local_style import LocalStyleConfig, LocalStyleNet, random_local_style
 from .onnx_export import DEFAULT_OPSET, ExportError, config_metadata, export_checked, read_metadata
 from .psp import PSPConfig, PSPEncoderW, load_psp_encoder, random_psp_encoder
-from .stylegan2 import Generator, StyleGAN2Config, random_generator
+from .random_init import random_generator
+from .stylegan2 import Generator, StyleGAN2Config
 from .stylizer import StyleGeneratorGraph, invert_reference
 
 MANIFEST = "stylepack.json"

@@ -26,12 +26,12 @@ from .checkpoints import (CheckpointError, GeneratorState, count_keys, fill_gene
                           rosinality_to_stylert, strip_prefix)
 from .code_diffuser import CodeDiffuser, PixelNorm
 from .e4e import E4EConfig, Encoder4Editing
-from .ops import bias_lrelu, demod_coefficients, setup_filter, upfirdn2d
-from .plugin_ops import modulated_conv_node
+from .ops import demod_coefficients
 from .psp import ir_se_units
-from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, random_generator, randomize_batchnorm
+from .random_init import random_generator, randomize_batchnorm, randomize_noise_and_biases, scale_modulation
+from .rosinality import ConvLayer, EqualConv2d, FusedLeakyReLU, NoiseInjection, StyledConv, ToRGB, style_decode
+from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, bank_features
 
-BLUR = (1, 3, 3, 1)
 DILATIONS = (1, 2, 4, 8)
 
 
@@ -41,91 +41,6 @@ def config_f_channels(resolution: int, channel_multiplier: int = 2) -> dict[int,
 
 
 # ---- layers, in the public code's parameter layout ---------------------------------------------
-
-class Blur(nn.Module):
-    def __init__(self, pad: tuple[int, int], upsample_factor: int = 1):
-        super().__init__()
-        self.register_buffer("kernel", setup_filter(BLUR) * upsample_factor ** 2)
-        self.pad = pad
-
-    def forward(self, x):
-        return upfirdn2d(x, self.kernel, pad=(self.pad[0], self.pad[1], self.pad[0], self.pad[1]))
-
-
-class Upsample(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("kernel", setup_filter(BLUR) * 4)
-
-    def forward(self, x):
-        return upfirdn2d(x, self.kernel, up=2, pad=(2, 1, 2, 1))
-
-
-class EqualConv2d(nn.Module):
-    def __init__(self, cin, cout, kernel, stride=1, padding=0, dilation=1, bias=True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
-        self.scale = 1 / math.sqrt(cin * kernel ** 2)
-        self.stride, self.padding, self.dilation = stride, padding, dilation
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding, self.dilation)
-
-
-class FusedLeakyReLU(nn.Module):
-    """lrelu(x + b, 0.2) * sqrt(2)."""
-
-    def __init__(self, channels: int, bias: bool = True):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
-        self.channels = channels
-
-    def forward(self, x):
-        return bias_lrelu(x, self.bias if self.bias is not None else x.new_zeros(self.channels))
-
-
-class NoiseInjection(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x, noise):
-        return x + self.weight * noise
-
-
-def randomize_noise_and_biases(module: nn.Module) -> None:
-    """Random noise strengths and activation biases (zero in a fresh module), so a parity check sees them."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, NoiseInjection):
-                m.weight.normal_(0, 0.1)
-            elif isinstance(m, FusedLeakyReLU) and m.bias is not None:
-                m.bias.normal_(0, 0.1)
-
-
-def scale_modulation(module: nn.Module, factor: float) -> None:
-    """Scale every style affine (`*.modulation`) so a deep random net is not chaotic in its codes."""
-    with torch.no_grad():
-        for name, m in module.named_modules():
-            if name.endswith("modulation"):
-                m.weight.mul_(factor)
-
-
-class ConvLayer(nn.Sequential):
-    """(blur) -> equalized conv -> fused lrelu."""
-
-    def __init__(self, cin, cout, kernel, downsample=False, bias=True, activate=True):
-        layers: list[nn.Module] = []
-        if downsample:
-            p = (len(BLUR) - 2) + (kernel - 1)
-            layers.append(Blur(((p + 1) // 2, p // 2)))
-        layers.append(EqualConv2d(cin, cout, kernel, stride=2 if downsample else 1,
-                                  padding=0 if downsample else kernel // 2, bias=bias and not activate))
-        if activate:
-            layers.append(FusedLeakyReLU(cout, bias=bias))
-        super().__init__(*layers)
-
 
 class LargeConvLayer(nn.Module):
     """Four dilated equalized convs (rates 1, 2, 4, 8; out/4 channels each) -> 1x1 fusion -> lrelu."""
@@ -139,43 +54,6 @@ class LargeConvLayer(nn.Module):
 
     def forward(self, x):
         return self.activate(self.fusion(torch.cat([conv(x) for conv in self.dilated_convs], dim=1)))
-
-
-class ModulatedConv2d(nn.Module):
-    """StyleGAN2 modulated conv with its own modulation (rosinality layout), optional 2x up / down.
-    flavor "plugin" (up or none): one stylert::ModulatedConv2d node with a linear epilogue; noise, bias
-    and activation stay with the caller (the node's noise is one map for the batch, these are per sample)."""
-    flavor = "portable"
-
-    def __init__(self, cin, cout, kernel, style_dim, demodulate=True, upsample=False, downsample=False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(1, cout, cin, kernel, kernel))
-        self.modulation = FullyConnected(style_dim, cin, bias_init=1.0)
-        self.scale = 1 / math.sqrt(cin * kernel ** 2)
-        self.padding = kernel // 2
-        self.demodulate, self.upsample, self.downsample = demodulate, upsample, downsample
-        if upsample:
-            p = (len(BLUR) - 2) - (kernel - 1)
-            self.blur = Blur(((p + 1) // 2 + 1, p // 2 + 1), upsample_factor=2)
-        if downsample:
-            p = (len(BLUR) - 2) + (kernel - 1)
-            self.blur = Blur(((p + 1) // 2, p // 2))
-
-    def forward(self, x, style):
-        s = self.modulation(style)
-        w = self.weight[0] * self.scale
-        if self.flavor == "plugin" and not self.downsample:
-            return modulated_conv_node(x, s, w, w.new_zeros(w.shape[0]), None,
-                                       self.blur.kernel / 4 if self.upsample else None, up=2 if self.upsample else 1,
-                                       padding=self.padding, demodulate=self.demodulate, lrelu=False, clamp=None)
-        x = x * s[:, :, None, None]
-        if self.upsample:
-            y = self.blur(F.conv_transpose2d(x, w.transpose(0, 1), stride=2))
-        elif self.downsample:
-            y = F.conv2d(self.blur(x), w, stride=2)
-        else:
-            y = F.conv2d(x, w, padding=self.padding)
-        return y * demod_coefficients(w, s)[:, :, None, None] if self.demodulate else y
 
 
 class DilatedModulatedConv2d(nn.Module):
@@ -212,32 +90,6 @@ class SMARTLayer(nn.Module):
         xs = x * s[:, :, None, None]
         out = self.fusion(torch.cat([conv(xs, s) for conv in self.ModulatedConv2ds], dim=1))
         return self.activate(self.noise(out, noise))
-
-
-class StyledConv(nn.Module):
-    """SC: modulated conv (2x up or down) -> noise -> lrelu."""
-
-    def __init__(self, cin, cout, kernel, style_dim, upsample=False, downsample=False):
-        super().__init__()
-        self.conv = ModulatedConv2d(cin, cout, kernel, style_dim, upsample=upsample, downsample=downsample)
-        self.noise = NoiseInjection()
-        self.activate = FusedLeakyReLU(cout)
-
-    def forward(self, x, style, noise):
-        return self.activate(self.noise(self.conv(x, style), noise))
-
-
-class ToRGB(nn.Module):
-    def __init__(self, cin, style_dim, upsample=True):
-        super().__init__()
-        if upsample:
-            self.upsample = Upsample()
-        self.conv = ModulatedConv2d(cin, 3, 1, style_dim, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
-
-    def forward(self, x, style, skip=None):
-        out = self.conv(x, style) + self.bias
-        return out if skip is None else out + self.upsample(skip)
 
 
 # ---- the restoration auto-encoder ----------------------------------------------------------------
@@ -332,39 +184,7 @@ class RestorationNet(nn.Module):
         return style_decode(self, features, latent, c, dec_noise, priors)  # Eq. 3.6
 
 
-def style_decode(net: nn.Module, features, latent, c, noise, priors=None):
-    """The decoder of an encoder-decoder StyleGAN2 (VSP's restoration net, EXE-GAN's generator): per
-    resolution an up style layer, the encoder feature (and a prior) added, a style layer, a toRGB into
-    the RGB skip; layer i is modulated by [latent_i, c]. `net` has conv1, to_rgb1, convs and to_rgbs."""
-    out = net.conv1(features[0], torch.cat([latent[:, 0], c], 1), noise[0])
-    skip = net.to_rgb1(out, torch.cat([latent[:, 1], c], 1))
-    for j in range(len(net.to_rgbs)):
-        i = 2 * j + 1
-        out = net.convs[2 * j](out, torch.cat([latent[:, i], c], 1), noise[i])
-        out = out + features[j + 1]  # f(F^de, F^en, F^s): a sum
-        if priors is not None:
-            out = out + priors[j + 1]
-        out = net.convs[2 * j + 1](out, torch.cat([latent[:, i + 1], c], 1), noise[i + 1])
-        skip = net.to_rgbs[j](out, torch.cat([latent[:, i + 2], c], 1), skip)
-    return skip
-
-
 # ---- the whole restorer ---------------------------------------------------------------------------
-
-def bank_features(g: Generator, ws: torch.Tensor, noise: list[torch.Tensor], size: int) -> list[torch.Tensor]:
-    """StyleGAN2 features after the first conv of every block, 4 .. size (rosinality's return_features);
-    blocks above `size` are never run."""
-    b4 = g.synthesis.b4
-    x = b4.conv1(b4.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1), ws[:, 0], noise[0], "activation")
-    feats = [x]
-    for j, res in enumerate(r for r in g.synthesis.block_resolutions if 8 <= r <= size):
-        block = getattr(g.synthesis, f"b{res}")
-        x = block.conv0(x, ws[:, 2 * j + 1], noise[2 * j + 1], "activation")
-        feats.append(x)
-        if res < size:
-            x = block.conv1(x, ws[:, 2 * j + 2], noise[2 * j + 2], "activation")
-    return feats
-
 
 class VSPRestorer(nn.Module):
     def __init__(self, encoder: Encoder4Editing, bank: Generator, diffuser: CodeDiffuser, net: RestorationNet):
