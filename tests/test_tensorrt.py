@@ -12,10 +12,11 @@ import pytest
 
 import stylert
 from stylert.errors import ModelError
-from stylert.tools.trt_build import EngineOptions, check_engine_metadata, check_precision, network_flags
+from stylert.runtime.engine import check_engine_metadata, read_graph
+from stylert.tools.trt_build import EngineOptions, check_precision, network_flags
 
 ROOT = Path(__file__).parents[1]
-TRT_FILES = ["sdk/stylert/tools/trt_build.py", "sdk/stylert/runtime/tensorrt.py"]
+TRT_FILES = ["sdk/stylert/tools/trt_build.py", "sdk/stylert/runtime/tensorrt.py", "sdk/stylert/runtime/engine.py"]
 TRT11_SRC = ROOT.parent / "shared" / "third_party" / "tensorrt" / "python" / "src"
 # Defined by the `tensorrt` package's own __init__.py in every release (not by the C++ bindings).
 PACKAGE_NAMES = {"__version__"}
@@ -141,8 +142,7 @@ def test_network_flags_branch_on_the_version():
 
 def test_typecheck_against_tensorrt_stubs():
     result = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-                             "sdk/stylert/tools/trt_build.py", "sdk/stylert/runtime/tensorrt.py"], cwd=ROOT, capture_output=True,
-                            text=True)
+                             *TRT_FILES], cwd=ROOT, capture_output=True, text=True)
     assert "Success" in result.stdout, result.stdout + result.stderr
     import importlib.util
     assert importlib.util.find_spec("tensorrt") is not None, "tensorrt-stubs must be installed for a real check"
@@ -168,8 +168,6 @@ def test_engine_options_are_validated(tmp_path):
 
 
 def test_precision_comes_from_the_graph(exported, tmp_path):
-    from stylert.tools.trt_build import read_graph
-
     meta, precision = read_graph(exported["nvlabs"])
     assert precision == "fp32"
     check_precision("g.onnx", meta, precision, EngineOptions())

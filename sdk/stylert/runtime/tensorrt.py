@@ -3,7 +3,7 @@
 Written against the TensorRT 10 and 11 Python APIs and cuda-python; its `trt.` names are checked
 against both in the test suite. It has not been run: TensorRT's builder cannot be installed in the
 workplace this was written in, and no GPU was lent. Before deserializing, the engine's sidecar
-metadata is checked against this TensorRT and this GPU (trt_build.check_engine_metadata), and the
+metadata is checked against this TensorRT and this GPU (engine.check_engine_metadata), and the
 plugin libraries it was built with are loaded into the runtime's own plugin registry and checked.
 
 Buffers: device memory and pinned host staging per tensor, allocated once at load for the
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, ModelError
-from ..tools.trt_build import (
+from .engine import (
     NOT_INSTALLED,
     check_engine_metadata,
     cuda_check,

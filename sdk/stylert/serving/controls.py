@@ -45,14 +45,14 @@ def call_of(path: str | Path) -> str:
     if not path.is_file():
         raise ModelError(f"{path}: no such model file or style-pack folder")
     if path.suffix == ".engine":
-        from ..tools.trt_build import sidecar_path
+        from ..runtime.engine import sidecar_path
 
         try:
             meta = json.loads(sidecar_path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: no readable engine metadata beside it ({exc})") from None
     else:
-        from ..tools.trt_build import read_graph
+        from ..runtime.engine import read_graph
 
         meta = read_graph(path)[0]
     call = meta.get("stylert.call", "?")

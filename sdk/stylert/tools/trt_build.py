@@ -10,7 +10,8 @@ here has run on a GPU: TensorRT's builder cannot be installed in the workplace t
 The engine file gets a sidecar `<engine>.json`: the ONNX graph's stylert metadata plus precision,
 batch range, TensorRT version, GPU name and compute capability and the plugin libraries.
 `runtime/tensorrt.TensorRTModel` checks it before loading (engines are specific to a TensorRT
-version, unless built version-compatible, and to a GPU architecture).
+version, unless built version-compatible, and to a GPU architecture). Reading the graph, the sidecar,
+CUDA and plugin loading live in `runtime/engine.py`, shared with the backend.
 """
 from __future__ import annotations
 
@@ -22,11 +23,16 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ModelError
-
-NOT_INSTALLED = ("TensorRT is not installed: install NVIDIA's `tensorrt` wheel (its builder is not on PyPI) "
-                 "on a machine with an NVIDIA GPU")
-
-PLUGIN_NAMES = ("ModulatedConv2d", "BAFSBlend")  # stylert's plugin creators, version "1", namespace "stylert"
+from ..runtime.engine import (  # cuda_check, cudart: also read from here by tools/bench.py
+    NOT_INSTALLED,
+    cuda_check,
+    cudart,
+    gpu_identity,
+    load_plugins,
+    read_graph,
+    require_tensorrt,
+    sidecar_path,
+)
 
 
 def tensorrt_major(trt: Any) -> int:
@@ -40,40 +46,6 @@ def network_flags(trt: Any) -> int:
     if tensorrt_major(trt) >= 11:
         return 0
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-
-
-def require_tensorrt(trt: Any) -> None:
-    """`import tensorrt` also succeeds with only `tensorrt-stubs` installed (a folder of .pyi files)."""
-    if not hasattr(trt, "Builder"):
-        raise ModelError(NOT_INSTALLED + " (only its type stubs are)")
-
-
-def cudart() -> Any:
-    """cuda-python's runtime module (new and old package layouts)."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime
-        except ImportError:
-            raise ModelError("cuda-python is not installed: pip install cuda-python") from None
-    return runtime
-
-
-def cuda_check(result: Any) -> Any:
-    """cuda-python calls return (error, *values): raise on error, return the value(s)."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise ModelError(f"CUDA error {err}")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def gpu_identity() -> tuple[str, str]:
-    """(device name, compute capability 'major.minor') of device 0."""
-    rt = cudart()
-    prop = cuda_check(rt.cudaGetDeviceProperties(0))
-    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
-    return name.strip("\x00"), f"{prop.major}.{prop.minor}"
 
 
 @dataclass
@@ -112,57 +84,6 @@ def check_precision(path: str | Path, meta: dict, precision: str, options: Engin
     if options.int8 and precision != "int8":
         raise ModelError(f"{path}: an {precision} graph without Q/DQ nodes; make the int8 graph with "
                          f"`stylert quantize {path} --calib DIR -o {Path(path).with_suffix('')}.int8.onnx`")
-
-
-def load_plugins(registry: Any, libraries: list[str], where: str) -> None:
-    """Load plugin libraries into `registry` (the builder's or the runtime's) and check the creators.
-    load_library returns None on failure and also when the creators were registered before, so the
-    creators themselves are looked up."""
-    for lib in libraries:
-        handle = registry.load_library(str(lib))
-        found = [n for n in PLUGIN_NAMES if registry.get_creator(n, "1", "stylert") is not None]
-        if handle is None and len(found) < len(PLUGIN_NAMES):
-            raise ModelError(f"{lib}: TensorRT could not load this plugin library into the {where} (see its log "
-                             "above); rebuild it for this TensorRT with `make -C kernels TRT_INCLUDE=...`")
-        if len(found) < len(PLUGIN_NAMES):
-            missing = sorted(set(PLUGIN_NAMES) - set(found))
-            raise ModelError(f"{lib}: loaded, but stylert's plugin creator(s) {missing} are not registered: "
-                             "is this kernels/build/libstylert_plugins.so?")
-
-
-def read_graph(path: str | Path) -> tuple[dict[str, str], str]:
-    """The graph's stylert metadata, and its precision: fp32, fp16 (`export --fp16`) or int8 (Q/DQ
-    nodes from `stylert quantize`)."""
-    try:
-        import onnx
-    except ImportError:
-        raise ModelError("reading the ONNX graph's metadata needs the `onnx` package: pip install onnx") from None
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
-    meta = {p.key: p.value for p in model.metadata_props}
-    if "stylert.format" not in meta:
-        raise ModelError(f"{path}: no stylert metadata; export models with `stylert export`")
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return meta, "int8"
-    return meta, meta.get("stylert.precision", "fp32")
-
-
-def sidecar_path(engine: str | Path) -> Path:
-    return Path(f"{engine}.json")
-
-
-def check_engine_metadata(meta: dict, path: str | Path, tensorrt_version: str, compute_capability: str) -> None:
-    """Refuse an engine built for another TensorRT (unless version-compatible) or another GPU architecture."""
-    built_trt = meta.get("engine.tensorrt")
-    if built_trt != tensorrt_version and not meta.get("engine.version_compatible"):
-        raise ModelError(f"{path}: built with TensorRT {built_trt}, this is TensorRT {tensorrt_version}: rebuild it "
-                         "with `stylert build-engine` (or build with --version-compatible)")
-    built_cc = meta.get("engine.compute_capability")
-    if built_cc != compute_capability:
-        raise ModelError(f"{path}: built for {meta.get('engine.gpu')} (compute {built_cc}), this GPU is compute "
-                         f"{compute_capability}: engines are specific to a GPU architecture; rebuild on this one")
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: EngineOptions, log=print) -> dict[str, Any]:
