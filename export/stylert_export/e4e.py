@@ -10,31 +10,24 @@ heads are independent. The checkpoint layout is pSp's (`encoder.input_layer`, `e
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import JSONConfig
 from .psp import IR_SE_50, ir_se_body
 from .stylegan2 import FullyConnected
 
 
 @dataclass(frozen=True)
-class E4EConfig:
+class E4EConfig(JSONConfig):
     units: tuple[int, ...] = IR_SE_50
     n_styles: int = 18  # 2 log2(stylegan_size) - 2
     w_dim: int = 512
     input_size: int = 256  # images are resized to this (bilinear) before the encoder
     in_channels: int = 3  # FACEMUG's encoder reads 26 (image, sketch, semantic one-hot, colour)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "E4EConfig":
-        return cls(tuple(d["units"]), int(d["n_styles"]), int(d["w_dim"]), int(d["input_size"]),
-                   int(d.get("in_channels", 3)))
 
 
 class GradualStyleBlock(nn.Module):

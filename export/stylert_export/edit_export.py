@@ -46,7 +46,8 @@ class EditSource:
 def from_random_init(seed: int, resolution: int = 256, *, bank_resolution: int = 1024, channel_base: int = 32768,
                      encoder_units=(3, 4, 14, 3), encoder_size: int = 256, aggregation_channels: int = 64) -> EditSource:
     channels = {2 ** i: min(channel_base // 2 ** i, 512) for i in range(2, int(bank_resolution).bit_length())}
-    cfg = FACEMUGConfig(resolution, bank_resolution, channels, tuple(encoder_units), encoder_size, aggregation_channels)
+    cfg = FACEMUGConfig(resolution, bank_resolution, tuple(encoder_units), encoder_size, aggregation_channels,
+                        channels=channels)
     return EditSource(random_facemug(cfg, seed), f"random-init seed {seed}", False, seed)
 
 
@@ -56,8 +57,8 @@ def from_encoder(path: str | Path, seed: int, resolution: int = 256, aggregation
     if encoder.cfg.in_channels != 26:
         raise CheckpointError(f"{path}: an e4e encoder of {encoder.cfg.in_channels} input channels; FACEMUG's reads 26 "
                               "(image 3, sketch 1, semantic 19, colour 3)")
-    cfg = FACEMUGConfig(resolution, bank.cfg.resolution, dict(bank.cfg.channels), encoder.cfg.units,
-                        encoder.cfg.input_size, aggregation_channels)
+    cfg = FACEMUGConfig(resolution, bank.cfg.resolution, encoder.cfg.units, encoder.cfg.input_size, aggregation_channels,
+                        channels=dict(bank.cfg.channels))
     model = random_facemug(cfg, seed)
     model.encoder.load_state_dict(encoder.state_dict())
     model.bank.load_state_dict(bank.state_dict())

@@ -29,22 +29,22 @@ from torch import nn
 
 from .checkpoints import CheckpointError, count_keys, load_strict, read_file, strip_prefix
 from .code_diffuser import PixelNorm
+from .config import JSONConfig
 from .e4e import E4EConfig, GradualStyleEncoder
 from .psp import ir_se_units
 from .random_init import randomize_batchnorm, randomize_noise_and_biases, scale_modulation
 from .rosinality import ConvLayer, StyledConv, ToRGB, style_decode
-from .stylegan2 import FullyConnected
-from .vsp_restorer import config_f_channels
+from .stylegan2 import FullyConnected, StyleGAN2Config
 
 PSP_START = 4  # the first layer exemplar codes replace: phi = [0, 0, 0, 0, 1, ...] (Sec. 5.2.2; psp_start_latent)
 
 
 @dataclass(frozen=True)
-class EXEConfig:
+class EXEConfig(JSONConfig):
     size: int = 256
     style_dim: int = 512
     n_mlp: int = 8
-    channels: dict[int, int] = field(default_factory=lambda: config_f_channels(256))
+    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(256))
     psp_start: int = PSP_START
 
     def __post_init__(self):
@@ -76,15 +76,6 @@ class EXEConfig:
     def modulation_dim(self) -> int:
         """[w_i, c]: the style plus the global code (2 x channels at 4x4); 1536 in the public models."""
         return self.style_dim + 2 * self.channels[4]
-
-    def to_json(self) -> dict:
-        return {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp, "psp_start": self.psp_start,
-                "channels": {str(k): v for k, v in self.channels.items()}}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "EXEConfig":
-        channels = {int(k): int(v) for k, v in d["channels"].items()}
-        return cls(int(d["size"]), int(d["style_dim"]), int(d["n_mlp"]), channels, int(d["psp_start"]))
 
 
 class GlobalCodeEncoder:

@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .code_diffuser import TACCBlock
+from .config import JSONConfig
 from .e4e import E4EConfig, Encoder4Editing
 from .exe_gan import GlobalCodeEncoder
 from .psp import IR_SE_50
 from .random_init import random_generator, randomize_batchnorm, randomize_noise_and_biases, scale_modulation
 from .rosinality import EqualConv2d, ModulatedConv2d, StyledConv
 from .stylegan2 import Generator, StyleGAN2Config, bank_features
-from .vsp_restorer import config_f_channels
 
 MODALITIES = (("image", 4), ("sketch", 1), ("semantic", 19), ("color", 3))  # A's inputs: (I_m, M), then guidance
 ENCODER_CHANNELS = 3 + 1 + 19 + 3  # e4e_trainer's gin: image, sketch, semantic one-hot, colour (its channel order)
@@ -69,14 +69,14 @@ CHOICES = [
 
 
 @dataclass(frozen=True)
-class FACEMUGConfig:
+class FACEMUGConfig(JSONConfig):
     size: int = 256  # the editing resolution (Sec. 6.3.1)
     bank_resolution: int = 1024  # the pretrained StyleGAN2 feature bank (FFHQ, config F)
-    channels: dict[int, int] = field(default_factory=lambda: config_f_channels(1024))
     encoder_units: tuple[int, ...] = IR_SE_50
     encoder_input: int = 256
     aggregation_channels: int = 64  # c_a
     warp_blocks: int = 4
+    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(1024))  # last: its JSON lists it last
 
     def __post_init__(self):
         if self.bank_resolution < self.size:
@@ -92,17 +92,6 @@ class FACEMUGConfig:
     @property
     def num_ws(self) -> int:
         return 2 * int(math.log2(self.bank_resolution)) - 2
-
-    def to_json(self) -> dict:
-        return {"size": self.size, "bank_resolution": self.bank_resolution, "encoder_units": list(self.encoder_units),
-                "encoder_input": self.encoder_input, "aggregation_channels": self.aggregation_channels,
-                "warp_blocks": self.warp_blocks, "channels": {str(k): v for k, v in self.channels.items()}}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "FACEMUGConfig":
-        return cls(int(d["size"]), int(d["bank_resolution"]), {int(k): int(v) for k, v in d["channels"].items()},
-                   tuple(d["encoder_units"]), int(d["encoder_input"]), int(d["aggregation_channels"]),
-                   int(d["warp_blocks"]))
 
 
 class LatentWarping(nn.Module):

@@ -16,7 +16,7 @@ The two noise injections draw `torch.randn` even in eval mode in the public code
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, count_keys, load_strict, read_file
+from .config import JSONConfig
 from .random_init import randomize_batchnorm
 
 
 @dataclass(frozen=True)
-class GRIGConfig:
+class GRIGConfig(JSONConfig):
     """GRIG_G(ngf, nc=4, im_size=256) and its Restormer (dim 48, blocks 4/6/6/8, 4 refinement blocks, heads
     1/2/4/8, FFN x2.66): the public model. `size` may be any multiple of 64 from 64 up: the network is
     convolutional but for SLE's 4x4 pooling, so smaller sizes run the same layers (used by tests)."""
@@ -47,14 +48,6 @@ class GRIGConfig:
     def nfc(self, res: int) -> int:
         """Channels at the 256-layout resolution `res` (GRIG_G's nfc_multi x ngf)."""
         return int({4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5}[res] * self.ngf)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "GRIGConfig":
-        return cls(int(d["size"]), int(d["ngf"]), int(d["dim"]), tuple(d["blocks"]), int(d["refinement"]),
-                   tuple(d["heads"]), float(d["ffn_expansion"]))
 
 
 def conv2d(*args, bias: bool = False, **kwargs) -> nn.Conv2d:

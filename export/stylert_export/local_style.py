@@ -31,19 +31,20 @@ after another) happens in the SDK (`stylert.calls.stylize`) where it is exact an
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import JSONConfig
 from .random_init import randomize_batchnorm
 
 TOKEN_STRIDE = 16  # LFFM works at R / 16
 
 
 @dataclass(frozen=True)
-class LocalStyleConfig:
+class LocalStyleConfig(JSONConfig):
     resolution: int = 1024
     width: int = 32  # channels of every stage's output
     mid: int = 16  # channels inside the RSU blocks
@@ -54,14 +55,6 @@ class LocalStyleConfig:
     def __post_init__(self):
         if self.resolution % TOKEN_STRIDE or self.resolution < 2 * TOKEN_STRIDE:
             raise ValueError(f"resolution {self.resolution} must be a multiple of {TOKEN_STRIDE} and >= {2 * TOKEN_STRIDE}")
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "LocalStyleConfig":
-        return cls(int(d["resolution"]), int(d["width"]), int(d["mid"]), tuple(d["content_heights"]),
-                   tuple(d["style_heights"]), int(d["attn_dim"]))
 
 
 class REBNConv(nn.Sequential):

@@ -9,7 +9,7 @@ The image is seen at `input_size` (256 in pSp: its transforms resize every input
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import CheckpointError, load_strict, read_file, strip_prefix
+from .config import JSONConfig
 from .random_init import randomize_batchnorm
 from .stylegan2 import FullyConnected
 
@@ -25,17 +26,10 @@ DEPTHS = (64, 128, 256, 512)
 
 
 @dataclass(frozen=True)
-class PSPConfig:
+class PSPConfig(JSONConfig):
     units: tuple[int, ...] = IR_SE_50
     w_dim: int = 512
     input_size: int = 256
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "PSPConfig":
-        return cls(tuple(d["units"]), int(d["w_dim"]), int(d["input_size"]))
 
 
 class SEModule(nn.Module):

@@ -53,7 +53,7 @@ def vsp_from_random_init(seed: int, resolution: int, *, channel_base: int = 3276
     if channels[4] != 512:
         raise ValueError(f"--channel-base {channel_base} gives {channels[4]} channels at 4x4; the VSP restorer needs "
                          "512 there (its global code completes 2048-wide styles): use >= 2048")
-    cfg = VSPConfig(resolution, bank, channels, tuple(encoder_units), encoder_size)
+    cfg = VSPConfig(resolution, bank, tuple(encoder_units), encoder_size, channels)
     return RestorerSource(random_vsp_restorer(cfg, seed), f"random-init seed {seed}", False, seed, "vsp", cfg)
 
 

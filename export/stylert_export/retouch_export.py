@@ -13,6 +13,7 @@ Graph contract (format 1):
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from .checkpoints import (CheckpointError, checkpoint_config, load_generator, load_strict, read_stylert_checkpoint,
                           save_stylert_checkpoint)
-from .onnx_export import DEFAULT_OPSET, export_checked, read_metadata
+from .onnx_export import DEFAULT_OPSET, config_metadata, export_checked, read_metadata
 from .retoucher import RetoucherConfig, StyleRetoucher, random_retoucher, retoucher_config, retoucher_from_generator
 
 
@@ -49,13 +50,13 @@ def from_gp_checkpoint(path: str | Path, layout: str = "auto", seed: int = 0) ->
 
 def save_retoucher(src: RetoucherSource, path: str | Path) -> Path:
     extra = {"stylert.source": src.description}
-    return save_stylert_checkpoint(path, src.model.state_dict(), call="retouch", config=src.model.cfg.to_json(),
+    return save_stylert_checkpoint(path, src.model.state_dict(), call="retouch", config=config_metadata(src.model.cfg),
                                    trained=src.trained, extra=extra)
 
 
 def from_checkpoint(path: str | Path) -> RetoucherSource:
     state, meta = read_stylert_checkpoint(path, "retouch")
-    cfg = checkpoint_config(path, meta, RetoucherConfig.from_json)
+    cfg = checkpoint_config(path, meta, lambda text: RetoucherConfig.from_json(json.loads(text)))
     model = StyleRetoucher(cfg).eval()
     load_strict(model, state, path, "retouch checkpoint")
     return RetoucherSource(model, meta.get("stylert.source", Path(path).name), meta.get("stylert.trained") == "true")
@@ -69,7 +70,7 @@ def rebuild_reference(onnx_path: str | Path, checkpoint: str | Path | None = Non
     if checkpoint is not None:
         return from_checkpoint(checkpoint).model
     if meta.get("stylert.source", "").startswith("random-init"):
-        return random_retoucher(RetoucherConfig.from_json(meta["stylert.config"]), int(meta["stylert.seed"]))
+        return random_retoucher(RetoucherConfig.from_json(json.loads(meta["stylert.config"])), int(meta["stylert.seed"]))
     raise CheckpointError(f"{onnx_path}: exported from {meta.get('stylert.source')}; pass that checkpoint")
 
 
@@ -119,7 +120,7 @@ def export_retoucher(src: RetoucherSource, output: str | Path, *, with_masks: bo
         "stylert.num_ws": cfg.gp.num_ws,
         "stylert.with_masks": str(with_masks).lower(),
         "stylert.input_range": "[-1, 1]",
-        "stylert.config": cfg.to_json(),
+        "stylert.config": config_metadata(cfg),
     }
     if src.seed is not None:
         metadata["stylert.seed"] = src.seed

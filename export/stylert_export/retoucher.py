@@ -24,7 +24,6 @@ Choices the paper leaves open (NS), made here:
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import JSONConfig
 from .plugin_ops import bafs_blend_node
 from .random_init import random_generator
 from .stylegan2 import Generator, StyleGAN2Config, SynthesisNetwork
@@ -40,7 +40,7 @@ LRELU = 0.2
 
 
 @dataclass(frozen=True)
-class RetoucherConfig:
+class RetoucherConfig(JSONConfig):
     gp: StyleGAN2Config
     channel_reduction: int = 4
 
@@ -60,14 +60,6 @@ class RetoucherConfig:
     def level_resolution(self, i: int) -> int:
         """Resolution of F_S^i, F_I^(i+1) and F_Blend^i: R / 2^i."""
         return self.resolution >> i
-
-    def to_json(self) -> str:
-        return json.dumps({"gp": self.gp.to_json(), "channel_reduction": self.channel_reduction}, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "RetoucherConfig":
-        d = json.loads(text)
-        return cls(gp=StyleGAN2Config.from_json(d["gp"]), channel_reduction=int(d["channel_reduction"]))
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

@@ -13,12 +13,13 @@ Inference-only choices:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
 from torch import nn
 
+from .config import JSONConfig
 from .ops import LRELU_GAIN, bias_lrelu, setup_filter, upsample2d
 from .ops.modconv import fused_modulated_conv
 from .plugin_ops import modulated_conv_node
@@ -27,7 +28,7 @@ RESAMPLE_TAPS = (1, 3, 3, 1)
 
 
 @dataclass(frozen=True)
-class StyleGAN2Config:
+class StyleGAN2Config(JSONConfig):
     """What defines a StyleGAN2 generator's tensors and arithmetic.
 
     channels: output channels of each block, keyed by resolution 4..resolution.
@@ -78,18 +79,6 @@ class StyleGAN2Config:
         """NVlabs channel counts min(base / r, max) and z_dim = w_dim: the random-init configs."""
         return cls(resolution=resolution, channels=cls.nvlabs_channels(resolution, channel_base, channel_max),
                    z_dim=w_dim, w_dim=w_dim, **kwargs)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "StyleGAN2Config":
-        d = dict(d)
-        d["channels"] = {int(k): int(v) for k, v in d["channels"].items()}
-        d["resample_taps"] = tuple(d.get("resample_taps", RESAMPLE_TAPS))
-        return cls(**d)
 
 
 class FullyConnected(nn.Module):

@@ -24,6 +24,7 @@ from torch import nn
 
 from .checkpoints import (CheckpointError, GeneratorState, count_keys, fill_generator, load_strict, read_file,
                           rosinality_to_stylert, strip_prefix)
+from .config import JSONConfig
 from .code_diffuser import CodeDiffuser, PixelNorm
 from .e4e import E4EConfig, Encoder4Editing
 from .ops import demod_coefficients
@@ -33,11 +34,6 @@ from .rosinality import ConvLayer, EqualConv2d, FusedLeakyReLU, NoiseInjection, 
 from .stylegan2 import FullyConnected, Generator, StyleGAN2Config, bank_features
 
 DILATIONS = (1, 2, 4, 8)
-
-
-def config_f_channels(resolution: int, channel_multiplier: int = 2) -> dict[int, int]:
-    base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-    return {r: c if r <= 32 else c * channel_multiplier for r, c in base.items() if r <= resolution}
 
 
 # ---- layers, in the public code's parameter layout ---------------------------------------------
@@ -95,11 +91,11 @@ class SMARTLayer(nn.Module):
 # ---- the restoration auto-encoder ----------------------------------------------------------------
 
 @dataclass(frozen=True)
-class RestorationConfig:
+class RestorationConfig(JSONConfig):
     size: int = 512
     style_dim: int = 512
     n_mlp: int = 8
-    channels: dict[int, int] = field(default_factory=lambda: config_f_channels(512))
+    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(512))
 
     def __post_init__(self):
         if self.channels[4] != self.style_dim:
@@ -117,14 +113,6 @@ class RestorationConfig:
     @property
     def num_layers(self) -> int:
         return (self.log_size - 2) * 2 + 1
-
-    def to_json(self) -> dict:
-        return {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
-                "channels": {str(k): v for k, v in self.channels.items()}}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "RestorationConfig":
-        return cls(int(d["size"]), int(d["style_dim"]), int(d["n_mlp"]), {int(k): int(v) for k, v in d["channels"].items()})
 
 
 class RestorationNet(nn.Module):
@@ -309,22 +297,13 @@ def load_vsp_restorer(style_encoder_decoder: str | Path, code_diffuser: str | Pa
 
 
 @dataclass(frozen=True)
-class VSPConfig:
+class VSPConfig(JSONConfig):
     """Sizes of a random-init VSP restorer (the public one: size 512, bank 1024, config-F channels)."""
     size: int = 512
     bank_resolution: int = 1024
-    channels: dict[int, int] = field(default_factory=lambda: config_f_channels(1024))
     e4e_units: tuple[int, ...] = (3, 4, 14, 3)
     e4e_input: int = 256
-
-    def to_json(self) -> dict:
-        return {"size": self.size, "bank_resolution": self.bank_resolution, "e4e_units": list(self.e4e_units),
-                "e4e_input": self.e4e_input, "channels": {str(k): v for k, v in self.channels.items()}}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "VSPConfig":
-        return cls(int(d["size"]), int(d["bank_resolution"]), {int(k): int(v) for k, v in d["channels"].items()},
-                   tuple(d["e4e_units"]), int(d["e4e_input"]))
+    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(1024))  # last: its JSON lists it last
 
 
 def random_vsp_restorer(cfg: VSPConfig, seed: int) -> VSPRestorer:
