@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import stylert
-from stylert.errors import ModelError
-from stylert.runtime.engine import check_engine_metadata, read_graph
+from stylert.errors import BackendUnavailable, ModelError
+from stylert.runtime.engine import check_engine_metadata, cuda_check, cudart, load_plugins, read_graph, require_tensorrt
 from stylert.tools.trt_build import EngineOptions, check_precision, network_flags
 
 ROOT = Path(__file__).parents[1]
@@ -163,8 +163,68 @@ def test_engine_options_are_validated(tmp_path):
         EngineOptions(min_batch=4, opt_batch=2).validate()
     with pytest.raises(ModelError, match="one precision of its graph"):
         EngineOptions(int8=True, fp16=True).validate()
-    with pytest.raises(ModelError, match="no such plugin library"):
+    with pytest.raises(BackendUnavailable, match="no such plugin library"):
         EngineOptions(plugins=[str(tmp_path / "libnone.so")]).validate()
+
+
+def _raises_only_model_error(call, match: str) -> None:
+    """A problem of the model file: ModelError, and not BackendUnavailable (open_model never falls back on it)."""
+    with pytest.raises(ModelError, match=match) as caught:
+        call()
+    assert not isinstance(caught.value, BackendUnavailable), caught.value
+
+
+def test_a_missing_library_is_backend_unavailable(tmp_path, monkeypatch):
+    """TensorRT (or only its stubs), cuda-python, onnx or a plugin library missing, or CUDA failing: BackendUnavailable,
+    saying what to install; an unreadable model file or one built for another TensorRT/GPU: ModelError only."""
+    import types
+
+    with pytest.raises(BackendUnavailable, match="TensorRT is not installed.*only its type stubs"):
+        require_tensorrt(types.ModuleType("tensorrt"))
+    monkeypatch.setitem(sys.modules, "cuda", None)  # no cuda-python, in either package layout
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    with pytest.raises(BackendUnavailable, match="pip install cuda-python"):
+        cudart()
+    with pytest.raises(BackendUnavailable, match="CUDA error 100"):
+        cuda_check((100, None))
+    assert cuda_check((0, 7)) == 7 and cuda_check((0, 1, 2)) == (1, 2)
+
+    class Registry:
+        def __init__(self, loads: bool, creators: tuple[str, ...]):
+            self.loads, self.creators = loads, creators
+
+        def load_library(self, lib):
+            return object() if self.loads else None
+
+        def get_creator(self, name, version, namespace):
+            return object() if name in self.creators and (version, namespace) == ("1", "stylert") else None
+
+    lib = tmp_path / "libstylert_plugins.so"
+    with pytest.raises(BackendUnavailable, match="no such plugin library"):
+        load_plugins(Registry(True, ()), [str(lib)], "runtime")
+    lib.write_bytes(b"\x7fELF")
+    with pytest.raises(BackendUnavailable, match="could not load this plugin library into the runtime"):
+        load_plugins(Registry(False, ()), [str(lib)], "runtime")
+    with pytest.raises(BackendUnavailable, match=r"plugin creator\(s\) \['BAFSBlend'\] are not registered"):
+        load_plugins(Registry(True, ("ModulatedConv2d",)), [str(lib)], "runtime")
+    load_plugins(Registry(True, ("ModulatedConv2d", "BAFSBlend")), [str(lib)], "builder")
+    load_plugins(Registry(False, ("ModulatedConv2d", "BAFSBlend")), [str(lib)], "builder")  # registered before
+
+    graph = tmp_path / "g.onnx"
+    graph.write_bytes(b"not a graph")
+    _raises_only_model_error(lambda: read_graph(graph), "not a readable ONNX model")
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])), graph)
+    _raises_only_model_error(lambda: read_graph(graph), "no stylert metadata")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(BackendUnavailable, match="pip install onnx"):
+        read_graph(graph)
+    _raises_only_model_error(lambda: check_engine_metadata({"engine.tensorrt": "10.3.0"}, "m.engine", "10.13.0", "9.0"),
+                             "built with TensorRT 10.3.0")
 
 
 def test_precision_comes_from_the_graph(exported, tmp_path):
@@ -204,7 +264,7 @@ def test_engine_files_go_to_the_tensorrt_backend(tmp_path):
         stylert.Retoucher(engine)
     (tmp_path / "m.engine.json").write_text(json.dumps({"stylert.format": "1", "stylert.call": "retouch"}))
     if not real_tensorrt():
-        with pytest.raises(ModelError, match="TensorRT is not installed"):
+        with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
             stylert.Retoucher(engine)
 
 
@@ -219,6 +279,7 @@ def test_build_engine_without_tensorrt_says_so(retouch_models, tmp_path):
 @NEEDS_TRT
 def test_engine_matches_onnx_runtime(retouch_models, astronaut, tmp_path):
     from stylert.tools.trt_build import build_engine
+
     engine = tmp_path / "r.engine"
     build_engine(retouch_models["plain"], engine, EngineOptions(max_batch=4))
     on_trt = stylert.Retoucher(engine).retouch(astronaut, channels="rgb").image

@@ -4,13 +4,21 @@ starts from, and the libraries that loading one needs (TensorRT, cuda-python, st
 The backend (`runtime/tensorrt.py`), `stylert build-engine` (`tools/trt_build.py`) and the service's
 model check (`serving/controls.call_of`) use these; this module imports no other part of stylert but
 `errors`, and TensorRT, cuda-python and onnx only inside the functions that need them.
+
+Errors: a library that is missing or cannot be loaded (tensorrt, cuda-python, onnx, a plugin `.so`),
+or CUDA failing, raises `BackendUnavailable` (saying what to install); a model file that is unreadable,
+lacks stylert metadata or was built for another TensorRT or GPU raises `ModelError`.
+
+The sidecar `<engine>.json` holds the ONNX graph's stylert metadata plus `engine.precision`,
+`engine.batch` ([min, opt, max]), `engine.tensorrt`, `engine.gpu`, `engine.compute_capability`,
+`engine.version_compatible`, `engine.plugins` and `engine.built_by`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import BackendUnavailable, ModelError
 
 NOT_INSTALLED = ("TensorRT is not installed: install NVIDIA's `tensorrt` wheel (its builder is not on PyPI) "
                  "on a machine with an NVIDIA GPU")
@@ -19,16 +27,17 @@ PLUGIN_NAMES = ("ModulatedConv2d", "BAFSBlend")  # stylert's plugin creators, ve
 
 
 def sidecar_path(engine: str | Path) -> Path:
+    """Where an engine's metadata lives: `<engine>.json` beside it."""
     return Path(f"{engine}.json")
 
 
 def read_graph(path: str | Path) -> tuple[dict[str, str], str]:
     """The graph's stylert metadata, and its precision: fp32, fp16 (`export --fp16`) or int8 (Q/DQ
-    nodes from `stylert quantize`)."""
+    nodes from `stylert quantize`). Reads the graph's protobuf only (not external weights)."""
     try:
         import onnx
     except ImportError:
-        raise ModelError("reading the ONNX graph's metadata needs the `onnx` package: pip install onnx") from None
+        raise BackendUnavailable("reading the ONNX graph's metadata needs the `onnx` package: pip install onnx") from None
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends
@@ -54,9 +63,11 @@ def check_engine_metadata(meta: dict, path: str | Path, tensorrt_version: str, c
 
 
 def require_tensorrt(trt: Any) -> None:
-    """`import tensorrt` also succeeds with only `tensorrt-stubs` installed (a folder of .pyi files)."""
+    """After `import tensorrt as trt` (done by the caller, so type checkers see the module): refuse a `tensorrt`
+    that is only `tensorrt-stubs` (a folder of .pyi files, which imports too). A failed import itself is
+    BackendUnavailable(NOT_INSTALLED) at the caller."""
     if not hasattr(trt, "Builder"):
-        raise ModelError(NOT_INSTALLED + " (only its type stubs are)")
+        raise BackendUnavailable(NOT_INSTALLED + " (only its type stubs are)")
 
 
 def cudart() -> Any:
@@ -67,15 +78,15 @@ def cudart() -> Any:
         try:
             from cuda import cudart as runtime
         except ImportError:
-            raise ModelError("cuda-python is not installed: pip install cuda-python") from None
+            raise BackendUnavailable("cuda-python is not installed: pip install cuda-python") from None
     return runtime
 
 
 def cuda_check(result: Any) -> Any:
-    """cuda-python calls return (error, *values): raise on error, return the value(s)."""
+    """cuda-python calls return (error, *values): raise BackendUnavailable on an error, return the value(s)."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise ModelError(f"CUDA error {err}")
+        raise BackendUnavailable(f"CUDA error {err}")
     return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -90,14 +101,17 @@ def gpu_identity() -> tuple[str, str]:
 def load_plugins(registry: Any, libraries: list[str], where: str) -> None:
     """Load plugin libraries into `registry` (the builder's or the runtime's) and check the creators.
     load_library returns None on failure and also when the creators were registered before, so the
-    creators themselves are looked up."""
+    creators themselves are looked up. A library that is missing, does not load or lacks stylert's
+    creators raises BackendUnavailable."""
     for lib in libraries:
+        if not Path(lib).is_file():
+            raise BackendUnavailable(f"{lib}: no such plugin library; build it with `make -C kernels TRT_INCLUDE=...`")
         handle = registry.load_library(str(lib))
         found = [n for n in PLUGIN_NAMES if registry.get_creator(n, "1", "stylert") is not None]
         if handle is None and len(found) < len(PLUGIN_NAMES):
-            raise ModelError(f"{lib}: TensorRT could not load this plugin library into the {where} (see its log "
-                             "above); rebuild it for this TensorRT with `make -C kernels TRT_INCLUDE=...`")
+            raise BackendUnavailable(f"{lib}: TensorRT could not load this plugin library into the {where} (see its "
+                                     "log above); rebuild it for this TensorRT with `make -C kernels TRT_INCLUDE=...`")
         if len(found) < len(PLUGIN_NAMES):
             missing = sorted(set(PLUGIN_NAMES) - set(found))
-            raise ModelError(f"{lib}: loaded, but stylert's plugin creator(s) {missing} are not registered: "
-                             "is this kernels/build/libstylert_plugins.so?")
+            raise BackendUnavailable(f"{lib}: loaded, but stylert's plugin creator(s) {missing} are not registered: "
+                                     "is this kernels/build/libstylert_plugins.so?")

@@ -6,7 +6,9 @@ line naming the input, not a trace from inside a library. `open_model` picks the
 -> TensorRT; otherwise, unless told, ONNX Runtime CUDA when onnxruntime-gpu sees a GPU, then
 OpenVINO when it is installed and the CPU is x86-64, then ONNX Runtime CPU, which always works.
 A backend that is present but fails to load falls back to the next with a one-line warning.
-Backend modules are imported only here, inside `open_model`, and only import this module: no loop.
+Backend modules are imported only here, inside `open_model`; they import this module, and the TensorRT
+backend also `engine.py` (engine metadata, CUDA, plugin loading); neither imports a backend: no loop.
+Nothing in `runtime` imports a part of stylert above it (tests/test_layers.py checks the layers).
 """
 from __future__ import annotations
 

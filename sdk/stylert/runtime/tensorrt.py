@@ -1,10 +1,11 @@
 """TensorRT backend: a `.engine` from `stylert build-engine`, behind the same API as the other backends.
 
 Written against the TensorRT 10 and 11 Python APIs and cuda-python; its `trt.` names are checked
-against both in the test suite. It has not been run: TensorRT's builder cannot be installed in the
-workplace this was written in, and no GPU was lent. Before deserializing, the engine's sidecar
-metadata is checked against this TensorRT and this GPU (engine.check_engine_metadata), and the
-plugin libraries it was built with are loaded into the runtime's own plugin registry and checked.
+against both in the test suite. Before deserializing, the engine's sidecar metadata is checked
+against this TensorRT and this GPU (`engine.check_engine_metadata`), and the plugin libraries it was
+built with are loaded into the runtime's own plugin registry and checked (`engine.load_plugins`).
+A missing TensorRT, cuda-python or plugin library, or a CUDA error, raises BackendUnavailable; a
+missing or unreadable sidecar, or an engine built for another TensorRT or GPU, raises ModelError.
 
 Buffers: device memory and pinned host staging per tensor, allocated once at load for the
 profile's largest batch, so their addresses never change and a CUDA graph captured for one batch

@@ -3,15 +3,15 @@
 Works on TensorRT 10.x (10.3 is JetPack 6's) and 11.x. Networks are strongly typed: the engine's
 precision is the graph's (fp32, fp16 from `stylert export ... --fp16`, int8 from the Q/DQ graph of
 `stylert quantize`); there are no precision flags to set. Where the two versions differ the code
-branches once, in `network_flags`. Every `trt.` name used here and in runtime/tensorrt.py is
-checked in the test suite against tensorrt-stubs (10) and TensorRT 11.1's binding sources. Nothing
-here has run on a GPU: TensorRT's builder cannot be installed in the workplace this was written in.
+branches once, in `network_flags`. Every `trt.` name used here, in runtime/tensorrt.py and in
+runtime/engine.py is checked in the test suite against tensorrt-stubs (10) and TensorRT 11.1's
+binding sources.
 
-The engine file gets a sidecar `<engine>.json`: the ONNX graph's stylert metadata plus precision,
-batch range, TensorRT version, GPU name and compute capability and the plugin libraries.
-`runtime/tensorrt.TensorRTModel` checks it before loading (engines are specific to a TensorRT
-version, unless built version-compatible, and to a GPU architecture). Reading the graph, the sidecar,
-CUDA and plugin loading live in `runtime/engine.py`, shared with the backend.
+The engine file gets a sidecar `<engine>.json` (`runtime.engine.sidecar_path`): the ONNX graph's
+stylert metadata plus precision, batch range, TensorRT version, GPU name and compute capability and
+the plugin libraries. `runtime/tensorrt.TensorRTModel` checks it before loading (engines are specific
+to a TensorRT version, unless built version-compatible, and to a GPU architecture). Reading the
+graph, CUDA and plugin loading live in `runtime/engine.py`, shared with the backend.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..errors import ModelError
+from ..errors import BackendUnavailable, ModelError
 from ..runtime.engine import (  # cuda_check, cudart: also read from here by tools/bench.py
     NOT_INSTALLED,
     cuda_check,
@@ -70,7 +70,7 @@ class EngineOptions:
             raise ModelError("--fp16 and --int8 both given: an engine has the one precision of its graph")
         for lib in self.plugins:
             if not Path(lib).is_file():
-                raise ModelError(f"{lib}: no such plugin library")
+                raise BackendUnavailable(f"{lib}: no such plugin library")
 
 
 def check_precision(path: str | Path, meta: dict, precision: str, options: EngineOptions) -> None:
@@ -99,7 +99,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
     try:
         import tensorrt as trt
     except ImportError:
-        raise ModelError(NOT_INSTALLED) from None
+        raise BackendUnavailable(NOT_INSTALLED) from None
     require_tensorrt(trt)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
