@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     retouched = out / "retouched" / "astronaut.png"
     print(f"2. retouch: {photo} -> {retouched}", flush=True)
     r = stylert.Retoucher(model)
-    result = r.retouch_file(photo, retouched, 0.8, with_masks=True)
+    result = r.process_file(photo, retouched, 0.8, with_masks=True)
     for k, extras in enumerate(result.extras):
         for name, mask in extras.items():
             if name.startswith("mask_spatial_"):

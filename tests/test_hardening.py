@@ -106,7 +106,7 @@ def test_exif_and_icc_are_carried_through(retouch_models, tmp_path, astronaut):
     Image.fromarray(crop).save(src, exif=exif.tobytes(), icc_profile=icc, quality=95)
     r = stylert.Retoucher(retouch_models["plain"], "cpu")
     for dst in (tmp_path / "out.jpg", tmp_path / "out.png"):
-        r.retouch_file(src, dst, aligned=True)
+        r.process_file(src, dst, aligned=True)
         with Image.open(dst) as im:
             got = im.getexif()
             assert got[0x010F] == "stylert-camera" and got[0x0132] == "2026:12:01 08:00:00"
@@ -121,9 +121,9 @@ def test_the_api_refuses_to_overwrite_the_input_unless_told(retouch_models, tmp_
     before = src.read_bytes()
     r = stylert.Retoucher(retouch_models["plain"], "cpu")
     with pytest.raises(stylert.InputError, match="would overwrite the input"):
-        r.retouch_file(src, src, aligned=True)
+        r.process_file(src, src, aligned=True)
     assert src.read_bytes() == before
-    r.retouch_file(src, src, aligned=True, overwrite=True)
+    r.process_file(src, src, aligned=True, overwrite=True)
     assert src.read_bytes() != before
 
 
@@ -135,9 +135,9 @@ def test_output_format_is_checked_before_the_network(retouch_models, tmp_path, a
     original = r.model.run
     r.model.run = lambda feeds: calls.append(1) or original(feeds)
     with pytest.raises(ImageFileError, match="cannot hold the input's alpha"):
-        r.retouch_file(tmp_path / "a.png", tmp_path / "a.jpg", aligned=True)
+        r.process_file(tmp_path / "a.png", tmp_path / "a.jpg", aligned=True)
     with pytest.raises(ImageFileError, match="cannot write '.heic'"):
-        r.retouch_file(tmp_path / "a.png", tmp_path / "a.heic", aligned=True)
+        r.process_file(tmp_path / "a.png", tmp_path / "a.heic", aligned=True)
     assert calls == [] and not (tmp_path / "a.jpg").exists()
     result = _cli("retouch", tmp_path / "a.png", "-o", tmp_path / "x.heic", "--model", retouch_models["plain"])
     assert result.returncode == 2 and "cannot write '.heic'" in result.stderr
@@ -164,15 +164,15 @@ def test_ctrl_c_reports_what_was_done(retouch_models, photos, tmp_path, astronau
 
     for name in ("b.png", "c.png"):
         Image.fromarray(astronaut).save(photos / name)
-    real, seen = Retoucher.process_file, []
+    real, seen = Retoucher.process_files, []
 
-    def interrupt_on_second(self, src, dst, *args, **kwargs):
-        seen.append(src)
+    def interrupt_on_second(self, pairs, *args, **kwargs):
+        seen.append(pairs)
         if len(seen) == 2:
             raise KeyboardInterrupt
-        return real(self, src, dst, *args, **kwargs)
+        return real(self, pairs, *args, **kwargs)
 
-    monkeypatch.setattr(Retoucher, "process_file", interrupt_on_second)
+    monkeypatch.setattr(Retoucher, "process_files", interrupt_on_second)
     code = cli.main(["retouch", str(photos), "-o", str(tmp_path / "out"), "--model", str(retouch_models["plain"])])
     assert code == 130 and "interrupted: 1 finished, 0 failed, 2 not started" in capsys.readouterr().err
 

@@ -204,10 +204,10 @@ def test_unreadable_files(bad_files, name, match):
 
 def test_grayscale_and_rgba_files_keep_their_form(retouch_models, bad_files, tmp_path):
     r = stylert.Retoucher(retouch_models["plain"])
-    r.retouch_file(bad_files / "gray.png", tmp_path / "gray.png")
+    r.process_file(bad_files / "gray.png", tmp_path / "gray.png")
     with Image.open(tmp_path / "gray.png") as im:
         assert im.mode == "L"
-    r.retouch_file(bad_files / "rgba.png", tmp_path / "rgba.png")
+    r.process_file(bad_files / "rgba.png", tmp_path / "rgba.png")
     with Image.open(tmp_path / "rgba.png") as im:
         assert im.mode == "RGBA" and np.all(np.asarray(im)[:, :, 3] == 77)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..faces.pipeline import FaceModel, FaceResult, control, seeded_rows, to_uint8
-from .inpaint import REGIONS, Inpainter, _Job, fill_mask
+from ..faces.pipeline import Chunk, FaceResult, Runner, control, seed_control, seeded_rows
+from .inpaint import MaskedCall, check_region, fill_mask
 
 SEMANTIC_CLASSES = 19
 GUIDANCE = ("sketch", "semantic", "color", "exemplar")  # the graph's presence flags, in order
@@ -47,28 +47,32 @@ def load_directions(path: str | Path) -> dict[str, np.ndarray]:
         return {name: np.asarray(data[name], np.float32) for name in data.files}
 
 
-class Editor(Inpainter):
+class Editor(MaskedCall):
     """`Editor("edit.onnx").edit(image, mask, channels="rgb", sketch=..., semantic=..., exemplar=..., seed=0)`."""
     call = "edit"
+    method = "facemug"
+    options = ("sketch", "semantic", "color", "exemplar", "attribute", "strength", "seed")
+    image_options = ("exemplar", "color")
 
     def __init__(self, model_path, providers=None, detector=None, threads: int | None = None,
                  directions: str | Path | dict | None = None):
-        FaceModel.__init__(self, model_path, providers, detector, threads)
+        super().__init__(model_path, providers, detector, threads)
         meta = self.model.metadata
-        self.method = meta.get("stylert.method", "facemug")
         self.num_ws, self.noise_size = int(meta["stylert.num_ws"]), int(meta["stylert.noise_size"])
         self.directions = load_directions(directions) if isinstance(directions, (str, Path)) else dict(directions or {})
 
-    def runner(self, mask, sketch=None, semantic=None, color=None, exemplar=None, attribute=None,
-               strength: float = 0.0, seed: int = 0):
-        """Checks the call's controls (`check`); editing runs through `process_batch`."""
-        if isinstance(mask, str) and mask not in REGIONS:
-            raise InputError(f"unknown face region {mask!r}; regions: {', '.join(REGIONS)}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InputError(f"seed must be an integer, got {seed!r}")
-        control("strength", strength)
-        self._direction(attribute)
-        return None
+    def check(self, value, **options) -> None:
+        self.check_options(options)
+        check_region(value)
+        self.controls(**options)
+
+    def controls(self, sketch=None, semantic=None, color=None, exemplar=None, attribute=None, strength: float = 0.0,
+                 seed: int = 0) -> dict:
+        """The controls checked (the guidance images are checked per photo, against its size)."""
+        return {"seed": seed_control(seed), "strength": control("strength", strength),
+                "direction": self._direction(attribute),
+                "present": np.array([sketch is not None, semantic is not None, color is not None,
+                                     exemplar is not None], np.float32)}
 
     def _direction(self, attribute) -> np.ndarray | None:
         """The attribute's direction as [num_ws, 512] (a name looked up in the directions), or None."""
@@ -94,15 +98,13 @@ class Editor(Inpainter):
         return self.process(image, mask, channels=channels, sketch=sketch, semantic=semantic, color=color,
                             exemplar=exemplar, attribute=attribute, strength=strength, seed=seed, **options)
 
-    def edit_file(self, src, dst, mask, **options) -> FaceResult:
-        return self.process_file(src, dst, mask, **options)
-
-    def _guides(self, rgb: np.ndarray, channels: str, sketch, semantic, color) -> dict[str, np.ndarray]:
-        """Photo-sized guidance checked and put in the graph's form (before warping)."""
+    def guides(self, rgb: np.ndarray, options: dict) -> dict[str, np.ndarray]:
+        """Photo-sized guidance checked and put in the graph's form (before warping); colour is RGB here."""
         h, w = rgb.shape[:2]
         out = {}
 
-        def sized(name, arr, shape_hint):
+        def sized(name, shape_hint):
+            arr = options[name]
             if not isinstance(arr, np.ndarray):
                 raise InputError(f"{name}: expected a numpy array, got {type(arr).__name__}")
             if arr.shape[:2] != (h, w):
@@ -110,10 +112,10 @@ class Editor(Inpainter):
                                  f"give {shape_hint} the size of the photo")
             return arr
 
-        if sketch is not None:
-            out["sketch"] = fill_mask(sized("sketch", sketch, "a sketch"), rgb.shape, "sketch").astype(np.float32)
-        if semantic is not None:
-            labels = sized("semantic", semantic, "a label map")
+        if options.get("sketch") is not None:
+            out["sketch"] = fill_mask(sized("sketch", "a sketch"), rgb.shape, "sketch").astype(np.float32)
+        if options.get("semantic") is not None:
+            labels = sized("semantic", "a label map")
             if labels.ndim != 2 or labels.dtype.kind not in "iu":
                 raise InputError(f"semantic: expected HxW integer labels 0..{SEMANTIC_CLASSES - 1}, got {labels.dtype} "
                                  f"{labels.shape} (a colour-coded map must be converted to label values)")
@@ -122,66 +124,48 @@ class Editor(Inpainter):
                 raise InputError(f"semantic: labels {bad[:8].tolist()} outside 0..{SEMANTIC_CLASSES - 1} "
                                  "(CelebAMask-HQ's classes)")
             out["semantic"] = labels.astype(np.uint8)
-        if color is not None:
-            col = sized("color", color, "a colour map")
-            if col.dtype != np.uint8 or col.ndim != 3 or col.shape[2] != 3:
-                raise InputError(f"color: expected HxWx3 uint8 colours, got {col.dtype} {col.shape}")
-            col = col[:, :, ::-1] if channels.lower() == "bgr" else col
+        if options.get("color") is not None:
+            col = sized("color", "a colour map")
             painted = col.any(axis=2, keepdims=True)
             out["color"] = np.where(painted, col.astype(np.float32) / 127.5 - 1, 0).astype(np.float32)
         return out
 
-    def _batch(self, images, masks, channels, faces, aligned, only_center_face, largest_face, max_batch,
-               sketch=None, semantic=None, color=None, exemplar=None, attribute=None, strength=0.0,
-               seed=0) -> list[FaceResult | Exception]:
-        self.runner(None, seed=seed, strength=strength, attribute=attribute)
-        direction = self._direction(attribute)
-        limit = max_batch or self.batch_limit
+    def runner(self, value, **options) -> Runner:
+        check_region(value)
+        c = self.controls(**options)
+        r = self.resolution
+        exemplar = options.get("exemplar")
         exemplar_crop, exemplar_ms = None, None
         if exemplar is not None:
             t = time.perf_counter()
-            exemplar_crop = self.exemplar_crop(exemplar, channels)
+            exemplar_crop = self.exemplar_crop(exemplar)
             exemplar_ms = (time.perf_counter() - t) * 1000
+        direction = c["direction"]
 
-        def prepare(rgb, mask):
-            guides = self._guides(rgb, channels, sketch, semantic, color)
-            return self._prepare_exe(rgb, mask, faces, aligned, only_center_face, largest_face, guides)
-
-        jobs = self._prepare_each(images, masks, channels, exemplar_ms, prepare)
-        ready = [j for j in jobs if isinstance(j, _Job)]
-        present = np.array([sketch is not None, semantic is not None, color is not None, exemplar is not None],
-                           np.float32)
-        items = [(j, k) for j in ready for k in range(len(j.crops))]
-        r = self.resolution
-        for start in range(0, len(items), limit):
-            chunk = items[start:start + limit]
-            n = len(chunk)
-            rows = seeded_rows(seed, np.array([k for _, k in chunk]), n, (512 + self.noise_size,), np.float32)
+        def run(chunk: Chunk):
+            n = len(chunk.crops)
+            if exemplar_ms is not None:
+                for photo in chunk.photos:
+                    photo.timings["exemplar"] = exemplar_ms
+            rows = seeded_rows(c["seed"], chunk.positions, n, (512 + self.noise_size,), np.float32)
 
             def guide(name, shape):
-                if name not in chunk[0][0].guides:
-                    return np.zeros((n, *shape), np.float32)
-                return np.stack([j.guides[name][k] for j, k in chunk])
+                return chunk.gather(name) if name in chunk.photos[0].inputs else np.zeros((n, *shape), np.float32)
 
-            semantic_crops = guide("semantic", (r, r)).astype(np.int64)
-            feeds = {"image": np.stack([j.crops[k] for j, k in chunk]),
-                     "mask": np.stack([j.crop_masks[k] for j, k in chunk]),
+            feeds = {"image": chunk.crops, "mask": chunk.gather("mask"),
                      "sketch": guide("sketch", (r, r))[:, None].astype(np.float32),
-                     "semantic": (np.eye(SEMANTIC_CLASSES, dtype=np.float32)[semantic_crops].transpose(0, 3, 1, 2)
-                                  if semantic is not None else np.zeros((n, SEMANTIC_CLASSES, r, r), np.float32)),
+                     "semantic": (np.eye(SEMANTIC_CLASSES, dtype=np.float32)[chunk.gather("semantic").astype(np.int64)]
+                                  .transpose(0, 3, 1, 2) if "semantic" in chunk.photos[0].inputs
+                                  else np.zeros((n, SEMANTIC_CLASSES, r, r), np.float32)),
                      "color": guide("color", (r, r, 3)).transpose(0, 3, 1, 2).astype(np.float32),
-                     "presence": np.broadcast_to(present, (n, len(GUIDANCE))).copy(),
+                     "presence": np.broadcast_to(c["present"], (n, len(GUIDANCE))).copy(),
                      "exemplar": np.broadcast_to(exemplar_crop if exemplar_crop is not None else
                                                  np.zeros((3, r, r), np.float32), (n, 3, r, r)).copy(),
                      "z": np.ascontiguousarray(rows[:, :512]), "alpha": np.full(n, float(exemplar is not None), np.float32),
                      "direction": np.broadcast_to(direction if direction is not None else
                                                   np.zeros((self.num_ws, 512), np.float32), (n, self.num_ws, 512)).copy(),
-                     "strength": np.full(n, float(strength), np.float32),
+                     "strength": np.full(n, c["strength"], np.float32),
                      "noise": np.ascontiguousarray(rows[:, 512:])}
-            t = time.perf_counter()
-            out = to_uint8(self.model.run(feeds)["edited"])
-            share = (time.perf_counter() - t) * 1000 / n
-            for (job, _), crop in zip(chunk, out):
-                job.outputs.append(crop)
-                job.timings["network"] = job.timings.get("network", 0.0) + share
-        return [j if not isinstance(j, _Job) else self._finish(j, channels) for j in jobs]
+            return self.model.run(feeds)["edited"], []
+
+        return run

@@ -18,6 +18,7 @@ result's extras), resized back and pasted inside the mask.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,12 +28,13 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from ..errors import InputError, ModelError, StylertError
+from ..errors import InputError, ModelError
 from ..faces.align import paste_inside
 from ..faces.detect import Face
-from ..faces.imageio import IMAGE_SUFFIXES, ImageFileError, LoadedImage, read_mask
-from ..faces.pipeline import FaceModel, FaceResult, NoFaceError, Prepared, check_image, control, from_rgb, \
-    read_for, seeded_rows, to_network, to_uint8, write_like
+from ..faces.imageio import IMAGE_SUFFIXES, ImageFileError, read_mask
+from ..faces.pipeline import Chunk, FaceChoice, FaceModel, FaceResult, NoFaceError, Prepared, Runner, control, \
+    from_rgb, seed_control, seeded_rows, to_network, to_uint8
+from ..runtime.engine import read_graph, sidecar_path
 from ..runtime.model import Model, open_model
 
 DEFAULT_STEPS = 3  # GRIG's reasoning steps at test time (thesis Sec. 4.3.1)
@@ -176,77 +178,195 @@ class MaskSource:
         return loaded.fill
 
 
+def model_metadata(model) -> dict:
+    """A model's stylert metadata without loading it: an opened Model's, an .engine's sidecar, an .onnx graph's."""
+    if isinstance(model, Model):
+        return model.metadata
+    path = Path(model)
+    if path.suffix == ".engine":
+        try:
+            return json.loads(sidecar_path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: no readable engine metadata beside it ({exc})") from None
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    return read_graph(path)[0]
+
+
 @dataclass
-class _Job:
-    """One photo on its way through the network: its face crops (EXE-GAN) or its context square (GRIG)."""
-    rgb: np.ndarray
-    fill: np.ndarray
-    timings: dict[str, float]
-    faces: list[Face] = field(default_factory=list)
-    matrices: list[np.ndarray] = field(default_factory=list)  # crop -> photo paste transforms (EXE-GAN)
-    crops: np.ndarray | None = None  # [n, 3, R, R] in [-1, 1]
-    crop_masks: np.ndarray | None = None  # [n, 1, R, R] float32, 1 = fill
-    box: tuple[int, int, int] | None = None  # GRIG: the square (x, y, side) in photo pixels
-    guides: dict[str, np.ndarray] = field(default_factory=dict)  # photo-sized guidance warped like the mask (edit)
-    outputs: list[np.ndarray] = field(default_factory=list)
-    steps: list[np.ndarray] = field(default_factory=list)
+class MaskedPhoto(Prepared):
+    """A photo with its fill mask (HxW bool); per face, the mask warped with its crop is the "mask" input
+    [n, 1, R, R] (1 = fill). box: GRIG's context square (x, y, side) in photo pixels."""
+    fill: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    box: tuple[int, int, int] | None = None
 
 
-class Inpainter(FaceModel):
+def _fill_for(rgb: np.ndarray, mask, faces: Sequence[Face]) -> np.ndarray:
+    fill = region_mask(rgb.shape, faces, mask) if isinstance(mask, str) else fill_mask(mask, rgb.shape)
+    check_fill(fill, f"mask ({mask})" if isinstance(mask, str) else "mask")
+    return fill
+
+
+def check_region(mask) -> None:
+    if isinstance(mask, str) and mask not in REGIONS:
+        raise InputError(f"unknown face region {mask!r}; regions: {', '.join(REGIONS)}")
+
+
+class MaskedCall(FaceModel):
+    """A call that fills a mask on each face (EXE-GAN, FACEMUG): the call's value is each photo's mask (an array
+    or a region name); the mask and any photo-sized guidance are warped with each face's crop (nearest neighbour);
+    faces the mask does not touch are left alone; only pixels inside the mask change."""
+    default_value = None
+    image_options = ("exemplar",)
+
+    def photo_input(self, value, options: dict):
+        return value
+
+    def photo_inputs(self, value, count: int, options: dict) -> list:
+        """One mask per photo (a list), or one region name for all."""
+        masks = [value] * count if isinstance(value, str) else list(value)
+        if len(masks) != count:
+            raise InputError(f"{count} photos but {len(masks)} masks: give one mask per photo")
+        return masks
+
+    def file_input(self, value, src: Path, options: dict):
+        """The mask of file `src`: from a MaskSource, a mask file's path, an array or a region name."""
+        if isinstance(value, (str, Path)) and not (isinstance(value, str) and value in REGIONS):
+            value = MaskSource(file=Path(value))
+        return value.for_photo(src) if isinstance(value, MaskSource) else value
+
+    def guides(self, rgb: np.ndarray, options: dict) -> dict[str, np.ndarray]:
+        """Photo-sized guidance to warp with each face's crop, checked (none here)."""
+        return {}
+
+    def exemplar_crop(self, exemplar) -> np.ndarray:
+        """The exemplar photo's (RGB) largest face, aligned like the photo's; its errors name the exemplar."""
+        try:
+            return self.pipeline.prepare(exemplar, None, largest_face=True).crops[0]
+        except NoFaceError as exc:
+            raise NoFaceError(f"exemplar: {exc}") from None
+
+    def prepare(self, rgb: np.ndarray, mask, choice: FaceChoice, options: dict) -> MaskedPhoto:
+        """Detect and align; the mask and guidance warped with each face's crop; faces the mask misses dropped."""
+        r, guides = self.resolution, self.guides(rgb, options)
+        if choice.aligned:
+            if isinstance(mask, str):
+                raise InputError("a region mask needs the face's landmarks: not with aligned input; give a mask array")
+            fill = _fill_for(rgb, mask, [])
+            prep = self.pipeline.prepare_aligned(rgb)
+            inputs = {name: cv2.resize(g, (r, r), interpolation=cv2.INTER_NEAREST)[None]
+                      for name, g in {**guides, "mask": fill.astype(np.uint8)}.items()}
+            inputs["mask"] = inputs["mask"][:, None].astype(np.float32)
+            return MaskedPhoto(rgb, [], None, prep.crops, prep.timings, inputs, fill)
+        if not isinstance(mask, str):
+            fill_mask(mask, rgb.shape)  # a wrong size is refused before detection
+        prep = self.pipeline.prepare(rgb, choice.faces, choice.only_center_face, choice.largest_face)
+        fill = _fill_for(rgb, mask, prep.faces)
+        t = time.perf_counter()
+
+        def warp(image, matrix):
+            return cv2.warpAffine(image, matrix, (r, r), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)
+
+        keep, crop_masks = [], []
+        for k, matrix in enumerate(prep.matrices):
+            warped = warp(fill.astype(np.uint8), matrix)
+            if warped.any():
+                keep.append(k)
+                crop_masks.append(warped)
+        if not keep:
+            raise NoFaceError(f"no face meets the mask ({len(prep.faces)} face(s) found, none under the mask)")
+        inputs = {name: np.stack([warp(g, prep.matrices[k]) for k in keep]) for name, g in guides.items()}
+        inputs["mask"] = np.stack(crop_masks)[:, None].astype(np.float32)
+        prep.timings["align"] += (time.perf_counter() - t) * 1000
+        return MaskedPhoto(rgb, [prep.faces[k] for k in keep], [prep.matrices[k] for k in keep], prep.crops[keep],
+                           prep.timings, inputs, fill)
+
+    def finish(self, prep: MaskedPhoto, out: np.ndarray, extras: list[dict], channels: str) -> FaceResult:
+        """The network's crops pasted inside the mask only (an aligned crop: resized to the photo)."""
+        result = np.ascontiguousarray(prep.rgb).copy()
+        crops = to_uint8(out)
+        if prep.matrices is None:
+            h, w = result.shape[:2]
+            back = crops[0] if h == self.resolution else cv2.resize(crops[0], (w, h), interpolation=cv2.INTER_LINEAR)
+            result[prep.fill] = back[prep.fill]
+        else:
+            for crop, matrix in zip(crops, prep.matrices):
+                result = paste_inside(result, crop, matrix, prep.fill)
+        return FaceResult(from_rgb(result, channels), prep.faces, prep.timings, extras)
+
+
+class Inpainter(MaskedCall):
     """`Inpainter("exe256.onnx").inpaint(image, mask, channels="rgb", exemplar=None, seed=0)` on a HxWx3 uint8 photo.
 
-    mask: HxW (or HxWx1/3/4) array the size of the photo, nonzero = fill, or a region name (REGIONS).
+    Opens an EXE-GAN or a GRIG model as its own call class (EXEGANInpainter, GRIGInpainter), chosen by the model's
+    metadata. mask: HxW (or HxWx1/3/4) array the size of the photo, nonzero = fill, or a region name (REGIONS).
     exemplar (EXE-GAN): a photo of a face whose features guide the fill (same channel order as the image).
     seed: z and noise (EXE-GAN), the noise injections (GRIG): the same seed gives the same result.
     psi (EXE-GAN): truncation of z toward the average style (default 1, none). steps (GRIG): reasoning
     steps (default 3).
     """
     call = "inpaint"
-    default_value = None
+    method = ""
+    options = ("exemplar", "seed", "psi", "steps")
+
+    def __new__(cls, model_path, *args, **kwargs):
+        if cls is Inpainter:  # an unreadable file goes on to EXE-GAN's, whose opening names what is wrong with it
+            try:
+                method = model_metadata(model_path).get("stylert.method")
+            except ModelError:
+                method = None
+            cls = next((c for c in (EXEGANInpainter, GRIGInpainter) if c.method == method), EXEGANInpainter)
+        return super().__new__(cls)
 
     def __init__(self, model_path, providers=None, detector=None, threads: int | None = None):
         super().__init__(model_path, providers, detector, threads)
         meta = self.model.metadata
-        self.method = meta.get("stylert.method", "?")
         if meta.get("stylert.role") not in ("generator", "step"):
             raise ModelError(f"{self.model.path}: an inpaint '{meta.get('stylert.role')}' graph; open the generator "
                              "graph (the exemplar graph is found beside it)")
+        if meta.get("stylert.method") != self.method:
+            raise ModelError(f"{self.model.path}: an inpaint model of method {meta.get('stylert.method')!r}; "
+                             f"this runs {EXEGANInpainter.method!r} and {GRIGInpainter.method!r}")
         self._providers, self._threads = providers, threads
-        self._exemplar_model: Model | None = None
-        if self.method == "exe-gan":
-            self.num_codes, self.code_dim = int(meta["stylert.num_codes"]), int(meta["stylert.code_dim"])
-            self.default_codes = np.frombuffer(base64.b64decode(meta["stylert.default_codes"]), "<f4").reshape(
-                self.num_codes, self.code_dim).astype(np.float32)
         self.noise_size = int(meta["stylert.noise_size"])
 
-    # ---- controls -------------------------------------------------------------------------------
+    def check(self, value, **options) -> None:
+        self.check_options(options)
+        check_region(value)
+        self.controls(**options)
 
-    def runner(self, mask, exemplar=None, seed: int = 0, psi: float | None = None, steps: int | None = None):
-        """Checks the call's controls (`check`); inpainting runs through `process_batch`."""
-        if isinstance(mask, str) and mask not in REGIONS:
-            raise InputError(f"unknown face region {mask!r}; regions: {', '.join(REGIONS)}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InputError(f"seed must be an integer, got {seed!r}")
-        if self.method == "grig":
-            if exemplar is not None:
-                raise InputError(f"{self.model.path.name} is a GRIG model: it takes no exemplar (EXE-GAN models do)")
-            if psi is not None:
-                raise InputError(f"{self.model.path.name} is a GRIG model: psi is EXE-GAN's truncation")
-            steps = DEFAULT_STEPS if steps is None else steps
-            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
-                raise InputError(f"steps must be an integer in 1..{MAX_STEPS}, got {steps!r}")
-        else:
-            if steps is not None:
-                raise InputError(f"{self.model.path.name} is an EXE-GAN model: steps are GRIG's reasoning steps")
-            psi = 1.0 if psi is None else control("psi", psi)
-            if not 0.0 <= psi <= 1.0:
-                raise InputError(f"psi must be in [0, 1], got {psi}")
-        return None
+    def controls(self, exemplar=None, seed: int = 0, psi: float | None = None, steps: int | None = None) -> dict:
+        """The method's controls checked, with their defaults."""
+        raise NotImplementedError
 
-    def _options(self, seed, psi, steps) -> tuple[int, float, int]:
-        return int(seed), 1.0 if psi is None else float(psi), DEFAULT_STEPS if steps is None else int(steps)
+    def inpaint(self, image: np.ndarray, mask, exemplar=None, seed: int = 0, psi: float | None = None,
+                steps: int | None = None, *, channels: str, **options) -> FaceResult:
+        """Inpaint the mask of one photo; options: faces (landmarks), aligned, only_center_face, largest_face."""
+        return self.process(image, mask, channels=channels, exemplar=exemplar, seed=seed, psi=psi, steps=steps,
+                            **options)
 
-    # ---- the exemplar ---------------------------------------------------------------------------
+
+class EXEGANInpainter(Inpainter):
+    """EXE-GAN: faces detected and aligned; each crop filled with the exemplar's codes (without an exemplar,
+    pSp's average-face codes), z and noise drawn from the seed for each face position."""
+    method = "exe-gan"
+
+    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None):
+        super().__init__(model_path, providers, detector, threads)
+        meta = self.model.metadata
+        self._exemplar_model: Model | None = None
+        self.num_codes, self.code_dim = int(meta["stylert.num_codes"]), int(meta["stylert.code_dim"])
+        self.default_codes = np.frombuffer(base64.b64decode(meta["stylert.default_codes"]), "<f4").reshape(
+            self.num_codes, self.code_dim).astype(np.float32)
+
+    def controls(self, exemplar=None, seed: int = 0, psi: float | None = None, steps: int | None = None) -> dict:
+        if steps is not None:
+            raise InputError(f"{self.model.path.name} is an EXE-GAN model: steps are GRIG's reasoning steps")
+        psi = 1.0 if psi is None else control("psi", psi)
+        if not 0.0 <= psi <= 1.0:
+            raise InputError(f"psi must be in [0, 1], got {psi}")
+        return {"exemplar": exemplar, "seed": seed_control(seed), "psi": psi}
 
     @property
     def exemplar_model(self) -> Model:
@@ -262,163 +382,78 @@ class Inpainter(FaceModel):
             self._exemplar_model = open_model(path, self._providers, call="inpaint", threads=self._threads)
         return self._exemplar_model
 
-    def exemplar_crop(self, exemplar, channels: str) -> np.ndarray:
-        """The exemplar photo's largest face, aligned like the photo's; its errors name the exemplar."""
-        try:
-            rgb = check_image(exemplar, channels)
-        except InputError as exc:
-            raise InputError(f"exemplar: {str(exc).removeprefix('image: ')}") from None
-        try:
-            return self.pipeline.prepare(rgb, None, largest_face=True).crops[0]
-        except NoFaceError as exc:
-            raise NoFaceError(f"exemplar: {exc}") from None
-
-    def exemplar_codes(self, exemplar, channels: str) -> tuple[np.ndarray, float]:
-        """codes [K, code_dim] of the exemplar photo's largest face (aligned like the photo's), and the ms taken."""
+    def exemplar_codes(self, exemplar) -> tuple[np.ndarray, float]:
+        """codes [K, code_dim] of the exemplar photo's (RGB) largest face, and the ms taken."""
         t = time.perf_counter()
-        crop = self.exemplar_crop(exemplar, channels)
-        codes = self.exemplar_model.run({"image": crop[None]})["codes"][0]
+        codes = self.exemplar_model.run({"image": self.exemplar_crop(exemplar)[None]})["codes"][0]
         return codes, (time.perf_counter() - t) * 1000
 
-    # ---- whole photos ---------------------------------------------------------------------------
-
-    def inpaint(self, image: np.ndarray, mask, exemplar=None, seed: int = 0, psi: float | None = None,
-                steps: int | None = None, *, channels: str, **options) -> FaceResult:
-        """Inpaint the mask of one photo; options: faces (landmarks), aligned, only_center_face, largest_face."""
-        return self.process(image, mask, channels=channels, exemplar=exemplar, seed=seed, psi=psi, steps=steps,
-                            **options)
-
-    def inpaint_file(self, src, dst, mask, **options) -> FaceResult:
-        return self.process_file(src, dst, mask, **options)
-
-    def process(self, image: np.ndarray, value, *, channels: str, faces=None, aligned: bool = False,
-                only_center_face: bool = False, largest_face: bool = False, **options) -> FaceResult:
-        self._check_options(options)
-        results = self._batch([image], [value], channels, faces, aligned, only_center_face, largest_face, None,
-                              **options)
-        if isinstance(results[0], StylertError):
-            raise results[0]
-        return results[0]
-
-    def process_batch(self, images: Sequence[np.ndarray], value, *, channels: str, aligned: bool = False,
-                      only_center_face: bool = False, largest_face: bool = False, max_batch: int | None = None,
-                      **options) -> list[FaceResult | StylertError]:
-        """Several photos, their crops through the network together; `value`: one mask per photo (a list), or one
-        region name for all. One entry per photo: its FaceResult or its StylertError (the others still run)."""
-        self._check_options(options)
-        masks = [value] * len(images) if isinstance(value, str) else list(value)
-        if len(masks) != len(images):
-            raise InputError(f"{len(images)} photos but {len(masks)} masks: give one mask per photo")
-        return self._batch(images, masks, channels, None, aligned, only_center_face, largest_face, max_batch, **options)
-
-    def _batch(self, images, masks, channels, faces, aligned, only_center_face, largest_face, max_batch,
-               exemplar=None, seed=0, psi=None, steps=None) -> list[FaceResult | StylertError]:
-        self.runner(masks[0] if masks else None, exemplar, seed, psi, steps)
-        seed, psi, steps = self._options(seed, psi, steps)
-        limit = max_batch or self.batch_limit
-        if not isinstance(limit, int) or limit < 1:
-            raise InputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
-        codes, exemplar_ms = self.default_codes if self.method == "exe-gan" else None, None
-        if exemplar is not None:
-            codes, exemplar_ms = self.exemplar_codes(exemplar, channels)
-
-        def prepare(rgb, mask):
-            if self.method == "grig":
-                return self._prepare_grig(rgb, mask, faces, only_center_face, largest_face)
-            return self._prepare_exe(rgb, mask, faces, aligned, only_center_face, largest_face)
-
-        jobs = self._prepare_each(images, masks, channels, exemplar_ms, prepare)
-        ready = [j for j in jobs if isinstance(j, _Job)]
-        if self.method == "grig":
-            self._run_grig(ready, seed, steps, limit)
-        else:
-            self._run_exe(ready, codes, seed, psi, limit)
-        return [j if isinstance(j, StylertError) else self._finish(j, channels) for j in jobs]
-
-    @staticmethod
-    def _prepare_each(images, masks, channels: str, exemplar_ms: float | None, prepare) -> list[_Job | StylertError]:
-        """Each photo checked and made a job by `prepare(rgb, mask)`; a photo's error is its entry and the others go
-        on; `exemplar_ms`, when an exemplar was given, is each job's "exemplar" timing."""
-        jobs: list[_Job | StylertError] = []
-        for image, mask in zip(images, masks):
-            try:
-                job = prepare(check_image(image, channels), mask)
-                if exemplar_ms is not None:
-                    job.timings["exemplar"] = exemplar_ms
-                jobs.append(job)
-            except StylertError as exc:
-                jobs.append(exc)
-        return jobs
-
-    def _fill_for(self, rgb: np.ndarray, mask, faces: list[Face]) -> np.ndarray:
-        fill = region_mask(rgb.shape, faces, mask) if isinstance(mask, str) else fill_mask(mask, rgb.shape)
-        check_fill(fill, f"mask ({mask})" if isinstance(mask, str) else "mask")
-        return fill
-
-    def _prepare_exe(self, rgb, mask, faces, aligned, only_center_face, largest_face,
-                     guides: dict[str, np.ndarray] | None = None) -> _Job:
-        """Detect and align; the mask (and any photo-sized guidance, nearest neighbour) warped with each face's crop;
-        faces the mask does not touch dropped. Guidance comes back per face as [n, R, R(, C)]."""
-        r, guides = self.resolution, guides or {}
-        if aligned:
-            if isinstance(mask, str):
-                raise InputError("a region mask needs the face's landmarks: not with aligned input; give a mask array")
-            fill = self._fill_for(rgb, mask, [])
-            prep: Prepared = self.pipeline.prepare_aligned(rgb)
-            crop_mask = cv2.resize(fill.astype(np.uint8), (r, r), interpolation=cv2.INTER_NEAREST)
-            warped = {k: cv2.resize(g, (r, r), interpolation=cv2.INTER_NEAREST)[None] for k, g in guides.items()}
-            return _Job(rgb, fill, prep.timings, [], [], prep.crops, crop_mask[None, None].astype(np.float32),
-                        guides=warped)
-        if not isinstance(mask, str):
-            fill_mask(mask, rgb.shape)  # a wrong size is refused before detection
-        prep = self.pipeline.prepare(rgb, faces, only_center_face, largest_face)
-        fill = self._fill_for(rgb, mask, prep.faces)
-        t = time.perf_counter()
-
-        def warp(image, matrix):
-            return cv2.warpAffine(image, matrix, (r, r), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                                  borderValue=0)
-
-        keep, crop_masks = [], []
-        for k, matrix in enumerate(prep.matrices):
-            warped = warp(fill.astype(np.uint8), matrix)
-            if warped.any():
-                keep.append(k)
-                crop_masks.append(warped)
-        if not keep:
-            raise NoFaceError(f"no face meets the mask ({len(prep.faces)} face(s) found, none under the mask)")
-        crops = {name: np.stack([warp(g, prep.matrices[k]) for k in keep]) for name, g in guides.items()}
-        prep.timings["align"] += (time.perf_counter() - t) * 1000
-        return _Job(rgb, fill, prep.timings, [prep.faces[k] for k in keep], [prep.matrices[k] for k in keep],
-                    prep.crops[keep], np.stack(crop_masks)[:, None].astype(np.float32), guides=crops)
-
-    def _run_exe(self, jobs: list[_Job], codes: np.ndarray, seed: int, psi: float, limit: int) -> None:
-        items = [(j, k) for j in jobs for k in range(len(j.crops))]
+    def runner(self, value, **options) -> Runner:
+        check_region(value)
+        c = self.controls(**options)
+        codes, exemplar_ms = self.default_codes, None
+        if c["exemplar"] is not None:
+            codes, exemplar_ms = self.exemplar_codes(c["exemplar"])
         draws = self.code_dim + self.noise_size
-        for start in range(0, len(items), limit):
-            chunk = items[start:start + limit]
-            positions = np.array([k for _, k in chunk])
-            rows = seeded_rows(seed, positions, len(chunk), (draws,), np.float32)
-            feeds = {"image": np.stack([j.crops[k] for j, k in chunk]),
-                     "mask": np.stack([j.crop_masks[k] for j, k in chunk]),
-                     "codes": np.broadcast_to(codes, (len(chunk), *codes.shape)).astype(np.float32),
-                     "z": np.ascontiguousarray(rows[:, :self.code_dim]),
-                     "psi": np.full(len(chunk), psi, np.float32),
-                     "noise": np.ascontiguousarray(rows[:, self.code_dim:])}
-            t = time.perf_counter()
-            out = to_uint8(self.model.run(feeds)["inpainted"])
-            share = (time.perf_counter() - t) * 1000 / len(chunk)
-            for (job, _), crop in zip(chunk, out):
-                job.outputs.append(crop)
-                job.timings["network"] = job.timings.get("network", 0.0) + share
 
-    def _prepare_grig(self, rgb, mask, faces, only_center_face, largest_face) -> _Job:
+        def run(chunk: Chunk):
+            n = len(chunk.crops)
+            if exemplar_ms is not None:
+                for photo in chunk.photos:
+                    photo.timings["exemplar"] = exemplar_ms
+            rows = seeded_rows(c["seed"], chunk.positions, n, (draws,), np.float32)
+            feeds = {"image": chunk.crops, "mask": chunk.gather("mask"),
+                     "codes": np.broadcast_to(codes, (n, *codes.shape)).astype(np.float32),
+                     "z": np.ascontiguousarray(rows[:, :self.code_dim]), "psi": np.full(n, c["psi"], np.float32),
+                     "noise": np.ascontiguousarray(rows[:, self.code_dim:])}
+            return self.model.run(feeds)["inpainted"], []
+
+        return run
+
+
+class GRIGInpainter(Inpainter):
+    """GRIG: no face needed. A square around the mask's bounding box, with as much context again on every side
+    and at least the model's size (reflected where it leaves the photo), resized to the model's size and run
+    through `steps` reasoning steps (the graph is one step; every I^t is kept in the result's extras), resized
+    back and pasted inside the mask."""
+    method = "grig"
+
+    def controls(self, exemplar=None, seed: int = 0, psi: float | None = None, steps: int | None = None) -> dict:
+        if exemplar is not None:
+            raise InputError(f"{self.model.path.name} is a GRIG model: it takes no exemplar (EXE-GAN models do)")
+        if psi is not None:
+            raise InputError(f"{self.model.path.name} is a GRIG model: psi is EXE-GAN's truncation")
+        steps = DEFAULT_STEPS if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
+            raise InputError(f"steps must be an integer in 1..{MAX_STEPS}, got {steps!r}")
+        return {"seed": seed_control(seed), "steps": int(steps)}
+
+    def runner(self, value, **options) -> Runner:
+        check_region(value)
+        c = self.controls(**options)
+        noise = np.random.default_rng(c["seed"]).standard_normal((c["steps"], self.noise_size), dtype=np.float32)
+
+        def run(chunk: Chunk):
+            n = len(chunk.crops)
+            mask = chunk.gather("mask")
+            x = chunk.crops * (1 - mask)  # I^0 = I_in
+            history = []
+            for step in range(c["steps"]):
+                x = self.model.run({"image": x, "mask": mask,
+                                    "noise": np.broadcast_to(noise[step], (n, self.noise_size)).copy()})["inpainted"]
+                history.append(to_uint8(x))
+            return x, [{"steps": np.stack([h[i] for h in history])} for i in range(n)]
+
+        return run
+
+    def prepare(self, rgb: np.ndarray, mask, choice: FaceChoice, options: dict) -> MaskedPhoto:
+        """The context square around the mask, resized to the model's size (faces only for a region mask)."""
         timings: dict[str, float] = {}
         found: list[Face] = []
         if isinstance(mask, str):
-            prep = self.pipeline.prepare(rgb, faces, only_center_face, largest_face)
+            prep = self.pipeline.prepare(rgb, choice.faces, choice.only_center_face, choice.largest_face)
             found, timings = prep.faces, prep.timings
-        fill = self._fill_for(rgb, mask, found)
+        fill = _fill_for(rgb, mask, found)
         t = time.perf_counter()
         s = self.resolution
         ys, xs = np.nonzero(fill)
@@ -435,88 +470,22 @@ class Inpainter(FaceModel):
         crop_mask = (cv2.resize(square_fill.astype(np.float32), (s, s), interpolation=cv2.INTER_AREA) > 0 if shrink
                      else cv2.resize(square_fill, (s, s), interpolation=cv2.INTER_NEAREST) > 0)
         timings["align"] = timings.get("align", 0.0) + (time.perf_counter() - t) * 1000
-        return _Job(rgb, fill, timings, found, [], to_network([crop]), crop_mask[None, None].astype(np.float32),
-                    (bx, by, side))
+        return MaskedPhoto(rgb, found, None, to_network([crop]), timings,
+                           {"mask": crop_mask[None, None].astype(np.float32)}, fill, (bx, by, side))
 
-    def _run_grig(self, jobs: list[_Job], seed: int, steps: int, limit: int) -> None:
-        noise = np.random.default_rng(seed).standard_normal((steps, self.noise_size), dtype=np.float32)
-        for start in range(0, len(jobs), limit):
-            chunk = jobs[start:start + limit]
-            mask = np.concatenate([j.crop_masks for j in chunk])
-            x = np.concatenate([j.crops for j in chunk]) * (1 - mask)  # I^0 = I_in
-            t = time.perf_counter()
-            history = []
-            for step in range(steps):
-                x = self.model.run({"image": x, "mask": mask,
-                                    "noise": np.broadcast_to(noise[step], (len(chunk), self.noise_size)).copy()})[
-                    "inpainted"]
-                history.append(to_uint8(x))
-            share = (time.perf_counter() - t) * 1000 / len(chunk)
-            for i, job in enumerate(chunk):
-                job.outputs.append(history[-1][i])
-                job.steps = [h[i] for h in history]
-                job.timings["network"] = share
-
-    def _finish(self, job: _Job, channels: str) -> FaceResult:
-        t = time.perf_counter()
-        result = np.ascontiguousarray(job.rgb).copy()
-        extras: list[dict] = []
-        if self.method == "grig":
-            bx, by, side = job.box
-            back = cv2.resize(job.outputs[0], (side, side),
-                              interpolation=cv2.INTER_CUBIC if side > self.resolution else cv2.INTER_AREA)
-            h, w = result.shape[:2]
-            x0, y0, x1, y1 = max(bx, 0), max(by, 0), min(bx + side, w), min(by + side, h)
-            region = back[y0 - by:y1 - by, x0 - bx:x1 - bx]
-            inside = job.fill[y0:y1, x0:x1]
-            result[y0:y1, x0:x1][inside] = region[inside]
-            extras.append({"steps": np.stack(job.steps), "box": np.array([bx, by, side])})
-        elif not job.matrices:  # an aligned crop: the output resized to the photo
-            h, w = result.shape[:2]
-            back = job.outputs[0] if h == self.resolution else cv2.resize(job.outputs[0], (w, h),
-                                                                          interpolation=cv2.INTER_LINEAR)
-            result[job.fill] = back[job.fill]
-        else:
-            for crop, matrix in zip(job.outputs, job.matrices):
-                result = paste_inside(result, crop, matrix, job.fill)
-        job.timings["paste"] = (time.perf_counter() - t) * 1000
-        return FaceResult(from_rgb(result, channels), job.faces, job.timings, extras)
-
-    # ---- files ----------------------------------------------------------------------------------
-
-    def process_file(self, src, dst, mask, *, overwrite: bool = False, **options) -> FaceResult:
-        """Read, inpaint and write one photo; `mask` is an array, a region name, a mask file path or a MaskSource."""
-        result = self.process_files([(Path(src), Path(dst))], mask, overwrite=overwrite, **options)[0][2]
-        if isinstance(result, StylertError):
-            raise result
-        return result
-
-    def process_files(self, pairs, value, *, overwrite: bool = False,
-                      **options) -> list[tuple[Path, Path, FaceResult | StylertError]]:
-        """(src, dst) photos read, inpainted together and written; `value` gives each photo's mask (a MaskSource,
-        a mask file, an array or a region). A photo without a usable mask is that photo's error."""
-        if isinstance(value, (str, Path)) and not (isinstance(value, str) and value in REGIONS):
-            value = MaskSource(file=Path(value))
-        loaded: dict[int, LoadedImage] = {}
-        masks: dict[int, np.ndarray | str] = {}
-        results: list[FaceResult | StylertError | None] = [None] * len(pairs)
-        for i, (src, dst) in enumerate(pairs):
-            try:
-                masks[i] = value.for_photo(Path(src)) if isinstance(value, MaskSource) else value
-                loaded[i] = read_for(src, dst, overwrite)
-            except StylertError as exc:
-                results[i] = exc
-        ready = sorted(loaded)
-        batch = self.process_batch([loaded[i].rgb for i in ready], [masks[i] for i in ready], channels="rgb",
-                                   **options) if ready else []
-        for i, result in zip(ready, batch):
-            if not isinstance(result, StylertError):
-                try:
-                    write_like(pairs[i][1], result, loaded[i])
-                except StylertError as exc:
-                    result = exc
-            results[i] = result
-        return [(src, dst, result) for (src, dst), result in zip(pairs, results)]
+    def finish(self, prep: MaskedPhoto, out: np.ndarray, extras: list[dict], channels: str) -> FaceResult:
+        """The square resized back and pasted inside the mask; extras: every step's square and the box."""
+        result = np.ascontiguousarray(prep.rgb).copy()
+        bx, by, side = prep.box
+        back = cv2.resize(to_uint8(out)[0], (side, side),
+                          interpolation=cv2.INTER_CUBIC if side > self.resolution else cv2.INTER_AREA)
+        h, w = result.shape[:2]
+        x0, y0, x1, y1 = max(bx, 0), max(by, 0), min(bx + side, w), min(by + side, h)
+        region = back[y0 - by:y1 - by, x0 - bx:x1 - bx]
+        inside = prep.fill[y0:y1, x0:x1]
+        result[y0:y1, x0:x1][inside] = region[inside]
+        return FaceResult(from_rgb(result, channels), prep.faces, prep.timings,
+                          [{**extras[0], "box": np.array([bx, by, side])}])
 
 
 def _square(image: np.ndarray, x: int, y: int, side: int, reflect: bool = True) -> np.ndarray:

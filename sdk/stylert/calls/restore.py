@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..faces.pipeline import FaceModel, FaceResult, control, seeded_rows, to_network, to_uint8
+from ..faces.pipeline import Chunk, FaceModel, FaceResult, control, seed_control, seeded_rows, to_network, to_uint8
 
 
 class Restorer(FaceModel):
@@ -18,6 +18,7 @@ class Restorer(FaceModel):
     """
     call = "restore"
     default_value = 0.0  # fidelity: fully restored
+    options = ("seed",)
 
     @property
     def with_quality(self) -> bool:
@@ -42,21 +43,18 @@ class Restorer(FaceModel):
         return feeds
 
     def runner(self, fidelity: float, seed: int = 0):
-        fidelity = control("fidelity", fidelity)
+        fidelity, seed = control("fidelity", fidelity), seed_control(seed)
         if not 0.0 <= fidelity <= 1.0:
             raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
 
-        def run(crops: np.ndarray, positions: np.ndarray | None = None):
-            return self.model.run(self._feeds(crops, fidelity, seed=seed, positions=positions))["restored"], []
+        def run(chunk: Chunk):
+            return self.model.run(self._feeds(chunk.crops, fidelity, seed=seed, positions=chunk.positions))["restored"], []
 
         return run
 
     def restore(self, image: np.ndarray, fidelity: float = 0.0, *, channels: str, **options) -> FaceResult:
         """Restore every face (or the chosen one); options: seed (VSP), faces, aligned, only_center_face, largest_face."""
         return self.process(image, fidelity, channels=channels, **options)
-
-    def restore_file(self, src, dst, fidelity: float = 0.0, **options) -> FaceResult:
-        return self.process_file(src, dst, fidelity, **options)
 
     def _aligned_batch(self, faces: np.ndarray) -> np.ndarray:
         if not self.with_quality:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..faces.pipeline import FaceModel, FaceResult, control
+from ..faces.pipeline import Chunk, FaceModel, FaceResult, control
 
 
 class Retoucher(FaceModel):
@@ -14,6 +14,7 @@ class Retoucher(FaceModel):
     > 1 = stronger retouching (see export/stylert_export/retoucher.py).
     """
     call = "retouch"
+    options = ("with_masks",)
 
     @property
     def has_masks(self) -> bool:
@@ -26,10 +27,11 @@ class Retoucher(FaceModel):
         if with_masks and not self.has_masks:
             raise InputError(f"{self.model.path.name} was exported without --with-masks")
 
-        def run(crops: np.ndarray, positions: np.ndarray | None = None):
-            outputs = self.model.run({"image": crops, "strength": np.full(len(crops), strength, np.float32)})
+        def run(chunk: Chunk):
+            n = len(chunk.crops)
+            outputs = self.model.run({"image": chunk.crops, "strength": np.full(n, strength, np.float32)})
             extras = [{name: value[i] for name, value in outputs.items() if name.startswith("mask_")}
-                      for i in range(len(crops))] if with_masks else []
+                      for i in range(n)] if with_masks else []
             return outputs["retouched"], extras
 
         return run
@@ -38,6 +40,3 @@ class Retoucher(FaceModel):
         """Retouch every face (or the chosen one); `faces` skips detection ([5, 2] landmarks or Face objects);
         options: faces, aligned, only_center_face, largest_face, with_masks."""
         return self.process(image, strength, channels=channels, **options)
-
-    def retouch_file(self, src, dst, strength: float = 1.0, **options) -> FaceResult:
-        return self.process_file(src, dst, strength, **options)

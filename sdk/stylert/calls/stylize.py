@@ -26,11 +26,14 @@ import numpy as np
 from ..errors import InputError, ModelError
 from ..faces.imageio import read_image
 from ..faces.pipeline import (
+    Chunk,
+    FaceChoice,
     FaceModel,
     FacePipeline,
     FaceResult,
-    check_image,
+    Prepared,
     control,
+    seed_control,
     seeded_rows,
     to_network,
     to_uint8,
@@ -139,6 +142,7 @@ class Stylizer(FaceModel):
     """
     call = "stylize"
     default_value = None
+    options = ("mix_layer", "seed", "reference", "psi", "regions", "parser", "labels")
 
     def __init__(self, pack, providers=None, detector=None, threads: int | None = None, parser: Parser | None = None):
         self.pack = StylePack(pack)
@@ -180,7 +184,9 @@ class Stylizer(FaceModel):
         return self.pack.trained and self.model.trained
 
     def runner(self, style: str, *, mix_layer: int | None = None, seed: int | None = None, reference: str | None = None,
-               psi: float | None = None, regions: list[str] | None = None, parser: Parser | None = None):
+               psi: float | None = None, regions: list[str] | None = None, parser: Parser | None = None,
+               labels: np.ndarray | None = None):
+        """labels: the photo's label map is given (it reaches each face through `prepare`), so no parser is needed."""
         if style is None:
             raise InputError(f"name a style; this pack has: {', '.join(self.styles)}")
         entry = self.pack.style(style)
@@ -188,7 +194,13 @@ class Stylizer(FaceModel):
             if mix_layer is not None or seed is not None or reference is not None:
                 raise InputError("regions= is region-local transfer; mix_layer, seed and reference belong to "
                                  "whole-face stylization")
-            return self._local_runner(style, regions, parser or self.parser)
+            if labels is not None and parser is not None:
+                raise InputError("give labels= or parser=, not both")
+            return self._local_runner(style, regions, parser or self.parser, labels is not None)
+        if labels is not None:
+            raise InputError("labels= is for regions= (region-local transfer)")
+        if seed is not None:
+            seed = seed_control(seed)
         if seed is not None and reference is not None:
             raise InputError("give seed= (multimodal) or reference= (reference-guided), not both")
         if mix_layer is not None and seed is None and reference is None:
@@ -202,35 +214,35 @@ class Stylizer(FaceModel):
         ref_code = self.pack.reference(style, reference) if reference is not None else None
         generator = self.generator(style)
 
-        def run(crops: np.ndarray, positions: np.ndarray | None = None):
-            n = len(crops)
+        def run(chunk: Chunk):
+            n = len(chunk.crops)
             if ref_code is not None:
                 codes, from_z = np.broadcast_to(ref_code, (n, *ref_code.shape)), 0.0
             elif seed is not None:
-                codes, from_z = seeded_rows(seed, positions, n, (num_ws, self.pack.w_dim)), 1.0
+                codes, from_z = seeded_rows(seed, chunk.positions, n, (num_ws, self.pack.w_dim)), 1.0
             else:
                 codes, from_z = np.zeros((n, num_ws, self.pack.w_dim)), 0.0
-            feeds = {"content": self.model.run({"image": crops})["w"], "psi": np.full(n, psi, np.float32),
+            feeds = {"content": self.model.run({"image": chunk.crops})["w"], "psi": np.full(n, psi, np.float32),
                      "mix_codes": codes.astype(np.float32), "mix_from_z": np.full(n, from_z, np.float32),
                      "mix_layer": np.full(n, layer, np.int64)}
             return generator.run(feeds)["image"], []
 
         return run
 
-    def _local_runner(self, style: str, regions: list[str], parser: Parser | None):
+    def _local_runner(self, style: str, regions: list[str], parser: Parser | None, with_labels: bool):
         unknown = [r for r in regions if r not in REGIONS]
         if unknown:
             raise InputError(f"unknown region(s) {unknown}; regions are: {', '.join(REGIONS)}")
-        if parser is None:
+        if parser is None and not with_labels:
             raise InputError("regions need masks: pass labels= (a face-parsing label map of the photo) or "
                              "parser= (aligned crops -> label maps); stylert ships no face parser")
         local, exemplar = self.local, self.pack.exemplar(style)
         res = self.resolution
 
-        def run(crops: np.ndarray, positions: np.ndarray | None = None):
-            n = len(crops)
-            content = to_uint8(crops)
-            labels = np.asarray(parser(content))
+        def run(chunk: Chunk):
+            n = len(chunk.crops)
+            content = to_uint8(chunk.crops)
+            labels = chunk.gather("labels") if with_labels else np.asarray(parser(content))
             if labels.shape != (n, res, res) or not np.issubdtype(labels.dtype, np.integer):
                 raise InputError(f"face parser: expected integer label maps [{n}, {res}, {res}], got "
                                  f"{labels.dtype} {labels.shape}")
@@ -253,40 +265,30 @@ class Stylizer(FaceModel):
 
         return run
 
-    def check(self, style, **options) -> None:
-        if options.get("regions") and options.get("parser") is None:
-            options["parser"] = self.parser or (lambda crops: None)  # masks arrive per image (labels=)
-        self.runner(style, **options)
+    def photo_input(self, value, options: dict):
+        """The photo's face-parsing label map (labels=), or None."""
+        return options.get("labels")
 
-    def stylize(self, image: np.ndarray, style: str, *, channels: str, labels: np.ndarray | None = None,
-                faces=None, aligned: bool = False, only_center_face: bool = False, largest_face: bool = False,
-                **options) -> FaceResult:
-        """Stylize every face (or the chosen one). options: mix_layer, seed, reference, psi, regions, parser.
-        labels: the photo's face-parsing label map (H x W ints), warped onto each aligned face."""
-        if labels is None:
-            return self.process(image, style, channels=channels, faces=faces, aligned=aligned,
-                                only_center_face=only_center_face, largest_face=largest_face, **options)
-        if options.get("parser") is not None:
-            raise InputError("give labels= or parser=, not both")
-        rgb = check_image(image, channels)
-        labels = np.asarray(labels)
-        if labels.shape != rgb.shape[:2] or not np.issubdtype(labels.dtype, np.integer):
-            raise InputError(f"labels: expected an integer label map of {rgb.shape[1]}x{rgb.shape[0]}, "
-                             f"got {labels.dtype} {labels.shape}")
-        labels = labels.astype(np.uint8)
-        if aligned:
-            crop = cv2.resize(labels, (self.resolution,) * 2, interpolation=cv2.INTER_NEAREST)
-            return self.process(image, style, channels=channels, aligned=True,
-                                parser=lambda crops: np.broadcast_to(crop, (len(crops), *crop.shape)), **options)
-        prep = self.pipeline.prepare(rgb, faces, only_center_face, largest_face)
-        warped = np.stack([cv2.warpAffine(labels, m, (self.resolution,) * 2, flags=cv2.INTER_NEAREST,
-                                          borderMode=cv2.BORDER_CONSTANT, borderValue=0) for m in prep.matrices])
-        return self.pipeline.run_prepared(prep, self.runner(style, parser=lambda crops: warped, **options), channels)
-
-    def process(self, image, value, *, channels, labels=None, **options) -> FaceResult:
+    def prepare(self, rgb: np.ndarray, labels, choice: FaceChoice, options: dict) -> Prepared:
+        """As every call, plus the photo's label map warped onto each face (nearest neighbour) as its "labels" input."""
         if labels is not None:
-            return self.stylize(image, value, channels=channels, labels=labels, **options)
-        return super().process(image, value, channels=channels, **options)
+            labels = np.asarray(labels)
+            if labels.shape != rgb.shape[:2] or not np.issubdtype(labels.dtype, np.integer):
+                raise InputError(f"labels: expected an integer label map of {rgb.shape[1]}x{rgb.shape[0]}, "
+                                 f"got {labels.dtype} {labels.shape}")
+            labels = labels.astype(np.uint8)
+        prep = super().prepare(rgb, labels, choice, options)
+        if labels is not None:
+            size = (self.resolution,) * 2
+            prep.inputs["labels"] = (cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)[None]
+                                     if prep.matrices is None else
+                                     np.stack([cv2.warpAffine(labels, m, size, flags=cv2.INTER_NEAREST,
+                                                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                                               for m in prep.matrices]))
+        return prep
 
-    def stylize_file(self, src, dst, style: str, **options) -> FaceResult:
-        return self.process_file(src, dst, style, **options)
+    def stylize(self, image: np.ndarray, style: str, *, channels: str, **options) -> FaceResult:
+        """Stylize every face (or the chosen one). options: mix_layer, seed, reference, psi, regions, parser, labels
+        (the photo's face-parsing label map, H x W ints, warped onto each aligned face), faces, aligned,
+        only_center_face, largest_face."""
+        return self.process(image, style, channels=channels, **options)

@@ -5,7 +5,6 @@ float32 in [-1, 1]; every face of a photo goes through the network in one batch.
 """
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,13 @@ def control(name: str, value) -> float:
     return float(value)
 
 
+def seed_control(value) -> int:
+    """A seed: any integer >= 0 (numpy's too); anything else refused by name."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"seed must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def seeded_rows(seed: int, positions: np.ndarray | None, n: int, row_shape: tuple, dtype=np.float64) -> np.ndarray:
     """Row k of default_rng(seed).standard_normal for the face at position k of its photo, so a face
     gets the same draw alone or batched with other photos' faces."""
@@ -75,6 +81,14 @@ def check_image(image, channels: str) -> np.ndarray:
     if min(image.shape[:2]) < 2:
         raise InputError(f"image: {image.shape[1]}x{image.shape[0]} pixels is too small")
     return image[:, :, ::-1] if channels == "bgr" else image
+
+
+def check_named_image(image, channels: str, name: str) -> np.ndarray:
+    """check_image for a photo given as an option (an exemplar): its errors name it."""
+    try:
+        return check_image(image, channels)
+    except InputError as exc:
+        raise InputError(f"{name}: {str(exc).removeprefix('image: ')}") from None
 
 
 def from_rgb(rgb: np.ndarray, channels: str) -> np.ndarray:
@@ -175,27 +189,10 @@ class FacePipeline:
 
     def finish(self, prep: "Prepared", out: np.ndarray) -> np.ndarray:
         """Paste the network's crops back into the photo."""
-        t = time.perf_counter()
         result = np.ascontiguousarray(prep.rgb)
         for face, matrix in zip(to_uint8(out), prep.matrices):
             result = paste_back(result, face, matrix, self.mask)
-        prep.timings["paste"] = (time.perf_counter() - t) * 1000
         return result
-
-    def process(self, image: np.ndarray, run: Callable[[np.ndarray], tuple[np.ndarray, list[dict]]], *, channels: str,
-                faces=None, aligned: bool = False, only_center_face: bool = False,
-                largest_face: bool = False) -> FaceResult:
-        rgb = check_image(image, channels)
-        prep = self.prepare_aligned(rgb) if aligned else self.prepare(rgb, faces, only_center_face, largest_face)
-        return self.run_prepared(prep, run, channels)
-
-    def run_prepared(self, prep: "Prepared", run: Callable[[np.ndarray], tuple[np.ndarray, list[dict]]],
-                     channels: str) -> FaceResult:
-        """The network on prepared crops (timed), then paste-back: the second half of `process`."""
-        t = time.perf_counter()
-        out, extras = run(prep.crops)
-        prep.timings["network"] = (time.perf_counter() - t) * 1000
-        return self.result(prep, out, extras, channels)
 
     def result(self, prep: "Prepared", out: np.ndarray, extras: list[dict], channels: str) -> FaceResult:
         """The photo with the network's crops in place: pasted back, or for an aligned input resized to it."""
@@ -220,15 +217,58 @@ class FacePipeline:
 @dataclass
 class Prepared:
     """A photo ready for the network: chosen faces, their transforms (None: the photo is an aligned
-    crop) and aligned crops [N, 3, R, R]."""
+    crop), aligned crops [N, 3, R, R] and the call's own per-face inputs (inpaint: the warped mask)."""
     rgb: np.ndarray
     faces: list[Face]
     matrices: list[np.ndarray] | None
     crops: np.ndarray
     timings: dict[str, float]
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Chunk:
+    """The faces of one network run, from one photo or several: crops [n, 3, R, R], each face's index in
+    its photo (a face's seeded draws follow it) and its photo."""
+    crops: np.ndarray
+    positions: np.ndarray
+    photos: list[Prepared]
+
+    @classmethod
+    def of(cls, prep: Prepared) -> "Chunk":
+        """Every face of one photo."""
+        return cls(prep.crops, np.arange(len(prep.crops)), [prep] * len(prep.crops))
+
+    def gather(self, name: str) -> np.ndarray:
+        """The call's per-face input `name` of each face, stacked [n, ...]."""
+        return np.stack([photo.inputs[name][k] for photo, k in zip(self.photos, self.positions)])
+
+
+# The network step of a call with its controls fixed: a chunk of faces -> (crops [n, 3, R, R] float32 in about
+# [-1, 1], one dict of extras per face or an empty list).
+Runner = Callable[[Chunk], tuple[np.ndarray, list[dict]]]
+
+
+@dataclass(frozen=True)
+class FaceChoice:
+    """Which faces of a photo a call works on: given landmarks, an aligned crop, the centre or largest face, or all."""
+    faces: Sequence | None = None
+    aligned: bool = False
+    only_center_face: bool = False
+    largest_face: bool = False
 
 
 DEFAULT_BATCH = 8  # faces per network run in process_batch when the model sets no limit
+FACE_OPTIONS = ("faces", "aligned", "only_center_face", "largest_face")  # every call takes these
+
+
+def batch_size(max_batch, default: int) -> int:
+    """Faces per network run: max_batch (any integer >= 1), or the model's limit when None."""
+    if max_batch is None:
+        return default
+    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+        raise InputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+    return int(max_batch)
 
 
 def read_for(src, dst, overwrite: bool = False) -> LoadedImage:
@@ -257,9 +297,17 @@ def write_like(dst, result: FaceResult, loaded: LoadedImage) -> None:
 
 
 class FaceModel:
-    """Base of the per-call APIs (Retoucher, Restorer, ...): a checked ONNX model and the face pipeline."""
+    """Base of the calls on whole photos (Retoucher, Restorer, Stylizer, Inpainter, Editor): a checked model and the
+    one whole-photo loop every call runs (prepare each photo, run its faces in chunks of the batch limit, split the
+    timings, paste back, read and write files).
+
+    A call supplies its network step (`runner`) and names its keyword controls (`options`). A call whose photos
+    carry an input of their own (inpaint's mask, stylize's label map) overrides `photo_input` / `photo_inputs`;
+    one that crops or pastes differently overrides `prepare` / `finish`."""
     call = ""
-    default_value = 1.0  # the call's control value when none is given (strength, fidelity, ...)
+    default_value: object = 1.0  # the call's value when none is given (strength, fidelity, ...)
+    options: tuple[str, ...] = ()  # the call's keyword controls, besides FACE_OPTIONS
+    image_options: tuple[str, ...] = ()  # options that are photos in the caller's channel order (an exemplar)
 
     def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
         """model_path: an .onnx/.engine file, or a Model already opened (serving.controls.open_call) for this call."""
@@ -276,60 +324,108 @@ class FaceModel:
     def trained(self) -> bool:
         return self.model.trained
 
-    def runner(self, value: float, **options) -> Callable[[np.ndarray], tuple[np.ndarray, list[dict]]]:
-        """The network for one control value (strength, fidelity, ...): aligned crops -> (crops, extras)."""
-        raise NotImplementedError
-
-    def check(self, value, **options) -> None:
-        """Raise InputError now for a control value or options the call refuses (before a batch starts)."""
-        self.runner(value, **options)
-
-    def process(self, image: np.ndarray, value: float, *, channels: str, faces=None, aligned: bool = False,
-                only_center_face: bool = False, largest_face: bool = False, **options) -> FaceResult:
-        """The call on a numpy photo (each subclass also names it: retouch, restore, ...)."""
-        self._check_options(options)
-        return self.pipeline.process(image, self.runner(value, **options), channels=channels, faces=faces,
-                                     aligned=aligned, only_center_face=only_center_face, largest_face=largest_face)
-
     @property
     def batch_limit(self) -> int:
         """The most faces one network call takes: an engine's profile maximum, else DEFAULT_BATCH."""
         batch = self.model.metadata.get("engine.batch")
         return int(batch[2]) if isinstance(batch, list) else DEFAULT_BATCH
 
-    def process_batch(self, images: Sequence[np.ndarray], value, *, channels: str, aligned: bool = False,
-                      only_center_face: bool = False, largest_face: bool = False, max_batch: int | None = None,
+    # ---- what a call supplies ---------------------------------------------------------------------
+
+    def runner(self, value, **options) -> Runner:
+        """The network step for one control value (strength, fidelity, ...) and the call's options; refuses
+        controls out of range with InputError."""
+        raise NotImplementedError
+
+    def photo_input(self, value, options: dict):
+        """A single photo's own input (inpaint: its mask), from the call's value and options; None for most calls."""
+        return None
+
+    def photo_inputs(self, value, count: int, options: dict) -> list:
+        """Each photo's own input in process_batch."""
+        return [self.photo_input(value, options)] * count
+
+    def prepare(self, rgb: np.ndarray, photo_input, choice: FaceChoice, options: dict) -> Prepared:
+        """Detect, choose and align (or take an aligned crop): the CPU half before the network."""
+        if choice.aligned:
+            return self.pipeline.prepare_aligned(rgb)
+        return self.pipeline.prepare(rgb, choice.faces, choice.only_center_face, choice.largest_face)
+
+    def finish(self, prep: Prepared, out: np.ndarray, extras: list[dict], channels: str) -> FaceResult:
+        """The photo with the network's crops in place."""
+        return self.pipeline.result(prep, out, extras, channels)
+
+    # ---- checks -------------------------------------------------------------------------------------
+
+    def check(self, value, **options) -> None:
+        """Raise InputError now for a control value or options the call refuses (before a batch starts)."""
+        self.check_options(options)
+        self.runner(value, **options)
+
+    def check_options(self, options: dict) -> None:
+        """A keyword the call does not take is named as the public call's, with what it takes."""
+        unknown = sorted(set(options) - set(FACE_OPTIONS) - set(self.options))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.{self.call}() got unexpected keyword argument(s) {unknown}; "
+                            f"it takes {', '.join([*FACE_OPTIONS, *self.options])}")
+
+    # ---- photos -------------------------------------------------------------------------------------
+
+    def process(self, image: np.ndarray, value, *, channels: str, **options) -> FaceResult:
+        """The call on a numpy photo (each subclass also names it: retouch, restore, ...); options: the call's
+        controls and faces (landmarks), aligned, only_center_face, largest_face."""
+        result = self._run([image], [self.photo_input(value, options)], value, channels, options)[0]
+        if isinstance(result, StylertError):
+            raise result
+        return result
+
+    def process_batch(self, images: Sequence[np.ndarray], value, *, channels: str, max_batch: int | None = None,
                       **options) -> list[FaceResult | StylertError]:
         """The call on several photos at once: their faces go through the network together, up to
         max_batch (default: the model's batch limit) per run. Returns one entry per photo, in order:
         its FaceResult, or the StylertError that photo raised (the others still run). A face gets the
         same seeded draws (VSP noise, stylize --seed) as it would alone."""
-        self._check_options(options)
+        if "faces" in options:
+            raise TypeError(f"{type(self).__name__}.process_batch() takes no faces= (landmarks are per photo: "
+                            f"use {self.call or 'process'}() on each)")
+        inputs = self.photo_inputs(value, len(images), options)
+        return self._run(images, inputs, value, channels, {**options, "max_batch": max_batch})
+
+    def _run(self, images: Sequence, inputs: list, value, channels: str,
+             options: dict) -> list[FaceResult | StylertError]:
+        """The loop every call shares: each photo prepared (a photo's error is its entry and the others go on),
+        faces in chunks of the batch limit through the runner, each chunk's time shared by its faces, pasted back."""
+        options = dict(options)
+        limit = batch_size(options.pop("max_batch", None), self.batch_limit)
+        channel_order(channels)
+        self.check_options(options)
+        choice = FaceChoice(**{k: options.pop(k) for k in FACE_OPTIONS if k in options})
+        for name in self.image_options:  # the runner and prepare see RGB, as they see the photos
+            if options.get(name) is not None:
+                options[name] = check_named_image(options[name], channels, name)
         run = self.runner(value, **options)
-        limit = max_batch or self.batch_limit
-        if not isinstance(limit, int) or limit < 1:
-            raise InputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         entries: list[Prepared | StylertError] = []
-        for image in images:
+        for image, photo_input in zip(images, inputs):
             try:
-                rgb = check_image(image, channels)
-                entries.append(self.pipeline.prepare_aligned(rgb) if aligned else
-                               self.pipeline.prepare(rgb, None, only_center_face, largest_face))
+                entries.append(self.prepare(check_image(image, channels), photo_input, choice, options))
             except StylertError as exc:
                 entries.append(exc)
         faces = [(i, k) for i, e in enumerate(entries) if isinstance(e, Prepared) for k in range(len(e.crops))]
         done: dict[tuple[int, int], tuple[np.ndarray, dict | None]] = {}
         for start in range(0, len(faces), limit):
-            chunk = faces[start:start + limit]
+            part = faces[start:start + limit]
+            photos = [entries[i] for i, _ in part]
+            chunk = Chunk(np.stack([p.crops[k] for p, (_, k) in zip(photos, part)]), np.array([k for _, k in part]),
+                          photos)
             t = time.perf_counter()
             try:
-                out, extras = run(np.stack([entries[i].crops[k] for i, k in chunk]), np.array([k for _, k in chunk]))
+                out, extras = run(chunk)
             except StylertError as exc:
-                for i, _ in chunk:
+                for i, _ in part:
                     entries[i] = exc
                 continue
-            share = (time.perf_counter() - t) * 1000 / len(chunk)
-            for j, (i, k) in enumerate(chunk):
+            share = (time.perf_counter() - t) * 1000 / len(part)
+            for j, (i, k) in enumerate(part):
                 done[(i, k)] = out[j], extras[j] if extras else None
                 if isinstance(entries[i], Prepared):
                     entries[i].timings["network"] = entries[i].timings.get("network", 0.0) + share
@@ -339,39 +435,35 @@ class FaceModel:
                 results.append(entry)
                 continue
             parts = [done[(i, k)] for k in range(len(entry.crops))]
-            extras = [e for _, e in parts if e is not None]
-            results.append(self.pipeline.result(entry, np.stack([o for o, _ in parts]), extras, channels))
+            t = time.perf_counter()
+            results.append(self.finish(entry, np.stack([o for o, _ in parts]), [e for _, e in parts if e is not None],
+                                       channels))
+            entry.timings["paste"] = (time.perf_counter() - t) * 1000
         return results
 
-    def _check_options(self, options: dict) -> None:
-        """A keyword the call does not take is named as the public call's, not as an internal's."""
-        accepted = [p for p in inspect.signature(self.runner).parameters if p not in ("self",)][1:]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            takes = ", ".join(["faces", "aligned", "only_center_face", "largest_face", *accepted])
-            raise TypeError(f"{type(self).__name__}.{self.call}() got unexpected keyword argument(s) {unknown}; "
-                            f"it takes {takes}")
+    # ---- files --------------------------------------------------------------------------------------
+
+    def file_input(self, value, src: Path, options: dict):
+        """The photo input of file `src` (inpaint: its mask from a MaskSource)."""
+        return self.photo_input(value, options)
 
     def process_files(self, pairs: Sequence[tuple[Path, Path]], value, *, overwrite: bool = False,
                       **options) -> list[tuple[Path, Path, FaceResult | StylertError]]:
-        """(src, dst) files read, processed and written: one through process_file, several with their faces
-        through the network together (process_batch). Returns (src, dst, FaceResult or the StylertError
-        of that file) in order; a bad file does not stop the others."""
-        if len(pairs) == 1:
-            src, dst = pairs[0]
-            try:
-                return [(src, dst, self.process_file(src, dst, value, overwrite=overwrite, **options))]
-            except StylertError as exc:
-                return [(src, dst, exc)]
+        """(src, dst) files read, processed with their faces through the network together, and written.
+        Returns (src, dst, FaceResult or the StylertError of that file) in order; a bad file does not stop the
+        others. Each file is read for its output (read_for) and written as its input was (write_like)."""
         loaded: dict[int, LoadedImage] = {}
+        inputs: dict[int, object] = {}
         results: list[FaceResult | StylertError | None] = [None] * len(pairs)
         for i, (src, dst) in enumerate(pairs):
             try:
+                inputs[i] = self.file_input(value, Path(src), options)
                 loaded[i] = read_for(src, dst, overwrite)
             except StylertError as exc:
                 results[i] = exc
         ready = sorted(loaded)
-        batch = self.process_batch([loaded[i].rgb for i in ready], value, channels="rgb", **options) if ready else []
+        batch = self._run([loaded[i].rgb for i in ready], [inputs[i] for i in ready], value, "rgb",
+                          options) if ready else []
         for i, result in zip(ready, batch):
             if not isinstance(result, StylertError):
                 try:
@@ -381,11 +473,12 @@ class FaceModel:
             results[i] = result
         return [(src, dst, result) for (src, dst), result in zip(pairs, results)]
 
-    def process_file(self, src, dst, *args, overwrite: bool = False, **options) -> FaceResult:
+    def process_file(self, src, dst, value=None, *, overwrite: bool = False, **options) -> FaceResult:
         """Read, process and write one file; grayscale stays grayscale, alpha, EXIF (orientation applied)
         and the ICC profile are carried through. Refuses to write over `src` unless overwrite=True, and
-        checks that `dst` can hold the result before the network runs."""
-        loaded = read_for(src, dst, overwrite)
-        result = self.process(loaded.rgb, *args, channels="rgb", **options)
-        write_like(dst, result, loaded)
+        checks that `dst` can hold the result before the network runs. value: the call's (default_value)."""
+        value = self.default_value if value is None else value
+        result = self.process_files([(Path(src), Path(dst))], value, overwrite=overwrite, **options)[0][2]
+        if isinstance(result, StylertError):
+            raise result
         return result

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError, StylertError
 from ..faces.detect import Face
-from ..faces.pipeline import FaceModel, NoFaceError, channel_order, check_image, from_rgb
+from ..faces.pipeline import Chunk, FaceModel, NoFaceError, channel_order, check_image, from_rgb
 
 _STOP = object()
 
@@ -206,10 +206,12 @@ class Stream:
             image = frame
         else:
             t = time.perf_counter()
-            out, _ = self.run(prep.crops)
+            out, _ = self.run(Chunk.of(prep))
             timings["network"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
             rgb = self.model.pipeline.finish(prep, out)
-            timings.update(prep.timings)  # align and paste
+            timings.update(prep.timings)  # align
+            timings["paste"] = (time.perf_counter() - t) * 1000
             image = from_rgb(rgb, self.channels)
         landmarks = [f.landmarks for f in prep.faces] if prep is not None else []
         with self._lock:
