@@ -155,7 +155,7 @@ def request(url: str, body: bytes | None = None, headers: dict | None = None, ti
 def single_call(model: str, photo: Path, params: dict, runs: int) -> tuple[bytes, dict]:
     """The reference: the SDK call in this process, written as `stylert retouch` writes it; its bytes
     and its sequential latency."""
-    from stylert.serving.controls import open_call, parse_controls
+    from stylert.calls.registry import open_call, parse_controls
 
     face_model = open_call(model)
     value, options = parse_controls(face_model.call, params)

@@ -17,7 +17,7 @@ from .errors import ModelError, StylertError, UntrainedWeightsWarning
 from .runtime.model import BACKENDS
 from .video.process import VIDEO_SUFFIXES
 
-# `stylert batch` options that are the call's controls (serving.controls.parse_controls names).
+# `stylert batch` options that are the call's controls (calls.registry.parse_controls names).
 BATCH_CONTROLS = ("strength", "fidelity", "style", "seed", "psi", "mix_layer", "reference", "region", "steps",
                   "only_center_face", "largest_face", "aligned")
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
@@ -367,7 +367,7 @@ def _cmd_serve(args) -> int:
 def _cmd_batch(args) -> int:
     """A folder through one face call on Ray Data: the files `stylert <call> IN -o OUT` writes, resumable."""
     from .faces.imageio import check_output
-    from .serving.controls import call_of, parse_controls
+    from .calls.registry import call_of, parse_controls
 
     _needs_ray("batch")
     call = call_of(args.model)

@@ -310,7 +310,7 @@ class FaceModel:
     image_options: tuple[str, ...] = ()  # options that are photos in the caller's channel order (an exemplar)
 
     def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
-        """model_path: an .onnx/.engine file, or a Model already opened (serving.controls.open_call) for this call."""
+        """model_path: an .onnx/.engine file, or a Model already opened (calls.registry.open_call) for this call."""
         if isinstance(model_path, Model):
             if model_path.call != self.call:
                 raise ModelError(f"{model_path.path}: a model for '{model_path.call}', not '{self.call}'")

@@ -21,7 +21,7 @@ import ray
 from ..errors import StylertError
 from ..faces.pipeline import file_report
 from .cluster import init_ray
-from .controls import open_call
+from ..calls.registry import open_call
 
 
 @dataclass

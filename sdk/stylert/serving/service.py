@@ -33,7 +33,7 @@ from ..errors import InputError, StylertError
 from ..faces.imageio import LoadedImage, decode_image, encode_image, read_labels, read_mask
 from ..faces.pipeline import NoFaceError
 from .cluster import init_ray
-from .controls import call_of, open_call, parse_controls
+from ..calls.registry import call_of, open_call, parse_controls
 
 APP = "stylert"
 FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}  # ?format= -> file type
