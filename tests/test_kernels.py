@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 KERNELS = Path(__file__).parents[1] / "kernels"
 sys.path.insert(0, str(KERNELS))
 import bindings  # noqa: E402
-from stylert_export.ops import bias_lrelu, demod_coefficients, fused_modulated_conv  # noqa: E402
+from stylert_export.ops import bias_lrelu, demod_coefficients, modulated_conv_bias_act  # noqa: E402
 
 DTYPES = {bindings.F32: np.float32, bindings.F16: np.float16}
 TOL = {bindings.F32: 1e-6, bindings.F16: 2e-3}
@@ -87,7 +87,7 @@ def test_bafs_blend(cpu, dtype):
     assert rel_error(out, want) < TOL[dtype]
 
 
-def test_kernels_compose_into_the_fused_modulated_conv(cpu):
+def test_kernels_compose_into_the_modulated_conv_bias_act(cpu):
     """modulate -> library conv -> demod coefficients + epilogue == the ModulatedConv2d node's reference."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
@@ -102,10 +102,10 @@ def test_kernels_compose_into_the_fused_modulated_conv(cpu):
     d = poisoned((2, 6), np.float32)
     cpu.demod_coefficients(ptr(s), ptr(wsq), ptr(d), 2, 8, 6, 1e-8, None)
     cpu.demod_bias_act(ptr(y), ptr(d), ptr(noise), ptr(bias), 2, 6, 81, 1, 2 ** 0.5, 256.0, bindings.F32, None)
-    want = fused_modulated_conv(torch.from_numpy(x), torch.from_numpy(s), w, torch.from_numpy(bias),
-                                torch.from_numpy(noise), None, up=1, padding=1, demodulate=True, lrelu=True, clamp=256.0)
+    want = modulated_conv_bias_act(torch.from_numpy(x), torch.from_numpy(s), w, torch.from_numpy(bias),
+                                   torch.from_numpy(noise), None, up=1, padding=1, demodulate=True, lrelu=True, clamp=256.0)
     err = rel_error(y, want.numpy())
-    print(f"CPU kernels composed vs fused_modulated_conv: relative error {err:.2e}")
+    print(f"CPU kernels composed vs modulated_conv_bias_act: relative error {err:.2e}")
     assert err < 1e-5
 
 
@@ -115,7 +115,7 @@ def test_kernels_compose_into_the_fused_modulated_conv(cpu):
 def test_modulated_conv2d_equals_the_plugin_reference(cpu, up, padding, kernel, dtype, demodulate, lrelu, clamp,
                                                       with_noise):
     """The whole ModulatedConv2d node (direct conv / transposed conv + FIR, fused epilogue) against
-    ops.modconv.fused_modulated_conv, on fresh random inputs with a poisoned output and workspace."""
+    ops.modconv.modulated_conv_bias_act, on fresh random inputs with a poisoned output and workspace."""
     rng = np.random.default_rng(up * 100 + kernel + dtype)
     b, cin, cout, h = 2, 5, 4, 7
     x = rng.standard_normal((b, cin, h, h)).astype(DTYPES[dtype])
@@ -133,9 +133,9 @@ def test_modulated_conv2d_equals_the_plugin_reference(cpu, up, padding, kernel, 
                          ptr(f) if up == 2 else None, ptr(out), ptr(work), b, cin, cout, h, h, kernel, up, padding, 4,
                          demodulate, lrelu, 2 ** 0.5, clamp, dtype, None)
     t = torch.from_numpy
-    want = fused_modulated_conv(t(x.astype(np.float32)), t(s), t(w), t(bias), None if noise is None else t(noise),
-                                t(f) if up == 2 else None, up=up, padding=padding, demodulate=bool(demodulate),
-                                lrelu=bool(lrelu), clamp=None if clamp < 0 else clamp)
+    want = modulated_conv_bias_act(t(x.astype(np.float32)), t(s), t(w), t(bias), None if noise is None else t(noise),
+                                   t(f) if up == 2 else None, up=up, padding=padding, demodulate=bool(demodulate),
+                                   lrelu=bool(lrelu), clamp=None if clamp < 0 else clamp)
     err = rel_error(out.astype(np.float32), want.numpy())
     print(f"modulated_conv2d_cpu up={up} k={kernel} dtype={dtype}: relative error {err:.2e}")
     assert err < (1e-5 if dtype == bindings.F32 else 2e-3)

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from stylert_export.checkpoints import CheckpointError, load_generator  # noqa: E402
 from stylert_export.qc_stylegan import (DegradBlock, DoubleEncoder, ResNet34Encoder,  # noqa: E402
                                         load_qc_generator, load_qc_restorer)
+from stylert_export.ops import modconv_impl  # noqa: E402
 
 
 def test_degradblock_zero_at_q0_and_linear_in_q():
@@ -31,13 +32,14 @@ def test_degradblock_zero_at_q0_and_linear_in_q():
 
 @pytest.mark.parametrize("form", ["activation", "weight"])
 def test_qc_generator_matches_official(form):
-    g = load_qc_generator(FIXTURES / "qcstylegan_32.pkl")
+    with modconv_impl(form):
+        g = load_qc_generator(FIXTURES / "qcstylegan_32.pkl")
     ref = dict(np.load(FIXTURES / "qcstylegan_outputs.npz"))
     ws, q = torch.from_numpy(ref["ws"]), torch.from_numpy(ref["q"])
     with torch.no_grad():
-        assert max_abs(g(ws, q, form=form).numpy(), ref["image_q"]) < 1e-4
-        assert max_abs(g(ws, torch.zeros_like(q), form=form).numpy(), ref["image_q0"]) < 1e-4
-        assert max_abs(g(ws, None, form=form).numpy(), ref["image_q0"]) < 1e-4  # sharp-only path
+        assert max_abs(g(ws, q).numpy(), ref["image_q"]) < 1e-4
+        assert max_abs(g(ws, torch.zeros_like(q)).numpy(), ref["image_q0"]) < 1e-4
+        assert max_abs(g(ws, None).numpy(), ref["image_q0"]) < 1e-4  # sharp-only path
     assert g.q_dim == 4 and g.cfg.channels == {4: 32, 8: 32, 16: 16, 32: 8}
 
 

@@ -7,7 +7,7 @@ for each kernel, dtype (fp32, fp16) and StyleGAN-sized shape: fills the output w
 that skips elements cannot pass), runs it on fresh random inputs, compares with the PyTorch
 reference (relative error; NaN fails), and times kernel and PyTorch ops with CUDA events
 (median of 200 runs after 20 warm-up). The whole ModulatedConv2d plugin kernel (direct conv,
-transposed conv + FIR, fused epilogue) is checked against ops.modconv.fused_modulated_conv on
+transposed conv + FIR, fused epilogue) is checked against ops.modconv.modulated_conv_bias_act on
 cuDNN, with TF32 off so the reference is true fp32. Writes the table to stdout and JSON to
 benchmarks/results/gpu-<device>/validate_kernels.json. Exit status 1 if any check fails.
 """
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "kernels"))
 sys.path.insert(0, str(ROOT / "export"))
 import bindings  # noqa: E402
-from stylert_export.ops import fused_modulated_conv, setup_filter  # noqa: E402
+from stylert_export.ops import modulated_conv_bias_act, setup_filter  # noqa: E402
 
 SHAPES = [(1, 512, 64 * 64), (4, 256, 128 * 128), (8, 64, 256 * 256)]  # (batch, channels, pixels)
 CONV_SHAPES = [(1, 512, 512, 32, 1), (4, 256, 256, 64, 1), (1, 512, 256, 32, 2)]  # (batch, in, out, size, up)
@@ -108,8 +108,8 @@ def conv_cases(k, dtype, shape):
         return out
 
     def reference():
-        y = fused_modulated_conv(x, s, w.to(dtype), bias, noise, f if up == 2 else None, up=up, padding=1,
-                                 demodulate=True, lrelu=True, clamp=256.0)
+        y = modulated_conv_bias_act(x, s, w.to(dtype), bias, noise, f if up == 2 else None, up=up, padding=1,
+                                    demodulate=True, lrelu=True, clamp=256.0)
         return y.to(dtype)
     yield ("modulated_conv2d", kernel, reference)
 

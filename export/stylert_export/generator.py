@@ -18,6 +18,7 @@ import torch
 
 from .checkpoints import load_generator
 from .onnx_export import DEFAULT_OPSET, ExportError, config_metadata, export_checked, read_metadata
+from .plugin_ops import in_flavor
 from .random_init import random_generator
 from .stylegan2 import Generator, GeneratorWithMapping, StyleGAN2Config, cast_synthesis_fp16
 
@@ -63,7 +64,7 @@ def export_generator(src: GeneratorSource, output: str | Path, *, opset: int = D
     """Export, then check parity on ONNX Runtime; a failed check removes the file and raises."""
     reference = src.generator.eval()
     cfg = reference.cfg
-    module = copy.deepcopy(reference)
+    module = in_flavor(copy.deepcopy(reference), lambda: Generator(cfg), flavor)
     if fp16:
         cast_synthesis_fp16(module)
     if with_mapping:

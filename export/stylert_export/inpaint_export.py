@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .exe_gan import EXEConfig, EXEModel, load_exe_gan, random_exe_gan
+from .exe_gan import EXEConfig, EXEGenerator, EXEInpaintGraph, EXEModel, load_exe_gan, random_exe_gan
 from .grig import GRIGConfig, GRIGStep, load_grig, random_grig
 from .onnx_export import DEFAULT_OPSET, export_checked, read_metadata
+from .plugin_ops import in_flavor
 
 METHODS = ("exe-gan", "grig")
 
@@ -93,7 +94,8 @@ def export_exe_gan(model: EXEModel, output: str | Path, *, opset: int = DEFAULT_
                    output_names=["codes"], metadata={**meta, "stylert.role": "exemplar"}, precision="fp32",
                    opset=opset, log=log)
     default = base64.b64encode(codes.detach().float().numpy().astype("<f4").tobytes()).decode()
-    export_checked(graph, graph, exe_inputs(graph), output, output_names=["inpainted"],
+    module = in_flavor(graph, lambda: EXEInpaintGraph(EXEGenerator(cfg), graph.w_avg), flavor)
+    export_checked(module, graph, exe_inputs(graph), output, output_names=["inpainted"],
                    metadata={**meta, "stylert.role": "generator", "stylert.exemplar_graph": extra.name,
                              "stylert.default_codes": default},
                    precision="fp32", opset=opset, flavor=flavor, log=log)

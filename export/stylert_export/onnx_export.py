@@ -222,14 +222,10 @@ def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Ca
                    output: str | Path, *, output_names: list[str], metadata: dict, precision: str,
                    opset: int = DEFAULT_OPSET, flavor: str = "portable", float64_floor: bool = False,
                    log=print) -> ParityReport:
-    """Export `module` in `flavor` (portable ONNX, or plugin nodes for TensorRT), check it against
-    `reference` (always the portable PyTorch model) on ONNX Runtime, and stamp the errors into the
-    metadata; a failed check removes the file and raises ExportError."""
-    from .plugin_ops import set_flavor
-
+    """Export `module`, built in `flavor` (portable ONNX, or plugin nodes for TensorRT: plugin_ops.in_flavor),
+    check it against `reference` (always the portable PyTorch model) on ONNX Runtime, and stamp the errors
+    into the metadata; a failed check removes the file and raises ExportError."""
     output = Path(output)
-    if flavor != "portable":
-        module = set_flavor(copy.deepcopy(module), flavor)
     export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
                   metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor})
     report = check_parity(output, reference, make_inputs, TOLERANCE[precision], flavor=flavor,

@@ -10,7 +10,7 @@ every tensor but `styles`, which stays float32):
   ModulatedConv2d(x [B,I,H,W], styles [B,I], weight [O,I,k,k] (gain applied), bias [O],
                   noise [H*up, W*up] (already x strength; [1,1] zeros for none), resample_filter [f,f])
       attrs: up (1|2), padding, demodulate (0|1), activation ("lrelu"|"linear"), clamp (< 0: none)
-      -> y [B, O, H*up, W*up] = ops.modconv.fused_modulated_conv(...)
+      -> y [B, O, H*up, W*up] = ops.modconv.modulated_conv_bias_act(...)
   BAFSBlend(f_s [B,C,H,W], f_i [B,C,H,W], m_s [B,1,H,W], m_c [B,C,1,1])
       -> m_s m_c f_s + (1 - m_s)(1 - m_c) f_i                                  (StyleRetoucher Eq. 5)
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .ops.modconv import fused_modulated_conv
+from .ops.modconv import modconv_impl, modulated_conv_bias_act
 
 DOMAIN = "stylert"
 PLUGIN_VERSION = "1"
@@ -48,14 +48,18 @@ def bafs_blend_node(f_s, f_i, m_s, m_c) -> torch.Tensor:
                                    dtype=f_s.dtype, shape=f_s.shape, version=1)
 
 
-def set_flavor(module: torch.nn.Module, flavor: str) -> torch.nn.Module:
-    """Switch every layer that has a plugin form (modulated convs, BAFS) to `flavor`."""
+def in_flavor(module: torch.nn.Module, build, flavor: str) -> torch.nn.Module:
+    """`module` as exported in `flavor`: itself for the portable flavour; for the plugin flavour `build()`
+    constructed under modconv_impl("plugin") (plugin nodes for its modulated convs and BAFS blends), holding
+    `module`'s weights."""
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; expected one of {FLAVORS}")
-    for m in module.modules():
-        if hasattr(m, "flavor"):
-            m.flavor = flavor
-    return module
+    if flavor == "portable":
+        return module
+    with modconv_impl("plugin"):
+        twin = build()
+    twin.load_state_dict(module.state_dict())
+    return twin.eval()
 
 
 _REGISTERED = False
@@ -76,9 +80,9 @@ def register_onnxruntime_ops() -> None:
     def _modconv(x, styles, weight, bias, noise, resample_filter, **attrs):
         t = [torch.from_numpy(a.copy()) for a in (x, styles, weight, bias, noise, resample_filter)]
         with torch.no_grad():
-            y = fused_modulated_conv(*t, up=int(attrs["up"]), padding=int(attrs["padding"]),
-                                     demodulate=bool(attrs["demodulate"]), lrelu=attrs["activation"] == "lrelu",
-                                     clamp=None if attrs["clamp"] < 0 else float(attrs["clamp"]))
+            y = modulated_conv_bias_act(*t, up=int(attrs["up"]), padding=int(attrs["padding"]),
+                                        demodulate=bool(attrs["demodulate"]), lrelu=attrs["activation"] == "lrelu",
+                                        clamp=None if attrs["clamp"] < 0 else float(attrs["clamp"]))
         return y.numpy()
 
     @onnx_op(op_type="BAFSBlend", inputs=[f] * 4, outputs=[f], attrs={"plugin_namespace": s, "plugin_version": s})

@@ -68,14 +68,14 @@ class QCSynthesisBlock(SynthesisBlock):
         self.convq = DegradBlock(out, q_dim)
         self.out_channels = out
 
-    def features(self, x, ws, noise_mode, form, q=None):
+    def features(self, x, ws, noise_mode, q=None):
         """q None: the sharp-only path (conv1 cut to C channels, no DegradBlock), equal to q = 0."""
         if self.resolution > 4:
-            x = self.conv0(x, ws[:, 0], self.conv0.noise_const if noise_mode == "const" else None, form)
+            x = self.conv0(x, ws[:, 0], self.conv0.noise_const if noise_mode == "const" else None)
         noise = self.conv1.noise_const if noise_mode == "const" else None
         if q is None:
-            return self.conv1(x, ws[:, self.num_conv - 1], noise, form, out_channels=self.out_channels)
-        x = self.conv1(x, ws[:, self.num_conv - 1], noise, form)
+            return self.conv1(x, ws[:, self.num_conv - 1], noise, out_channels=self.out_channels)
+        x = self.conv1(x, ws[:, self.num_conv - 1], noise)
         return x[:, : self.out_channels] + self.convq(x[:, self.out_channels:], q)
 
 
@@ -96,8 +96,8 @@ class QCGenerator(Generator):
         self.q_dim = q_dim
         self.synthesis = QCSynthesisNetwork(cfg, q_dim)
 
-    def forward(self, ws, q=None, noise_mode: str = "const", form: str = "activation"):
-        return self.synthesis(ws, noise_mode=noise_mode, form=form, q=q).float()
+    def forward(self, ws, q=None, noise_mode: str = "const"):
+        return self.synthesis(ws, noise_mode=noise_mode, q=q).float()
 
 
 class BasicBlock(nn.Module):
@@ -165,8 +165,8 @@ class QCRestorer(nn.Module):
         q = self.encoder.quality_encoder(x) + self.latent_avg[self.w_dim:] if with_quality else None
         return w, q
 
-    def synthesize(self, w: torch.Tensor, q: torch.Tensor | None, form: str = "activation"):
-        return self.decoder(w.unsqueeze(1).expand(-1, self.decoder.num_ws, -1), q, form=form)
+    def synthesize(self, w: torch.Tensor, q: torch.Tensor | None):
+        return self.decoder(w.unsqueeze(1).expand(-1, self.decoder.num_ws, -1), q)
 
 
 class SharpRestoreGraph(nn.Module):

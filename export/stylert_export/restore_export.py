@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .onnx_export import DEFAULT_OPSET, config_metadata, export_checked, read_metadata
+from .plugin_ops import in_flavor
 from .qc_stylegan import QCRestorer, QualityRestoreGraph, SharpRestoreGraph, load_qc_restorer, random_qc_restorer
 from .stylegan2 import StyleGAN2Config
 from .vsp_restorer import VSPConfig, VSPRestorer, load_vsp_restorer, random_vsp_restorer
@@ -112,7 +113,9 @@ def export_restorer(src: RestorerSource, output: str | Path, *, with_quality: bo
         feeds["fidelity"] = torch.rand(batch, generator=g)
         return feeds
 
-    graph = QualityRestoreGraph(model) if with_quality else SharpRestoreGraph(model)
+    restore_graph = QualityRestoreGraph if with_quality else SharpRestoreGraph
+    graph = restore_graph(model)
+    module = restore_graph(in_flavor(model, lambda: QCRestorer(model.decoder.cfg, q_dim), flavor))
     metadata = {
         "stylert.call": "restore",
         "stylert.method": "qc",
@@ -127,7 +130,7 @@ def export_restorer(src: RestorerSource, output: str | Path, *, with_quality: bo
     if src.seed is not None:
         metadata["stylert.seed"] = src.seed
     names = ["restored", "quality"] if with_quality else ["restored"]
-    return export_checked(graph, graph, make_inputs, output, output_names=names, metadata=metadata,
+    return export_checked(module, graph, make_inputs, output, output_names=names, metadata=metadata,
                           precision="fp32", opset=opset, flavor=flavor, log=log)
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from .checkpoints import (CheckpointError, checkpoint_config, load_generator, load_strict, read_stylert_checkpoint,
                           save_stylert_checkpoint)
 from .onnx_export import DEFAULT_OPSET, config_metadata, export_checked, read_metadata
+from .plugin_ops import in_flavor
 from .retoucher import RetoucherConfig, StyleRetoucher, random_retoucher, retoucher_config, retoucher_from_generator
 
 
@@ -110,8 +111,9 @@ def make_inputs(resolution: int):
 
 def export_retoucher(src: RetoucherSource, output: str | Path, *, with_masks: bool = False,
                      opset: int = DEFAULT_OPSET, flavor: str = "portable", log=print):
-    graph = RetouchGraph(src.model.eval(), with_masks)
     cfg = src.model.cfg
+    graph = RetouchGraph(src.model.eval(), with_masks)
+    module = RetouchGraph(in_flavor(graph.model, lambda: StyleRetoucher(cfg), flavor), with_masks)
     metadata = {
         "stylert.call": "retouch",
         "stylert.source": src.description,
@@ -126,5 +128,5 @@ def export_retoucher(src: RetoucherSource, output: str | Path, *, with_masks: bo
         metadata["stylert.seed"] = src.seed
     for note in src.notes:
         log(f"note: {note}")
-    return export_checked(graph, graph, make_inputs(cfg.resolution), output, output_names=graph.output_names(),
+    return export_checked(module, graph, make_inputs(cfg.resolution), output, output_names=graph.output_names(),
                           metadata=metadata, precision="fp32", opset=opset, flavor=flavor, log=log)

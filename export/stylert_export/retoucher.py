@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import JSONConfig
+from .ops import current_modconv_impl
 from .plugin_ops import bafs_blend_node
 from .random_init import random_generator
 from .stylegan2 import Generator, StyleGAN2Config, SynthesisNetwork
@@ -107,7 +108,7 @@ class BAFS(nn.Module):
         self.channel_fc1 = nn.Linear(hidden, 2 * channels)
         self.spatial = _conv(channels, 2)
         self.use_strength = use_strength
-        self.flavor = "portable"  # "plugin": the blend is one stylert::BAFSBlend node (plugin_ops.py)
+        self.plugin = current_modconv_impl() == "plugin"  # the blend as one stylert::BAFSBlend node (plugin_ops.py)
 
     def masks(self, f_s, f_i, strength):
         """(M_S, M_C): the F_S-side spatial [B,1,H,W] and channel [B,C,1,1] weights; F_I gets 1 - each."""
@@ -123,7 +124,7 @@ class BAFS(nn.Module):
 
     def forward(self, f_s, f_i, strength):
         m_s, m_c = self.masks(f_s, f_i, strength)
-        if self.flavor == "plugin":
+        if self.plugin:
             return bafs_blend_node(f_s, f_i, m_s, m_c), m_s, m_c
         blend = m_s * m_c * f_s + (1 - m_s) * (1 - m_c) * f_i  # Eq. 5
         return blend, m_s, m_c
@@ -147,8 +148,7 @@ class StyleRetoucher(nn.Module):
         self.bafs = nn.ModuleList([BAFS(gp.channels[R >> i], cfg.channel_reduction, use_strength=i >= 2)
                                    for i in cfg.levels])
 
-    def forward(self, image: torch.Tensor, strength: torch.Tensor, form: str = "activation"):
-        """`form` picks the GP's modulated conv implementation (stylegan2.py); the export uses 'activation'."""
+    def forward(self, image: torch.Tensor, strength: torch.Tensor):
         feats = []
         x = image
         for unit in self.se:  # I^1 .. I^(L-1)
@@ -165,7 +165,7 @@ class StyleRetoucher(nn.Module):
                 level = self.cfg.log2 - int(math.log2(res)) + 1
                 x, m_s, m_c = self.bafs[level - 1](f_s[level], x, strength)
                 masks[level] = (m_s, m_c)
-            x, img = block(x, img, ws[:, w_idx: w_idx + block.num_conv + 1], "const", form)
+            x, img = block(x, img, ws[:, w_idx: w_idx + block.num_conv + 1], "const")
             w_idx += block.num_conv
         return img, masks
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import bias_lrelu, demod_coefficients, setup_filter, upfirdn2d
+from .ops import bias_lrelu, current_modconv_impl, demod_coefficients, setup_filter, upfirdn2d
 from .plugin_ops import modulated_conv_node
 from .stylegan2 import FullyConnected
 
@@ -85,9 +85,9 @@ class ConvLayer(nn.Sequential):
 
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated conv with its own modulation (rosinality layout), optional 2x up / down.
-    flavor "plugin" (up or none): one stylert::ModulatedConv2d node with a linear epilogue; noise, bias
-    and activation stay with the caller (the node's noise is one map for the batch, these are per sample)."""
-    flavor = "portable"
+    Built under modconv_impl("plugin") (up or none): one stylert::ModulatedConv2d node with a linear epilogue;
+    noise, bias and activation stay with the caller (the node's noise is one map for the batch, these are per
+    sample). Any other implementation computes the activation form."""
 
     def __init__(self, cin, cout, kernel, style_dim, demodulate=True, upsample=False, downsample=False):
         super().__init__()
@@ -102,11 +102,12 @@ class ModulatedConv2d(nn.Module):
         if downsample:
             p = (len(BLUR) - 2) + (kernel - 1)
             self.blur = Blur(((p + 1) // 2, p // 2))
+        self.plugin = current_modconv_impl() == "plugin" and not downsample
 
     def forward(self, x, style):
         s = self.modulation(style)
         w = self.weight[0] * self.scale
-        if self.flavor == "plugin" and not self.downsample:
+        if self.plugin:
             return modulated_conv_node(x, s, w, w.new_zeros(w.shape[0]), None,
                                        self.blur.kernel / 4 if self.upsample else None, up=2 if self.upsample else 1,
                                        padding=self.padding, demodulate=self.demodulate, lrelu=False, clamp=None)

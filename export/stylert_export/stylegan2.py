@@ -7,8 +7,9 @@ NVlabs state dict loads as is and a rosinality one by renaming (see `checkpoints
 Inference-only choices:
 - noise is the constant `noise_const` buffer of each layer (or explicit tensors, or none):
   no random numbers are drawn inside forward, so the graph is deterministic;
-- the modulated conv runs in the activation form by default (exports everywhere);
-  `form="weight"` selects the grouped-conv form of the research code.
+- the modulated conv runs in the activation form by default (exports everywhere); a model built
+  under `ops.modconv_impl("weight")` runs the grouped-conv form of the research code, one built under
+  `modconv_impl("plugin")` writes one stylert::ModulatedConv2d node per layer.
 """
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ import torch
 from torch import nn
 
 from .config import JSONConfig
-from .ops import LRELU_GAIN, bias_lrelu, setup_filter, upsample2d
-from .ops.modconv import fused_modulated_conv
+from .ops import LRELU_GAIN, bias_lrelu, current_modconv_impl, modulated_conv_bias_act, setup_filter, upsample2d
 from .plugin_ops import modulated_conv_node
 
 RESAMPLE_TAPS = (1, 3, 3, 1)
@@ -125,6 +125,11 @@ class MappingNetwork(nn.Module):
         return self.w_avg + psi * (w - self.w_avg)
 
 
+def _modulated_conv(impl: str):
+    """The function computing a layer's modulated conv + noise + bias + activation in implementation `impl`."""
+    return modulated_conv_node if impl == "plugin" else partial(modulated_conv_bias_act, form=impl)
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up) + constant noise + bias + lrelu (+ clamp)."""
 
@@ -140,18 +145,17 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(cfg.resample_taps))
         self.weight_gain = 1 / math.sqrt(in_ch * 9) if cfg.demod_weight_gain else 1.0
         self.conv_clamp = None if cfg.conv_clamp is None else cfg.conv_clamp * LRELU_GAIN
-        self.flavor = "portable"  # "plugin": one stylert::ModulatedConv2d node (plugin_ops.py)
+        self.impl = current_modconv_impl()
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, form: str,
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
                 out_channels: int | None = None) -> torch.Tensor:
         """`out_channels` keeps only the first output channels: demodulation, noise and bias act per
         output channel, so those channels come out identical to the full conv's."""
         styles = self.affine(w)
         weight, bias = self.weight[:out_channels] * self.weight_gain, self.bias[:out_channels]
         noise = None if noise is None else noise * self.noise_strength
-        conv = modulated_conv_node if self.flavor == "plugin" else partial(fused_modulated_conv, form=form)
-        return conv(x, styles, weight, bias, noise, self.resample_filter, up=self.up, padding=1, demodulate=True,
-                    lrelu=True, clamp=self.conv_clamp)
+        return _modulated_conv(self.impl)(x, styles, weight, bias, noise, self.resample_filter, up=self.up, padding=1,
+                                          demodulate=True, lrelu=True, clamp=self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -164,12 +168,11 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cfg.img_channels))
         self.weight_gain = 1 / math.sqrt(in_ch)
         self.conv_clamp = cfg.conv_clamp
-        self.flavor = "portable"
+        self.impl = current_modconv_impl()
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, form: str) -> torch.Tensor:
-        conv = modulated_conv_node if self.flavor == "plugin" else partial(fused_modulated_conv, form=form)
-        return conv(x, self.affine(w), self.weight * self.weight_gain, self.bias, None, None, up=1, padding=0,
-                    demodulate=False, lrelu=False, clamp=self.conv_clamp)
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return _modulated_conv(self.impl)(x, self.affine(w), self.weight * self.weight_gain, self.bias, None, None,
+                                          up=1, padding=0, demodulate=False, lrelu=False, clamp=self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
@@ -188,18 +191,18 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("resample_filter", setup_filter(cfg.resample_taps))
         self.num_conv = 1 if resolution == 4 else 2
 
-    def features(self, x, ws, noise_mode, form, **extra):
+    def features(self, x, ws, noise_mode, **extra):
         """(const | conv0) -> conv1; subclasses (QC-StyleGAN) refine what conv1 outputs."""
         if self.resolution == 4:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
         else:
-            x = self.conv0(x, ws[:, 0], self.conv0.noise_const if noise_mode == "const" else None, form)
-        return self.conv1(x, ws[:, self.num_conv - 1], self.conv1.noise_const if noise_mode == "const" else None, form)
+            x = self.conv0(x, ws[:, 0], self.conv0.noise_const if noise_mode == "const" else None)
+        return self.conv1(x, ws[:, self.num_conv - 1], self.conv1.noise_const if noise_mode == "const" else None)
 
-    def forward(self, x, img, ws, noise_mode, form, **extra):
+    def forward(self, x, img, ws, noise_mode, **extra):
         """ws [B, num_conv + 1, w_dim]: one per conv, the last for toRGB."""
-        x = self.features(x, ws, noise_mode, form, **extra)
-        y = self.torgb(x, ws[:, self.num_conv], form)
+        x = self.features(x, ws, noise_mode, **extra)
+        y = self.torgb(x, ws[:, self.num_conv])
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
 
@@ -215,7 +218,7 @@ class SynthesisNetwork(nn.Module):
     def make_block(self, res: int, cfg: StyleGAN2Config) -> SynthesisBlock:
         return SynthesisBlock(res, cfg)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", form: str = "activation", **extra) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", **extra) -> torch.Tensor:
         """`extra` reaches every block (QC-StyleGAN passes its quality code q)."""
         if noise_mode not in ("const", "none"):
             raise ValueError(f"noise_mode must be 'const' or 'none', got {noise_mode!r}")
@@ -223,7 +226,7 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws[:, w_idx: w_idx + block.num_conv + 1], noise_mode, form, **extra)
+            x, img = block(x, img, ws[:, w_idx: w_idx + block.num_conv + 1], noise_mode, **extra)
             w_idx += block.num_conv
         return img
 
@@ -241,8 +244,8 @@ class Generator(nn.Module):
     def num_ws(self) -> int:
         return self.cfg.num_ws
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", form: str = "activation") -> torch.Tensor:
-        return self.synthesis(ws, noise_mode=noise_mode, form=form).float()
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        return self.synthesis(ws, noise_mode=noise_mode).float()
 
     def z_to_ws(self, z: torch.Tensor, truncation_psi: torch.Tensor | float = 1.0) -> torch.Tensor:
         """Mapping + truncation, broadcast to W+ [B, num_ws, w_dim]."""
@@ -283,12 +286,12 @@ def bank_features(g: Generator, ws: torch.Tensor, noise: list[torch.Tensor], siz
     """StyleGAN2 features after the first conv of every block, 4 .. size (rosinality's return_features);
     blocks above `size` are never run."""
     b4 = g.synthesis.b4
-    x = b4.conv1(b4.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1), ws[:, 0], noise[0], "activation")
+    x = b4.conv1(b4.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1), ws[:, 0], noise[0])
     feats = [x]
     for j, res in enumerate(r for r in g.synthesis.block_resolutions if 8 <= r <= size):
         block = getattr(g.synthesis, f"b{res}")
-        x = block.conv0(x, ws[:, 2 * j + 1], noise[2 * j + 1], "activation")
+        x = block.conv0(x, ws[:, 2 * j + 1], noise[2 * j + 1])
         feats.append(x)
         if res < size:
-            x = block.conv1(x, ws[:, 2 * j + 2], noise[2 * j + 2], "activation")
+            x = block.conv1(x, ws[:, 2 * j + 2], noise[2 * j + 2])
     return feats

@@ -44,7 +44,6 @@ class StyleGeneratorGraph(nn.Module):
         if generator.cfg.z_dim != generator.cfg.w_dim:
             raise ValueError(f"z_dim {generator.cfg.z_dim} != w_dim {generator.cfg.w_dim}: mix codes share one input")
         self.generator = generator
-        self.form = "activation"  # modconv form (stylegan2.py); references may run the research code's "weight" form
 
     def forward(self, content, psi, mix_codes, mix_from_z, mix_layer):
         g = self.generator
@@ -53,7 +52,7 @@ class StyleGeneratorGraph(nn.Module):
         content_ws = truncate(content, w_avg, psi).unsqueeze(1).expand(-1, num_ws, -1)
         z_ws = truncate(g.mapping.embed(mix_codes.reshape(b * num_ws, dim)).reshape(b, num_ws, dim), w_avg, psi)
         codes = torch.where(mix_from_z.reshape(-1, 1, 1) > 0.5, z_ws, mix_codes)
-        return g(mix_layers(content_ws, codes, mix_layer), form=self.form)
+        return g(mix_layers(content_ws, codes, mix_layer))
 
 
 def invert_reference(generator: Generator, image: torch.Tensor, steps: int = 300, lr: float = 0.02,

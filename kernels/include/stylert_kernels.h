@@ -47,7 +47,7 @@ int stylert_bafs_blend_cpu(const void* fs, const void* fi, const void* ms, const
 int stylert_half_to_float(const void* src, float* dst, size_t count, stylert_stream stream);
 int stylert_half_to_float_cpu(const void* src, float* dst, size_t count, stylert_stream stream);
 
-/* The whole ModulatedConv2d plugin node (reference: ops.modconv.fused_modulated_conv), with
+/* The whole ModulatedConv2d plugin node (reference: ops.modconv.modulated_conv_bias_act), with
  * weight [O,I,k,k] (gain applied), bias [O], noise [Ho*Wo] (x strength) or NULL, and for up = 2
  * the FIR filter [f,f] (else NULL). A direct convolution with the modulation folded into its
  * input loads: up = 1 is a conv with `padding`; up = 2 a stride-2 transposed conv, then the FIR

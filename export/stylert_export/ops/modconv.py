@@ -16,13 +16,37 @@ fp32. `resample_filter` is the normalized FIR used after a stride-2 transposed c
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 
 from .upfirdn2d import upfirdn2d
 
 FORMS = ("activation", "weight", "phase")
+IMPLS = FORMS + ("plugin",)  # "plugin": one stylert::ModulatedConv2d node per layer (plugin_ops.py)
 DEMOD_EPS = 1e-8
+_IMPL: ContextVar[str] = ContextVar("modconv_impl", default="activation")
+
+
+@contextmanager
+def modconv_impl(impl: str):
+    """Layers constructed in this block compute their modulated convs as `impl` (one of IMPLS; "plugin" also
+    makes the BAFS blend one node). Each layer reads it once, in its constructor, and keeps it: the choice is
+    made when a model is built, as NVlabs' `impl=`, never switched on a built one."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown modulated conv implementation {impl!r}; expected one of {IMPLS}")
+    token = _IMPL.set(impl)
+    try:
+        yield
+    finally:
+        _IMPL.reset(token)
+
+
+def current_modconv_impl() -> str:
+    """The implementation a layer constructed now takes (modconv_impl; "activation" outside any)."""
+    return _IMPL.get()
 
 
 def _blur_padding(kernel: int, filter_size: int, padding: int, up: int) -> tuple[int, int]:
@@ -134,9 +158,9 @@ def _weight_form(x, weight, styles, demodulate, up, padding, resample_filter):
     return y.reshape(batch, out_ch, *y.shape[2:])
 
 
-def fused_modulated_conv(x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                         noise: torch.Tensor | None, resample_filter: torch.Tensor | None, *, up: int, padding: int,
-                         demodulate: bool, lrelu: bool, clamp: float | None, form: str = "activation") -> torch.Tensor:
+def modulated_conv_bias_act(x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                            noise: torch.Tensor | None, resample_filter: torch.Tensor | None, *, up: int, padding: int,
+                            demodulate: bool, lrelu: bool, clamp: float | None, form: str = "activation") -> torch.Tensor:
     """What one `ModulatedConv2d` plugin node computes (its reference):
     modulate -> (2x transposed conv + FIR) or conv -> demodulate -> + noise -> + bias -> lrelu x sqrt(2) -> clamp."""
     from .bias_act import LRELU_GAIN, bias_lrelu
