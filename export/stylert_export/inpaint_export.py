@@ -28,8 +28,6 @@ from .grig import GRIGConfig, GRIGStep, load_grig, random_grig
 from .onnx_export import DEFAULT_OPSET, export_checked, read_metadata
 from .plugin_ops import in_flavor
 
-METHODS = ("exe-gan", "grig")
-
 
 def exemplar_path(output: str | Path) -> Path:
     """Where the exemplar graph of `output` goes: exe256.onnx -> exe256.exemplar.onnx."""

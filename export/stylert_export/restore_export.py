@@ -77,7 +77,7 @@ def _export_vsp(src: RestorerSource, output, opset: int, flavor: str, log):
     import json
 
     if flavor != "portable":
-        raise ValueError("the VSP restorer exports in the portable flavour only (its SMART layers have no plugin yet)")
+        raise ValueError("the VSP restorer exports in the portable flavour only (its SMART layers have no plugin)")
     model = src.model.eval()
     res = model.net.cfg.size
     metadata = {
