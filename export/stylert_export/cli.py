@@ -9,168 +9,161 @@ import functools
 import sys
 
 
-def _random_init_options(parser, resolution: int):
-    group = parser.add_argument_group("random init (also the seed of freshly initialised parts)")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--resolution", type=int, default=resolution)
-    group.add_argument("--channel-base", type=int, default=32768, help="channels at resolution r: min(base / r, max)")
-    group.add_argument("--channel-max", type=int, default=512)
-    group.add_argument("--w-dim", type=int, default=512)
-    return group
+RANDOM_INIT_HELP = "seeded random weights (untrained; tests, benchmarks)"
+OPSET_HELP = "ONNX opset (default 18)"
+LAYOUTS = ["auto", "rosinality", "nvlabs"]
 
 
-def _flavor_option(parser) -> None:
+def _source(parser, *before: tuple[str, dict], after: tuple[tuple[str, dict], ...] = ()) -> None:
+    """Where the weights come from: the options `before`, --random-init, the options `after`; exactly one."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    for flag, kwargs in before:
+        group.add_argument(flag, **kwargs)
+    group.add_argument("--random-init", action="store_true", help=RANDOM_INIT_HELP)
+    for flag, kwargs in after:
+        group.add_argument(flag, **kwargs)
+
+
+def _output(parser, metavar: str) -> None:
+    parser.add_argument("--output", "-o", required=True, metavar=metavar)
+
+
+def _opset(parser, help: str = OPSET_HELP) -> None:
+    parser.add_argument("--opset", type=int, default=None, help=help)
+
+
+def _flavor(parser) -> None:
     parser.add_argument("--flavor", choices=["portable", "plugin"], default="portable",
                         help="portable: standard ONNX ops (ONNX Runtime, TensorRT); plugin: one stylert::ModulatedConv2d "
                              "/ BAFSBlend node per layer, for TensorRT with stylert's plugins")
 
 
-def register(subparsers) -> None:
-    export = subparsers.add_parser("export", help="export a PyTorch model to ONNX (needs torch)",
-                                   description="Export a PyTorch model to ONNX, checked against PyTorch on ONNX Runtime.")
-    calls = export.add_subparsers(dest="call", required=True, metavar="CALL")
-    gen = calls.add_parser("generator", help="a StyleGAN2 generator (rosinality or NVlabs checkpoint)",
-                           description="Export a StyleGAN2 generator: ws [batch, num_ws, w_dim] -> image [batch, 3, R, R].")
-    source = gen.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="CKPT", help="rosinality .pt or NVlabs .pkl/.pt/.pth checkpoint")
-    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
-    gen.add_argument("--layout", choices=["auto", "rosinality", "nvlabs"], default="auto",
-                     help="checkpoint layout (default: detected from the keys)")
-    gen.add_argument("--output", "-o", required=True, metavar="G.onnx")
-    gen.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18: ONNX Runtime and TensorRT 10 read it)")
-    _flavor_option(gen)
-    gen.add_argument("--fp16", action="store_true", help="fp16 convs; mapping, styles and demodulation stay fp32")
-    gen.add_argument("--with-mapping", action="store_true", help="inputs z [batch, z_dim] and truncation_psi [batch] instead of ws")
-    gen.add_argument("--conv-clamp", type=float, default=None, help="override the activation clamp (NVlabs default 256)")
-    _random_init_options(gen, resolution=256).add_argument("--mapping-layers", type=int, default=8)
-    gen.set_defaults(func=_export_generator)
+def _random_init(parser, resolution: int, *, title: str = "random init (also the seed of freshly initialised parts)",
+                 resolution_help: str | None = None,
+                 channel_base_help: str = "channels at resolution r: min(base / r, max)",
+                 channel_max: bool = True, w_dim: bool = True):
+    group = parser.add_argument_group(title)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--resolution", type=int, default=resolution, help=resolution_help)
+    group.add_argument("--channel-base", type=int, default=32768, help=channel_base_help)
+    if channel_max:
+        group.add_argument("--channel-max", type=int, default=512)
+    if w_dim:
+        group.add_argument("--w-dim", type=int, default=512)
+    return group
 
-    ret = calls.add_parser("retouch", help="a StyleRetoucher (BAFS) face retoucher",
-                           description="Export a StyleRetoucher: image [batch, 3, R, R] in [-1, 1], strength [batch] -> retouched.")
-    source = ret.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="CKPT", help="stylert retouch checkpoint (.safetensors)")
-    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
-    source.add_argument("--init-gp", metavar="STYLEGAN2_CKPT",
-                        help="GP from a rosinality/NVlabs StyleGAN2 checkpoint, the rest random: a training start (untrained)")
-    ret.add_argument("--layout", choices=["auto", "rosinality", "nvlabs"], default="auto", help="layout of --init-gp")
-    ret.add_argument("--output", "-o", required=True, metavar="retouch.onnx")
-    ret.add_argument("--with-masks", action="store_true", help="also output the BAFS masks of every level")
-    ret.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
-    ret.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    _flavor_option(ret)
-    _random_init_options(ret, resolution=1024)
-    ret.set_defaults(func=_export_retouch)
 
-    rst = calls.add_parser("restore", help="a blind face restorer (QC-StyleGAN or visual style prompts)",
-                           description="Export a restorer: image [batch, 3, R, R] in [-1, 1], fidelity [batch] -> restored.")
-    rst.add_argument("--method", choices=["qc", "vsp"], default="qc",
-                     help="qc: QC-StyleGAN (encoders + generator at q = 0); vsp: visual style prompts (e4e, code "
-                          "diffuser, StyleGAN2 priors, SMART restoration network; 512 in the public code)")
-    source = rst.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="CKPT", help="qc: the pSp-style encoder checkpoint of QC-StyleGAN; "
-                        "vsp: style_encoder_decoder.pt")
-    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
-    rst.add_argument("--generator", metavar="QC_PKL", help="qc: the QC-StyleGAN generator snapshot (.pkl/.pt)")
-    rst.add_argument("--code-diffuser", metavar="CKPT", help="vsp: code_diffuser.pt")
-    rst.add_argument("--restoration-net", metavar="CKPT", help="vsp: restoration_net.pt")
-    rst.add_argument("--output", "-o", required=True, metavar="restore.onnx")
-    rst.add_argument("--with-quality", action="store_true",
-                     help="keep the degradation branch: q input and estimated-quality output (default: sharp-only)")
-    rst.add_argument("--q-dim", type=int, default=16, help="quality code size for --random-init")
-    rst.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    _flavor_option(rst)
-    group = _random_init_options(rst, resolution=256)
+def _generator_arguments(p) -> None:
+    _source(p, ("--checkpoint", dict(metavar="CKPT", help="rosinality .pt or NVlabs .pkl/.pt/.pth checkpoint")))
+    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="checkpoint layout (default: detected from the keys)")
+    _output(p, "G.onnx")
+    _opset(p, "ONNX opset (default 18: ONNX Runtime and TensorRT 10 read it)")
+    _flavor(p)
+    p.add_argument("--fp16", action="store_true", help="fp16 convs; mapping, styles and demodulation stay fp32")
+    p.add_argument("--with-mapping", action="store_true", help="inputs z [batch, z_dim] and truncation_psi [batch] instead of ws")
+    p.add_argument("--conv-clamp", type=float, default=None, help="override the activation clamp (NVlabs default 256)")
+    _random_init(p, 256).add_argument("--mapping-layers", type=int, default=8)
+
+
+def _retouch_arguments(p) -> None:
+    _source(p, ("--checkpoint", dict(metavar="CKPT", help="stylert retouch checkpoint (.safetensors)")),
+            after=(("--init-gp", dict(metavar="STYLEGAN2_CKPT", help="GP from a rosinality/NVlabs StyleGAN2 checkpoint, "
+                                                                      "the rest random: a training start (untrained)")),))
+    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="layout of --init-gp")
+    _output(p, "retouch.onnx")
+    p.add_argument("--with-masks", action="store_true", help="also output the BAFS masks of every level")
+    p.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
+    _opset(p)
+    _flavor(p)
+    _random_init(p, 1024)
+
+
+def _restore_arguments(p) -> None:
+    p.add_argument("--method", choices=["qc", "vsp"], default="qc",
+                   help="qc: QC-StyleGAN (encoders + generator at q = 0); vsp: visual style prompts (e4e, code "
+                        "diffuser, StyleGAN2 priors, SMART restoration network; 512 in the public code)")
+    _source(p, ("--checkpoint", dict(metavar="CKPT", help="qc: the pSp-style encoder checkpoint of QC-StyleGAN; "
+                                                          "vsp: style_encoder_decoder.pt")))
+    p.add_argument("--generator", metavar="QC_PKL", help="qc: the QC-StyleGAN generator snapshot (.pkl/.pt)")
+    p.add_argument("--code-diffuser", metavar="CKPT", help="vsp: code_diffuser.pt")
+    p.add_argument("--restoration-net", metavar="CKPT", help="vsp: restoration_net.pt")
+    _output(p, "restore.onnx")
+    p.add_argument("--with-quality", action="store_true",
+                   help="keep the degradation branch: q input and estimated-quality output (default: sharp-only)")
+    p.add_argument("--q-dim", type=int, default=16, help="quality code size for --random-init")
+    _opset(p)
+    _flavor(p)
+    group = _random_init(p, 256)
     group.add_argument("--encoder-units", default="3,4,14,3", help="vsp: e4e's IR-SE units per stage (IR-SE-50: 3,4,14,3)")
     group.add_argument("--encoder-size", type=int, default=256, help="vsp: e4e's input size (256)")
-    rst.set_defaults(func=_export_restore)
 
-    sty = calls.add_parser("stylize", help="a style pack: W encoder, one generator per style, optional region-local model",
-                           description="Export a style pack folder (stylepack.json + graphs) for `stylert stylize`.")
-    source = sty.add_mutually_exclusive_group(required=True)
-    source.add_argument("--encoder", metavar="PSP_CKPT", help="pSp checkpoint with a W-space encoder "
-                        "(BackboneEncoderUsingLastLayerIntoW)")
-    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
-    sty.add_argument("--pack", required=True, metavar="DIR", help="output folder")
-    sty.add_argument("--style", action="append", required=True, metavar="NAME[=CKPT]",
-                     help="a style and its fine-tuned StyleGAN2 checkpoint (rosinality/NVlabs); repeat per style; "
-                          "with --random-init only the NAME")
-    sty.add_argument("--psi", action="append", default=[], metavar="NAME=PSI",
-                     help="truncation per style (default: cartoon 0.7, anime 0.6, others 0.9, as in the paper)")
-    sty.add_argument("--exemplar", action="append", default=[], metavar="NAME=IMAGE",
-                     help="the style image the region-local model transfers from (default: G'(w_avg) of the style)")
-    local = sty.add_mutually_exclusive_group()
+
+def _stylize_arguments(p) -> None:
+    _source(p, ("--encoder", dict(metavar="PSP_CKPT", help="pSp checkpoint with a W-space encoder "
+                                                           "(BackboneEncoderUsingLastLayerIntoW)")))
+    p.add_argument("--pack", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--style", action="append", required=True, metavar="NAME[=CKPT]",
+                   help="a style and its fine-tuned StyleGAN2 checkpoint (rosinality/NVlabs); repeat per style; "
+                        "with --random-init only the NAME")
+    p.add_argument("--psi", action="append", default=[], metavar="NAME=PSI",
+                   help="truncation per style (default: cartoon 0.7, anime 0.6, others 0.9, as in the paper)")
+    p.add_argument("--exemplar", action="append", default=[], metavar="NAME=IMAGE",
+                   help="the style image the region-local model transfers from (default: G'(w_avg) of the style)")
+    local = p.add_mutually_exclusive_group()
     local.add_argument("--local", metavar="CKPT", help="region-local style transfer checkpoint (stylert .safetensors)")
     local.add_argument("--with-local", action="store_true", help="with --random-init: add a random region-local model")
-    sty.add_argument("--save-local", metavar="PATH", help="also write the region-local model as a .safetensors checkpoint")
-    sty.add_argument("--layout", choices=["auto", "rosinality", "nvlabs"], default="auto", help="generator checkpoint layout")
-    sty.add_argument("--encoder-size", type=int, default=256, help="the encoder's input size (pSp: 256)")
-    sty.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    group = _random_init_options(sty, resolution=1024)
+    p.add_argument("--save-local", metavar="PATH", help="also write the region-local model as a .safetensors checkpoint")
+    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="generator checkpoint layout")
+    p.add_argument("--encoder-size", type=int, default=256, help="the encoder's input size (pSp: 256)")
+    _opset(p)
+    group = _random_init(p, 1024)
     group.add_argument("--encoder-units", default="3,4,14,3", help="IR-SE units per stage (IR-SE-50: 3,4,14,3)")
     group.add_argument("--local-width", type=int, default=32, help="channels of the region-local model's stages")
-    sty.set_defaults(func=_export_stylize)
 
-    inp = calls.add_parser("inpaint", help="an inpainter: EXE-GAN (faces, exemplar-guided) or GRIG (any image)",
-                           description="Export an inpainting model. exe-gan: the generator graph at --output and its "
-                                       "exemplar-encoder graph beside it (NAME.exemplar.onnx); grig: one reasoning "
-                                       "step (the runtime runs --steps of them).")
-    inp.add_argument("--method", choices=["exe-gan", "grig"], required=True,
-                     help="exe-gan: EXE_GAN_model_256.pt/_512.pt + psp_ffhq_encode.pt; grig: a GRIG .pth")
-    source = inp.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="CKPT", help="exe-gan: EXE_GAN_model_<size>.pt; grig: the GRIG .pth")
-    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
-    inp.add_argument("--encoder", metavar="PSP.pt", help="exe-gan: the pSp encoder psp_ffhq_encode.pt")
-    inp.add_argument("--output", "-o", required=True, metavar="inpaint.onnx")
-    inp.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    _flavor_option(inp)
-    group = inp.add_argument_group("random init")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--resolution", type=int, default=256,
-                       help="exe-gan: any power of two from 32; grig: a multiple of 64 (its public model: 256)")
-    group.add_argument("--channel-base", type=int, default=32768, help="exe-gan: channels min(base / r, --channel-max)")
-    group.add_argument("--channel-max", type=int, default=512)
+
+def _inpaint_arguments(p) -> None:
+    p.add_argument("--method", choices=["exe-gan", "grig"], required=True,
+                   help="exe-gan: EXE_GAN_model_256.pt/_512.pt + psp_ffhq_encode.pt; grig: a GRIG .pth")
+    _source(p, ("--checkpoint", dict(metavar="CKPT", help="exe-gan: EXE_GAN_model_<size>.pt; grig: the GRIG .pth")))
+    p.add_argument("--encoder", metavar="PSP.pt", help="exe-gan: the pSp encoder psp_ffhq_encode.pt")
+    _output(p, "inpaint.onnx")
+    _opset(p)
+    _flavor(p)
+    group = _random_init(p, 256, title="random init", w_dim=False,
+                         resolution_help="exe-gan: any power of two from 32; grig: a multiple of 64 (its public model: 256)",
+                         channel_base_help="exe-gan: channels min(base / r, --channel-max)")
     group.add_argument("--encoder-units", default="3,4,14,3", help="exe-gan: pSp's IR-SE units per stage (IR-SE-50)")
     group.add_argument("--encoder-size", type=int, default=256, help="exe-gan: pSp's input size (256)")
     group.add_argument("--ngf", type=int, default=64, help="grig: base channels (the public model: 64)")
     group.add_argument("--dim", type=int, default=48, help="grig: Restormer width (48)")
     group.add_argument("--blocks", default="4,6,6,8", help="grig: Restormer blocks per level (4,6,6,8)")
     group.add_argument("--refinement", type=int, default=4, help="grig: Restormer refinement blocks (4)")
-    inp.set_defaults(func=_export_inpaint)
 
-    edt = calls.add_parser("edit", help="FACEMUG multimodal facial editing (untrained architecture, ready for weights)",
-                           description="Export FACEMUG (thesis ch. 6) as one graph: a masked face edited from any mix of "
-                                       "sketch, semantic map, colour, exemplar, attribute direction and z. No weights "
-                                       "were published: --random-init, --encoder (e4e_trainer's checkpoint for the "
-                                       "style encoder and bank, the rest random) or --checkpoint (stylert's layout).")
-    source = edt.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="CKPT", help="a stylert FACEMUG checkpoint (.safetensors, edit_export.py)")
-    source.add_argument("--encoder", metavar="E4E.pt", help="e4e_trainer's FACEMUG encoder checkpoint (26 channels, "
-                                                            "with the StyleGAN2 it was trained against)")
-    source.add_argument("--random-init", action="store_true", help="seeded random weights (untrained; tests, benchmarks)")
-    edt.add_argument("--output", "-o", required=True, metavar="edit.onnx")
-    edt.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
-    edt.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    group = edt.add_argument_group("random init (also the seed of the parts --encoder does not hold)")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--resolution", type=int, default=256, help="the editing size (the thesis: 256)")
+
+def _edit_arguments(p) -> None:
+    _source(p, ("--checkpoint", dict(metavar="CKPT", help="a stylert FACEMUG checkpoint (.safetensors, edit_export.py)")),
+            ("--encoder", dict(metavar="E4E.pt", help="e4e_trainer's FACEMUG encoder checkpoint (26 channels, "
+                                                      "with the StyleGAN2 it was trained against)")))
+    _output(p, "edit.onnx")
+    p.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
+    _opset(p)
+    group = _random_init(p, 256, title="random init (also the seed of the parts --encoder does not hold)",
+                         resolution_help="the editing size (the thesis: 256)",
+                         channel_base_help="bank channels min(base / r, 512)", channel_max=False, w_dim=False)
     group.add_argument("--bank-resolution", type=int, default=1024, help="the StyleGAN2 feature bank's size (1024)")
-    group.add_argument("--channel-base", type=int, default=32768, help="bank channels min(base / r, 512)")
     group.add_argument("--encoder-units", default="3,4,14,3", help="e4e's IR-SE units per stage (IR-SE-50)")
     group.add_argument("--encoder-size", type=int, default=256, help="e4e's input size (256)")
     group.add_argument("--aggregation-channels", type=int, default=64, help="c_a, the aggregated feature width (64)")
-    edt.set_defaults(func=_export_edit)
 
-    ref = calls.add_parser("stylize-reference", help="add a reference code to a style pack (optimisation, offline)",
-                           description="Invert a reference image with a style's generator and store its W+ code "
-                                       "in the pack, for reference-guided stylization.")
-    ref.add_argument("--pack", required=True, metavar="DIR")
-    ref.add_argument("--style", required=True, metavar="NAME")
-    ref.add_argument("--image", required=True, metavar="IMAGE", help="the reference portrait")
-    ref.add_argument("--name", required=True, metavar="REF", help="the name to call it by (stylize --reference REF)")
-    ref.add_argument("--checkpoint", metavar="CKPT", help="the style's generator checkpoint (not needed for random-init packs)")
-    ref.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
-    ref.add_argument("--aligned", action="store_true", help="the image is already an FFHQ-aligned square crop")
-    ref.set_defaults(func=_export_stylize_reference)
+
+def _stylize_reference_arguments(p) -> None:
+    p.add_argument("--pack", required=True, metavar="DIR")
+    p.add_argument("--style", required=True, metavar="NAME")
+    p.add_argument("--image", required=True, metavar="IMAGE", help="the reference portrait")
+    p.add_argument("--name", required=True, metavar="REF", help="the name to call it by (stylize --reference REF)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="the style's generator checkpoint (not needed for random-init packs)")
+    p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
+    p.add_argument("--aligned", action="store_true", help="the image is already an FFHQ-aligned square crop")
 
 
 EXPORT_NEEDS = ("torch", "onnx", "onnxscript", "safetensors", "onnxruntime_extensions")
@@ -465,3 +458,43 @@ def _export_stylize_reference(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {out}; use it with: stylert stylize ... --style {args.style} --reference {args.name}")
     return 0
+
+
+# (name, help, description, its arguments, what it runs): `stylert export NAME`, in this order
+COMMANDS = (
+    ("generator", "a StyleGAN2 generator (rosinality or NVlabs checkpoint)",
+     "Export a StyleGAN2 generator: ws [batch, num_ws, w_dim] -> image [batch, 3, R, R].",
+     _generator_arguments, _export_generator),
+    ("retouch", "a StyleRetoucher (BAFS) face retoucher",
+     "Export a StyleRetoucher: image [batch, 3, R, R] in [-1, 1], strength [batch] -> retouched.",
+     _retouch_arguments, _export_retouch),
+    ("restore", "a blind face restorer (QC-StyleGAN or visual style prompts)",
+     "Export a restorer: image [batch, 3, R, R] in [-1, 1], fidelity [batch] -> restored.",
+     _restore_arguments, _export_restore),
+    ("stylize", "a style pack: W encoder, one generator per style, optional region-local model",
+     "Export a style pack folder (stylepack.json + graphs) for `stylert stylize`.",
+     _stylize_arguments, _export_stylize),
+    ("inpaint", "an inpainter: EXE-GAN (faces, exemplar-guided) or GRIG (any image)",
+     "Export an inpainting model. exe-gan: the generator graph at --output and its exemplar-encoder graph beside it "
+     "(NAME.exemplar.onnx); grig: one reasoning step (the runtime runs --steps of them).",
+     _inpaint_arguments, _export_inpaint),
+    ("edit", "FACEMUG multimodal facial editing (untrained architecture, ready for weights)",
+     "Export FACEMUG (thesis ch. 6) as one graph: a masked face edited from any mix of sketch, semantic map, colour, "
+     "exemplar, attribute direction and z. No weights were published: --random-init, --encoder (e4e_trainer's "
+     "checkpoint for the style encoder and bank, the rest random) or --checkpoint (stylert's layout).",
+     _edit_arguments, _export_edit),
+    ("stylize-reference", "add a reference code to a style pack (optimisation, offline)",
+     "Invert a reference image with a style's generator and store its W+ code in the pack, for reference-guided "
+     "stylization.",
+     _stylize_reference_arguments, _export_stylize_reference),
+)
+
+
+def register(subparsers) -> None:
+    export = subparsers.add_parser("export", help="export a PyTorch model to ONNX (needs torch)",
+                                   description="Export a PyTorch model to ONNX, checked against PyTorch on ONNX Runtime.")
+    calls = export.add_subparsers(dest="call", required=True, metavar="CALL")
+    for name, help, description, add_arguments, run in COMMANDS:
+        parser = calls.add_parser(name, help=help, description=description)
+        add_arguments(parser)
+        parser.set_defaults(func=run)
