@@ -11,15 +11,14 @@ import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
+from .calls.inpaint import REGIONS as INPAINT_REGIONS
+from .calls.registry import CALLS, FACE_CHOICE, Call
 from .calls.stylize import REGIONS
 from .errors import ModelError, StylertError, UntrainedWeightsWarning
 from .runtime.model import BACKENDS
 from .video.process import VIDEO_SUFFIXES
 
-# `stylert batch` options that are the call's controls (calls.registry.parse_controls names).
-BATCH_CONTROLS = ("strength", "fidelity", "style", "seed", "psi", "mix_layer", "reference", "region", "steps",
-                  "only_center_face", "largest_face", "aligned")
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
                   "onnxruntime-*); default: chosen for this machine")
 
@@ -228,7 +227,7 @@ def _process_group(model, group: list[tuple[Path, Path]], value, args, options: 
     the BAFS masks beside each result when asked."""
     if len(group) == 1:  # per-file options (labels) come with one file at a time
         try:
-            options = {**options, **args.file_options(args, group[0][0])}
+            options = {**options, **FILE_OPTIONS.get(args.command, lambda args, src: {})(args, group[0][0])}
         except StylertError as exc:
             return [(*group[0], exc)]
     out = []
@@ -260,17 +259,18 @@ def _cmd_faces(args) -> int:
     a video file, or a camera."""
     from .faces.pipeline import file_report
 
+    call = CALLS[args.command]
     one_video = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in VIDEO_SUFFIXES
-    if not hasattr(args, "camera"):  # a photo-only call
+    if not call.video:  # a photo-only call
         if one_video:
             raise StylertError(f"stylert {args.command} works on photos, not videos")
         video = False
     else:
         video = args.camera is not None or one_video
     if not (args.inputs and args.output) and not (video and args.camera is not None):
-        raise StylertError("give INPUT... and --output" + (" (or --camera N)" if hasattr(args, "camera") else ""))
-    value = args.value_of(args)
-    model = args.open_model(args)
+        raise StylertError("give INPUT... and --output" + (" (or --camera N)" if call.video else ""))
+    value = _masks(args) if call.masked else args.value
+    model = call.cls(args.model, args.providers, **({"directions": args.directions} if call.name == "edit" else {}))
     model.pipeline.detect_size = args.detect_size or None
     if not model.trained:
         print(f"WARNING: {args.model} has random weights (untrained): the results mean nothing", file=sys.stderr)
@@ -284,9 +284,7 @@ def _cmd_faces(args) -> int:
     outputs = _output_paths(found, args.output)
     inputs = [src for src, _ in found]
     options = dict(only_center_face=args.only_center_face, largest_face=args.largest_face, aligned=args.aligned)
-    if getattr(args, "masks", False):
-        options["with_masks"] = True
-    call_options = args.call_options(args)
+    call_options = _call_options(args)
     model.check(value, **call_options)
     options.update(call_options)
     from .faces.imageio import check_output
@@ -364,6 +362,16 @@ def _cmd_serve(args) -> int:
     return run(args.models, opts, say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
+def _batch_controls() -> dict[str, tuple[type, list[str]]]:
+    """`stylert batch`'s control options: every call's value and controls, by name (their type, the calls)."""
+    out: dict[str, tuple[type, list[str]]] = {}
+    for call in CALLS.values():
+        for c in ((call.value,) if not call.masked else ()) + call.controls:
+            kind, calls = out.get(c.name, (c.kind, []))
+            out[c.name] = kind, calls + [call.name]
+    return out
+
+
 def _cmd_batch(args) -> int:
     """A folder through one face call on Ray Data: the files `stylert <call> IN -o OUT` writes, resumable."""
     from .faces.imageio import check_output
@@ -371,19 +379,20 @@ def _cmd_batch(args) -> int:
 
     _needs_ray("batch")
     call = call_of(args.model)
-    params = {k: str(v) for k, v in vars(args).items() if k in BATCH_CONTROLS and v is not None and v is not False}
+    names = {*_batch_controls(), "region", *FACE_CHOICE}
+    params = {k: str(v) for k, v in vars(args).items() if k in names and v is not None and v is not False}
     value, options = parse_controls(call, params)
     masks = [f"--{name.replace('_', '-')}" for name in ("mask", "mask_dir", "exemplar") if getattr(args, name)]
-    if call == "inpaint":
+    if CALLS[call].masked:
         if sum(x is not None for x in (args.mask, args.mask_dir, args.region)) != 1:
-            raise StylertError("inpaint needs one of --mask M.png, --masks DIR, --region NAME")
-        value = _inpaint_masks(args)
+            raise StylertError(f"{call} needs one of --mask M.png, --masks DIR, --region NAME")
+        value = _masks(args)
         if args.exemplar:
             from .faces.imageio import read_image
 
             options["exemplar"] = read_image(args.exemplar).rgb
     elif masks:
-        raise StylertError(f"{', '.join(masks)}: for inpaint models; {args.model} is a {call} model")
+        raise StylertError(f"{', '.join(masks)}: for inpaint and edit models; {args.model} is a {call} model")
     for name in ("concurrency", "batch"):
         if getattr(args, name) < 1:
             raise StylertError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -436,23 +445,38 @@ def _run_video(model, args) -> int:
     return 130 if summary.interrupted else 0
 
 
-def _face_command(sub, name: str, model_class, help_text: str, model_flag: str = "--model",
-                  model_help: str | None = None, video: bool = True):
-    """The arguments every face call shares; the caller adds its control (strength, fidelity, style)
-    and may set `open_model(args)`, `value_of(args)` (the call's value, default args.value), `call_options(args)` /
-    `file_options(args, src)` for the call's own keyword options. video: also video files and cameras."""
-    cmd = sub.add_parser(name, help=help_text,
-                         description=f"{help_text[0].upper()}{help_text[1:]}; files or folders; errors are per file.")
-    cmd.add_argument("inputs", nargs="*", metavar="INPUT",
-                     help="image files or folders of images" + (", or one video file (.mp4, .avi, .mov, .mkv, .webm)"
-                                                                 if video else ""))
-    cmd.add_argument("--output", "-o", help="output folder, one image file" + (", or the output video" if video else ""))
-    cmd.add_argument(model_flag, dest="model", required=True, metavar=model_flag.lstrip("-").upper(),
-                     help=model_help or f"{name} model (.onnx from `stylert export {name}`)")
+def _face_choice(cmd) -> None:
     which = cmd.add_mutually_exclusive_group()
     which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
     which.add_argument("--largest-face", action="store_true", help="only the largest face")
     which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
+
+
+def _mask_choice(cmd, call: str, required: bool) -> None:
+    masks = cmd.add_mutually_exclusive_group(required=required)
+    masks.add_argument("--mask", metavar="M.png", help=f"{call}: one mask for every input (the photo's size; white = "
+                                                       "fill)")
+    masks.add_argument("--masks", dest="mask_dir", metavar="DIR",
+                       help=f"{call}: a mask per input in DIR, named like the input (stem.png)")
+    masks.add_argument("--region", choices=list(INPAINT_REGIONS), metavar="NAME",
+                       help=f"{call}: a face region from the detected landmarks: {', '.join(INPAINT_REGIONS)}")
+
+
+def _face_command(sub, call: Call):
+    """A face call's command: the arguments every call shares, its value and controls from the registry, and
+    the options only the CLI has (CLI_OPTIONS: files it reads, --masks, ...)."""
+    name = call.name
+    cmd = sub.add_parser(name, help=call.help,
+                         description=f"{call.help[0].upper()}{call.help[1:]}; files or folders; errors are per file.")
+    cmd.add_argument("inputs", nargs="*", metavar="INPUT",
+                     help="image files or folders of images" + (", or one video file (.mp4, .avi, .mov, .mkv, .webm)"
+                                                                 if call.video else ""))
+    cmd.add_argument("--output", "-o", help="output folder, one image file" + (", or the output video" if call.video
+                                                                                 else ""))
+    cmd.add_argument(call.model_flag, dest="model", required=True, metavar=call.model_flag.lstrip("-").upper(),
+                     help="style pack folder (from `stylert export stylize`)" if call.model_flag == "--pack"
+                     else f"{name} model (.onnx from `stylert export {name}`)")
+    _face_choice(cmd)
     cmd.add_argument("--providers", help=PROVIDERS_HELP)
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
     cmd.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders (kept in the output)")
@@ -462,20 +486,55 @@ def _face_command(sub, name: str, model_class, help_text: str, model_flag: str =
                      help="detect faces on a copy scaled to this long side when the photo is larger; 0: full size")
     cmd.add_argument("--json", action="store_true",
                      help="one JSON object per file on stdout (input, output, faces, timings_ms, error)")
-    if video:
+    if call.masked:
+        _mask_choice(cmd, name, required=True)
+    else:
+        v = call.value
+        cmd.add_argument(v.flag, dest="value", type=v.kind, default=v.default, required=v.default is None,
+                         metavar=v.name[0].upper() if v.kind is float else "NAME", help=v.help)
+    exclusive = cmd.add_mutually_exclusive_group() if call.exclusive else None
+    for c in call.controls:
+        if c.name not in CLI_ELSEWHERE.get(name, ()):
+            (exclusive if c.name in call.exclusive else cmd).add_argument(c.flag, type=c.kind, default=c.default,
+                                                                          help=c.help)
+    CLI_OPTIONS[name][0](cmd)
+    if call.video:
         group = cmd.add_argument_group("video and camera")
         group.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
         group.add_argument("--detect-every", type=int, default=10, help="run the face detector every N frames (default 10)")
         group.add_argument("--no-smooth", action="store_true", help="do not smooth landmarks over time")
         group.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
                            help="detect/align beside the network: auto = on for GPU providers and cameras, off on the CPU")
-    cmd.set_defaults(func=_cmd_faces, open_model=lambda args: model_class(args.model, args.providers),
-                     value_of=lambda args: args.value, call_options=lambda args: {}, file_options=lambda args, src: {})
+    cmd.set_defaults(func=_cmd_faces)
     return cmd
 
 
+def _call_options(args) -> dict:
+    """The call's keyword controls from its options: the registry's, and those only the CLI reads (CLI_OPTIONS)."""
+    call = CALLS[args.command]
+    options = {c.name: getattr(args, c.name) for c in call.controls
+               if c.name not in CLI_ELSEWHERE.get(call.name, ()) and getattr(args, c.name) is not None}
+    return {**options, **CLI_OPTIONS[call.name][1](args)}
+
+
+def _retouch_args(cmd) -> None:
+    cmd.add_argument("--masks", dest="with_masks", action="store_true",
+                     help="also write the BAFS spatial masks (model exported --with-masks)")
+
+
+def _retouch_options(args) -> dict:
+    return {"with_masks": True} if args.with_masks else {}
+
+
+def _stylize_args(cmd) -> None:
+    cmd.add_argument("--regions", help=f"region-local transfer, comma-separated from: {', '.join(REGIONS)}")
+    cmd.add_argument("--labels", metavar="FILE|DIR",
+                     help="face-parsing label map(s) for --regions (CelebAMask-HQ classes, a PNG of label values): "
+                          "a file for one input, or a folder holding INPUT_STEM.png per input")
+
+
 def _stylize_options(args) -> dict:
-    options = {k: getattr(args, k) for k in ("psi", "mix_layer", "seed", "reference") if getattr(args, k) is not None}
+    options = {}
     if args.regions:
         options["regions"] = [r.strip() for r in args.regions.split(",") if r.strip()]
         if not args.labels:
@@ -495,28 +554,41 @@ def _stylize_labels(args, src: Path) -> dict:
     return {"labels": read_labels(labels / f"{src.stem}.png" if labels.is_dir() else labels)}
 
 
-def _inpaint_masks(args):
+def _masks(args):
+    """Where each photo's mask comes from (--mask, --masks or --region)."""
     from .calls.inpaint import MaskSource
 
     say = lambda note: print(f"note: {note}", file=sys.stderr)  # noqa: E731
-    folder = getattr(args, "mask_dir", None)  # `stylert edit` takes one mask or a region
-    return MaskSource(file=Path(args.mask) if args.mask else None, folder=Path(folder) if folder else None,
+    return MaskSource(file=Path(args.mask) if args.mask else None, folder=Path(args.mask_dir) if args.mask_dir else None,
                       region=args.region, say=say)
 
 
-def _inpaint_options(args) -> dict:
-    options = {"seed": args.seed, "psi": args.psi, "steps": args.steps}
-    if args.exemplar:
-        from .faces.imageio import read_image
+def _inpaint_args(cmd) -> None:
+    cmd.add_argument("--exemplar", metavar="E.jpg", help="EXE-GAN: a photo of a face whose features guide the fill")
 
-        options["exemplar"] = read_image(args.exemplar).rgb
-    return {k: v for k, v in options.items() if v is not None}
+
+def _inpaint_options(args) -> dict:
+    if not args.exemplar:
+        return {}
+    from .faces.imageio import read_image
+
+    return {"exemplar": read_image(args.exemplar).rgb}
+
+
+def _edit_args(cmd) -> None:
+    cmd.add_argument("--sketch", metavar="S.png", help="strokes (white on black) the photo's size")
+    cmd.add_argument("--semantic", metavar="L.png", help="a face-parsing label map (values 0..18, CelebAMask-HQ)")
+    cmd.add_argument("--color", metavar="C.png", help="colour strokes (black = none) the photo's size")
+    cmd.add_argument("--exemplar", metavar="E.jpg", help="a face whose features guide the edit")
+    cmd.add_argument("--attribute", metavar="NAME=STRENGTH", help="an attribute direction and its strength")
+    cmd.add_argument("--directions", metavar="D.npz", help="attribute directions, 512 or n x 512 each: a .npz (one per "
+                                                          "name) or a .npy (named by its file)")
 
 
 def _edit_options(args) -> dict:
     from .faces.imageio import read_image, read_labels, read_mask
 
-    options: dict = {"seed": args.seed}
+    options: dict = {}
     if args.sketch:
         options["sketch"] = read_mask(args.sketch).fill
     if args.semantic:
@@ -538,6 +610,15 @@ def _edit_options(args) -> dict:
     elif args.directions:
         raise StylertError("--directions is for --attribute NAME=STRENGTH")
     return options
+
+
+FILE_OPTIONS = {"stylize": _stylize_labels}  # options read per input file (one file at a time)
+# Per call, what only the CLI has: (add its arguments, its options from them); and the registry's controls the CLI
+# takes in another form (edit's strength comes with --attribute NAME=STRENGTH).
+CLI_OPTIONS = {"retouch": (_retouch_args, _retouch_options), "restore": (lambda cmd: None, lambda args: {}),
+               "stylize": (_stylize_args, _stylize_options), "inpaint": (_inpaint_args, _inpaint_options),
+               "edit": (_edit_args, _edit_options)}
+CLI_ELSEWHERE = {"edit": ("strength",)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -606,69 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     qnt.add_argument("--keep-float", nargs="*", metavar="NODE", help="also keep these Conv nodes in float")
     qnt.set_defaults(func=_cmd_quantize)
 
-    from .calls.restore import Restorer
-    from .calls.retouch import Retoucher
-
-    ret = _face_command(sub, "retouch", Retoucher, "retouch the faces in photos (StyleRetoucher)")
-    ret.add_argument("--strength", dest="value", type=float, default=1.0, metavar="S",
-                     help="1 = as trained, 0 = least change, > 1 stronger")
-    ret.add_argument("--masks", action="store_true", help="also write the BAFS spatial masks (model exported --with-masks)")
-    rst = _face_command(sub, "restore", Restorer, "restore degraded faces in photos (QC-StyleGAN)")
-    rst.add_argument("--fidelity", dest="value", type=float, default=0.0, metavar="F",
-                     help="0 = fully restored (default), 1 = the input unchanged")
-    rst.add_argument("--seed", type=int, default=0, help="noise seed of VSP models (same seed, same image; default 0)")
-    rst.set_defaults(call_options=lambda args: {"seed": args.seed})
-
-    from .calls.stylize import Stylizer
-
-    sty = _face_command(sub, "stylize", Stylizer, "stylize the faces in photos with a style pack", "--pack",
-                        "style pack folder (from `stylert export stylize`)")
-    sty.add_argument("--style", dest="value", required=True, metavar="NAME", help="the style's name in the pack")
-    sty.add_argument("--psi", type=float, help="truncation (default: the style's, from the pack)")
-    sty.add_argument("--mix-layer", type=int, help="mix from this layer on (3, 6, 9, 12; default 6 with --seed/--reference)")
-    mode = sty.add_mutually_exclusive_group()
-    mode.add_argument("--seed", type=int, help="multimodal: mix with the Z+ sample of this seed")
-    mode.add_argument("--reference", help="reference-guided: mix with this reference code of the style")
-    sty.add_argument("--regions", help=f"region-local transfer, comma-separated from: {', '.join(REGIONS)}")
-    sty.add_argument("--labels", metavar="FILE|DIR",
-                     help="face-parsing label map(s) for --regions (CelebAMask-HQ classes, a PNG of label values): "
-                          "a file for one input, or a folder holding INPUT_STEM.png per input")
-    sty.set_defaults(call_options=_stylize_options, file_options=_stylize_labels)
-
-    from .calls.inpaint import REGIONS as INPAINT_REGIONS
-    from .calls.inpaint import Inpainter
-
-    inp = _face_command(sub, "inpaint", Inpainter, "inpaint photos inside a mask (EXE-GAN: faces; GRIG: any image)",
-                        video=False)
-    masks = inp.add_mutually_exclusive_group(required=True)
-    masks.add_argument("--mask", metavar="M.png", help="one mask for every input (the photo's size; white = fill)")
-    masks.add_argument("--masks", dest="mask_dir", metavar="DIR",
-                       help="a mask per input in DIR, named like the input (stem.png)")
-    masks.add_argument("--region", choices=list(INPAINT_REGIONS), metavar="NAME",
-                       help=f"a face region from the detected landmarks: {', '.join(INPAINT_REGIONS)}")
-    inp.add_argument("--exemplar", metavar="E.jpg", help="EXE-GAN: a photo of a face whose features guide the fill")
-    inp.add_argument("--seed", type=int, default=0, help="z and noise draws: the same seed gives the same result")
-    inp.add_argument("--psi", type=float, help="EXE-GAN: truncation of z, 0..1 (default 1: none)")
-    inp.add_argument("--steps", type=int, help="GRIG: reasoning steps (default 3)")
-    inp.set_defaults(value_of=_inpaint_masks, call_options=_inpaint_options)
-
-    from .calls.edit import Editor
-
-    edt = _face_command(sub, "edit", Editor, "edit the masked part of faces from sketches, semantic maps, colours, an "
-                        "exemplar or an attribute (FACEMUG)", video=False)
-    masks = edt.add_mutually_exclusive_group(required=True)
-    masks.add_argument("--mask", metavar="M.png", help="the part to edit (the photo's size; white = edit)")
-    masks.add_argument("--region", choices=list(INPAINT_REGIONS), metavar="NAME",
-                       help=f"a face region from the detected landmarks: {', '.join(INPAINT_REGIONS)}")
-    edt.add_argument("--sketch", metavar="S.png", help="strokes (white on black) the photo's size")
-    edt.add_argument("--semantic", metavar="L.png", help="a face-parsing label map (values 0..18, CelebAMask-HQ)")
-    edt.add_argument("--color", metavar="C.png", help="colour strokes (black = none) the photo's size")
-    edt.add_argument("--exemplar", metavar="E.jpg", help="a face whose features guide the edit")
-    edt.add_argument("--attribute", metavar="NAME=STRENGTH", help="an attribute direction and its strength")
-    edt.add_argument("--directions", metavar="D.npz", help="attribute directions, 512 or n x 512 each: a .npz (one per name) or a .npy (named by its file)")
-    edt.add_argument("--seed", type=int, default=0, help="z and noise draws: the same seed gives the same result")
-    edt.set_defaults(value_of=_inpaint_masks, call_options=_edit_options,
-                     open_model=lambda args: Editor(args.model, args.providers, directions=args.directions))
+    for call in CALLS.values():
+        _face_command(sub, call)
 
     srv = sub.add_parser("serve", help="serve models over HTTP on Ray Serve, batching concurrent requests",
                          description="One Ray Serve application: POST /retouch, /restore, /stylize/<style> (the image "
@@ -697,22 +717,12 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--output", "-o", required=True, help="output folder")
     bat.add_argument("--model", required=True,
                      help="a retouch/restore/inpaint model (.onnx, .engine) or a style-pack folder")
-    bat.add_argument("--strength", type=float, help="retouch strength (default 1)")
-    bat.add_argument("--fidelity", type=float, help="restore fidelity (default 0)")
-    bat.add_argument("--style", help="stylize: the style's name in the pack")
-    bat.add_argument("--seed", type=int, help="restore (VSP) noise seed, stylize multimodal seed, inpaint seed")
-    bat.add_argument("--psi", type=float, help="stylize or inpaint (EXE-GAN) truncation")
-    bat.add_argument("--mix-layer", type=int, help="stylize: mix from this layer on")
-    bat.add_argument("--reference", help="stylize: reference code of the style")
-    bat.add_argument("--mask", metavar="M.png", help="inpaint: one mask for every input")
-    bat.add_argument("--masks", dest="mask_dir", metavar="DIR", help="inpaint: a mask per input in DIR (stem.png)")
-    bat.add_argument("--region", metavar="NAME", help="inpaint: a face region (see stylert inpaint --help)")
-    bat.add_argument("--exemplar", metavar="E.jpg", help="inpaint (EXE-GAN): a face guiding the fill")
-    bat.add_argument("--steps", type=int, help="inpaint (GRIG): reasoning steps")
-    which = bat.add_mutually_exclusive_group()
-    which.add_argument("--only-center-face", action="store_true", help="only the face nearest the image center")
-    which.add_argument("--largest-face", action="store_true", help="only the largest face")
-    which.add_argument("--aligned", action="store_true", help="inputs are already FFHQ-aligned square crops")
+    for name, (kind, calls) in _batch_controls().items():
+        flag = "--" + name.replace("_", "-")
+        bat.add_argument(flag, type=kind, help=f"{', '.join(calls)}: as `stylert {calls[0]} {flag}`")
+    _mask_choice(bat, "inpaint, edit", required=False)
+    bat.add_argument("--exemplar", metavar="E.jpg", help="inpaint (EXE-GAN), edit: a face guiding the fill")
+    _face_choice(bat)
     bat.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders (kept in the output)")
     bat.add_argument("--overwrite", action="store_true", help="redo files already in the output folder")
     bat.add_argument("--concurrency", type=int, default=1, help="actors, each holding the model once")

@@ -18,7 +18,6 @@ result's extras), resized back and pasted inside the mask.
 from __future__ import annotations
 
 import base64
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from ..faces.detect import Face
 from ..faces.imageio import IMAGE_SUFFIXES, ImageFileError, read_mask
 from ..faces.pipeline import Chunk, FaceChoice, FaceModel, FaceResult, NoFaceError, Prepared, Runner, control, \
     from_rgb, seed_control, seeded_rows, to_network, to_uint8
-from ..runtime.engine import read_graph, sidecar_path
+from ..runtime.engine import model_metadata
 from ..runtime.model import Model, open_model
 
 DEFAULT_STEPS = 3  # GRIG's reasoning steps at test time (thesis Sec. 4.3.1)
@@ -176,21 +175,6 @@ class MaskSource:
             if self.say:
                 self.say(loaded.note)
         return loaded.fill
-
-
-def model_metadata(model) -> dict:
-    """A model's stylert metadata without loading it: an opened Model's, an .engine's sidecar, an .onnx graph's."""
-    if isinstance(model, Model):
-        return model.metadata
-    path = Path(model)
-    if path.suffix == ".engine":
-        try:
-            return json.loads(sidecar_path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path}: no readable engine metadata beside it ({exc})") from None
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    return read_graph(path)[0]
 
 
 @dataclass

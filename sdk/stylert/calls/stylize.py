@@ -186,7 +186,7 @@ class Stylizer(FaceModel):
     def runner(self, style: str, *, mix_layer: int | None = None, seed: int | None = None, reference: str | None = None,
                psi: float | None = None, regions: list[str] | None = None, parser: Parser | None = None,
                labels: np.ndarray | None = None):
-        """labels: the photo's label map is given (it reaches each face through `prepare`), so no parser is needed."""
+        """labels: the photo's label map (it reaches each face through `prepare`, so no parser is needed)."""
         if style is None:
             raise InputError(f"name a style; this pack has: {', '.join(self.styles)}")
         entry = self.pack.style(style)
@@ -196,7 +196,7 @@ class Stylizer(FaceModel):
                                  "whole-face stylization")
             if labels is not None and parser is not None:
                 raise InputError("give labels= or parser=, not both")
-            return self._local_runner(style, regions, parser or self.parser, labels is not None)
+            return self._local_runner(style, regions, parser or self.parser)
         if labels is not None:
             raise InputError("labels= is for regions= (region-local transfer)")
         if seed is not None:
@@ -229,20 +229,24 @@ class Stylizer(FaceModel):
 
         return run
 
-    def _local_runner(self, style: str, regions: list[str], parser: Parser | None, with_labels: bool):
+    def _local_runner(self, style: str, regions: list[str], parser: Parser | None):
         unknown = [r for r in regions if r not in REGIONS]
         if unknown:
             raise InputError(f"unknown region(s) {unknown}; regions are: {', '.join(REGIONS)}")
-        if parser is None and not with_labels:
-            raise InputError("regions need masks: pass labels= (a face-parsing label map of the photo) or "
-                             "parser= (aligned crops -> label maps); stylert ships no face parser")
+
         local, exemplar = self.local, self.pack.exemplar(style)
         res = self.resolution
 
         def run(chunk: Chunk):
             n = len(chunk.crops)
             content = to_uint8(chunk.crops)
-            labels = chunk.gather("labels") if with_labels else np.asarray(parser(content))
+            if "labels" in chunk.photos[0].inputs:
+                labels = chunk.gather("labels")
+            elif parser is None:
+                raise InputError("regions need masks: pass labels= (a face-parsing label map of the photo) or "
+                                 "parser= (aligned crops -> label maps); stylert ships no face parser")
+            else:
+                labels = np.asarray(parser(content))
             if labels.shape != (n, res, res) or not np.issubdtype(labels.dtype, np.integer):
                 raise InputError(f"face parser: expected integer label maps [{n}, {res}, {res}], got "
                                  f"{labels.dtype} {labels.shape}")

@@ -2,7 +2,7 @@
 starts from, and the libraries that loading one needs (TensorRT, cuda-python, stylert's plugin libraries).
 
 The backend (`runtime/tensorrt.py`), `stylert build-engine` (`tools/trt_build.py`) and the service's
-model check (`serving/controls.call_of`) use these; this module imports no other part of stylert but
+registry of calls (`calls/registry.call_of`) use these; this module imports no other part of stylert but
 `errors`, and TensorRT, cuda-python and onnx only inside the functions that need them.
 
 Errors: a library that is missing or cannot be loaded (tensorrt, cuda-python, onnx, a plugin `.so`),
@@ -15,10 +15,12 @@ The sidecar `<engine>.json` holds the ONNX graph's stylert metadata plus `engine
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, ModelError
+from .model import Model
 
 NOT_INSTALLED = ("TensorRT is not installed: install NVIDIA's `tensorrt` wheel (its builder is not on PyPI) "
                  "on a machine with an NVIDIA GPU")
@@ -48,6 +50,21 @@ def read_graph(path: str | Path) -> tuple[dict[str, str], str]:
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         return meta, "int8"
     return meta, meta.get("stylert.precision", "fp32")
+
+
+def model_metadata(model) -> dict:
+    """A model's stylert metadata without loading it: an opened Model's, an .engine's sidecar, an .onnx graph's."""
+    if isinstance(model, Model):
+        return model.metadata
+    path = Path(model)
+    if path.suffix == ".engine":
+        try:
+            return json.loads(sidecar_path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: no readable engine metadata beside it ({exc})") from None
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    return read_graph(path)[0]
 
 
 def check_engine_metadata(meta: dict, path: str | Path, tensorrt_version: str, compute_capability: str) -> None:

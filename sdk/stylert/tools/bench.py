@@ -139,7 +139,7 @@ def percentiles(ms: list[float]) -> dict:
 
 def _device_used_mb() -> float | None:
     try:
-        from .trt_build import cuda_check, cudart
+        from ..runtime.engine import cuda_check, cudart
         free, total = cuda_check(cudart().cudaMemGetInfo())
         return (total - free) / 2 ** 20
     except Exception:  # no CUDA here: device memory is not applicable
@@ -230,30 +230,23 @@ def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, thr
     """Per-stage latency of the whole-photo path (decode ... encode) of a face model on one photo. Inpaint: EXE-GAN
     fills the mouth region (no exemplar), GRIG a centre square of a quarter of the photo in its default 3 steps;
     edit: the mouth region, no guidance."""
-    from ..calls.edit import Editor
-    from ..calls.inpaint import Inpainter
-    from ..calls.restore import Restorer
-    from ..calls.retouch import Retoucher
-    from ..calls.stylize import Stylizer
+    from ..calls.registry import CALLS, open_call
     from ..faces.imageio import read_image, write_image
 
     model = open_model(model_path, "onnxruntime-cpu")
-    call, value = model.call, None
+    call = model.call
+    if call not in CALLS:
+        raise ValueError(f"--pipeline needs a {', '.join(CALLS)} model, not '{call}'")
     if call == "stylize":
         if model.metadata.get("stylert.role") != "generator":
             raise ValueError(f"--pipeline on a style pack needs a style's generator graph, not its "
                              f"{model.metadata.get('stylert.role')} (the region-local model also needs label maps)")
-        face_model, value = Stylizer(Path(model_path).parent, backend, threads=threads), model.metadata["stylert.style"]
-    elif call in ("retouch", "restore"):
-        face_model = {"retouch": Retoucher, "restore": Restorer}[call](model_path, backend, threads=threads)
-        value = face_model.default_value
-    elif call == "inpaint":
-        face_model = Inpainter(model_path, backend, threads=threads)
-        value = "mouth" if face_model.method == "exe-gan" else "centre"
-    elif call == "edit":
-        face_model, value = Editor(model_path, backend, threads=threads), "mouth"
+        face_model, value = open_call(Path(model_path).parent, backend, threads), model.metadata["stylert.style"]
     else:
-        raise ValueError(f"--pipeline needs a retouch, restore, stylize, inpaint or edit model, not '{call}'")
+        face_model = open_call(model_path, backend, threads)
+        value = face_model.default_value
+    if CALLS[call].masked:
+        value = "centre" if face_model.method == "grig" else "mouth"
     stages: dict[str, list[float]] = {}
     faces = 0
     with tempfile.TemporaryDirectory() as tmp:

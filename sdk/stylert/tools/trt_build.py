@@ -23,10 +23,8 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import BackendUnavailable, ModelError
-from ..runtime.engine import (  # cuda_check, cudart: also read from here by tools/bench.py
+from ..runtime.engine import (
     NOT_INSTALLED,
-    cuda_check,
-    cudart,
     gpu_identity,
     load_plugins,
     read_graph,
