@@ -76,7 +76,7 @@ class FACEMUGConfig(JSONConfig):
     encoder_input: int = 256
     aggregation_channels: int = 64  # c_a
     warp_blocks: int = 4
-    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(1024))  # last: its JSON lists it last
+    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(1024))  # last, as in its JSON
 
     def __post_init__(self):
         if self.bank_resolution < self.size:

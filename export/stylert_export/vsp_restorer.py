@@ -303,7 +303,7 @@ class VSPConfig(JSONConfig):
     bank_resolution: int = 1024
     e4e_units: tuple[int, ...] = (3, 4, 14, 3)
     e4e_input: int = 256
-    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(1024))  # last: its JSON lists it last
+    channels: dict[int, int] = field(default_factory=lambda: StyleGAN2Config.rosinality_channels(1024))  # last, as in its JSON
 
 
 def random_vsp_restorer(cfg: VSPConfig, seed: int) -> VSPRestorer:
