@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .calls.inpaint import REGIONS as INPAINT_REGIONS
-from .calls.registry import CALLS, FACE_CHOICE, Call
+from .calls.registry import CALLS, FACE_CHOICE, Call, FileInput
 from .calls.stylize import REGIONS
 from .errors import ModelError, StylertError, UntrainedWeightsWarning
 from .runtime.model import BACKENDS
@@ -372,27 +372,38 @@ def _batch_controls() -> dict[str, tuple[type, list[str]]]:
     return out
 
 
+def _batch_files() -> dict[str, tuple[FileInput, list[str]]]:
+    """`stylert batch`'s file options: every call's files, by name (the file, the calls that take it)."""
+    out: dict[str, tuple[FileInput, list[str]]] = {}
+    for call in CALLS.values():
+        for f in call.files:
+            out.setdefault(f.name, (f, []))[1].append(call.name)
+    return out
+
+
 def _cmd_batch(args) -> int:
     """A folder through one face call on Ray Data: the files `stylert <call> IN -o OUT` writes, resumable."""
-    from .faces.imageio import check_output
     from .calls.registry import call_of, parse_controls
+    from .faces.imageio import check_output
 
     _needs_ray("batch")
     call = call_of(args.model)
     names = {*_batch_controls(), "region", *FACE_CHOICE}
     params = {k: str(v) for k, v in vars(args).items() if k in names and v is not None and v is not False}
     value, options = parse_controls(call, params)
-    masks = [f"--{name.replace('_', '-')}" for name in ("mask", "mask_dir", "exemplar") if getattr(args, name)]
-    if CALLS[call].masked:
+    spec = CALLS[call]
+    for name, (f, calls) in _batch_files().items():
+        if getattr(args, name) and f not in spec.files:
+            raise StylertError(f"--{name}: for {' and '.join(calls)} models; {args.model} is a {call} model")
+    masks = [f"--{name.replace('_', '-')}" for name in ("mask", "mask_dir") if getattr(args, name)]
+    if spec.masked:
         if sum(x is not None for x in (args.mask, args.mask_dir, args.region)) != 1:
             raise StylertError(f"{call} needs one of --mask M.png, --masks DIR, --region NAME")
         value = _masks(args)
-        if args.exemplar:
-            from .faces.imageio import read_image
-
-            options["exemplar"] = read_image(args.exemplar).rgb
+        options.update({f.name: f.read(getattr(args, f.name)) for f in spec.files if getattr(args, f.name)})
     elif masks:
-        raise StylertError(f"{', '.join(masks)}: for inpaint and edit models; {args.model} is a {call} model")
+        raise StylertError(f"{', '.join(masks)}: for {' and '.join(c.name for c in CALLS.values() if c.masked)} "
+                           f"models; {args.model} is a {call} model")
     for name in ("concurrency", "batch"):
         if getattr(args, name) < 1:
             raise StylertError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -497,7 +508,9 @@ def _face_command(sub, call: Call):
         if c.name not in CLI_ELSEWHERE.get(name, ()):
             (exclusive if c.name in call.exclusive else cmd).add_argument(c.flag, type=c.kind, default=c.default,
                                                                           help=c.help)
-    CLI_OPTIONS[name][0](cmd)
+    for f in call.files:
+        cmd.add_argument("--" + f.name, metavar=f.metavar, help=f.help)
+    CLI_OPTIONS.get(name, NO_OPTIONS)[0](cmd)
     if call.video:
         group = cmd.add_argument_group("video and camera")
         group.add_argument("--camera", type=int, metavar="N", help="process live camera N (stale frames are dropped)")
@@ -510,11 +523,12 @@ def _face_command(sub, call: Call):
 
 
 def _call_options(args) -> dict:
-    """The call's keyword controls from its options: the registry's, and those only the CLI reads (CLI_OPTIONS)."""
+    """The call's keyword options: the registry's controls and files (read here), and what only the CLI has."""
     call = CALLS[args.command]
     options = {c.name: getattr(args, c.name) for c in call.controls
                if c.name not in CLI_ELSEWHERE.get(call.name, ()) and getattr(args, c.name) is not None}
-    return {**options, **CLI_OPTIONS[call.name][1](args)}
+    options.update({f.name: f.read(getattr(args, f.name)) for f in call.files if getattr(args, f.name)})
+    return {**options, **CLI_OPTIONS.get(call.name, NO_OPTIONS)[1](args)}
 
 
 def _retouch_args(cmd) -> None:
@@ -563,40 +577,14 @@ def _masks(args):
                       region=args.region, say=say)
 
 
-def _inpaint_args(cmd) -> None:
-    cmd.add_argument("--exemplar", metavar="E.jpg", help="EXE-GAN: a photo of a face whose features guide the fill")
-
-
-def _inpaint_options(args) -> dict:
-    if not args.exemplar:
-        return {}
-    from .faces.imageio import read_image
-
-    return {"exemplar": read_image(args.exemplar).rgb}
-
-
 def _edit_args(cmd) -> None:
-    cmd.add_argument("--sketch", metavar="S.png", help="strokes (white on black) the photo's size")
-    cmd.add_argument("--semantic", metavar="L.png", help="a face-parsing label map (values 0..18, CelebAMask-HQ)")
-    cmd.add_argument("--color", metavar="C.png", help="colour strokes (black = none) the photo's size")
-    cmd.add_argument("--exemplar", metavar="E.jpg", help="a face whose features guide the edit")
     cmd.add_argument("--attribute", metavar="NAME=STRENGTH", help="an attribute direction and its strength")
     cmd.add_argument("--directions", metavar="D.npz", help="attribute directions, 512 or n x 512 each: a .npz (one per "
                                                           "name) or a .npy (named by its file)")
 
 
 def _edit_options(args) -> dict:
-    from .faces.imageio import read_image, read_labels, read_mask
-
     options: dict = {}
-    if args.sketch:
-        options["sketch"] = read_mask(args.sketch).fill
-    if args.semantic:
-        options["semantic"] = read_labels(args.semantic)
-    if args.color:
-        options["color"] = read_image(args.color).rgb
-    if args.exemplar:
-        options["exemplar"] = read_image(args.exemplar).rgb
     if args.attribute:
         name, sep, value = args.attribute.partition("=")
         try:
@@ -615,9 +603,9 @@ def _edit_options(args) -> dict:
 FILE_OPTIONS = {"stylize": _stylize_labels}  # options read per input file (one file at a time)
 # Per call, what only the CLI has: (add its arguments, its options from them); and the registry's controls the CLI
 # takes in another form (edit's strength comes with --attribute NAME=STRENGTH).
-CLI_OPTIONS = {"retouch": (_retouch_args, _retouch_options), "restore": (lambda cmd: None, lambda args: {}),
-               "stylize": (_stylize_args, _stylize_options), "inpaint": (_inpaint_args, _inpaint_options),
+CLI_OPTIONS = {"retouch": (_retouch_args, _retouch_options), "stylize": (_stylize_args, _stylize_options),
                "edit": (_edit_args, _edit_options)}
+NO_OPTIONS = (lambda cmd: None, lambda args: {})
 CLI_ELSEWHERE = {"edit": ("strength",)}
 
 
@@ -720,8 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (kind, calls) in _batch_controls().items():
         flag = "--" + name.replace("_", "-")
         bat.add_argument(flag, type=kind, help=f"{', '.join(calls)}: as `stylert {calls[0]} {flag}`")
-    _mask_choice(bat, "inpaint, edit", required=False)
-    bat.add_argument("--exemplar", metavar="E.jpg", help="inpaint (EXE-GAN), edit: a face guiding the fill")
+    _mask_choice(bat, ", ".join(c.name for c in CALLS.values() if c.masked), required=False)
+    for name, (f, calls) in _batch_files().items():
+        bat.add_argument("--" + name, metavar=f.metavar, help=f"{', '.join(calls)}: as `stylert {calls[0]} --{name}`")
     _face_choice(bat)
     bat.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders (kept in the output)")
     bat.add_argument("--overwrite", action="store_true", help="redo files already in the output folder")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import InputError, ModelError
+from ..faces.imageio import decode_image, read_image, read_labels, read_mask
 from ..faces.pipeline import FaceModel
 from ..runtime.engine import model_metadata
 from ..runtime.model import open_model
@@ -33,6 +34,25 @@ class Control:
 
 
 @dataclass(frozen=True)
+class FileInput:
+    """A file a call reads besides the photo (an exemplar, a sketch): its name (the API keyword, the form field of
+    `stylert serve`, the CLI option), what it holds (a photo, a mask, a label map) and what it does."""
+    name: str
+    kind: str  # "image": RGB uint8; "mask": bool, nonzero = set; "labels": uint8 class values
+    help: str
+    metavar: str
+
+    def read(self, source: str | Path | bytes):
+        """The file (a path, or its bytes as a request carries them) as the call takes it; errors name it."""
+        data = isinstance(source, (bytes, bytearray))
+        if self.kind == "image":
+            return (decode_image(source, self.name) if data else read_image(source)).rgb
+        if self.kind == "mask":
+            return read_mask(source, self.name if data else None).fill
+        return read_labels(source, self.name if data else None)
+
+
+@dataclass(frozen=True)
 class Call:
     """One call: its class, its value argument (strength, fidelity, style; for a masked call the region that
     can stand for a mask) and its other controls. Everything that lists the calls (the CLI, the service, the batch
@@ -42,6 +62,7 @@ class Call:
     help: str
     value: Control
     controls: tuple[Control, ...] = ()
+    files: tuple[FileInput, ...] = ()  # files read besides the photo, given to the call as keyword options
     masked: bool = False  # the value is each photo's mask (an array, a mask file, or the region)
     model_flag: str = "--model"  # the CLI option naming the model (a style pack: --pack)
     exclusive: tuple[str, ...] = ()  # controls that exclude each other
@@ -69,11 +90,17 @@ CALLS = {c.name: c for c in (
     Call("inpaint", Inpainter, "inpaint photos inside a mask (EXE-GAN: faces; GRIG: any image)",
          Control("region", str, "a face region from the detected landmarks: " + ", ".join(REGIONS)),
          (Control("seed", int, SEED, 0), Control("psi", float, "EXE-GAN: truncation of z, 0..1 (default 1: none)"),
-          Control("steps", int, "GRIG: reasoning steps (default 3)")), masked=True, video=False),
+          Control("steps", int, "GRIG: reasoning steps (default 3)")),
+         (FileInput("exemplar", "image", "EXE-GAN: a photo of a face whose features guide the fill", "E.jpg"),),
+         masked=True, video=False),
     Call("edit", Editor, "edit the masked part of faces from sketches, semantic maps, colours, an exemplar or an "
          "attribute (FACEMUG)",
          Control("region", str, "a face region from the detected landmarks: " + ", ".join(REGIONS)),
          (Control("seed", int, SEED, 0), Control("strength", float, "the attribute's strength")),
+         (FileInput("sketch", "mask", "strokes (white on black) the photo's size", "S.png"),
+          FileInput("semantic", "labels", "a face-parsing label map (values 0..18, CelebAMask-HQ)", "L.png"),
+          FileInput("color", "image", "colour strokes (black = none) the photo's size", "C.png"),
+          FileInput("exemplar", "image", "a face whose features guide the edit", "E.jpg")),
          masked=True, video=False),
 )}
 FACE_CHOICE = ("only_center_face", "largest_face", "aligned")  # which faces, as text; they exclude each other

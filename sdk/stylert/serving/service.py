@@ -30,10 +30,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import InputError, StylertError
-from ..faces.imageio import LoadedImage, decode_image, encode_image, read_labels, read_mask
+from ..faces.imageio import LoadedImage, decode_image, encode_image, read_mask
 from ..faces.pipeline import NoFaceError
 from .cluster import init_ray
-from ..calls.registry import call_of, open_call, parse_controls
+from ..calls.registry import CALLS, call_of, open_call, parse_controls
 
 APP = "stylert"
 FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}  # ?format= -> file type
@@ -62,8 +62,8 @@ class Job:
     group: str = ""  # requests with the same group run as one process_batch
 
 
-PARTS = {"inpaint": ("image", "mask", "exemplar"),  # the files of a multipart request
-         "edit": ("image", "mask", "sketch", "semantic", "color", "exemplar")}
+PARTS = {call.name: ("image", "mask", *(f.name for f in call.files))  # the files of a multipart request
+         for call in CALLS.values() if call.masked}
 
 
 def _failure(exc: BaseException) -> Reply:
@@ -135,13 +135,10 @@ class FaceService:
             raise InputError(f"{self.call} needs one mask: a 'mask' file in a multipart form (with 'image'), or "
                              "?region=NAME with the image as the body")
         value = read_mask(parts["mask"], "mask").fill if "mask" in parts else region
-        readers = {"exemplar": lambda data: decode_image(data, "exemplar").rgb,
-                   "sketch": lambda data: read_mask(data, "sketch").fill,
-                   "semantic": lambda data: read_labels(data, "semantic"),
-                   "color": lambda data: decode_image(data, "color").rgb}
+        readers = {f.name: f for f in CALLS[self.call].files}
         files = {name: data for name, data in parts.items() if name != "mask"}
         for name, data in files.items():
-            options[name] = readers[name](data)
+            options[name] = readers[name].read(data)
         digest = hashlib.blake2b(b"".join(files[k] for k in sorted(files)), digest_size=16).hexdigest()
         return value, json.dumps([sorted((k, v) for k, v in options.items() if k not in files), digest])
 
