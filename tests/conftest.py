@@ -37,6 +37,21 @@ def max_abs(got, want) -> float:
     return float(np.abs(got - want).max())
 
 
+# What the face commands may print on stderr before their one error line: the untrained-model warning and the backend.
+NOTICE_LINES = ("WARNING: ", "note: ")
+
+
+def error_line(stderr: str, command: str) -> str:
+    """The one error line of a refused command (its last stderr line, `stylert COMMAND: error: ...`); fails on a
+    traceback or on any other line but the command's notices (untrained weights, the backend it runs on)."""
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith(f"stylert {command}: error: "), stderr
+    for line in lines[:-1]:
+        assert line.startswith(NOTICE_LINES) or line.endswith(tuple(f": running on {b}" for b in (
+            "onnxruntime-cpu", "onnxruntime-cuda", "openvino", "tensorrt"))), f"stray line {line!r} in:\n{stderr}"
+    return lines[-1]
+
+
 @pytest.fixture(autouse=True)
 def seeded(request):
     """Every test draws from generators seeded by its own name: the same inputs on every run, on any worker,

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import max_abs, rel_error
+import stylert
+from conftest import error_line, max_abs, rel_error
+from stylert.errors import InputError
 
 torch = pytest.importorskip("torch")
 
@@ -211,7 +213,7 @@ def test_reference_code_is_mixed_from_its_layer(style_pack, tmp_path):
         want = rebuild_generator(pack / "cartoon.onnx")(torch.from_numpy(code)[None]).numpy()
     from stylert import to_uint8
     assert np.abs(got.astype(int) - to_uint8(want)[0].astype(int)).max() <= 1
-    with pytest.raises(Exception, match="no reference 'nope'; it has: astro"):
+    with pytest.raises(InputError, match="no reference 'nope'; it has: astro"):
         s.stylize(_aligned_face(), "cartoon", channels="rgb", aligned=True, reference="nope")
 
 
@@ -307,10 +309,15 @@ def test_stylize_cli_two_styles_on_a_real_photo(style_pack, tmp_path, astronaut)
     result = _cli("stylize", photo, "-o", tmp_path / "hair.png", "--pack", style_pack, "--style", "cartoon",
                   "--regions", "hair", "--labels", tmp_path / "labels.png")
     assert result.returncode == 0, result.stderr
+    hair = read_image(tmp_path / "hair.png").rgb  # the API's result on the same photo and labels, written as a PNG
+    api = stylert.Stylizer(style_pack).stylize(astronaut, "cartoon", channels="rgb", labels=labels, regions=["hair"])
+    assert np.abs(hair.astype(int) - api.image.astype(int)).max() <= 1
+    assert np.array_equal(hair[:, -100:], astronaut[:, -100:])  # far from the face: untouched
+    assert not np.array_equal(hair[60:140, 150:300], astronaut[60:140, 150:300])  # the hair band was stylized
 
     bad = _cli("stylize", photo, "-o", tmp_path / "x.png", "--pack", style_pack, "--style", "manga")
-    assert bad.returncode == 2 and "this pack has: cartoon, impasto" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "this pack has: cartoon, impasto" in error_line(bad.stderr, "stylize")
     bad = _cli("stylize", photo, "-o", tmp_path / "x.png", "--pack", style_pack, "--style", "cartoon", "--regions", "eye")
-    assert bad.returncode == 2 and "--regions needs --labels" in bad.stderr
+    assert bad.returncode == 2 and "--regions needs --labels" in error_line(bad.stderr, "stylize")
     bad = _cli("stylize", photo, "-o", tmp_path / "x.png", "--pack", tmp_path, "--style", "cartoon")
-    assert bad.returncode == 2 and "not a style pack" in bad.stderr
+    assert bad.returncode == 2 and "not a style pack" in error_line(bad.stderr, "stylize")

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import stylert
 from conftest import max_abs, rel_error
 
 torch = pytest.importorskip("torch")
@@ -228,7 +229,10 @@ def test_restorer_is_seeded_and_restores_a_real_photo(vsp_model, tmp_path, astro
                              "--model", str(vsp_model["path"]), "--seed", "3"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "1 face(s)" in result.stdout and "untrained" in result.stderr
-    assert read_image(tmp_path / "out.png").rgb.shape == astronaut.shape
+    written = read_image(tmp_path / "out.png").rgb  # what the API gives for the same photo and seed
+    want = stylert.Restorer(vsp_model["path"]).restore(astronaut, channels="rgb", seed=3).image
+    assert np.abs(written.astype(int) - want.astype(int)).max() <= 1
+    assert not np.array_equal(written, astronaut)
 
 
 def test_export_cli_vsp_needs_all_three_checkpoints(tmp_path):

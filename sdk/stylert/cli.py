@@ -171,13 +171,17 @@ def _expand_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Pat
         if not item.is_dir():
             found.append((item, Path(item.name)))  # a missing file is reported per file, with the others processed
             continue
-        files = sorted(p for p in (item.rglob("*") if recursive else item.iterdir()) if p.is_file())
+        entries = sorted(item.rglob("*") if recursive else item.iterdir())
+        files = [p for p in entries if p.is_file()]
+        special = [p for p in entries if not p.is_file() and not p.is_dir()]  # broken links, link loops, FIFOs
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
         found += [(p, p.relative_to(item)) for p in images]
         others = len(files) - len(images)
-        folders = 0 if recursive else sum(1 for p in item.iterdir() if p.is_dir())
-        if others or folders:
+        folders = 0 if recursive else sum(1 for p in entries if p.is_dir())
+        if others or folders or special:
             what = [f"{others} file(s) that are not {'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} images"] if others else []
+            what += [f"{len(special)} broken link(s) or special file(s) ({', '.join(p.name for p in special[:3])}"
+                     f"{', ...' if len(special) > 3 else ''})"] if special else []
             what += [f"{folders} subfolder(s) (--recursive to include them)"] if folders else []
             print(f"{item}: skipped {' and '.join(what)}", file=sys.stderr)
     return found

@@ -17,6 +17,7 @@ Text guidance needs CLIP and hundreds of gradient steps per edit (thesis Eq. 6.4
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +38,19 @@ def load_directions(path: str | Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: no such directions file")
     try:
         data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            arrays = {path.stem: data}
+        else:
+            with data:
+                arrays = {name: data[name] for name in data.files}
     except ValueError as exc:
         raise InputError(f"{path}: not a plain numpy file ({exc}); save the directions with numpy.savez") from None
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable numpy file ({exc})") from None
-    if isinstance(data, np.ndarray):
-        return {path.stem: np.asarray(data, np.float32)}
-    with data:
-        return {name: np.asarray(data[name], np.float32) for name in data.files}
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable numpy file ({type(exc).__name__}: {exc})") from None
+    bad = sorted(name for name, a in arrays.items() if a.dtype.kind not in "biuf")
+    if bad:
+        raise InputError(f"{path}: direction(s) {', '.join(bad)} hold {arrays[bad[0]].dtype} values, not numbers")
+    return {name: a.astype(np.float32) for name, a in arrays.items()}
 
 
 class Editor(MaskedCall):
@@ -107,9 +113,9 @@ class Editor(MaskedCall):
             arr = options[name]
             if not isinstance(arr, np.ndarray):
                 raise InputError(f"{name}: expected a numpy array, got {type(arr).__name__}")
-            if arr.shape[:2] != (h, w):
-                raise InputError(f"{name}: {arr.shape[1] if arr.ndim > 1 else '?'}x{arr.shape[0]}, the photo {w}x{h}: "
-                                 f"give {shape_hint} the size of the photo")
+            if arr.ndim < 2 or arr.shape[:2] != (h, w):
+                size = f"{arr.shape[1]}x{arr.shape[0]}" if arr.ndim >= 2 else f"of shape {arr.shape}"
+                raise InputError(f"{name}: {size}, the photo {w}x{h}: give {shape_hint} the size of the photo")
             return arr
 
         if options.get("sketch") is not None:

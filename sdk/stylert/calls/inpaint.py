@@ -114,6 +114,8 @@ def fill_mask(mask, shape: tuple[int, ...], name: str = "mask") -> np.ndarray:
     if not isinstance(mask, np.ndarray):
         raise InputError(f"{name}: expected a numpy array or a region name ({', '.join(REGIONS)}), "
                          f"got {type(mask).__name__}")
+    if mask.dtype.kind not in "biuf":
+        raise InputError(f"{name}: a mask of dtype {mask.dtype}; give bool or numbers (nonzero = fill)")
     if mask.ndim == 3 and mask.shape[2] in (1, 3, 4):
         mask = mask.any(axis=2) if mask.dtype == bool else np.abs(mask).max(axis=2)
     if mask.ndim != 2:
@@ -123,8 +125,6 @@ def fill_mask(mask, shape: tuple[int, ...], name: str = "mask") -> np.ndarray:
                          "give a mask the size of the photo")
     if mask.dtype.kind == "f" and not np.isfinite(mask).all():
         raise InputError(f"{name}: the mask holds NaN or infinity")
-    if mask.dtype.kind not in "biuf":
-        raise InputError(f"{name}: a mask of dtype {mask.dtype}; give bool or numbers (nonzero = fill)")
     return mask != 0
 
 

@@ -5,6 +5,7 @@ float32 in [-1, 1]; every face of a photo goes through the network in one batch.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,10 +272,19 @@ def batch_size(max_batch, default: int) -> int:
     return int(max_batch)
 
 
+def same_file(a, b) -> bool:
+    """Whether two paths name one file (links and hard links too); a path that does not resolve (missing, a
+    symlink loop) is compared by its real path, never raising."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def read_for(src, dst, overwrite: bool = False) -> LoadedImage:
     """Read `src` for a result going to `dst`: refuses to write over the input unless overwrite=True
     and checks that `dst` can hold the result, before any network runs."""
-    if not overwrite and Path(dst).resolve() == Path(src).resolve():
+    if not overwrite and same_file(src, dst):
         raise InputError(f"{dst}: would overwrite the input; choose another output (or overwrite=True)")
     loaded = read_image(src)
     check_output(dst, loaded.alpha is not None)
