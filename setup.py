@@ -41,10 +41,12 @@ setup(
         # tensorrt-stubs is installed with --no-deps by the Makefile: it requires NVIDIA's placeholder wheel.
         # the suite: pytest with two workers, the browser test (Playwright drives the system's Chromium; it never
         # downloads a browser), the documentation site's build (MkDocs, Material, mkdocstrings), and setuptools for
-        # tests/test_wheel.py, which builds the wheel without build isolation (70.1+ needs no `wheel` package).
+        # tests/test_wheel.py, which builds the wheel without build isolation (70.1+ needs no `wheel` package);
+        # Hypothesis draws tests/test_fuzz.py's arrays and controls (seeded: the same cases on every run).
         "test": ["pytest>=7", "pytest-xdist>=3.5", "filelock>=3.12", "scikit-image>=0.21", "mypy>=1.8",
                  "matplotlib>=3.7", "playwright>=1.40", "mkdocs>=1.6", "mkdocs-material>=9.5",
-                 "mkdocstrings[python]>=0.26", "setuptools>=70.1"],
+                 "mkdocstrings[python]>=0.26", "setuptools>=70.1",
+                 "hypothesis>=6.100"],
     },
     entry_points={
         "console_scripts": ["stylert=stylert.cli:main"],

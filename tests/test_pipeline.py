@@ -212,11 +212,24 @@ def test_grayscale_and_rgba_files_keep_their_form(retouch_models, bad_files, tmp
         assert im.mode == "RGBA" and np.all(np.asarray(im)[:, :, 3] == 77)
 
 
-def test_exif_orientation_is_applied(tmp_path, astronaut):
+@pytest.mark.parametrize("orientation, turns", [(6, -1), (8, 1), (3, 2)])  # np.rot90 turns: -1 = clockwise
+def test_exif_orientation_is_applied(tmp_path, astronaut, orientation, turns):
+    """The pixels land where a viewer shows them: 6 turns the stored image clockwise, 8 counter-clockwise, 3 half."""
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
-    Image.fromarray(astronaut[:, :300]).save(tmp_path / "rot.jpg", exif=exif)
-    assert read_image(tmp_path / "rot.jpg").rgb.shape == (300, 512, 3)
+    exif[0x0112] = orientation
+    photo = astronaut[:, :300].copy()
+    photo[:40, :40] = (255, 0, 0)  # a red top-left corner, stored
+    Image.fromarray(photo).save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "rot.jpg") as im:
+        stored = np.asarray(im.convert("RGB"))  # Pillow's pixels as stored, not turned
+    loaded = read_image(tmp_path / "rot.jpg")
+    np.testing.assert_array_equal(loaded.rgb, np.rot90(stored, turns))
+    corner = {6: (slice(0, 40), slice(-40, None)), 8: (slice(-40, None), slice(0, 40)),
+              3: (slice(-40, None), slice(-40, None))}[orientation]
+    assert (np.abs(loaded.rgb[corner].astype(int) - (255, 0, 0)).max(axis=2) < 40).mean() > 0.9  # red, turned
+    written = Image.Exif()
+    written.load(loaded.exif)
+    assert written.get(0x0112, 1) == 1  # applied: the result is written upright
 
 
 def test_cli_batch_keeps_going_and_writes_no_partial_files(retouch_models, bad_files, tmp_path):

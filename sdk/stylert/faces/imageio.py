@@ -1,6 +1,9 @@
 """Image files in and out, with Pillow.
 
-Reading checks the header before decoding (pixel limit against decompression bombs), applies
+Photos, masks and label maps go through one decoder (`_decoded`): it opens only regular files (never
+blocking on a FIFO), checks the header before decoding (pixel limit against decompression bombs,
+the longest side), refuses damaged JPEG data that libjpeg would fill grey, keeps Pillow's warnings
+off the terminal, and turns every failure into one ImageFileError naming the file. Reading applies
 the EXIF orientation, and turns every supported mode into RGB uint8 plus what is needed to
 write the result back the same way (grayscale stays grayscale, alpha is carried through).
 Writing is atomic (a file appears whole or not at all) and follows the umask like any other
@@ -10,12 +13,17 @@ back tagged with the same profile, so a wide-gamut photo keeps its colours.
 """
 from __future__ import annotations
 
+import errno
+import functools
 import io
 import os
+import stat
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,9 +31,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import InputError
 
 MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera photo, far below a decompression bomb
+# The longest side decoded. Pillow's row buffers are sized in C ints: a PNG row of 90 M RGB pixels (a 57-byte file
+# declaring 100,000,000 x 1, at the pixel limit) raises MemoryError. No photo comes near a million pixels a side.
+MAX_SIDE = 1_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 NO_ALPHA = (".jpg", ".jpeg", ".bmp")
 METADATA_FORMATS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")  # formats that hold EXIF and ICC
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits a channel
+OPT_IN = "--allow-damaged (Python: allow_damaged=True) reads it anyway"
 
 
 class ImageFileError(InputError):
@@ -40,58 +53,262 @@ class LoadedImage:
     exif: bytes | None = None  # the file's EXIF, orientation reset to 1 (already applied to the pixels)
     icc: bytes | None = None  # the file's ICC colour profile
     format: str | None = None  # Pillow's name of the file's format: JPEG, PNG, WEBP, ...
+    # Set only when read with allow_damaged=True from a damaged file: one line, starting with the file's name, saying
+    # what is wrong with the pixels ("a.jpg: damaged image data (the JPEG data ends before the image does: the rest
+    # is grey); read anyway"), for the caller to show (the CLI prints it as a warning).
+    warning: str | None = None
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, *, allow_damaged: bool = False) -> LoadedImage:
+    """A photo file -> RGB uint8 with the EXIF orientation applied. Every file it cannot read is an ImageFileError
+    whose message starts with the path: not a regular file (missing, a folder, a FIFO, a link to nothing, a link
+    loop), empty, not an image, truncated or corrupt, over the pixel limit, more than 8 bits a channel, or damaged (a
+    JPEG whose data ends before its image does; libjpeg would fill the rest grey). allow_damaged=True reads a damaged
+    JPEG anyway and says so in the result's `warning`."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageFileError(f"{path}: file is empty")
-    return _decode(path, str(path), max_pixels)
+    with _open_file(path, str(path), "") as f:
+        return _photo(f, str(path), max_pixels, allow_damaged)
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> LoadedImage:
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS, *,
+                 allow_damaged: bool = False) -> LoadedImage:
     """An image file's bytes (e.g. an HTTP request body) -> LoadedImage, with read_image's checks;
     `name` starts every error message, as the path does for files."""
     if not data:
         raise ImageFileError(f"{name}: empty (no image bytes)")
-    return _decode(io.BytesIO(data), name, max_pixels)
+    return _photo(io.BytesIO(data), name, max_pixels, allow_damaged)
 
 
-def _decode(source, name: str, max_pixels: int) -> LoadedImage:
+def _open_file(path: Path, name: str, kind: str) -> BinaryIO:
+    """`path` opened for reading when it is a non-empty regular file (or a link to one); else ImageFileError naming
+    it. Opened without blocking and checked on the open descriptor: a FIFO named like an image would block open()
+    until something wrote to it, and nothing can swap the path between the check and the read."""
+    what = f"{kind} file" if kind else "file"
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
-            with Image.open(source) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageFileError(f"{name}: {w}x{h} pixels is over the pixel limit of {max_pixels:,} "
-                                         "(possible decompression bomb)")
-                raw = str(im.tile[0][3]) if im.tile and len(im.tile[0]) > 3 else ""
-                if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or "16" in im.mode or "16" in raw:
-                    raise ImageFileError(f"{name}: a 16-bit ({im.mode}) image; stylert works on 8-bit photos: convert it "
-                                         "first (e.g. `convert in.png -depth 8 out.png`)")
-                im.load()
-                fmt, icc = im.format, im.info.get("icc_profile") or None
-                im = ImageOps.exif_transpose(im)
-                exif = im.getexif()
-                if 0x0112 in exif:
-                    exif[0x0112] = 1
-                loaded = _to_loaded(im)
-                loaded.exif, loaded.icc, loaded.format = (exif.tobytes() if len(exif) else None), icc, fmt
-                return loaded
-    except ImageFileError:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        link = " (a link to a missing file)" if path.is_symlink() else ""
+        raise ImageFileError(f"{name}: no such {what}{link}") from None
+    except OSError as exc:
+        reason = "a loop of symbolic links" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise ImageFileError(f"{name}: cannot read it ({reason})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind_of = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+                       "a socket" if stat.S_ISSOCK(mode) else "a device")
+            raise ImageFileError(f"{name}: {kind_of}, not an image file")
+        if os.fstat(fd).st_size == 0:
+            raise ImageFileError(f"{name}: file is empty")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
         raise
-    except UnidentifiedImageError:
-        raise ImageFileError(f"{name}: not an image file (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError as exc:  # Pillow refuses far larger headers at open
-        raise ImageFileError(f"{name}: over the pixel limit ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageFileError(f"{name}: truncated or corrupt image ({exc})") from None
 
 
-def _to_loaded(im: Image.Image) -> LoadedImage:
+def _photo(source: BinaryIO, name: str, max_pixels: int, allow_damaged: bool) -> LoadedImage:
+    im, damage = _decoded(source, name, max_pixels, "", deep=False, allow_damaged=allow_damaged)
+    with im:
+        fmt, icc = im.format, im.info.get("icc_profile") or None
+        oriented, exif = _oriented(im)
+        loaded = _to_loaded(oriented, name)
+    loaded.exif, loaded.icc, loaded.format = exif, icc if isinstance(icc, bytes) else None, fmt
+    if damage:
+        loaded.warning = f"{name}: damaged image data ({damage}); read anyway"
+    return loaded
+
+
+def _decoded(source: BinaryIO, name: str, max_pixels: int, kind: str, deep: bool,
+             allow_damaged: bool = False) -> tuple[Image.Image, str | None]:
+    """The one decoder of photos, masks and label maps: an open file or BytesIO -> the loaded Pillow image and, when
+    allow_damaged let a damaged JPEG through, what is wrong with it. Every refusal is an ImageFileError naming the
+    file (`name`; `kind`, "mask" or "label map", says what it was read as). Checks the header before decoding (the
+    pixel limit, the longest side, more than 8 bits a channel unless `deep`). Pillow's warnings (e.g. the two-line
+    "Corrupt EXIF data" ones, which name no file) are dropped here: the metadata they concern is read as far as it
+    can be, the pixels are not affected, and a damaged pixel stream is an error of its own."""
+    def refuse(detail: str) -> ImageFileError:
+        return ImageFileError(f"{name}: not a readable {kind}: {detail}" if kind else f"{name}: {detail}")
+
+    size = ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning: our own limit decides; EXIF warnings: see above
+        try:
+            im = Image.open(source)
+            try:
+                w, h = im.size
+                size = f"{w}x{h} pixels"
+                if w * h > max_pixels:
+                    raise refuse(f"{size} is over the pixel limit of {max_pixels:,} (possible decompression bomb)")
+                if max(w, h) > MAX_SIDE:
+                    raise refuse(f"{size} is too large to decode (a side over {MAX_SIDE:,} pixels)")
+                raw = str(im.tile[0][3]) if im.tile and len(im.tile[0]) > 3 else ""
+                if not deep and (im.mode in DEEP_MODES or "16" in im.mode or "16" in raw):
+                    bits = "32-bit" if im.mode in ("I", "F") else "16-bit"
+                    raise refuse(f"a {bits} ({im.mode}) image; stylert works on 8-bit photos: convert it first "
+                                 "(e.g. `convert in.png -depth 8 out.png`)")
+                jpeg = im.format in ("JPEG", "MPO")
+                if im.format == "TIFF":
+                    _quiet_libtiff()
+                try:
+                    im.load()
+                except OSError as exc:
+                    if not (jpeg and "truncated" in str(exc)):
+                        raise
+                    cut = "the file is cut short: the rest is grey"
+                    if not allow_damaged:
+                        raise refuse(f"damaged image data (truncated or corrupt: {cut}); {OPT_IN}") from None
+                    data = _all_bytes(source) + b"\xff\xd9"  # libjpeg decodes what there is when the end follows
+                    im.close()
+                    im = Image.open(io.BytesIO(data))
+                    im.load()
+                    return im, cut
+                damage = _jpeg_damage(im, source) if jpeg else None
+                if damage and not allow_damaged:
+                    raise refuse(f"damaged image data ({damage}); {OPT_IN}")
+                return im, damage
+            except BaseException:
+                im.close()
+                raise
+        except ImageFileError:
+            raise
+        except UnidentifiedImageError:
+            raise refuse("not an image file (or a format Pillow cannot read)") from None
+        except Image.DecompressionBombError as exc:  # Pillow refuses far larger headers at open
+            raise refuse(f"over the pixel limit ({exc})") from None
+        except MemoryError:
+            raise refuse(f"{size or 'the image'} is too large to decode (out of memory)") from None
+        except Exception as exc:  # noqa: BLE001 - a decoder fed hostile bytes raises many kinds; each means unreadable
+            raise refuse(f"truncated or corrupt image ({exc or type(exc).__name__})") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _quiet_libtiff() -> None:
+    """Pillow silences libtiff's warnings but not its errors, which libtiff prints to stderr without the file's name
+    (a corrupt LZW TIFF: dozens of "Using code not yet in table." lines around stylert's one error line). Pillow
+    raises for them all the same, so the printing is switched off (the error handler set to none) in the libtiff
+    Pillow loaded; found by its path in /proc/self/maps (Linux; elsewhere nothing changes). Process-wide, once."""
+    try:
+        import ctypes
+
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libtiff" in line}
+        for path in paths:
+            handler = ctypes.CDLL(path).TIFFSetErrorHandler
+            handler.argtypes, handler.restype = [ctypes.c_void_p], ctypes.c_void_p
+            handler(None)
+    except (OSError, AttributeError):
+        pass
+
+
+def _all_bytes(source: BinaryIO) -> bytes:
+    source.seek(0)
+    return source.read()
+
+
+def _jpeg_damage(im: Image.Image, source: BinaryIO) -> str | None:
+    """What is wrong with a decoded JPEG whose data ends before its image does, or None. libjpeg fills what is missing
+    (a file cut short with an end-of-image marker after it; a declared height larger than the data) with zeros - flat
+    grey, or in a progressive file cut between scans a blurred image - and only prints a warning, which Pillow drops.
+    Two tests. The scans must cover every coefficient of every component (a progressive file cut between scans does
+    not). And, decoded again with filler bytes after each scan's data, the pixels must not change: a scan that is
+    whole ends before the filler and skips it; a scan that ran out of data decodes it instead. Run where damage is
+    possible: the last block flat mid-grey, or a progressive file."""
+    w, h = im.size
+    corner = np.asarray(im.crop((max(w - 4, 0), max(h - 4, 0), w, h)))
+    if not im.info.get("progressive") and not (corner.min() == corner.max() and int(corner.min()) in (127, 128)):
+        return None
+    data = _all_bytes(source)
+    ends, complete = _jpeg_scans(data)
+    if not complete:
+        return "scans are missing, the file is cut short: the image is blurred"
+    if not ends:
+        return None
+    filler = bytes(range(1, 255)) * 2  # no 0xFF: no marker; varied bits: never only the zeros libjpeg fills in
+    pieces, last = [], 0
+    for end in ends:
+        pieces += [data[last:end], filler]
+        last = end
+    try:
+        with Image.open(io.BytesIO(b"".join(pieces) + data[last:])) as other:
+            other.load()
+            same = other.size == im.size and np.array_equal(np.asarray(other), np.asarray(im))
+    except Exception:  # noqa: BLE001 - the filled-in copy not decoding says nothing about the file itself
+        return None
+    return None if same else "the JPEG data ends before the image does: the rest is grey"
+
+
+def _jpeg_scans(data: bytes) -> tuple[list[int], bool]:
+    """Where each scan's entropy-coded data ends (at the marker after it) in a JPEG's first image, and whether its
+    scans cover every coefficient of every component (to the last bit, in a progressive file)."""
+    ends: list[int] = []
+    components: list[int] = []
+    progressive = False
+    best: dict[int, list[int]] = {}  # component -> the finest bit position reached for each of its 64 coefficients
+    i, n = 2, len(data)
+    while i + 1 < n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if i + 4 > n:
+            break
+        segment = data[i + 4:i + 2 + int.from_bytes(data[i + 2:i + 4], "big")]
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2) and len(segment) >= 6:  # start of frame: the components
+            progressive = marker == 0xC2
+            components = [segment[6 + 3 * k] for k in range(segment[5]) if 6 + 3 * k < len(segment)]
+        if marker != 0xDA:  # not a start of scan: skip the segment
+            continue
+        count = segment[0] if segment else 0
+        if len(segment) >= 4 + 2 * count:
+            first, last, bits = segment[1 + 2 * count], segment[2 + 2 * count], segment[3 + 2 * count] & 0x0F
+            for c in segment[1:1 + 2 * count:2]:
+                row = best.setdefault(c, [99] * 64)
+                for k in range(first if progressive else 0, min(last if progressive else 63, 63) + 1):
+                    row[k] = min(row[k], bits if progressive else 0)
+        while True:  # the scan's data runs to the next marker that is not a stuffed 0xFF00 or a restart marker
+            i = data.find(b"\xff", i)
+            if i < 0 or i + 1 >= n:
+                return ends + [n], False
+            if data[i + 1] == 0 or 0xD0 <= data[i + 1] <= 0xD7 or data[i + 1] == 0xFF:
+                i += 1
+                continue
+            break
+        ends.append(i)
+    complete = bool(components) and all(max(best.get(c, [99])) == 0 for c in components)
+    return ends, complete
+
+
+def _oriented(im: Image.Image) -> tuple[Image.Image, bytes | None]:
+    """The image turned as its EXIF orientation says, and the EXIF to write with the result (orientation reset to 1).
+    EXIF is metadata: one that cannot be parsed leaves the pixels as stored (as a viewer that cannot read it shows
+    them) and is not carried to the output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            oriented = ImageOps.exif_transpose(im)
+            exif = oriented.getexif()
+            if 0x0112 in exif:
+                exif[0x0112] = 1
+            return oriented, (exif.tobytes() if len(exif) else None)
+        except Exception:  # noqa: BLE001 - hostile EXIF raises SyntaxError, struct.error, TypeError, ...
+            return im, None
+
+
+def _to_loaded(im: Image.Image, name: str) -> LoadedImage:
+    try:
+        return _as_rgb(im)
+    except (ValueError, OSError) as exc:  # e.g. LAB or HSV TIFFs: no conversion to RGB
+        raise ImageFileError(f"{name}: a {im.mode} image stylert cannot read as RGB ({exc})") from None
+
+
+def _as_rgb(im: Image.Image) -> LoadedImage:
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("1", "L"):
@@ -165,24 +382,31 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
 
 def read_labels(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
     """A label map (a file, or a file's bytes; face-parsing classes as pixel values) -> HxW uint8: L and P (palette
-    index) images as they are, other modes by their first channel."""
-    if isinstance(source, (bytes, bytearray)):
-        path, stream = name or "label map", io.BytesIO(source)
-    else:
-        path = stream = Path(source)
-        if not path.is_file():
-            raise ImageFileError(f"{path}: no such label map file")
-    try:
-        with Image.open(stream) as im:
-            if im.size[0] * im.size[1] > MAX_PIXELS:
-                raise ImageFileError(f"{path}: {im.size[0]}x{im.size[1]} pixels is over the pixel limit")
-            im.load()
-            arr = np.asarray(im if im.mode in ("L", "P") else im.convert("RGB"))
-    except ImageFileError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageFileError(f"{path}: not a readable label map ({exc})") from None
+    index) images as they are, other modes by their first channel. Read by the photos' decoder: it refuses what
+    read_image refuses (16-bit aside), with the file's name."""
+    with _source(source, name, "label map") as (stream, name):
+        im, _ = _decoded(stream, name, MAX_PIXELS, "label map", deep=True)
+        with im:
+            try:
+                arr = np.asarray(im if im.mode in ("L", "P") else im.convert("RGB"))
+            except (ValueError, OSError) as exc:
+                raise ImageFileError(f"{name}: not a readable label map: a {im.mode} image ({exc})") from None
     return np.ascontiguousarray(arr if arr.ndim == 2 else arr[:, :, 0]).astype(np.uint8)
+
+
+@contextmanager
+def _source(source: str | Path | bytes, name: str | None, kind: str) -> Iterator[tuple[BinaryIO, str]]:
+    """A mask's or label map's file (opened as read_image opens photos) or bytes, and the name its errors start with."""
+    if isinstance(source, (bytes, bytearray)):
+        name = name or kind
+        if not source:
+            raise ImageFileError(f"{name}: empty (no image bytes)")
+        yield io.BytesIO(source), name
+        return
+    path = Path(source)
+    name = name or str(path)
+    with _open_file(path, name, kind) as f:
+        yield f, name
 
 
 @dataclass
@@ -194,38 +418,25 @@ class LoadedMask:
 def read_mask(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS) -> LoadedMask:
     """A mask image (a file, or a file's bytes) -> fill where nonzero, with the EXIF orientation applied like a
     photo's. Painted transparency (an alpha channel that is not all opaque) is the mask; otherwise any nonzero
-    channel. 16-bit and non-binary masks are read the same way and `note` says so."""
-    if isinstance(source, (bytes, bytearray)):
-        name = name or "mask"
-        if not source:
-            raise ImageFileError(f"{name}: empty (no image bytes)")
-        stream = io.BytesIO(source)
-    else:
-        path = Path(source)
-        name = name or str(path)
-        if not path.is_file():
-            raise ImageFileError(f"{name}: no such mask file")
-        stream = path
-    try:
-        with Image.open(stream) as im:
-            if im.size[0] * im.size[1] > max_pixels:
-                raise ImageFileError(f"{name}: {im.size[0]}x{im.size[1]} pixels is over the pixel limit")
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            deep = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "L")
-            if im.mode in ("LA", "RGBA", "PA") and np.asarray(im.getchannel("A")).min() < 255:
-                values, what = np.asarray(im.getchannel("A")), "its alpha channel"
-            elif deep:
-                values, what = np.asarray(im), "its 16-bit values"
-            else:
-                values = np.asarray(im.convert("L") if im.mode in ("1", "L", "LA") else im.convert("RGB"))
-                values, what = (values.max(axis=2) if values.ndim == 3 else values), "its pixels"
-    except ImageFileError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageFileError(f"{name}: not a readable mask image ({exc})") from None
+    channel. 16-bit and non-binary masks are read the same way and `note` says so. Read by the photos' decoder: it
+    refuses what read_image refuses (16-bit aside; a damaged JPEG always), with the file's name."""
+    with _source(source, name, "mask") as (stream, name):
+        loaded, _ = _decoded(stream, name, max_pixels, "mask image", deep=True)
+        with loaded:
+            im, _ = _oriented(loaded)
+            deep = im.mode in DEEP_MODES
+            try:
+                if im.mode == "P":
+                    im = im.convert("RGBA" if "transparency" in im.info else "L")
+                if im.mode in ("LA", "RGBA", "PA") and np.asarray(im.getchannel("A")).min() < 255:
+                    values, what = np.asarray(im.getchannel("A")), "its alpha channel"
+                elif deep:
+                    values, what = np.asarray(im), "its 16-bit values"
+                else:
+                    values = np.asarray(im.convert("L") if im.mode in ("1", "L", "LA") else im.convert("RGB"))
+                    values, what = (values.max(axis=2) if values.ndim == 3 else values), "its pixels"
+            except (ValueError, OSError) as exc:
+                raise ImageFileError(f"{name}: not a readable mask image: a {im.mode} image ({exc})") from None
     levels = np.unique(values)
     note = None
     if deep:
