@@ -220,3 +220,25 @@ def test_no_import_loop_in_the_runtime():
 
     for name in graph:
         visit(name, [])
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime-cpu", "openvino"])
+def test_threads_checked_once_for_every_backend(exported, backend):
+    """`threads` is an integer >= 1 (numpy integers too) or None on every backend; anything else is one InputError
+    naming threads, from open_model and from the backend's class alike."""
+    from stylert.runtime.onnxruntime import OnnxModel
+    from stylert.runtime.openvino import OpenVINOModel
+
+    cls = OnnxModel if backend.startswith("onnxruntime") else OpenVINOModel
+    for bad in (2.5, -1, 0, True, "2", np.float64(2.0), 10 ** 9):
+        for open_it in (lambda: open_model(exported["nvlabs"], backend, threads=bad),
+                        lambda: cls(exported["nvlabs"], threads=bad)):
+            with pytest.raises(InputError, match=r"^threads: .*" + repr(bad).replace("(", r"\(").replace(")", r"\)")
+                               if not isinstance(bad, np.floating) else "^threads: "):
+                open_it()
+    for good in (1, np.int64(2), np.uint8(3)):
+        model = open_model(exported["nvlabs"], backend, threads=good)
+        if backend == "openvino":
+            assert model.config["INFERENCE_NUM_THREADS"] == int(good) and type(model.config["INFERENCE_NUM_THREADS"]) is int
+        else:
+            assert model.session.get_session_options().intra_op_num_threads == int(good)

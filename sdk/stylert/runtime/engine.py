@@ -11,10 +11,12 @@ lacks stylert metadata or was built for another TensorRT or GPU raises `ModelErr
 
 The sidecar `<engine>.json` holds the ONNX graph's stylert metadata plus `engine.precision`,
 `engine.batch` ([min, opt, max]), `engine.tensorrt`, `engine.gpu`, `engine.compute_capability`,
-`engine.version_compatible`, `engine.plugins` and `engine.built_by`.
+`engine.version_compatible`, `engine.plugins`, `engine.built_by`, and the engine file's size and SHA-256
+(`engine.bytes`, `engine.sha256`: checked before TensorRT is needed, so a damaged engine is refused anywhere).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -52,16 +54,54 @@ def read_graph(path: str | Path) -> tuple[dict[str, str], str]:
     return meta, meta.get("stylert.precision", "fp32")
 
 
+def read_sidecar(engine: str | Path) -> dict:
+    """An engine's sidecar metadata, checked before TensorRT is needed: a JSON object whose engine.* fields have
+    their types (engine.batch three integers 1 <= min <= opt <= max, engine.plugins a list of paths,
+    engine.bytes a size, engine.sha256 a hex digest). ModelError naming the file otherwise."""
+    meta_file = sidecar_path(engine)
+    if not meta_file.is_file():
+        raise ModelError(f"{engine}: no {meta_file.name} beside it: build engines with `stylert build-engine`")
+    try:
+        meta = json.loads(meta_file.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelError(f"{meta_file}: unreadable engine metadata ({str(exc)[:200]})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_file}: engine metadata is a JSON {type(meta).__name__}, not an object")
+    batch = meta.get("engine.batch")
+    if batch is not None and not (isinstance(batch, list) and len(batch) == 3
+                                  and all(type(b) is int for b in batch) and 1 <= batch[0] <= batch[1] <= batch[2]):
+        raise ModelError(f"{meta_file}: engine.batch is {str(batch)[:60]!r}, not [min, opt, max] batch sizes")
+    plugins = meta.get("engine.plugins", [])
+    if not (isinstance(plugins, list) and all(isinstance(lib, str) for lib in plugins)):
+        raise ModelError(f"{meta_file}: engine.plugins is {str(plugins)[:60]!r}, not a list of library paths")
+    size, digest = meta.get("engine.bytes"), meta.get("engine.sha256")
+    if size is not None and not (type(size) is int and size > 0):
+        raise ModelError(f"{meta_file}: engine.bytes is {str(size)[:60]!r}, not a size in bytes")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        raise ModelError(f"{meta_file}: engine.sha256 is {str(digest)[:80]!r}, not a SHA-256 digest")
+    return meta
+
+
+def check_engine_bytes(meta: dict, path: str | Path, data: bytes) -> None:
+    """Refuse an engine whose bytes are not those its sidecar recorded (engine.bytes, engine.sha256, written by
+    `stylert build-engine`): cut short, damaged or replaced. Sidecars without them are not checked."""
+    size, digest = meta.get("engine.bytes"), meta.get("engine.sha256")
+    if size is not None and len(data) != size:
+        raise ModelError(f"{path}: {len(data)} bytes, its sidecar says {size}: the engine is truncated or not the "
+                         "one built with it; build it again with `stylert build-engine`")
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise ModelError(f"{path}: its bytes differ from those its sidecar recorded (SHA-256): the engine is "
+                         "damaged or not the one built with it; build it again with `stylert build-engine`")
+
+
 def model_metadata(model) -> dict:
     """A model's stylert metadata without loading it: an opened Model's, an .engine's sidecar, an .onnx graph's."""
     if isinstance(model, Model):
         return model.metadata
     path = Path(model)
     if path.suffix == ".engine":
-        try:
-            return json.loads(sidecar_path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path}: no readable engine metadata beside it ({exc})") from None
+        return read_sidecar(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     return read_graph(path)[0]

@@ -9,7 +9,18 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendUnavailable, ModelError
-from .model import BACKENDS, PLUGIN_GRAPH, Model, TensorSpec, backend_names, default_threads
+from .model import (
+    BACKENDS,
+    PLUGIN_GRAPH,
+    Model,
+    TensorSpec,
+    apply_ort_logging,
+    backend_names,
+    check_onnx_file,
+    check_threads,
+    default_threads,
+    ort_log_severity,
+)
 
 PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider"}
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -36,9 +47,10 @@ class OnnxModel(Model):
         names = backend_names(providers) or ["onnxruntime-cpu"]
         if any(n not in PROVIDERS for n in names):
             raise ModelError(f"OnnxModel runs on {', '.join(PROVIDERS)}, not {', '.join(names)}: use open_model")
+        threads = check_threads(threads) or default_threads()
+        apply_ort_logging(ort)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
-        threads = threads or default_threads()
+        options.log_severity_level = ort_log_severity()
         if threads:
             options.intra_op_num_threads = threads
         try:
@@ -49,6 +61,7 @@ class OnnxModel(Model):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "stylert:" in first:
                 raise ModelError(PLUGIN_GRAPH.format(path=self.path)) from None
+            check_onnx_file(self.path)  # the file's own fault (cut short, external data missing), said plainly
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:300]})") from None
         active = self.session.get_providers()
         if names[0] == "onnxruntime-cuda" and "CUDAExecutionProvider" not in active:

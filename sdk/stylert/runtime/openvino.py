@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openvino as ov
+from openvino.frontend import FrontEndManager
 
 from ..errors import BackendUnavailable, ModelError
-from .model import PLUGIN_GRAPH, Model, TensorSpec, cpu_flags, default_threads
+from .model import PLUGIN_GRAPH, Model, TensorSpec, check_onnx_file, check_threads, cpu_flags, default_threads
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -30,18 +32,18 @@ def _reason(exc: Exception) -> str:
     return (summary or lines[-1:] or [type(exc).__name__])[0][:300]
 
 
-def _refuse_non_onnx(path: Path) -> None:
-    """A file that is not ONNX at all, or a plugin-flavour graph, is the file's problem, not the
-    backend's: no fallback for it (read only when OpenVINO could not read the file)."""
-    import onnx
-
+def read_onnx(path: Path) -> ov.Model:
+    """The graph through OpenVINO's ONNX frontend only (Core.read_model would try every frontend, and the
+    TensorFlow one prints GraphDef parse errors for a file that is not ONNX). A file at fault (not ONNX, cut short,
+    external data missing or short, plugin flavour) is ModelError, with no fallback; anything else is the
+    backend's: BackendUnavailable."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError and friends
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ModelError(f"{path}: not a loadable ONNX model ({first})") from None
-    if any(p.key == "stylert.flavor" and p.value == "plugin" for p in model.metadata_props):
-        raise ModelError(PLUGIN_GRAPH.format(path=path))
+        frontend = FrontEndManager().load_by_framework("onnx")
+        return frontend.convert(frontend.load(str(path)))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses (GeneralFailure, ...) for files it cannot read
+        reason = _reason(exc)
+    check_onnx_file(path)
+    raise BackendUnavailable(f"{path}: OpenVINO cannot convert it ({reason})")
 
 
 def has_bf16() -> bool:
@@ -52,6 +54,7 @@ class OpenVINOModel(Model):
     def __init__(self, path: str | Path, *, call: str | None = None, precision: str = "f32", threads: int | None = None,
                  cache_dir: str | Path | None = None, max_compiled: int = 4):
         self._check_file(path)
+        threads = check_threads(threads) or default_threads()
         if precision not in ("f32", "bf16"):
             raise ModelError(f"OpenVINO precision must be f32 or bf16, not {precision!r}")
         if precision == "bf16" and not has_bf16():
@@ -63,11 +66,7 @@ class OpenVINOModel(Model):
         cache_dir = cache_dir or os.environ.get("OV_CACHE_DIR")
         if cache_dir:
             self.core.set_property({"CACHE_DIR": str(cache_dir)})
-        try:
-            self.graph = self.core.read_model(str(self.path))
-        except Exception as exc:  # OpenVINO raises RuntimeError subclasses for files it cannot read
-            _refuse_non_onnx(self.path)
-            raise BackendUnavailable(f"{self.path}: OpenVINO cannot convert it ({_reason(exc)})") from None
+        self.graph = read_onnx(self.path)
         info = self.graph.get_rt_info()
         framework = info["framework"] if "framework" in info else {}  # ONNX metadata_props land here
         self.metadata = {key: value.astype(str) for key, value in dict(framework).items()}
@@ -76,10 +75,9 @@ class OpenVINOModel(Model):
             raise ModelError(PLUGIN_GRAPH.format(path=self.path))
         self.inputs = [self._spec(p) for p in self.graph.inputs]
         self.outputs = [self._spec(p) for p in self.graph.outputs]
-        self.config = {"INFERENCE_PRECISION_HINT": precision}
-        threads = threads or default_threads()
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
         if threads:
-            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+            self.config["INFERENCE_NUM_THREADS"] = threads
         self.max_compiled = max(1, max_compiled)
         self.compiled: OrderedDict[tuple, list[ov.InferRequest]] = OrderedDict()
         self.compile_count = 0

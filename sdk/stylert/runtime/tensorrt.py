@@ -2,7 +2,8 @@
 
 Written against the TensorRT 10 and 11 Python APIs and cuda-python; its `trt.` names are checked
 against both in the test suite. Before deserializing, the engine's sidecar metadata is checked
-against this TensorRT and this GPU (`engine.check_engine_metadata`), and the plugin libraries it was
+against this TensorRT and this GPU (`engine.check_engine_metadata`) and the engine's bytes against the size and
+SHA-256 it records (`engine.check_engine_bytes`, before TensorRT is imported), and the plugin libraries it was
 built with are loaded into the runtime's own plugin registry and checked (`engine.load_plugins`).
 A missing TensorRT, cuda-python or plugin library, or a CUDA error, raises BackendUnavailable; a
 missing or unreadable sidecar, or an engine built for another TensorRT or GPU, raises ModelError.
@@ -16,7 +17,6 @@ collection) frees graphs, buffers and the stream.
 from __future__ import annotations
 
 import ctypes
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,14 @@ import numpy as np
 from ..errors import BackendUnavailable, ModelError
 from .engine import (
     NOT_INSTALLED,
+    check_engine_bytes,
     check_engine_metadata,
     cuda_check,
     cudart,
     gpu_identity,
     load_plugins,
+    read_sidecar,
     require_tensorrt,
-    sidecar_path,
 )
 from .model import Model, TensorSpec
 
@@ -67,19 +68,18 @@ class TensorRTModel(Model):
         self._closed = True  # until every resource below exists
         self._check_file(path)
         self.backend = "tensorrt"
-        meta_file = sidecar_path(self.path)
-        if not meta_file.is_file():
-            raise ModelError(f"{self.path}: no {meta_file.name} beside it: build engines with `stylert build-engine`")
-        try:
-            self.metadata = json.loads(meta_file.read_text())
-        except ValueError as exc:
-            raise ModelError(f"{meta_file}: unreadable engine metadata ({exc})") from None
+        self.metadata = read_sidecar(self.path)
         self._check_metadata(call)
+        data = self.path.read_bytes()
+        check_engine_bytes(self.metadata, self.path, data)
         try:
             import tensorrt as trt
         except ImportError:
-            raise BackendUnavailable(NOT_INSTALLED) from None
-        require_tensorrt(trt)
+            raise BackendUnavailable(f"{self.path}: {NOT_INSTALLED}") from None
+        try:
+            require_tensorrt(trt)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(f"{self.path}: {exc}") from None
         _, capability = gpu_identity()
         check_engine_metadata(self.metadata, self.path, trt.__version__, capability)
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -87,7 +87,7 @@ class TensorRTModel(Model):
         load_plugins(self.runtime.get_plugin_registry(), list(self.metadata.get("engine.plugins", [])), "runtime")
         if self.metadata.get("engine.version_compatible"):
             self.runtime.engine_host_code_allowed = True
-        engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        engine = self.runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise ModelError(f"{self.path}: TensorRT could not deserialize the engine (see its log above)")
         self.engine = engine

@@ -8,13 +8,15 @@ runtime/engine.py is checked in the test suite against tensorrt-stubs (10) and T
 binding sources.
 
 The engine file gets a sidecar `<engine>.json` (`runtime.engine.sidecar_path`): the ONNX graph's
-stylert metadata plus precision, batch range, TensorRT version, GPU name and compute capability and
-the plugin libraries. `runtime/tensorrt.TensorRTModel` checks it before loading (engines are specific
+stylert metadata plus precision, batch range, TensorRT version, GPU name and compute capability, the
+plugin libraries, and the engine's size and SHA-256 (so a truncated or damaged engine is refused before
+TensorRT reads it). `runtime/tensorrt.TensorRTModel` checks it before loading (engines are specific
 to a TensorRT version, unless built version-compatible, and to a GPU architecture). Reading the
 graph, CUDA and plugin loading live in `runtime/engine.py`, shared with the backend.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -130,13 +132,14 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
     if cache_path:
         write_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     gpu, capability = gpu_identity()
-    meta.update({"engine.precision": precision, "engine.tensorrt": trt.__version__, "engine.gpu": gpu,
+    data = bytes(memoryview(serialized))
+    meta.update({"engine.bytes": len(data), "engine.sha256": hashlib.sha256(data).hexdigest(),"engine.precision": precision, "engine.tensorrt": trt.__version__, "engine.gpu": gpu,
                  "engine.compute_capability": capability, "engine.version_compatible": options.version_compatible,
                  "engine.plugins": [str(Path(p).resolve()) for p in options.plugins],
                  "engine.batch": [options.min_batch, options.opt_batch, options.max_batch],
                  "engine.built_by": f"stylert {__version__}"})
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(engine_path, bytes(memoryview(serialized)))
+    write_atomic(engine_path, data)
     write_atomic(sidecar_path(engine_path), json.dumps(meta, indent=1).encode())
     log(f"wrote {engine_path} ({precision}, batch {options.min_batch}..{options.max_batch}, {gpu}, TensorRT {trt.__version__})")
     return meta
