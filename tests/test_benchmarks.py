@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+from stylert.tools.graph_cost import graph_cost  # noqa: E402
+
 
 def test_latency_benchmark_with_pipeline(retouch_models, astronaut, tmp_path):
     from PIL import Image
@@ -18,13 +20,24 @@ def test_latency_benchmark_with_pipeline(retouch_models, astronaut, tmp_path):
                              "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    for row in report["network"].values():
-        assert "error" not in row, row
-        assert 0 < row["p50_ms"] <= row["p99_ms"] and row["peak_rss_mb"] > 0 and row["cold_start_ms"] > 0
-    assert "error" not in report["pipeline"], report["pipeline"]
-    assert set(report["pipeline"]["stages"]) == {"decode", "detect", "align", "network", "paste", "encode"}
+    assert set(report) == {"schema", "machine", "model", "batch", "gflop_per_image", "weight_bytes", "ceiling_gflops",
+                           "network", "pipeline"}
+    assert report["schema"] == "stylert.bench.latency/1" and report["batch"] == 1
+    assert report["model"]["stylert.call"] == "retouch"
+    assert "pytorch weight" in report["network"] and "onnxruntime-cpu" in report["network"]  # reference beside optimized
+    for name, row in report["network"].items():
+        assert "error" not in row, (name, row)
+        assert {"cold_start_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs", "peak_rss_mb"} <= set(row)
+        assert row["runs"] == 2 and row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["mean_ms"] == pytest.approx(row["p50_ms"], rel=1e-12)  # two runs: their mean is their median
+    pipeline = report["pipeline"]
+    assert "error" not in pipeline, pipeline
+    assert set(pipeline["stages"]) == {"decode", "detect", "align", "network", "paste", "encode"}
+    assert all(s["runs"] == 2 and s["min_ms"] <= s["p50_ms"] <= s["p99_ms"] for s in pipeline["stages"].values())
+    cost = graph_cost(retouch_models["plain"])
+    assert report["gflop_per_image"] == cost.gflops and report["weight_bytes"] == cost.weight_bytes
+    assert isinstance(report["ceiling_gflops"], float) and "GFLOP/s ceiling" in result.stdout
     assert "pytorch, weight form (reference)" in result.stdout and "vs ref" in result.stdout
-    assert report["gflop_per_image"] > 0 and report["ceiling_gflops"] > 0 and "GFLOP/s ceiling" in result.stdout
 
 
 def test_stream_fps_benchmark(restore_models, tmp_path):
@@ -32,6 +45,11 @@ def test_stream_fps_benchmark(restore_models, tmp_path):
     result = subprocess.run([sys.executable, "benchmarks/stream_fps.py", str(restore_models["sharp"]), "--frames", "6",
                              "--size", "256", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    res = json.loads(out.read_text())["results"]
-    assert res["overlap"]["frames"] == res["sequential"]["frames"] == 6
-    assert all(np.isfinite(r["fps"]) and r["fps"] > 0 for r in res.values())
+    report = json.loads(out.read_text())
+    assert report["schema"] == "stylert.bench.stream/1" and report["model"]["stylert.call"] == "restore"
+    res = report["results"]
+    assert set(res) == {"overlap", "sequential"}
+    assert res["overlap"]["frames"] == res["sequential"]["frames"] == 6  # every frame delivered, in both modes
+    for r in res.values():
+        assert set(r) == {"frames", "fps", "latency_p50_ms", "latency_p99_ms", "detections"}
+        assert np.isfinite(r["fps"]) and r["latency_p50_ms"] <= r["latency_p99_ms"] and 1 <= r["detections"] <= 6

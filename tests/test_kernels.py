@@ -183,14 +183,24 @@ def test_cuda_library_builds_for_the_listed_architectures():
 
 
 TRT_INCLUDE = os.environ.get("TRT_INCLUDE") or str(KERNELS.parents[1] / "shared/third_party/tensorrt/include")
-NO_TRT_HEADERS = ("TensorRT headers not found: set TRT_INCLUDE to the include/ folder of the NVIDIA/TensorRT "
-                  "repository (not installable from PyPI; CI runs without them)")
+NO_TRT_HEADERS = (f"TensorRT headers not found: {Path(TRT_INCLUDE, 'NvInferRuntime.h')} is missing; set TRT_INCLUDE "
+                  "to the include/ folder of a TensorRT install or of the NVIDIA/TensorRT repository (not on PyPI), or "
+                  "lay shared/third_party/tensorrt beside the checkout")
 
 
-@pytest.mark.skipif(not Path(TRT_INCLUDE, "NvInferRuntime.h").is_file(), reason=NO_TRT_HEADERS)
+def missing_under_ci(reason: str) -> None:
+    """What a check needs is absent: a failure under CI (CI=true, set by .ci/run), where the README says it is
+    checked; a skip naming what is missing elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
 def test_tensorrt_plugins_build_and_pass_the_host_check():
     """The IPluginV3 library compiles for every architecture and exports only TensorRT's loading entry
     points; its host-test build passes plugin_check (creators, fields, formats, enqueue == C ABI)."""
+    if not Path(TRT_INCLUDE, "NvInferRuntime.h").is_file():
+        missing_under_ci(NO_TRT_HEADERS)
     nvcc = subprocess.run(["which", "nvcc"], capture_output=True, text=True).returncode == 0
     if nvcc:
         out = subprocess.run(["make", "-C", str(KERNELS), "plugins", f"TRT_INCLUDE={TRT_INCLUDE}"],

@@ -1,7 +1,6 @@
 """Streams: frames in order, stable ids, tracking, One Euro smoothing, latest-frame-wins, video files."""
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -84,29 +83,46 @@ def test_smoothing_reduces_jitter(retouch_models, astronaut):
 
 
 def test_latest_frame_wins_drops_and_never_blocks(retouch_models, moving_video):
+    """With the network held on a gate the test controls, every submit returns (none waits for the network: it has
+    delivered nothing yet), the oldest waiting frames are dropped, and after the gate opens the frames come out in
+    order, the first (in the network) and the newest among them. Counted, not timed: the timeouts below only keep
+    a broken stream from hanging the suite."""
+    import threading
+
     frames, _ = moving_video
     model = stylert.Retoucher(retouch_models["plain"])
-    slow_runner = model.runner
+    real_runner = model.runner
+    gate, started = threading.Event(), threading.Event()
 
     def runner(value, **kw):
-        run = slow_runner(value, **kw)
-        return lambda crops: (time.sleep(0.15), run(crops))[1]
+        run = real_runner(value, **kw)
+
+        def gated(crops):
+            started.set()
+            assert gate.wait(60), "the test never opened the gate"
+            return run(crops)
+
+        return gated
 
     model.runner = runner
-    stream = Stream(model, 1.0, channels="bgr", fps=30, mode="latest", max_queue=2)
-    waits = []
-    for f in frames:
-        t = time.perf_counter()
-        stream.submit(f)
-        waits.append(time.perf_counter() - t)
-        time.sleep(0.01)
+    max_queue = 2
+    stream = Stream(model, 1.0, channels="bgr", fps=30, mode="latest", max_queue=max_queue)
+    stream.submit(frames[0])
+    assert started.wait(60), "frame 0 never reached the network"
+    submitter = threading.Thread(target=lambda: [stream.submit(f) for f in frames[1:]], daemon=True)
+    submitter.start()
+    submitter.join(60)
+    assert not submitter.is_alive(), "submit waited for the held network"
+    assert stream.stats.submitted == len(frames) and stream.stats.delivered == 0  # all in while nothing came out
+    # held: frame 0 in the network, at most one prepared frame between the stages, one being prepared, and the queue
+    assert stream.stats.dropped >= len(frames) - (3 + max_queue)
+    gate.set()
     stream.close()
     out = list(stream)
-    assert max(waits) < 0.05  # submit never waits for the slow network
-    assert stream.stats.dropped > 0
     assert stream.stats.dropped + len(out) == len(frames) == stream.stats.submitted
     idx = [f.index for f in out]
-    assert idx == sorted(idx) and idx[-1] == len(frames) - 1  # in order, and the newest frame made it
+    assert idx == sorted(idx) and idx[0] == 0 and idx[-1] == len(frames) - 1  # in order; the newest made it
+    assert len(out) <= 3 + max_queue
 
 
 def test_close_without_drain_drops_queued_frames(retouch_models, moving_video):
