@@ -158,6 +158,27 @@ def test_folders_say_what_they_skip_and_recurse_on_request(retouch_models, photo
     assert all(r["error"] is None and len(r["faces"]) == 1 and "network" in r["timings_ms"] for r in records)
 
 
+def test_a_damaged_jpeg_is_refused_unless_allowed_and_then_named(retouch_models, tmp_path, astronaut, capsys):
+    """A JPEG cut short (its end marker put back) decodes with a grey lower half: refused by default, its file named;
+    with --allow-damaged it is retouched and a warning names it."""
+    from stylert import cli
+
+    Image.fromarray(astronaut).save(tmp_path / "whole.jpg", quality=90)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2] + b"\xff\xd9")
+    args = ["retouch", str(tmp_path / "cut.jpg"), str(tmp_path / "whole.jpg"), "-o", str(tmp_path / "out"),
+            "--model", str(retouch_models["plain"])]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'cut.jpg'}: damaged image data" in err and "--allow-damaged" in err
+    assert not (tmp_path / "out" / "cut.jpg").exists() and (tmp_path / "out" / "whole.jpg").is_file()
+    assert cli.main(["retouch", str(tmp_path / "cut.jpg"), "-o", str(tmp_path / "out"), "--model",
+                     str(retouch_models["plain"]), "--allow-damaged"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'cut.jpg'}: damaged image data" in err and "error:" not in err
+    assert (tmp_path / "out" / "cut.jpg").is_file()
+
+
 def test_ctrl_c_reports_what_was_done(retouch_models, photos, tmp_path, astronaut, capsys, monkeypatch):
     from stylert import cli
     from stylert.calls.retouch import Retoucher

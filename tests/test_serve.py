@@ -76,6 +76,8 @@ def test_serve_answers_concurrent_requests_batched_and_equal_to_the_cli(service,
     ("/retouch", "e_text.png", 400, "request body: not an image file"),
     ("/retouch", "f_cut.png", 400, "request body: truncated or corrupt image"),
     ("/retouch", "bomb", 400, "request body: over the pixel limit"),
+    ("/retouch", "line", 400, "request body: "),
+    ("/retouch", "cut_jpeg", 400, "request body: "),
     ("/retouch", "d_noface.png", 422, "no face found"),
     ("/retouch?strength=-1", "a.png", 400, "strength must be a finite number >= 0, got -1.0"),
     ("/retouch?strength=nan", "a.png", 400, "strength must be finite"),
@@ -99,6 +101,12 @@ def test_serve_refuses_bad_requests_and_keeps_serving(service, photo_library, pa
     if body == "bomb":  # a small PNG whose header claims 400 megapixels
         Image.new("L", (20000, 20000)).save(tmp_path / "bomb.png")
         data = (tmp_path / "bomb.png").read_bytes()
+    elif body == "line":  # a PNG of 100,000,000 x 1 pixels: exactly at the pixel limit, too large to decode
+        Image.new("1", (100_000_000, 1)).save(tmp_path / "line.png")
+        data = (tmp_path / "line.png").read_bytes()
+    elif body == "cut_jpeg":  # a JPEG cut short, its end-of-image marker put back: decodes grey unless refused
+        data = (photos / "b.jpg").read_bytes()
+        data = data[:len(data) // 2] + b"\xff\xd9"
     else:
         data = np.random.default_rng(0).bytes(3 * 2 ** 20) if body == "big" else (photos / body).read_bytes() if body else b""
     got, headers, reply = request(service.url + path, data)
@@ -159,10 +167,14 @@ def test_serve_inpaint_forms_and_regions_like_the_cli(service, photo_library, in
     empty = io.BytesIO()
     Image.fromarray(np.zeros((512, 512), np.uint8)).save(empty, "PNG")
     noface = (photo_library["photos"] / "d_noface.png").read_bytes()
+    bomb = io.BytesIO()
+    Image.new("L", (20000, 20000)).save(bomb, "PNG")  # a mask whose header claims 400 megapixels
     bad = [({"image": photo}, "", 400, "inpaint needs one mask"),
            ({"image": photo, "mask": small.getvalue()}, "", 400, "the mask is 10x10, the photo 512x512"),
            ({"image": photo, "mask": empty.getvalue()}, "", 400, "the mask is empty"),
            ({"image": photo, "mask": b"not a png"}, "", 400, "mask: not a readable mask image"),
+           ({"image": photo, "mask": bomb.getvalue()}, "", 400, "mask: "),
+           ({"image": photo, "mask": inpaint_case["mask"][:200]}, "", 400, "mask: "),
            ({"image": photo, "mask": inpaint_case["mask"], "other": b"x"}, "", 400, "unknown form field(s) other"),
            ({"image": photo, "mask": inpaint_case["mask"], "exemplar": noface}, "", 422, "exemplar: no face found"),
            ({"image": photo, "mask": inpaint_case["mask"]}, "&region=eyes", 400, "inpaint needs one mask"),

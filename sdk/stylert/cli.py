@@ -235,7 +235,7 @@ def _process_group(model, group: list[tuple[Path, Path]], value, args, options: 
         except StylertError as exc:
             return [(*group[0], exc)]
     out = []
-    for src, dst, result in model.process_files(group, value, **options):
+    for src, dst, result in model.process_files(group, value, allow_damaged=args.allow_damaged, **options):
         if options.get("with_masks") and not isinstance(result, StylertError):
             try:
                 _save_masks(result, dst)
@@ -328,6 +328,8 @@ def _report(rows, args, total: int) -> int:
                     tqdm.write(f"error: {row['error']}", file=sys.stderr)
                 continue
             done += 1
+            if row.get("warning") and not args.json:
+                tqdm.write(f"warning: {row['warning']}", file=sys.stderr)
             for stage, ms in row["timings_ms"].items():
                 totals[stage] = totals.get(stage, 0.0) + ms
             if not (args.json or args.quiet):
@@ -500,7 +502,10 @@ def _face_command(sub, call: Call):
     cmd.add_argument("--detect-size", type=int, default=1280, metavar="PX",
                      help="detect faces on a copy scaled to this long side when the photo is larger; 0: full size")
     cmd.add_argument("--json", action="store_true",
-                     help="one JSON object per file on stdout (input, output, faces, timings_ms, error)")
+                     help="one JSON object per file on stdout (input, output, faces, timings_ms, error, warning)")
+    cmd.add_argument("--allow-damaged", action="store_true",
+                     help="process images whose data is damaged (cut short: grey areas), with a warning naming each, "
+                          "instead of refusing them")
     if call.masked:
         _mask_choice(cmd, name, required=True)
     else:

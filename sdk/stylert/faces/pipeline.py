@@ -33,6 +33,7 @@ class FaceResult:
     faces: list[Face]  # the faces processed (empty for aligned input)
     timings_ms: dict[str, float] = field(default_factory=dict)
     extras: list[dict[str, np.ndarray]] = field(default_factory=list)  # per face, e.g. BAFS masks
+    warning: str | None = None  # about the input file, naming it (a damaged image read with allow_damaged)
 
     def summary(self) -> dict:
         """The faces (box, landmarks) and per-stage timings as JSON-ready values (CLI --json, serve)."""
@@ -281,12 +282,13 @@ def same_file(a, b) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def read_for(src, dst, overwrite: bool = False) -> LoadedImage:
+def read_for(src, dst, overwrite: bool = False, allow_damaged: bool = False) -> LoadedImage:
     """Read `src` for a result going to `dst`: refuses to write over the input unless overwrite=True
-    and checks that `dst` can hold the result, before any network runs."""
+    and checks that `dst` can hold the result, before any network runs. A damaged image is refused unless
+    allow_damaged=True (then its LoadedImage.warning says so)."""
     if not overwrite and same_file(src, dst):
         raise InputError(f"{dst}: would overwrite the input; choose another output (or overwrite=True)")
-    loaded = read_image(src)
+    loaded = read_image(src, allow_damaged=allow_damaged)
     check_output(dst, loaded.alpha is not None)
     return loaded
 
@@ -298,7 +300,7 @@ def file_report(src, dst, result: FaceResult | StylertError) -> dict:
         message = str(result)  # file errors already start with the path; pipeline errors do not
         return {"input": str(src), "output": None,
                 "error": message if message.startswith(str(src)) else f"{src}: {message}"}
-    return {"input": str(src), "output": str(dst), "error": None, **result.summary()}
+    return {"input": str(src), "output": str(dst), "error": None, "warning": result.warning, **result.summary()}
 
 
 def write_like(dst, result: FaceResult, loaded: LoadedImage) -> None:
@@ -458,17 +460,18 @@ class FaceModel:
         return self.photo_input(value, options)
 
     def process_files(self, pairs: Sequence[tuple[Path, Path]], value, *, overwrite: bool = False,
-                      **options) -> list[tuple[Path, Path, FaceResult | StylertError]]:
+                      allow_damaged: bool = False, **options) -> list[tuple[Path, Path, FaceResult | StylertError]]:
         """(src, dst) files read, processed with their faces through the network together, and written.
         Returns (src, dst, FaceResult or the StylertError of that file) in order; a bad file does not stop the
-        others. Each file is read for its output (read_for) and written as its input was (write_like)."""
+        others. Each file is read for its output (read_for) and written as its input was (write_like); a damaged
+        image is refused unless allow_damaged=True, and then its result's `warning` names it."""
         loaded: dict[int, LoadedImage] = {}
         inputs: dict[int, object] = {}
         results: list[FaceResult | StylertError | None] = [None] * len(pairs)
         for i, (src, dst) in enumerate(pairs):
             try:
                 inputs[i] = self.file_input(value, Path(src), options)
-                loaded[i] = read_for(src, dst, overwrite)
+                loaded[i] = read_for(src, dst, overwrite, allow_damaged)
             except StylertError as exc:
                 results[i] = exc
         ready = sorted(loaded)
@@ -476,6 +479,7 @@ class FaceModel:
                           options) if ready else []
         for i, result in zip(ready, batch):
             if not isinstance(result, StylertError):
+                result.warning = loaded[i].warning
                 try:
                     write_like(pairs[i][1], result, loaded[i])
                 except StylertError as exc:
@@ -483,12 +487,14 @@ class FaceModel:
             results[i] = result
         return [(src, dst, result) for (src, dst), result in zip(pairs, results)]
 
-    def process_file(self, src, dst, value=None, *, overwrite: bool = False, **options) -> FaceResult:
+    def process_file(self, src, dst, value=None, *, overwrite: bool = False, allow_damaged: bool = False,
+                     **options) -> FaceResult:
         """Read, process and write one file; grayscale stays grayscale, alpha, EXIF (orientation applied)
         and the ICC profile are carried through. Refuses to write over `src` unless overwrite=True, and
         checks that `dst` can hold the result before the network runs. value: the call's (default_value)."""
         value = self.default_value if value is None else value
-        result = self.process_files([(Path(src), Path(dst))], value, overwrite=overwrite, **options)[0][2]
+        result = self.process_files([(Path(src), Path(dst))], value, overwrite=overwrite, allow_damaged=allow_damaged,
+                                    **options)[0][2]
         if isinstance(result, StylertError):
             raise result
         return result
