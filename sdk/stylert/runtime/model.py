@@ -239,6 +239,7 @@ META_BOUNDS: dict[str, tuple[int, int]] = {
     "stylert.resolution": (8, 4096), "stylert.noise_size": (1, 1 << 25), "stylert.num_ws": (1, 64),
     "stylert.num_codes": (1, MAX_COUNT), "stylert.code_dim": (1, MAX_COUNT), "stylert.q_dim": (1, MAX_COUNT),
     "stylert.z_dim": (1, MAX_COUNT), "stylert.w_dim": (1, MAX_COUNT), "stylert.token_stride": (1, 4096),
+    "stylert.semantic_classes": (1, 4096),
 }
 POWER_OF_TWO = ("stylert.resolution",)
 _INT = re.compile(r"[+-]?[0-9]+")

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..errors import UntrainedWeightsWarning
 from ..runtime.model import BACKENDS as RUNTIME_BACKENDS
-from ..runtime.model import cpu_flags, open_model
+from ..runtime.engine import read_sidecar
+from ..runtime.model import cpu_flags, open_model, read_meta
 
 BACKENDS = (*RUNTIME_BACKENDS, "torch")
 SCHEMA = "stylert.bench/1"
@@ -58,63 +59,69 @@ def machine() -> dict:
     return found
 
 
-def feeds_for(meta: dict, batch: int) -> dict[str, np.ndarray]:
-    """Random inputs of the graph's contract at `batch` (controls at their neutral values)."""
+def _int(meta: dict, path: str | Path, key: str) -> int:
+    """An integer of the metadata, checked (runtime.model.read_meta: ModelError naming the file and key)."""
+    return read_meta(meta, path, key, int)
+
+
+def feeds_for(meta: dict, batch: int, path: str | Path = "model") -> dict[str, np.ndarray]:
+    """Random inputs of the graph's contract at `batch` (controls at their neutral values); path: the model's, named
+    by a ModelError for missing or malformed metadata."""
     rng = np.random.default_rng(0)
-    call, r = meta["stylert.call"], int(meta["stylert.resolution"])
+    call, r = meta.get("stylert.call"), _int(meta, path, "resolution")
     if call == "retouch":
         return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "strength": np.ones(batch, np.float32)}
     if call == "restore":
         feeds = {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)}
         if meta.get("stylert.with_quality") == "true":
-            feeds["q"] = np.zeros((batch, int(meta["stylert.q_dim"])), np.float32)
+            feeds["q"] = np.zeros((batch, _int(meta, path, "q_dim")), np.float32)
         if meta.get("stylert.method") == "vsp":
-            feeds["noise"] = rng.standard_normal((batch, int(meta["stylert.noise_size"]))).astype(np.float32)
+            feeds["noise"] = rng.standard_normal((batch, _int(meta, path, "noise_size"))).astype(np.float32)
         return {**feeds, "fidelity": np.zeros(batch, np.float32)}
     if call == "stylize":
-        return stylize_feeds(meta, batch, rng)
+        return stylize_feeds(meta, batch, rng, path)
     if call == "inpaint":
-        return inpaint_feeds(meta, batch, rng)
+        return inpaint_feeds(meta, batch, rng, path)
     if call == "edit":
-        return edit_feeds(meta, batch, rng)
+        return edit_feeds(meta, batch, rng, path)
     if meta.get("stylert.with_mapping") == "true":
-        return {"z": rng.standard_normal((batch, int(meta["stylert.z_dim"]))).astype(np.float32),
+        return {"z": rng.standard_normal((batch, _int(meta, path, "z_dim"))).astype(np.float32),
                 "truncation_psi": np.full(batch, 0.7, np.float32)}
-    return {"ws": rng.standard_normal((batch, int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"]))).astype(np.float32)}
+    return {"ws": rng.standard_normal((batch, _int(meta, path, "num_ws"), _int(meta, path, "w_dim"))).astype(np.float32)}
 
 
-def inpaint_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
+def inpaint_feeds(meta: dict, batch: int, rng, path: str | Path = "model") -> dict[str, np.ndarray]:
     """An inpaint graph's inputs: a centre hole half the side of the image (GRIG's test mask)."""
-    r = int(meta["stylert.resolution"])
+    r = _int(meta, path, "resolution")
     image = rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)
     if meta.get("stylert.role") == "exemplar":
         return {"image": image}
     mask = np.zeros((batch, 1, r, r), np.float32)
     mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
-    noise = rng.standard_normal((batch, int(meta["stylert.noise_size"]))).astype(np.float32)
+    noise = rng.standard_normal((batch, _int(meta, path, "noise_size"))).astype(np.float32)
     if meta.get("stylert.method") == "grig":
         return {"image": image * (1 - mask), "mask": mask, "noise": noise}
-    k, d = int(meta["stylert.num_codes"]), int(meta["stylert.code_dim"])
+    k, d = _int(meta, path, "num_codes"), _int(meta, path, "code_dim")
     return {"image": image, "mask": mask, "codes": rng.standard_normal((batch, k, d)).astype(np.float32) * 0.5,
             "z": rng.standard_normal((batch, d)).astype(np.float32), "psi": np.ones(batch, np.float32), "noise": noise}
 
 
-def edit_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
+def edit_feeds(meta: dict, batch: int, rng, path: str | Path = "model") -> dict[str, np.ndarray]:
     """An edit graph's inputs: a centre hole, every guidance absent (presence 0), a random z and noise."""
-    r, n = int(meta["stylert.resolution"]), int(meta["stylert.num_ws"])
+    r, n = _int(meta, path, "resolution"), _int(meta, path, "num_ws")
     mask = np.zeros((batch, 1, r, r), np.float32)
     mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
     zeros = lambda *shape: np.zeros((batch, *shape), np.float32)  # noqa: E731
     return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "mask": mask, "sketch": zeros(1, r, r),
-            "semantic": zeros(int(meta["stylert.semantic_classes"]), r, r), "color": zeros(3, r, r),
+            "semantic": zeros(_int(meta, path, "semantic_classes"), r, r), "color": zeros(3, r, r),
             "presence": zeros(4), "exemplar": zeros(3, r, r),
             "z": rng.standard_normal((batch, 512)).astype(np.float32), "alpha": zeros(), "direction": zeros(n, 512),
-            "strength": zeros(), "noise": rng.standard_normal((batch, int(meta["stylert.noise_size"]))).astype(np.float32)}
+            "strength": zeros(), "noise": rng.standard_normal((batch, _int(meta, path, "noise_size"))).astype(np.float32)}
 
 
-def stylize_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
+def stylize_feeds(meta: dict, batch: int, rng, path: str | Path = "model") -> dict[str, np.ndarray]:
     """A pack graph's inputs: whole-face stylization without mixing; a half-face region for the local model."""
-    r = int(meta["stylert.resolution"])
+    r = _int(meta, path, "resolution")
     image = rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)
     role = meta.get("stylert.role")
     if role == "encoder":
@@ -124,9 +131,9 @@ def stylize_feeds(meta: dict, batch: int, rng) -> dict[str, np.ndarray]:
         mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
         return {"content": image, "style": image[::-1].copy(), "content_mask": mask,
                 "style_mask": np.ones_like(mask)}
-    num_ws, w_dim = int(meta["stylert.num_ws"]), int(meta["stylert.w_dim"])
+    num_ws, w_dim = _int(meta, path, "num_ws"), _int(meta, path, "w_dim")
     return {"content": rng.standard_normal((batch, w_dim)).astype(np.float32),
-            "psi": np.full(batch, float(meta.get("stylert.psi", 0.7)), np.float32),
+            "psi": np.full(batch, read_meta(meta, path, "psi", float, default=0.7), np.float32),
             "mix_codes": np.zeros((batch, num_ws, w_dim), np.float32), "mix_from_z": np.zeros(batch, np.float32),
             "mix_layer": np.full(batch, num_ws, np.int64)}
 
@@ -149,13 +156,13 @@ def _device_used_mb() -> float | None:
 def model_metadata(model_path: str) -> dict:
     """An engine's sidecar, or the graph's stylert metadata (read on ONNX Runtime CPU, always present)."""
     if model_path.endswith(".engine"):
-        return json.loads(Path(f"{model_path}.json").read_text())
+        return read_sidecar(model_path)
     return open_model(model_path, "onnxruntime-cpu").metadata
 
 
 def _runner(backend: str, model_path: str, args: dict):
     """(load() -> state, step(state)) for one backend."""
-    feeds = feeds_for(model_metadata(model_path), args["batch"])
+    feeds = feeds_for(model_metadata(model_path), args["batch"], model_path)
     if backend == "torch":
         eps = [ep for ep in entry_points(group="stylert.references") if ep.name == "torch"]
         if not eps:
