@@ -63,8 +63,7 @@ class Editor(MaskedCall):
     def __init__(self, model_path, providers=None, detector=None, threads: int | None = None,
                  directions: str | Path | dict | None = None):
         super().__init__(model_path, providers, detector, threads)
-        meta = self.model.metadata
-        self.num_ws, self.noise_size = int(meta["stylert.num_ws"]), int(meta["stylert.noise_size"])
+        self.num_ws, self.noise_size = self.model.meta("num_ws", int), self.model.meta("noise_size", int)
         self.directions = load_directions(directions) if isinstance(directions, (str, Path)) else dict(directions or {})
 
     def check(self, value, **options) -> None:

@@ -16,9 +16,9 @@ class Generator:
     def __init__(self, path: str | Path, providers: str | Sequence[str] | None = None, threads: int | None = None):
         self.model: Model = open_model(path, providers, call="generator", threads=threads)
         self.path, self.metadata, self.backend = self.model.path, self.model.metadata, self.model.backend
-        self.resolution = int(self.metadata["stylert.resolution"])
-        self.z_dim = int(self.metadata["stylert.z_dim"])
-        self.with_mapping = self.metadata.get("stylert.with_mapping") == "true"
+        self.resolution = self.model.meta("resolution", int)
+        self.z_dim = self.model.meta("z_dim", int)
+        self.with_mapping = self.model.meta("with_mapping", bool, default=False)
 
     @property
     def trained(self) -> bool:

@@ -17,7 +17,6 @@ result's extras), resized back and pasted inside the mask.
 """
 from __future__ import annotations
 
-import base64
 import math
 import time
 from dataclasses import dataclass, field
@@ -313,7 +312,7 @@ class Inpainter(MaskedCall):
             raise ModelError(f"{self.model.path}: an inpaint model of method {meta.get('stylert.method')!r}; "
                              f"this runs {EXEGANInpainter.method!r} and {GRIGInpainter.method!r}")
         self._providers, self._threads = providers, threads
-        self.noise_size = int(meta["stylert.noise_size"])
+        self.noise_size = self.model.meta("noise_size", int)
 
     def check(self, value, **options) -> None:
         self.check_options(options)
@@ -338,11 +337,9 @@ class EXEGANInpainter(Inpainter):
 
     def __init__(self, model_path, providers=None, detector=None, threads: int | None = None):
         super().__init__(model_path, providers, detector, threads)
-        meta = self.model.metadata
         self._exemplar_model: Model | None = None
-        self.num_codes, self.code_dim = int(meta["stylert.num_codes"]), int(meta["stylert.code_dim"])
-        self.default_codes = np.frombuffer(base64.b64decode(meta["stylert.default_codes"]), "<f4").reshape(
-            self.num_codes, self.code_dim).astype(np.float32)
+        self.num_codes, self.code_dim = self.model.meta("num_codes", int), self.model.meta("code_dim", int)
+        self.default_codes = self.model.meta("default_codes", "b64f32", shape=(self.num_codes, self.code_dim))
 
     def controls(self, exemplar=None, seed: int = 0, psi: float | None = None, steps: int | None = None) -> dict:
         if steps is not None:
@@ -356,7 +353,7 @@ class EXEGANInpainter(Inpainter):
     def exemplar_model(self) -> Model:
         """The exemplar graph beside the generator (same suffix: .onnx, or .engine for TensorRT), opened once."""
         if self._exemplar_model is None:
-            name = self.model.metadata.get("stylert.exemplar_graph")
+            name = self.model.meta("exemplar_graph", default=None)
             if not name:
                 raise ModelError(f"{self.model.path}: no exemplar graph named in its metadata")
             path = self.model.path.with_name(Path(name).stem + self.model.path.suffix)

@@ -20,24 +20,18 @@ class Restorer(FaceModel):
     default_value = 0.0  # fidelity: fully restored
     options = ("seed",)
 
-    @property
-    def with_quality(self) -> bool:
-        return self.model.metadata.get("stylert.with_quality") == "true"
-
-    @property
-    def method(self) -> str:
-        return self.model.metadata.get("stylert.method", "qc")
-
-    @property
-    def q_dim(self) -> int:
-        return int(self.model.metadata["stylert.q_dim"])
+    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None):
+        super().__init__(model_path, providers, detector, threads)
+        self.method = self.model.meta("method", default="qc")
+        self.with_quality = self.model.meta("with_quality", bool, default=False)
+        self.q_dim = self.model.meta("q_dim", int) if self.with_quality else 0
+        self.noise_size = self.model.meta("noise_size", int) if self.method == "vsp" else 0
 
     def _feeds(self, crops: np.ndarray, fidelity: float, q: np.ndarray | None = None, seed: int = 0,
                positions: np.ndarray | None = None) -> dict:
         feeds = {"image": crops, "fidelity": np.full(len(crops), fidelity, np.float32)}
         if self.method == "vsp":
-            size = int(self.model.metadata["stylert.noise_size"])
-            feeds["noise"] = seeded_rows(seed, positions, len(crops), (size,), np.float32)
+            feeds["noise"] = seeded_rows(seed, positions, len(crops), (self.noise_size,), np.float32)
         if self.with_quality:
             feeds["q"] = np.zeros((len(crops), self.q_dim), np.float32) if q is None else q
         return feeds

@@ -18,7 +18,7 @@ class Retoucher(FaceModel):
 
     @property
     def has_masks(self) -> bool:
-        return self.model.metadata.get("stylert.with_masks") == "true"
+        return self.model.meta("with_masks", bool, default=False)
 
     def runner(self, strength: float, with_masks: bool = False):
         strength = control("strength", strength)

@@ -161,8 +161,8 @@ class Stylizer(FaceModel):
         model = open_model(path, self._providers, call="stylize", threads=self._threads)
         if model.metadata.get("stylert.role") != role:
             raise ModelError(f"{path}: a stylize '{model.metadata.get('stylert.role')}' graph, expected '{role}'")
-        if int(model.metadata["stylert.resolution"]) != self.pack.resolution and role != "encoder":
-            raise ModelError(f"{path}: {model.metadata['stylert.resolution']}px, the pack says {self.pack.resolution}")
+        if role != "encoder" and model.meta("resolution", int) != self.pack.resolution:
+            raise ModelError(f"{path}: {model.meta('resolution', int)}px, the pack says {self.pack.resolution}")
         return model
 
     def _graph(self, key: str, path: Path, role: str) -> Model:

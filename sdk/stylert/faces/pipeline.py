@@ -329,7 +329,7 @@ class FaceModel:
             self.model = model_path
         else:
             self.model = open_model(model_path, providers, call=self.call, threads=threads)
-        self.resolution = int(self.model.metadata["stylert.resolution"])
+        self.resolution = self.model.meta("resolution", int)
         self.pipeline = FacePipeline(self.resolution, detector)
 
     @property
