@@ -83,3 +83,16 @@ def test_serve_and_batch_without_ray_say_how_to_install(tmp_path, exported):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert "runs on Ray: pip install 'stylert[serve]'" in result.stderr
+
+
+def test_a_broken_model_is_one_line_without_the_libraries_noise(tmp_path, astronaut):
+    """Random bytes named .onnx: OpenVINO's and ONNX Runtime's own log lines stay out; the one error line names it."""
+    import numpy as np
+
+    (tmp_path / "junk.onnx").write_bytes(np.random.default_rng(3).bytes(3000))
+    cv2.imwrite(str(tmp_path / "a.png"), astronaut[:, :, ::-1])
+    result = stylert("retouch", tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "junk.onnx")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [error_line(result.stderr, "retouch")]
+    assert f"{tmp_path / 'junk.onnx'}: not a loadable ONNX model" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ from .calls.inpaint import REGIONS as INPAINT_REGIONS
 from .calls.registry import CALLS, FACE_CHOICE, Call, FileInput
 from .calls.stylize import REGIONS
 from .errors import ModelError, StylertError, UntrainedWeightsWarning
-from .runtime.model import BACKENDS
+from .runtime.model import BACKENDS, library_logging
 from .video.process import VIDEO_SUFFIXES
 
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
@@ -621,6 +621,8 @@ CLI_ELSEWHERE = {"edit": ("strength",)}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylert", description="StyleGAN2-based portrait editing, fast.")
     parser.add_argument("--version", "-V", action="version", version=f"stylert {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="also show what the libraries (ONNX Runtime, OpenVINO, TensorRT) log (before the command)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=functools.partial(argparse.ArgumentParser, formatter_class=DefaultsFormatter))
 
@@ -752,6 +754,7 @@ def _unavailable(name, exc):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    library_logging(args.verbose)  # the libraries' own log lines and warnings only when asked
     warnings.simplefilter("ignore", UntrainedWeightsWarning)  # the commands print their own one-line warning
     try:
         return args.func(args)
