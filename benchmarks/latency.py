@@ -61,7 +61,7 @@ def child(backend: str, args: dict, queue) -> None:
             return
         if backend == "onnxruntime-cpu":
             feeds = feeds_for(meta, args["batch"])
-            load, step = (lambda: stylert.open_model(args["model"], "cpu", threads=args["threads"])), (lambda m: m.run(feeds))
+            load, step = (lambda: stylert.open_model(args["model"], "cpu", threads=args["threads"] or None)), (lambda m: m.run(feeds))
         else:
             load, step = torch_backend(meta, args, backend.split()[1])
         queue.put(measure(load, step, args["warmup"], args["iters"]))
