@@ -26,6 +26,7 @@ from torch import nn
 from .checkpoints import CheckpointError, count_keys, load_strict, read_file
 from .config import JSONConfig
 from .random_init import randomize_batchnorm
+from .rosinality import NoiseInjection
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,6 @@ class GLU(nn.Module):
 class Swish(nn.Module):
     def forward(self, x):
         return x * torch.sigmoid(x)
-
-
-class NoiseInjection(nn.Module):
-    """x + weight * noise; `weight` is [1] as trained, [C, 1, 1] once a following batch norm is folded in."""
-
-    def __init__(self):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x, noise):
-        return x + self.weight * noise
 
 
 class SEBlock(nn.Module):

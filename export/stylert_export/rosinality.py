@@ -60,6 +60,8 @@ class FusedLeakyReLU(nn.Module):
 
 
 class NoiseInjection(nn.Module):
+    """x + weight * noise; `weight` is [1] as trained, [C, 1, 1] once a following batch norm is folded in (GRIG)."""
+
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
