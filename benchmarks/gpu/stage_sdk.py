@@ -10,7 +10,7 @@ exports and the CPU runs still happen and the stage records "skipped: onnxruntim
 what it would have run. --device cpu --quick: tiny graphs, every command run on onnxruntime-cpu instead.
 
 Graphs, photos and outputs go to STYLERT_GPU_CHECK_WORK (default /tmp/stylert-gpucheck-work), not OUTDIR:
-the device tool brings back at most 8 files.
+a run on the GPU machine brings back at most 8 files.
 """
 from __future__ import annotations
 
