@@ -1,6 +1,6 @@
 """The CPU dry run of the GPU check (issue 28 part 3): benchmarks/gpu/check.sh --device cpu --quick runs every
-stage's Python on the CPU kernel library with tiny shapes, so that a GPU lease is not lost to a Python error,
-a missing import or an unknown API. Also: a failing case is recorded and the run goes on, a stage killed by
+stage's Python on the CPU kernel library with tiny shapes, so that a run on the GPU machine is not lost to a
+Python error, a missing import or an unknown API. Also: a failing case is recorded and the run goes on, a stage killed by
 its deadline leaves the earlier stages' results and a timed-out record, and the wheel splitter round-trips."""
 from __future__ import annotations
 
