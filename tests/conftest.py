@@ -38,7 +38,7 @@ def max_abs(got, want) -> float:
 
 
 # What the face commands may print on stderr before their one error line: the untrained-model warning and the backend.
-NOTICE_LINES = ("WARNING: ", "note: ")
+NOTICE_LINES = ("WARNING: ", "warning: ", "note: ")
 
 
 def error_line(stderr: str, command: str) -> str:

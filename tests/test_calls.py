@@ -1,5 +1,6 @@
 """What every call shares through the one whole-photo pipeline (faces/pipeline.FaceModel): the batch limit is
 refused the same way by each call, and `stylert.Inpainter` opens each inpainting method as its own call class."""
+import cv2
 import numpy as np
 import pytest
 
@@ -48,3 +49,44 @@ def test_inpainter_opens_each_method_as_its_own_call_class(inpaint_models):
     assert (exe.method, grig.method) == ("exe-gan", "grig")
     with pytest.raises(stylert.ModelError, match="of method 'grig'"):
         EXEGANInpainter(inpaint_models["grig"], "cpu")
+
+
+def test_hostile_inputs_are_named_errors(retouch_models, style_pack, tmp_path, astronaut, capsys):
+    """Found by a hostile re-run: each is one named error, before any work, and no input is written over."""
+    from stylert import cli
+    from stylert.calls.edit import load_directions
+    from stylert.runtime.model import read_meta
+
+    r = stylert.Retoucher(retouch_models["plain"], "cpu")
+    for strength in (1e308, 2 ** 200, np.float64(1e39)):  # finite as float64, not as the graphs' float32
+        with pytest.raises(stylert.InputError, match="strength must be within"):
+            r.check(strength)
+    with pytest.raises(stylert.InputError, match=r"\[5, 2\] landmarks"):
+        r.retouch(astronaut, channels="rgb", faces=["x"])
+    s = stylert.Stylizer(style_pack, "cpu")
+    face = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(stylert.InputError, match="mix_layer must be an integer"):
+        s.stylize(face, "cartoon", channels="rgb", aligned=True, seed=1, mix_layer="3")
+    with pytest.raises(stylert.InputError, match=r"labels: values 0\.\.260"):  # 260 would wrap to 4 (eyes)
+        s.stylize(face, "cartoon", channels="rgb", aligned=True, regions=["eye"],
+                  labels=np.full((32, 32), 260, np.int64) * (np.arange(32) > 0))
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 512), np.float32))
+    with open(tmp_path / "bomb.npy", "wb") as f:  # a header claiming 100,000,000 x 512 over 2 KB of data
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (100_000_000, 512)})
+        f.write(bytes(2048))
+    with pytest.raises(stylert.InputError, match="bomb.npy: not a plain numpy file"):
+        load_directions(tmp_path / "bomb.npy")
+    np.save(tmp_path / "smile.npy", np.full(512, 1e300))
+    with pytest.raises(stylert.InputError, match="out-of-float32"):
+        load_directions(tmp_path / "smile.npy")
+    with pytest.raises(stylert.ModelError, match="stylert.resolution is not an integer"):
+        read_meta({"stylert.resolution": "9" * 5000}, "m.onnx", "resolution", int)
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)  # -r with the output inside the inputs: in/a.png -> in/sub/a.png
+    for path in (tmp_path / "in" / "a.png", tmp_path / "in" / "sub" / "a.png"):
+        cv2.imwrite(str(path), astronaut[:, :, ::-1])
+    before = (tmp_path / "in" / "sub" / "a.png").read_bytes()
+    code = cli.main(["retouch", "-r", str(tmp_path / "in"), "-o", str(tmp_path / "in" / "sub"), "--model",
+                     str(retouch_models["plain"])])
+    assert code == 2 and "choose an output folder outside the inputs" in capsys.readouterr().err
+    assert (tmp_path / "in" / "sub" / "a.png").read_bytes() == before

@@ -206,6 +206,14 @@ def _output_paths(inputs: list[tuple[Path, Path]], output: str) -> list[Path]:
             raise StylertError(f"{seen[dst]} and {src} would both be written to {dst}: rename one, or run them "
                                "with different -o folders")
         seen[dst] = src
+    from .faces.pipeline import same_file
+
+    existing = [src for src, _ in inputs if src.is_file()]
+    for (src, _), dst in zip(inputs, paths):
+        other = next((s for s in existing if s != src and dst.exists() and same_file(s, dst)), None)
+        if other is not None:  # its own input is refused per file (read_for); another's never written over
+            raise StylertError(f"{dst} is the input {other}: the result of {src} would be written over it; "
+                               "choose an output folder outside the inputs")
     return paths
 
 
@@ -752,9 +760,15 @@ def _unavailable(name, exc):
     return run
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI prints it: one line, `warning: ...` (stylert's name the file they are about)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     library_logging(args.verbose)  # the libraries' own log lines and warnings only when asked
+    warnings.formatwarning = _warning_line
     warnings.simplefilter("ignore", UntrainedWeightsWarning)  # the commands print their own one-line warning
     try:
         return args.func(args)

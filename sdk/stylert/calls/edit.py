@@ -37,7 +37,7 @@ def load_directions(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"{path}: no such directions file")
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(path, mmap_mode="r", allow_pickle=False)  # a .npy's header is checked against its size
         if isinstance(data, np.ndarray):
             arrays = {path.stem: data}
         else:
@@ -45,12 +45,20 @@ def load_directions(path: str | Path) -> dict[str, np.ndarray]:
                 arrays = {name: data[name] for name in data.files}
     except ValueError as exc:
         raise InputError(f"{path}: not a plain numpy file ({exc}); save the directions with numpy.savez") from None
+    except MemoryError:
+        raise InputError(f"{path}: an array in it claims more memory than this machine has") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable numpy file ({type(exc).__name__}: {exc})") from None
     bad = sorted(name for name, a in arrays.items() if a.dtype.kind not in "biuf")
     if bad:
         raise InputError(f"{path}: direction(s) {', '.join(bad)} hold {arrays[bad[0]].dtype} values, not numbers")
-    return {name: a.astype(np.float32) for name, a in arrays.items()}
+    out = {}
+    for name, a in arrays.items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[name] = np.array(a, np.float32)
+        if not np.isfinite(out[name]).all():
+            raise InputError(f"{path}: direction {name} holds NaN, infinite or out-of-float32 values")
+    return out
 
 
 class Editor(MaskedCall):
@@ -88,12 +96,17 @@ class Editor(MaskedCall):
                 have = ", ".join(sorted(self.directions)) or "none (give a directions file)"
                 raise InputError(f"unknown attribute {attribute!r}; directions: {have}")
             attribute = self.directions[attribute]
-        d = np.asarray(attribute, np.float32)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                d = np.asarray(attribute, np.float32)
+        except (TypeError, ValueError):
+            raise InputError(f"an attribute direction must be numbers, got {type(attribute).__name__}") from None
         if d.shape == (512,):
             d = np.broadcast_to(d, (self.num_ws, 512))
-        if d.shape != (self.num_ws, 512) or not np.isfinite(d).all():
-            raise InputError(f"an attribute direction must be 512 or {self.num_ws}x512 finite numbers, got shape "
-                             f"{d.shape}")
+        if d.shape != (self.num_ws, 512):
+            raise InputError(f"an attribute direction must be 512 or {self.num_ws}x512 numbers, got shape {d.shape}")
+        if not np.isfinite(d).all():
+            raise InputError("an attribute direction holds NaN, infinite or out-of-float32 values")
         return np.ascontiguousarray(d)
 
     def edit(self, image: np.ndarray, mask, sketch=None, semantic=None, color=None, exemplar=None, attribute=None,

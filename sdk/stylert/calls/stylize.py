@@ -45,6 +45,7 @@ MANIFEST = "stylepack.json"
 # CelebAMask-HQ labels (as face-parsing BiSeNet models output them): 1 skin, 2/3 brows, 4/5 eyes, 7/8 ears,
 # 10 nose, 11 mouth, 12/13 lips, 14 neck, 17 hair.
 REGIONS = {"eyebrow": (2, 3), "eye": (4, 5), "nose": (10,), "lip": (11, 12, 13), "face": (1, 7, 8, 14), "hair": (17,)}
+LABEL_MAX = 255  # label maps are read as 8-bit class values
 DEFAULT_MIX_LAYER = 6
 Parser = Callable[[np.ndarray], np.ndarray]
 
@@ -207,6 +208,8 @@ class Stylizer(FaceModel):
             raise InputError("mix_layer needs seed= (multimodal) or reference= (reference-guided)")
         num_ws = self.pack.num_ws
         mixing = seed is not None or reference is not None
+        if mix_layer is not None and (isinstance(mix_layer, bool) or not isinstance(mix_layer, (int, np.integer))):
+            raise InputError(f"mix_layer must be an integer, got {mix_layer!r}")
         layer = (DEFAULT_MIX_LAYER if mix_layer is None else int(mix_layer)) if mixing else num_ws
         if not 0 <= layer <= num_ws:
             raise InputError(f"mix_layer must be in [0, {num_ws}] for this pack, got {mix_layer}")
@@ -280,6 +283,9 @@ class Stylizer(FaceModel):
             if labels.shape != rgb.shape[:2] or not np.issubdtype(labels.dtype, np.integer):
                 raise InputError(f"labels: expected an integer label map of {rgb.shape[1]}x{rgb.shape[0]}, "
                                  f"got {labels.dtype} {labels.shape}")
+            if labels.min() < 0 or labels.max() > LABEL_MAX:
+                raise InputError(f"labels: values {int(labels.min())}..{int(labels.max())}, outside 0..{LABEL_MAX} "
+                                 "(face-parsing classes)")
             labels = labels.astype(np.uint8)
         prep = super().prepare(rgb, labels, choice, options)
         if labels is not None:

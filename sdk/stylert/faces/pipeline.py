@@ -42,6 +42,9 @@ class FaceResult:
                 "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def channel_order(channels) -> str:
     """'rgb' or 'bgr', in either case."""
     if not isinstance(channels, str) or channels.lower() not in ("rgb", "bgr"):
@@ -53,9 +56,15 @@ def control(name: str, value) -> float:
     """A numeric control (strength, fidelity, psi): a real number, finite; anything else refused by name."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InputError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf")
+    if not np.isfinite(number):
         raise InputError(f"{name} must be finite, got {value}")
-    return float(value)
+    if abs(number) > FLOAT32_MAX:  # the graphs take float32
+        raise InputError(f"{name} must be within +-{FLOAT32_MAX:.4g}, got {value}")
+    return number
 
 
 def seed_control(value) -> int:
@@ -111,7 +120,10 @@ def to_uint8(batch: np.ndarray) -> np.ndarray:
 def _as_face(face) -> Face:
     if isinstance(face, Face):
         return face
-    pts = np.asarray(face, dtype=np.float64)
+    try:
+        pts = np.asarray(face, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"a face must be a Face or [5, 2] landmarks (numbers), got {face!r:.80}") from None
     if pts.shape != (5, 2):
         raise InputError(f"a face must be a Face or [5, 2] landmarks, got shape {pts.shape}")
     lo, hi = pts.min(axis=0), pts.max(axis=0)

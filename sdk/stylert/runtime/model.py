@@ -242,7 +242,7 @@ META_BOUNDS: dict[str, tuple[int, int]] = {
     "stylert.semantic_classes": (1, 4096),
 }
 POWER_OF_TWO = ("stylert.resolution",)
-_INT = re.compile(r"[+-]?[0-9]+")
+_INT = re.compile(r"[+-]?[0-9]{1,18}")  # more digits than any bound allows are not read (int() refuses 4300+)
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
@@ -336,7 +336,7 @@ def check_metadata(metadata: Any, path: str | Path, call: str | None = None) -> 
     if metadata.get("stylert.format") is None:
         raise ModelError(f"{path}: no stylert metadata; export models with `stylert export`")
     fmt = str(metadata["stylert.format"]).strip()
-    if not (fmt.isascii() and fmt.isdigit()) or int(fmt) < 1:
+    if not (fmt.isascii() and fmt.isdigit() and len(fmt) <= 9) or int(fmt) < 1:
         raise ModelError(f"{path}: metadata stylert.format is not a format number: {_short(fmt)}; "
                          "export the model again with `stylert export`")
     if int(fmt) > SUPPORTED_FORMAT:
@@ -387,7 +387,10 @@ def check_onnx_file(path: str | Path) -> None:
     for tensor in _get_all_tensors(model):
         if not uses_external_data(tensor):
             continue
-        info = ExternalDataInfo(tensor)
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as exc:  # a negative offset or length, a junk field
+            raise ModelError(f"{path}: tensor '{tensor.name}' has unreadable external data fields ({exc})") from None
         data = Path(os.path.normpath(folder / info.location)) if info.location else None
         if data is None or not data.is_relative_to(folder):
             raise ModelError(f"{path}: tensor '{tensor.name}' names external data {info.location!r} outside the "

@@ -18,7 +18,6 @@ JSON (schema "stylert.bench/1"): {"schema", "machine", "models": [{"path", "meta
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import platform
