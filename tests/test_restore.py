@@ -143,6 +143,13 @@ def test_restorer_on_a_photo_and_aligned_faces(restore_models, astronaut):
         r.restore(crop, 1.5, channels="rgb", aligned=True)
     with pytest.raises(stylert.InputError, match="sharp-only"):
         stylert.Restorer(restore_models["sharp"]).quality(crop)
+    for bad_q in (np.zeros(3), np.zeros((2, 4)), "x"):
+        with pytest.raises(stylert.InputError, match="q: expected 4 numbers"):
+            r.degrade(crop, bad_q)
+    with pytest.raises(stylert.InputError, match="out-of-float32"):
+        r.degrade(crop, np.full(4, 1e39))
+    with pytest.raises(stylert.InputError, match="aligned RGB uint8 faces"):
+        r.quality(np.zeros((0, 32, 32, 3), np.uint8))
 
 
 def test_cli_restore_and_quality_benchmark(restore_models, astronaut, tmp_path):

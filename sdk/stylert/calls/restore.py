@@ -56,7 +56,8 @@ class Restorer(FaceModel):
         faces = np.asarray(faces)
         if faces.ndim == 3:
             faces = faces[None]
-        if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (self.resolution, self.resolution, 3):
+        if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (self.resolution, self.resolution, 3) \
+                or not len(faces):
             raise InputError(f"expected aligned RGB uint8 faces of {self.resolution}x{self.resolution}x3, "
                              f"got {faces.dtype} {faces.shape}")
         return to_network(list(faces))
@@ -68,5 +69,12 @@ class Restorer(FaceModel):
     def degrade(self, faces: np.ndarray, q: np.ndarray) -> np.ndarray:
         """G(E_w(face), q) for aligned RGB faces: q = 0 restores, larger q degrades more (Eq. 10)."""
         crops = self._aligned_batch(faces)
-        q = np.broadcast_to(np.asarray(q, np.float32), (len(crops), self.q_dim))
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                q = np.broadcast_to(np.asarray(q, np.float32), (len(crops), self.q_dim))
+        except (TypeError, ValueError):
+            raise InputError(f"q: expected {self.q_dim} numbers, or one row of them per face, got "
+                             f"{np.shape(q) if not isinstance(q, str) else repr(q)}") from None
+        if not np.isfinite(q).all():
+            raise InputError("q holds NaN, infinite or out-of-float32 values")
         return to_uint8(self.model.run(self._feeds(crops, 0.0, np.ascontiguousarray(q)))["restored"])

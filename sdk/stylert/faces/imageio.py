@@ -127,6 +127,8 @@ def _decoded(source: BinaryIO, name: str, max_pixels: int, kind: str, deep: bool
     pixel limit, the longest side, more than 8 bits a channel unless `deep`). Pillow's warnings (e.g. the two-line
     "Corrupt EXIF data" ones, which name no file) are dropped here: the metadata they concern is read as far as it
     can be, the pixels are not affected, and a damaged pixel stream is an error of its own."""
+    opt_in = OPT_IN if not kind else "masks and label maps are never read damaged"
+
     def refuse(detail: str) -> ImageFileError:
         return ImageFileError(f"{name}: not a readable {kind}: {detail}" if kind else f"{name}: {detail}")
 
@@ -157,7 +159,7 @@ def _decoded(source: BinaryIO, name: str, max_pixels: int, kind: str, deep: bool
                         raise
                     cut = "the file is cut short: the rest is grey"
                     if not allow_damaged:
-                        raise refuse(f"damaged image data (truncated or corrupt: {cut}); {OPT_IN}") from None
+                        raise refuse(f"damaged image data (truncated or corrupt: {cut}); {opt_in}") from None
                     data = _all_bytes(source) + b"\xff\xd9"  # libjpeg decodes what there is when the end follows
                     im.close()
                     im = Image.open(io.BytesIO(data))
@@ -165,7 +167,7 @@ def _decoded(source: BinaryIO, name: str, max_pixels: int, kind: str, deep: bool
                     return im, cut
                 damage = _jpeg_damage(im, source) if jpeg else None
                 if damage and not allow_damaged:
-                    raise refuse(f"damaged image data ({damage}); {OPT_IN}")
+                    raise refuse(f"damaged image data ({damage}); {opt_in}")
                 return im, damage
             except BaseException:
                 im.close()
