@@ -206,15 +206,22 @@ def _output_paths(inputs: list[tuple[Path, Path]], output: str) -> list[Path]:
             raise StylertError(f"{seen[dst]} and {src} would both be written to {dst}: rename one, or run them "
                                "with different -o folders")
         seen[dst] = src
-    from .faces.pipeline import same_file
-
-    existing = [src for src, _ in inputs if src.is_file()]
+    inputs_by_id = {ident: src for src, _ in inputs if (ident := _file_id(src))}
     for (src, _), dst in zip(inputs, paths):
-        other = next((s for s in existing if s != src and dst.exists() and same_file(s, dst)), None)
-        if other is not None:  # its own input is refused per file (read_for); another's never written over
+        other = inputs_by_id.get(_file_id(dst))
+        if other is not None and _file_id(other) != _file_id(src):  # its own input: refused per file (read_for)
             raise StylertError(f"{dst} is the input {other}: the result of {src} would be written over it; "
                                "choose an output folder outside the inputs")
     return paths
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file (links followed), None otherwise: one file under any name."""
+    try:
+        st = path.stat()
+    except (OSError, RuntimeError):  # missing, a link loop
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _check_output_folder(outputs: list[Path]) -> None:
