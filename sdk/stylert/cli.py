@@ -421,7 +421,7 @@ def _cmd_batch(args) -> int:
         if sum(x is not None for x in (args.mask, args.mask_dir, args.region)) != 1:
             raise StylertError(f"{call} needs one of --mask M.png, --masks DIR, --region NAME")
         value = _masks(args)
-        options.update({f.name: f.read(getattr(args, f.name)) for f in spec.files if getattr(args, f.name)})
+        options.update(_read_files(spec, args))
     elif masks:
         raise StylertError(f"{', '.join(masks)}: for {' and '.join(c.name for c in CALLS.values() if c.masked)} "
                            f"models; {args.model} is a {call} model")
@@ -551,8 +551,12 @@ def _call_options(args) -> dict:
     call = CALLS[args.command]
     options = {c.name: getattr(args, c.name) for c in call.controls
                if c.name not in CLI_ELSEWHERE.get(call.name, ()) and getattr(args, c.name) is not None}
-    options.update({f.name: f.read(getattr(args, f.name)) for f in call.files if getattr(args, f.name)})
-    return {**options, **CLI_OPTIONS.get(call.name, NO_OPTIONS)[1](args)}
+    return {**options, **_read_files(call, args), **CLI_OPTIONS.get(call.name, NO_OPTIONS)[1](args)}
+
+
+def _read_files(call: Call, args) -> dict:
+    """The call's files given as options (an exemplar, a sketch), read as the call takes them."""
+    return {f.name: f.read(getattr(args, f.name)) for f in call.files if getattr(args, f.name)}
 
 
 def _retouch_args(cmd) -> None:

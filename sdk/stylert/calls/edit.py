@@ -74,11 +74,6 @@ class Editor(MaskedCall):
         self.num_ws, self.noise_size = self.model.meta("num_ws", int), self.model.meta("noise_size", int)
         self.directions = load_directions(directions) if isinstance(directions, (str, Path)) else dict(directions or {})
 
-    def check(self, value, **options) -> None:
-        self.check_options(options)
-        check_region(value)
-        self.controls(**options)
-
     def controls(self, sketch=None, semantic=None, color=None, exemplar=None, attribute=None, strength: float = 0.0,
                  seed: int = 0) -> dict:
         """The controls checked (the guidance images are checked per photo, against its size)."""
@@ -163,8 +158,7 @@ class Editor(MaskedCall):
         def run(chunk: Chunk):
             n = len(chunk.crops)
             if exemplar_ms is not None:
-                for photo in chunk.photos:
-                    photo.timings["exemplar"] = exemplar_ms
+                chunk.note("exemplar", exemplar_ms)
             rows = seeded_rows(c["seed"], chunk.positions, n, (512 + self.noise_size,), np.float32)
 
             def guide(name, shape):

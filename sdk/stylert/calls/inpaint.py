@@ -200,7 +200,8 @@ class MaskedCall(FaceModel):
     or a region name); the mask and any photo-sized guidance are warped with each face's crop (nearest neighbour);
     faces the mask does not touch are left alone; only pixels inside the mask change."""
     default_value = None
-    image_options = ("exemplar",)
+    image_options: tuple[str, ...] = ("exemplar",)
+    controls: Callable[..., dict]  # each call's keyword controls checked, with their defaults (no network runs)
 
     def photo_input(self, value, options: dict):
         return value
@@ -217,6 +218,11 @@ class MaskedCall(FaceModel):
         if isinstance(value, (str, Path)) and not (isinstance(value, str) and value in REGIONS):
             value = MaskSource(file=Path(value))
         return value.for_photo(src) if isinstance(value, MaskSource) else value
+
+    def check(self, value, **options) -> None:
+        self.check_options(options)
+        check_region(value)
+        self.controls(**options)
 
     def guides(self, rgb: np.ndarray, options: dict) -> dict[str, np.ndarray]:
         """Photo-sized guidance to warp with each face's crop, checked (none here)."""
@@ -314,15 +320,6 @@ class Inpainter(MaskedCall):
         self._providers, self._threads = providers, threads
         self.noise_size = self.model.meta("noise_size", int)
 
-    def check(self, value, **options) -> None:
-        self.check_options(options)
-        check_region(value)
-        self.controls(**options)
-
-    def controls(self, exemplar=None, seed: int = 0, psi: float | None = None, steps: int | None = None) -> dict:
-        """The method's controls checked, with their defaults."""
-        raise NotImplementedError
-
     def inpaint(self, image: np.ndarray, mask, exemplar=None, seed: int = 0, psi: float | None = None,
                 steps: int | None = None, *, channels: str, **options) -> FaceResult:
         """Inpaint the mask of one photo; options: faces (landmarks), aligned, only_center_face, largest_face."""
@@ -380,8 +377,7 @@ class EXEGANInpainter(Inpainter):
         def run(chunk: Chunk):
             n = len(chunk.crops)
             if exemplar_ms is not None:
-                for photo in chunk.photos:
-                    photo.timings["exemplar"] = exemplar_ms
+                chunk.note("exemplar", exemplar_ms)
             rows = seeded_rows(c["seed"], chunk.positions, n, (draws,), np.float32)
             feeds = {"image": chunk.crops, "mask": chunk.gather("mask"),
                      "codes": np.broadcast_to(codes, (n, *codes.shape)).astype(np.float32),

@@ -253,6 +253,11 @@ class Chunk:
         """Every face of one photo."""
         return cls(prep.crops, np.arange(len(prep.crops)), [prep] * len(prep.crops))
 
+    def note(self, stage: str, ms: float) -> None:
+        """Record on each photo of the chunk the time of a stage done once for all of them (an exemplar's)."""
+        for photo in self.photos:
+            photo.timings[stage] = ms
+
     def gather(self, name: str) -> np.ndarray:
         """The call's per-face input `name` of each face, stacked [n, ...]."""
         return np.stack([photo.inputs[name][k] for photo, k in zip(self.photos, self.positions)])
