@@ -28,7 +28,7 @@ setup(
                   "stylert.serving": ["demo/index.html", "demo/demo.js", "demo/demo.css"]},
     license_files=["LICENSE"],
     install_requires=["numpy>=1.24", "onnxruntime>=1.17", "onnx>=1.16", "opencv-python-headless>=4.8", "pillow>=10",
-                      "tqdm>=4.60"],
+                      "tqdm>=4.60", "simplejpeg>=1.8"],
     extras_require={
         # The PyTorch side: models, checkpoint loaders, ONNX export. Install torch first
         # (CPU build: `pip install torch==2.13.0`) so that this range pulls nothing more.
