@@ -95,6 +95,13 @@ def _cut_in_scan(data: bytes) -> bytes:
     return data[:(start + end) // 2] + b"\xff\xd9"
 
 
+def _flipped_in_scan(data: bytes) -> bytes:
+    """A JPEG with eight bytes mid-scan overwritten by stuffed 0xFF bytes (64 one bits, longer than any Huffman code):
+    the decoder loses step there, and its image is wrong from there on, with no byte missing."""
+    mid = (data.find(b"\xff\xda") + len(data)) // 2
+    return data[:mid] + b"\xff\x00" * 4 + data[mid + 8:]
+
+
 def _tiff_size(data: bytes, width: int, height: int) -> bytes:
     """A little-endian TIFF with its ImageWidth / ImageLength tags rewritten."""
     out = bytearray(data)
@@ -177,6 +184,7 @@ def _fixed_cases(astronaut) -> dict[str, tuple[bytes, str | None]]:
         "cut_eoi.jpg": (_cut_in_scan(jpg), "damaged image data"),
         "tall.jpg": (_jpeg_size(jpg, SIDE, 2 * SIDE), "damaged image data"),
         "cut_progressive.jpg": (_cut_in_scan(b["progressive.jpeg"]), "damaged image data"),
+        "flipped.jpg": (_flipped_in_scan(jpg), "damaged image data (libjpeg: Corrupt JPEG data"),
         "cut.png": (b["rgb.png"][:len(b["rgb.png"]) // 2], "truncated or corrupt"),
         "cut.webp": (b["lossy.webp"][:len(b["lossy.webp"]) // 2], "truncated or corrupt"),
         "cut.bmp": (b["rgb.bmp"][:len(b["rgb.bmp"]) // 2], "truncated or corrupt"),
@@ -266,10 +274,14 @@ def test_masks_and_label_maps_refuse_bombs_like_photos(tmp_path, data):
 
 
 def test_damaged_jpeg_is_refused_unless_allowed(astronaut, tmp_path):
-    """Issue 30, escape 5: a JPEG whose data ends early decodes grey and silently; refused unless allow_damaged."""
+    """Issue 30, escape 5: a JPEG whose data ends early decodes grey and silently, one whose data has a flipped run of
+    bits decodes wrong and silently; refused unless allow_damaged, with libjpeg's own warning."""
     jpg = _encode(astronaut, "JPEG", quality=90)
     cases = {"cut_eoi.jpg": jpg[:len(jpg) // 2] + b"\xff\xd9", "tall.jpg": _jpeg_size(jpg, 512, 700),
-             "cut.jpg": jpg[:len(jpg) // 2]}
+             "cut.jpg": jpg[:len(jpg) // 2], "flipped.jpg": _flipped_in_scan(jpg),
+             "extraneous.jpg": jpg[:-2] + bytes(range(1, 60)) + b"\xff\xd9"}
+    said = {"cut.jpg": "the file is cut short: the rest is grey", "flipped.jpg": "extraneous bytes before marker",
+            "extraneous.jpg": "extraneous bytes before marker 0xd9"}
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
@@ -280,9 +292,11 @@ def test_damaged_jpeg_is_refused_unless_allowed(astronaut, tmp_path):
         with pytest.raises(ImageFileError, match="damaged image data .*never read damaged"):
             read_mask(path)  # a mask has no opt-in: its grey would be read as fill
         loaded = read_image(path, allow_damaged=True)
-        assert loaded.warning.startswith(f"{path}: damaged image data") and "grey" in loaded.warning
+        assert loaded.warning.startswith(f"{path}: damaged image data")
+        assert said.get(name, "libjpeg: Corrupt JPEG data: premature end of data segment") in loaded.warning
         assert loaded.rgb.shape[:2] == ((700, 512) if name == "tall.jpg" else (512, 512))
-        assert (loaded.rgb[-8:] == 128).all()  # the part libjpeg filled in
+        if name not in ("flipped.jpg", "extraneous.jpg"):
+            assert (loaded.rgb[-8:] == 128).all()  # the part libjpeg filled in
         assert decode_image(data, "body", allow_damaged=True).warning.startswith("body: damaged image data")
     # whole files are not damaged: a photo, a progressive one, and one whose last blocks are exactly the fill grey
     for name, data in {"whole.jpg": jpg, "progressive.jpg": _encode(astronaut, "JPEG", progressive=True),

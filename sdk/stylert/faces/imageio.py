@@ -2,7 +2,7 @@
 
 Photos, masks and label maps go through one decoder (`_decoded`): it opens only regular files (never
 blocking on a FIFO), checks the header before decoding (pixel limit against decompression bombs,
-the longest side), refuses damaged JPEG data that libjpeg would fill grey, keeps Pillow's warnings
+the longest side), refuses JPEG data that libjpeg reports damaged (and Pillow would decode), keeps Pillow's warnings
 off the terminal, and turns every failure into one ImageFileError naming the file. Reading applies
 the EXIF orientation, and turns every supported mode into RGB uint8 plus what is needed to
 write the result back the same way (grayscale stays grayscale, alpha is carried through).
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
@@ -54,8 +55,8 @@ class LoadedImage:
     icc: bytes | None = None  # the file's ICC colour profile
     format: str | None = None  # Pillow's name of the file's format: JPEG, PNG, WEBP, ...
     # Set only when read with allow_damaged=True from a damaged file: one line, starting with the file's name, saying
-    # what is wrong with the pixels ("a.jpg: damaged image data (the JPEG data ends before the image does: the rest
-    # is grey); read anyway"), for the caller to show (the CLI prints it as a warning).
+    # what is wrong with the pixels ("a.jpg: damaged image data (libjpeg: Corrupt JPEG data: premature end of data
+    # segment); read anyway"), for the caller to show (the CLI prints it as a warning).
     warning: str | None = None
 
 
@@ -63,7 +64,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, *, allow_damaged:
     """A photo file -> RGB uint8 with the EXIF orientation applied. Every file it cannot read is an ImageFileError
     whose message starts with the path: not a regular file (missing, a folder, a FIFO, a link to nothing, a link
     loop), empty, not an image, truncated or corrupt, over the pixel limit, more than 8 bits a channel, or damaged (a
-    JPEG whose data ends before its image does; libjpeg would fill the rest grey). allow_damaged=True reads a damaged
+    JPEG whose data libjpeg reports corrupt or ending early, which it fills in grey or wrong). allow_damaged=True reads a damaged
     JPEG anyway and says so in the result's `warning`."""
     path = Path(path)
     with _open_file(path, str(path), "") as f:
@@ -165,7 +166,7 @@ def _decoded(source: BinaryIO, name: str, max_pixels: int, kind: str, deep: bool
                     im = Image.open(io.BytesIO(data))
                     im.load()
                     return im, cut
-                damage = _jpeg_damage(im, source) if jpeg else None
+                damage = _jpeg_damage(source) if jpeg else None
                 if damage and not allow_damaged:
                     raise refuse(f"damaged image data ({damage}); {opt_in}")
                 return im, damage
@@ -208,83 +209,23 @@ def _all_bytes(source: BinaryIO) -> bytes:
     return source.read()
 
 
-def _jpeg_damage(im: Image.Image, source: BinaryIO) -> str | None:
-    """What is wrong with a decoded JPEG whose data ends before its image does, or None. libjpeg fills what is missing
-    (a file cut short with an end-of-image marker after it; a declared height larger than the data) with zeros - flat
-    grey, or in a progressive file cut between scans a blurred image - and only prints a warning, which Pillow drops.
-    Two tests. The scans must cover every coefficient of every component (a progressive file cut between scans does
-    not). And, decoded again with filler bytes after each scan's data, the pixels must not change: a scan that is
-    whole ends before the filler and skips it; a scan that ran out of data decodes it instead. Run where damage is
-    possible: the last block flat mid-grey, or a progressive file."""
-    w, h = im.size
-    corner = np.asarray(im.crop((max(w - 4, 0), max(h - 4, 0), w, h)))
-    if not im.info.get("progressive") and not (corner.min() == corner.max() and int(corner.min()) in (127, 128)):
-        return None
-    data = _all_bytes(source)
-    ends, complete = _jpeg_scans(data)
-    if not complete:
-        return "scans are missing, the file is cut short: the image is blurred"
-    if not ends:
-        return None
-    filler = bytes(range(1, 255)) * 2  # no 0xFF: no marker; varied bits: never only the zeros libjpeg fills in
-    pieces, last = [], 0
-    for end in ends:
-        pieces += [data[last:end], filler]
-        last = end
+# libjpeg's warnings that the entropy-coded data is damaged (jerror.h JWRN_*): it ran out (the rest decodes as zeros:
+# flat grey, or blurred in a progressive file), or it does not decode as coded (a flipped bit: wrong pixels from there
+# on, and bytes left over before the next marker). "bad ICC marker" is about metadata; the JFIF-version and
+# Adobe-transform warnings are not damage.
+JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+
+
+def _jpeg_damage(source: BinaryIO) -> str | None:
+    """libjpeg's own warning about a JPEG's data that decoded (Pillow drops these), or None. The file is decoded once
+    more by libjpeg-turbo in strict mode (simplejpeg), which raises at the first warning."""
     try:
-        with Image.open(io.BytesIO(b"".join(pieces) + data[last:])) as other:
-            other.load()
-            same = other.size == im.size and np.array_equal(np.asarray(other), np.asarray(im))
-    except Exception:  # noqa: BLE001 - the filled-in copy not decoding says nothing about the file itself
-        return None
-    return None if same else "the JPEG data ends before the image does: the rest is grey"
-
-
-def _jpeg_scans(data: bytes) -> tuple[list[int], bool]:
-    """Where each scan's entropy-coded data ends (at the marker after it) in a JPEG's first image, and whether its
-    scans cover every coefficient of every component (to the last bit, in a progressive file)."""
-    ends: list[int] = []
-    components: list[int] = []
-    progressive = False
-    best: dict[int, list[int]] = {}  # component -> the finest bit position reached for each of its 64 coefficients
-    i, n = 2, len(data)
-    while i + 1 < n and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0xD9:  # end of image
-            break
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            i += 2
-            continue
-        if i + 4 > n:
-            break
-        segment = data[i + 4:i + 2 + int.from_bytes(data[i + 2:i + 4], "big")]
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in (0xC0, 0xC1, 0xC2) and len(segment) >= 6:  # start of frame: the components
-            progressive = marker == 0xC2
-            components = [segment[6 + 3 * k] for k in range(segment[5]) if 6 + 3 * k < len(segment)]
-        if marker != 0xDA:  # not a start of scan: skip the segment
-            continue
-        count = segment[0] if segment else 0
-        if len(segment) >= 4 + 2 * count:
-            first, last, bits = segment[1 + 2 * count], segment[2 + 2 * count], segment[3 + 2 * count] & 0x0F
-            for c in segment[1:1 + 2 * count:2]:
-                row = best.setdefault(c, [99] * 64)
-                for k in range(first if progressive else 0, min(last if progressive else 63, 63) + 1):
-                    row[k] = min(row[k], bits if progressive else 0)
-        while True:  # the scan's data runs to the next marker that is not a stuffed 0xFF00 or a restart marker
-            i = data.find(b"\xff", i)
-            if i < 0 or i + 1 >= n:
-                return ends + [n], False
-            if data[i + 1] == 0 or 0xD0 <= data[i + 1] <= 0xD7 or data[i + 1] == 0xFF:
-                i += 1
-                continue
-            break
-        ends.append(i)
-    complete = bool(components) and all(max(best.get(c, [99])) == 0 for c in components)
-    return ends, complete
+        simplejpeg.decode_jpeg(_all_bytes(source), colorspace="GRAY", fastdct=True, fastupsample=True, strict=True)
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith(JPEG_DAMAGE) and "ICC" not in message:
+            return f"libjpeg: {message}"
+    return None
 
 
 def _oriented(im: Image.Image) -> tuple[Image.Image, bytes | None]:
