@@ -305,6 +305,24 @@ def test_damaged_jpeg_is_refused_unless_allowed(astronaut, tmp_path):
         assert read_image(tmp_path / name).warning is None
 
 
+def test_images_of_several_frames_say_so(astronaut, tmp_path):
+    """Animated WebP and PNG, a multi-page TIFF: the first frame, and a warning naming the file and its frame count.
+    An MPO (a camera's JPEG followed by its previews) is one photo: no warning."""
+    rgb = _photo(astronaut)
+    frames = [Image.fromarray(rgb), Image.fromarray(rgb[::-1]), Image.fromarray(rgb[:, ::-1])]
+    for name, kwargs in {"anim.webp": {"lossless": True}, "anim.png": {}, "pages.tif": {},
+                         "camera.jpg": {"format": "MPO"}}.items():
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], **kwargs)
+        loaded = read_image(tmp_path / name)
+        errors = [np.abs(loaded.rgb.astype(int) - np.asarray(f)).mean() for f in frames]
+        assert errors[0] == min(errors) and (errors[0] == 0 or name == "camera.jpg"), (name, errors)  # the first
+        if name == "camera.jpg":
+            assert loaded.format == "MPO" and loaded.warning is None
+        else:
+            assert loaded.warning == (f"{tmp_path / name}: 3 frames (an animation or a multi-page file): only the "
+                                      "first is read, and an output written from it has that one frame")
+
+
 def test_corrupt_exif_warnings_stay_inside_the_reader(astronaut, tmp_path):
     """Issue 30, escape 8 (image part): Pillow's EXIF warnings name no file; the pixels are fine, so they are read."""
     cases = _fixed_cases(astronaut)

@@ -145,17 +145,46 @@ def test_output_format_is_checked_before_the_network(retouch_models, tmp_path, a
 
 def test_folders_say_what_they_skip_and_recurse_on_request(retouch_models, photos, tmp_path, astronaut):
     (photos / "notes.txt").write_text("not a photo")
+    (photos / "._a.png").write_bytes(b"\x00\x05\x16\x07")  # macOS' AppleDouble file beside a copied a.png
     (photos / "sub").mkdir()
     Image.fromarray(astronaut).save(photos / "sub" / "b.png")
     result = _cli("retouch", photos, "-o", tmp_path / "out", "--model", retouch_models["plain"])
     assert result.returncode == 0, result.stderr
     assert "skipped 1 file(s) that are not" in result.stderr and "1 subfolder(s) (--recursive" in result.stderr
+    assert "1 hidden file(s) (names starting with '.')" in result.stderr
     assert not (tmp_path / "out" / "sub").exists()
     result = _cli("retouch", photos, "-o", tmp_path / "out2", "--model", retouch_models["plain"], "--recursive", "--json")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert {r["output"] for r in records} == {str(tmp_path / "out2" / "a.png"), str(tmp_path / "out2" / "sub" / "b.png")}
     assert all(r["error"] is None and len(r["faces"]) == 1 and "network" in r["timings_ms"] for r in records)
+
+
+def test_an_output_named_like_an_image_but_meant_as_a_folder(retouch_models, photos, tmp_path, capsys):
+    """-o naming an existing folder (whatever its extension) or ending in '/' is a folder: the result goes inside, as
+    `cp` would put it, never a file with the folder's name (or a failure after the network ran)."""
+    from stylert import cli
+
+    (tmp_path / "existing.png").mkdir()
+    for output, written in ((tmp_path / "existing.png", tmp_path / "existing.png" / "a.png"),
+                            (f"{tmp_path / 'new.png'}/", tmp_path / "new.png" / "a.png")):
+        assert cli.main(["retouch", str(photos / "a.png"), "-o", str(output), "--model",
+                         str(retouch_models["plain"])]) == 0, capsys.readouterr().err
+        assert written.is_file() and written.parent.is_dir()
+
+
+def test_an_image_of_several_frames_is_read_first_frame_with_a_warning(retouch_models, tmp_path, astronaut, capsys):
+    """An animated WebP: its first frame is retouched, and a warning names the file and its frame count."""
+    from stylert import cli
+
+    frames = [Image.fromarray(astronaut), Image.fromarray(astronaut[:, ::-1])]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    assert cli.main(["retouch", str(tmp_path / "anim.webp"), "-o", str(tmp_path / "out"), "--model",
+                     str(retouch_models["plain"])]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'anim.webp'}: 2 frames (an animation or a multi-page file): only the first" in err
+    with Image.open(tmp_path / "out" / "anim.webp") as out:
+        assert getattr(out, "n_frames", 1) == 1 and out.size == frames[0].size
 
 
 def test_a_damaged_jpeg_is_refused_unless_allowed_and_then_named(retouch_models, tmp_path, astronaut, capsys):

@@ -54,9 +54,10 @@ class LoadedImage:
     exif: bytes | None = None  # the file's EXIF, orientation reset to 1 (already applied to the pixels)
     icc: bytes | None = None  # the file's ICC colour profile
     format: str | None = None  # Pillow's name of the file's format: JPEG, PNG, WEBP, ...
-    # Set only when read with allow_damaged=True from a damaged file: one line, starting with the file's name, saying
-    # what is wrong with the pixels ("a.jpg: damaged image data (libjpeg: Corrupt JPEG data: premature end of data
-    # segment); read anyway"), for the caller to show (the CLI prints it as a warning).
+    # What the caller should tell the user about the file, in one line starting with its name, or None: a damaged
+    # file read with allow_damaged=True ("a.jpg: damaged image data (libjpeg: Corrupt JPEG data: premature end of
+    # data segment); read anyway"), a file of several frames of which only the first is read. The CLI prints it as a
+    # warning.
     warning: str | None = None
 
 
@@ -112,11 +113,15 @@ def _photo(source: BinaryIO, name: str, max_pixels: int, allow_damaged: bool) ->
     im, damage = _decoded(source, name, max_pixels, "", deep=False, allow_damaged=allow_damaged)
     with im:
         fmt, icc = im.format, im.info.get("icc_profile") or None
+        frames = getattr(im, "n_frames", 1) if fmt != "MPO" else 1  # MPO: a photo, then its previews or depth maps
         oriented, exif = _oriented(im)
         loaded = _to_loaded(oriented, name)
     loaded.exif, loaded.icc, loaded.format = exif, icc if isinstance(icc, bytes) else None, fmt
-    if damage:
-        loaded.warning = f"{name}: damaged image data ({damage}); read anyway"
+    notes = [f"damaged image data ({damage}); read anyway"] if damage else []
+    if frames > 1:
+        notes.append(f"{frames} frames (an animation or a multi-page file): only the first is read, and an output "
+                     "written from it has that one frame")
+    loaded.warning = f"{name}: {'; '.join(notes)}" if notes else None
     return loaded
 
 

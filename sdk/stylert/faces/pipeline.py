@@ -33,7 +33,7 @@ class FaceResult:
     faces: list[Face]  # the faces processed (empty for aligned input)
     timings_ms: dict[str, float] = field(default_factory=dict)
     extras: list[dict[str, np.ndarray]] = field(default_factory=list)  # per face, e.g. BAFS masks
-    warning: str | None = None  # about the input file, naming it (a damaged image read with allow_damaged)
+    warning: str | None = None  # about the input file, naming it (LoadedImage.warning: damaged, several frames)
 
     def summary(self) -> dict:
         """The faces (box, landmarks) and per-stage timings as JSON-ready values (CLI --json, serve)."""
