@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 import warnings
@@ -17,10 +18,15 @@ from .calls.registry import CALLS, FACE_CHOICE, Call, FileInput
 from .calls.stylize import REGIONS
 from .errors import ModelError, StylertError, UntrainedWeightsWarning
 from .runtime.model import BACKENDS, library_logging
+from .runtime.precision import PRECISION_ENV, PRECISIONS
 from .video.process import VIDEO_SUFFIXES
 
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
                   "onnxruntime-*); default: chosen for this machine")
+PRECISION_HELP = ("OpenVINO's precision: auto (bf16 where this CPU has native bf16 and the model's bf16 output was "
+                  "measured within max 4/255 and 45 dB of f32's, else f32; measured once, cached), f32, or bf16 "
+                  "(refused without native bf16); default: auto on the automatically chosen backend, else the "
+                  "backend's own (STYLERT_PRECISION sets it too)")
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -55,6 +61,8 @@ def _cmd_info(args) -> int:
         return _describe_plain_onnx(args.model)
     print(f"{model.path}: stylert '{model.call}' model, backend {model.backend}"
           + ("" if args.providers else " (chosen automatically; --providers to override)"))
+    choice = model.precision_choice
+    print(f"  precision {choice.precision}: {choice.reason}")
     for spec in model.inputs:
         print(f"  input  {spec.describe()}")
     for spec in model.outputs:
@@ -510,6 +518,7 @@ def _face_command(sub, call: Call):
                      else f"{name} model (.onnx from `stylert export {name}`)")
     _face_choice(cmd)
     cmd.add_argument("--providers", help=PROVIDERS_HELP)
+    cmd.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
     cmd.add_argument("--recursive", "-r", action="store_true", help="also the images in subfolders (kept in the output)")
     cmd.add_argument("--batch", type=int, default=1, metavar="N",
@@ -648,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a model's inputs, outputs and metadata")
     info.add_argument("model")
     info.add_argument("--providers", help=PROVIDERS_HELP)
+    info.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     info.set_defaults(func=_cmd_info)
 
     gen = sub.add_parser("generate", help="sample images from a generator exported --with-mapping")
@@ -656,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--truncation", type=float, default=1.0, help="truncation psi (default 1)")
     gen.add_argument("--output", "-o", required=True, help="output folder")
     gen.add_argument("--providers", help=PROVIDERS_HELP)
+    gen.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     gen.set_defaults(func=_cmd_generate)
 
     bn = sub.add_parser("bench", help="latency and throughput of models, the PyTorch reference beside them",
@@ -666,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4,8 (default 1)")
     bn.add_argument("--threads", type=int, default=None,
                     help="intra-op threads (default: OMP_NUM_THREADS where set, else the library's)")
+    bn.add_argument("--precision", choices=PRECISIONS, help="OpenVINO's precision in the openvino rows: auto (measured "
+                    "per model and CPU), f32 or bf16; default f32 for openvino, bf16 for openvino-bf16")
     bn.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row (default 1)")
     bn.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per row, at least 5 runs (default 3)")
     bn.add_argument("--loops", type=int, default=1, help="runs of the graph per timed iteration, e.g. 3 for GRIG's "
@@ -724,6 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
     srv.add_argument("--threads", type=int, help="intra-op threads per replica (default: this machine's cores / replicas)")
     srv.add_argument("--providers", help=PROVIDERS_HELP)
+    srv.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     srv.add_argument("--max-body-mb", type=float, default=50.0, help="larger request bodies are refused (413) unread")
     srv.add_argument("--address", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray")
     srv.set_defaults(func=_cmd_serve)
@@ -751,6 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--threads", type=int, help="intra-op threads per actor (default: OMP_NUM_THREADS, which Ray sets "
                      "for its workers)")
     bat.add_argument("--providers", help=PROVIDERS_HELP)
+    bat.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     bat.add_argument("--address", help="join this Ray cluster; default: start a local Ray")
     bat.add_argument("--quiet", "-q", action="store_true", help="no progress or per-file lines")
     bat.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
@@ -778,6 +793,8 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "precision", None):  # every model the command opens, bench's processes and Ray's included
+        os.environ[PRECISION_ENV] = args.precision
     library_logging(args.verbose)  # the libraries' own log lines and warnings only when asked
     warnings.formatwarning = _warning_line
     warnings.simplefilter("ignore", UntrainedWeightsWarning)  # the commands print their own one-line warning

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence, cast
 import numpy as np
 
 from ..errors import BackendUnavailable, InputError, ModelError, UntrainedWeightsWarning
+from .precision import Choice, pinned_precision
 
 SUPPORTED_FORMAT = 1
 
@@ -92,6 +93,15 @@ def cpu_flags() -> set[str]:
             return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
     except OSError:
         return set()
+
+
+def cpu_name() -> str:
+    """The CPU's model name as Linux reports it, else the platform's word for it ("?" where neither says)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "?"
 
 
 def is_x86_64() -> bool:
@@ -159,6 +169,26 @@ class Model:
     def providers(self) -> list[str]:
         """What runs the graph, in the backend's words (ONNX Runtime: its execution providers)."""
         return [self.backend]
+
+    @property
+    def precision_choice(self) -> Choice:
+        """The precision the network computes in and why: OpenVINO's f32 or bf16 (`runtime/precision.py`); on the
+        other backends the graph's own (f32, fp16 from `export --fp16`, int8 from `stylert quantize`)."""
+        choice = getattr(self, "choice", None)
+        if choice is not None:
+            return choice
+        own = {"fp32": "f32", "fp16": "fp16", "int8": "int8"}.get(self.metadata.get("stylert.precision", "fp32"), "f32")
+        return Choice(own, f"{self.backend} runs the graph in its own precision")
+
+    @property
+    def precision(self) -> str:
+        return self.precision_choice.precision
+
+    def describe(self) -> dict:
+        """What runs this model, as `stylert info`, GET /models and `stylert bench` report it."""
+        choice = self.precision_choice.describe()
+        return {"path": str(self.path), "call": self.call, "backend": self.backend, "precision": choice["precision"],
+                "precision_reason": choice["reason"], "precision_error": choice["error"]}
 
     @property
     def on_gpu(self) -> bool:
@@ -479,18 +509,25 @@ def default_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) >= 1 else None
 
 
-def _load(backend: str, path: str | Path, call: str | None, threads: int | None, ort_names: list[str]) -> Model:
+def _load(backend: str, path: str | Path, call: str | None, threads: int | None, ort_names: list[str],
+          precision: str | None) -> Model:
     try:
         module = importlib.import_module(f".{BACKENDS[backend].module}", __package__)
     except ImportError as exc:
         raise BackendUnavailable(f"backend {backend} is not available ({exc}): {BACKENDS[backend].install}") from None
-    return module.load(path, backend, call=call, threads=threads, ort_names=ort_names)
+    return module.load(path, backend, call=call, threads=threads, ort_names=ort_names, precision=precision)
 
 
 def open_model(path: str | Path, providers: str | Sequence[str] | None = None, *, call: str | None = None,
-               threads: int | None = None) -> Model:
+               threads: int | None = None, precision: str | None = None) -> Model:
     """Load a stylert model on the named backend(s) (tried in order) or the automatic choice; `threads`: CPU
     threads (default: `default_threads()`), an integer >= 1 (`check_threads`).
+
+    precision: "auto", "f32" or "bf16" for OpenVINO (default: STYLERT_PRECISION where set, else "auto" when the
+    backend is chosen automatically, the backend name's own otherwise: openvino f32, openvino-bf16 bf16). "auto"
+    measures bf16 against f32 on this model and CPU once (`runtime/precision.py`); "bf16" where OpenVINO cannot
+    run it (not installed, or a CPU without native bf16) raises BackendUnavailable, with no fallback. Other
+    backends run the graph in its own precision.
 
     ONNX Runtime names given together (e.g. "cuda,cpu") make one session with those providers.
     A backend that cannot load (missing library, no device, unsupported graph) raises
@@ -498,19 +535,26 @@ def open_model(path: str | Path, providers: str | Sequence[str] | None = None, *
     problems of the file itself (missing, not ONNX, wrong call) are raised at once.
     """
     threads = check_threads(threads)
+    pinned = pinned_precision(precision)
     names = backend_names(providers)
     if Path(path).suffix == ".engine":
         if names not in (None, ["tensorrt"]):
             raise ModelError(f"{path}: a TensorRT engine runs on the tensorrt backend only, not {', '.join(names)}")
-        return _warn_untrained(_load("tensorrt", path, call, threads, []))
+        return _warn_untrained(_load("tensorrt", path, call, threads, [], pinned))
     if names and "tensorrt" in names:
         raise ModelError(f"{path}: TensorRT runs engines: build one with `stylert build-engine {path} -o MODEL.engine`")
     candidates = names or auto_backends()
+    if pinned == "bf16" and not names:  # only OpenVINO runs bf16: no fallback to a backend that would run f32
+        candidates = [n for n in candidates if n == "openvino"]
+        if not candidates:
+            raise BackendUnavailable(f"precision bf16 runs on OpenVINO, which is not available here: "
+                                     f"{BACKENDS['openvino'].install} (on an x86-64 CPU with native bf16)")
     ort_names = [n for n in candidates if n.startswith("onnxruntime-")]
     tries = [n for n in candidates if not n.startswith("onnxruntime-") or n == ort_names[0]]  # one ORT session
+    asked = pinned or (None if names else "auto")
     for i, backend in enumerate(tries):
         try:
-            return _warn_untrained(_load(backend, path, call, threads, ort_names))
+            return _warn_untrained(_load(backend, path, call, threads, ort_names, asked))
         except BackendUnavailable as exc:
             if i == len(tries) - 1:
                 raise

@@ -89,5 +89,8 @@ class OnnxModel(Model):
         return self.session.run(None, feeds)
 
 
-def load(path, backend: str, *, call, threads, ort_names) -> OnnxModel:
+def load(path, backend: str, *, call, threads, ort_names, precision) -> OnnxModel:
+    """ONNX Runtime runs the graph in its own precision: bf16 asked for is refused (open_model names OpenVINO)."""
+    if precision == "bf16":
+        raise BackendUnavailable(f"backend {backend} runs no bf16: precision bf16 needs openvino")
     return OnnxModel(path, ort_names or [backend], call=call, threads=threads)

@@ -1,12 +1,14 @@
 """OpenVINO backend for CPUs (`pip install 'stylert[openvino]'`): the same portable `.onnx` files.
 
-f32 by default (outputs match ONNX Runtime to about 1e-6); bf16 only when asked for
-(`openvino-bf16`) and the CPU has bf16 hardware: without it OpenVINO emulates bf16 and was
-measured 1.6-3.7x slower than f32. A batch of one runs on a model compiled with the LATENCY hint
-(every core on one request); a larger batch is split into single samples that run concurrently on
-a model compiled with the THROUGHPUT hint (one request per CPU stream; no callback threads).
-Compiled models are kept per input-shape set in a small LRU cache; `cache_dir=` (or OV_CACHE_DIR)
-keeps OpenVINO's own compiled blobs on disk so the next process starts faster.
+Precision: f32 (outputs match ONNX Runtime to about 1e-6), bf16 (`openvino-bf16` or precision="bf16"; refused on a
+CPU without native bf16, where OpenVINO emulates it and was measured 1.6-3.7x slower than f32), or "auto", the
+default when OpenVINO is chosen automatically: bf16 where the CPU has it and this model's bf16 output was measured
+within the bound of f32's, else f32 (`runtime/precision.py`; the verdict is cached per model file, OpenVINO version
+and CPU). A batch of one runs on a model compiled with the LATENCY hint (every core on one request); a larger batch
+is split into single samples that run concurrently on a model compiled with the THROUGHPUT hint (one request per CPU
+stream; no callback threads). Compiled models are kept per input-shape set in a small LRU cache, and OpenVINO's own
+compiled blobs on disk (its CACHE_DIR: `cache_dir=`, else OV_CACHE_DIR, else `<stylert cache>/openvino`, the folder
+STYLERT_CACHE moves), so the next process starts faster.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ import numpy as np
 import openvino as ov
 from openvino.frontend import FrontEndManager
 
-from ..errors import BackendUnavailable, ModelError
-from .model import PLUGIN_GRAPH, Model, TensorSpec, check_onnx_file, check_threads, cpu_flags, default_threads
-
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+from ..errors import BackendUnavailable, InputError, ModelError
+from . import precision as gate
+from .feeds import feeds_for
+from .model import PLUGIN_GRAPH, Model, TensorSpec, check_onnx_file, check_threads, cpu_flags, cpu_name, default_threads
+from .precision import BF16_FLAGS
 
 
 def _reason(exc: Exception) -> str:
@@ -47,25 +50,28 @@ def read_onnx(path: Path) -> ov.Model:
 
 
 def has_bf16() -> bool:
-    return bool(cpu_flags() & set(BF16_FLAGS))
+    return gate.native_bf16(cpu_flags())
+
+
+def version() -> str:
+    return ov.get_version()
 
 
 class OpenVINOModel(Model):
     def __init__(self, path: str | Path, *, call: str | None = None, precision: str = "f32", threads: int | None = None,
                  cache_dir: str | Path | None = None, max_compiled: int = 4):
+        """precision: f32, bf16 or auto (measured, see the module's docstring)."""
         self._check_file(path)
         threads = check_threads(threads) or default_threads()
-        if precision not in ("f32", "bf16"):
-            raise ModelError(f"OpenVINO precision must be f32 or bf16, not {precision!r}")
+        precision = gate.check_precision(precision)
         if precision == "bf16" and not has_bf16():
-            raise BackendUnavailable(f"backend openvino-bf16 refused: this CPU has no bf16 hardware "
-                                     f"({' or '.join(BF16_FLAGS)} not in its flags), where bf16 runs slower than f32; "
-                                     "use openvino (f32)")
+            raise BackendUnavailable(f"bf16 refused (backend openvino-bf16 or precision bf16): this CPU has no bf16 "
+                                     f"hardware ({' or '.join(BF16_FLAGS)} not in its flags), where bf16 runs slower "
+                                     "than f32; use openvino (f32) or precision auto")
         self.backend = "openvino-bf16" if precision == "bf16" else "openvino"
         self.core = ov.Core()
-        cache_dir = cache_dir or os.environ.get("OV_CACHE_DIR")
-        if cache_dir:
-            self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        cache_dir = cache_dir or os.environ.get("OV_CACHE_DIR") or gate.cache_root() / "openvino"
+        self.core.set_property({"CACHE_DIR": str(cache_dir)})
         self.graph = read_onnx(self.path)
         info = self.graph.get_rt_info()
         framework = info["framework"] if "framework" in info else {}  # ONNX metadata_props land here
@@ -75,30 +81,63 @@ class OpenVINOModel(Model):
             raise ModelError(PLUGIN_GRAPH.format(path=self.path))
         self.inputs = [self._spec(p) for p in self.graph.inputs]
         self.outputs = [self._spec(p) for p in self.graph.outputs]
-        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
+        self.config: dict[str, Any] = {}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
         self.max_compiled = max(1, max_compiled)
         self.compiled: OrderedDict[tuple, list[ov.InferRequest]] = OrderedDict()
         self.compile_count = 0
-        self._requests(tuple((1,) + tuple(d or 1 for d in s.shape[1:]) for s in self.inputs), "LATENCY")
+        if precision == "auto":
+            key = gate.cache_key(self.path, openvino=version(), cpu=cpu_name(), candidate="bf16")
+            self.choice = gate.choose(cpu_flags(), self._measure_bf16, gate.decision_file(key))
+            for stale in [k for k in self.compiled if k[0] != self.choice.precision]:  # the measurement's loser
+                del self.compiled[stale]
+        else:
+            named = "openvino-bf16" if precision == "bf16" else "openvino"
+            self.choice = gate.Choice(precision, f"pinned (backend {named}, or precision {precision})")
+        self.config["INFERENCE_PRECISION_HINT"] = self.choice.precision
+        self._requests(self._single_shapes(), "LATENCY")
+
+    def _single_shapes(self) -> tuple:
+        return tuple((1,) + tuple(d or 1 for d in s.shape[1:]) for s in self.inputs)
+
+    def _measure_bf16(self) -> gate.OutputError | None:
+        """bf16's worst error against f32 over DRAWS seeded inputs of the model's kind, inside the region its call
+        writes (precision.output_error); None for a graph without an image output."""
+        index = gate.image_output(self.outputs)
+        if index is None:
+            return None
+        worst = gate.OutputError(0, float("inf"))
+        for seed in range(gate.DRAWS):
+            feeds = self.check_inputs(feeds_for(self.metadata, 1, self.path, seed))
+            arrays = [feeds[s.name] for s in self.inputs]
+            outputs = {}
+            for precision in ("f32", "bf16"):
+                request = self._requests(tuple(a.shape for a in arrays), "LATENCY", precision)[0]
+                request.infer(arrays)
+                outputs[precision] = request.get_output_tensor(index).data.copy()
+            worst = worst.worst(gate.output_error(outputs["f32"], outputs["bf16"], gate.written_region(feeds)))
+        return worst
 
     @staticmethod
     def _spec(port) -> TensorSpec:
         shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
         return TensorSpec(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).type, shape)
 
-    def _requests(self, shapes: tuple, hint: str) -> list[ov.InferRequest]:
-        """Infer requests of the graph compiled for these input shapes and hint (one for LATENCY, the
-        compiled model's optimal number for THROUGHPUT), from an LRU cache of max_compiled entries."""
-        key = (hint, shapes)
+    def _requests(self, shapes: tuple, hint: str, precision: str | None = None) -> list[ov.InferRequest]:
+        """Infer requests of the graph compiled for these input shapes, hint and precision (the model's own by
+        default; one request for LATENCY, the compiled model's optimal number for THROUGHPUT), from an LRU cache of
+        max_compiled entries."""
+        precision = precision or self.config["INFERENCE_PRECISION_HINT"]
+        key = (precision, hint, shapes)
         if key in self.compiled:
             self.compiled.move_to_end(key)
             return self.compiled[key]
         graph = self.graph.clone()
         graph.reshape({port.get_any_name(): ov.PartialShape(list(shape)) for port, shape in zip(graph.inputs, shapes)})
+        config = {**self.config, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint}
         try:
-            compiled = self.core.compile_model(graph, "CPU", {**self.config, "PERFORMANCE_HINT": hint})
+            compiled = self.core.compile_model(graph, "CPU", config)
         except Exception as exc:
             raise BackendUnavailable(f"{self.path}: OpenVINO cannot compile it ({_reason(exc)})") from None
         self.compile_count += 1
@@ -130,5 +169,11 @@ class OpenVINOModel(Model):
         self.compiled.clear()
 
 
-def load(path, backend: str, *, call, threads, ort_names) -> OpenVINOModel:
-    return OpenVINOModel(path, call=call, threads=threads, precision="bf16" if backend == "openvino-bf16" else "f32")
+def load(path, backend: str, *, call, threads, ort_names, precision) -> OpenVINOModel:
+    """precision: the one asked for (open_model's argument or STYLERT_PRECISION), else None: bf16 for openvino-bf16,
+    f32 for openvino named, auto where open_model chose OpenVINO itself (None then arrives as "auto")."""
+    if backend == "openvino-bf16":
+        if precision == "f32":
+            raise InputError("precision f32 contradicts backend openvino-bf16: name openvino, or precision bf16")
+        precision = "bf16"
+    return OpenVINOModel(path, call=call, threads=threads, precision=precision or "f32")

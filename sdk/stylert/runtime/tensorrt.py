@@ -184,5 +184,6 @@ class TensorRTModel(Model):
             pass
 
 
-def load(path, backend: str, *, call, threads, ort_names) -> TensorRTModel:
+def load(path, backend: str, *, call, threads, ort_names, precision) -> TensorRTModel:
+    """An engine has its graph's precision (`stylert build-engine`): precision is not asked of it."""
     return TensorRTModel(path, call=call)
