@@ -1,0 +1,226 @@
+"""OpenVINO's precision chosen per model and CPU (runtime/precision.py): the error measurement on hand-computed
+arrays, the bound, the choice with the CPU's flags and the measurement passed in (so the path of a CPU with native
+bf16 runs on every CPU), the verdict cache on real files, and the real OpenVINO backend on this machine's CPU,
+whichever kind it is."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stylert import BackendUnavailable, InputError, open_model
+from stylert.runtime import precision as gate
+from stylert.runtime.feeds import feeds_for
+from stylert.runtime.model import TensorSpec, cpu_flags
+
+pytest.importorskip("openvino")
+
+
+def at_levels(values) -> np.ndarray:
+    """float32 images whose 8-bit levels (to_uint8's rounding) are exactly `values`."""
+    return (np.asarray(values, np.float64) / 127.5 - 1.0).astype(np.float32)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty stylert cache folder for the test, and no precision pinned from outside."""
+    monkeypatch.setenv("STYLERT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("STYLERT_PRECISION", raising=False)
+    monkeypatch.delenv("OV_CACHE_DIR", raising=False)
+    return tmp_path / "cache"
+
+
+def test_output_error_against_a_hand_computed_case():
+    ref = np.full((1, 3, 4, 4), 100.0)
+    got = ref.copy()
+    got[0, 1, 2, 3] += 3  # one channel of one pixel 3 levels up
+    got[0, 0, 0, 0] -= 1  # another 1 level down
+    # 48 values, squared differences 9 + 1: MSE 10/48, PSNR 10*log10(255^2 * 48 / 10) = 10*log10(312120) = 54.943 dB
+    err = gate.output_error(at_levels(ref), at_levels(got))
+    assert err.max_levels == 3 and err.psnr_db == pytest.approx(54.9432, abs=1e-3)
+    region = np.zeros((1, 1, 4, 4))
+    region[0, 0, 0, 0] = 1  # only the pixel 1 level off: 3 values, MSE 1/3, PSNR 10*log10(255^2 * 3) = 52.902 dB
+    err = gate.output_error(at_levels(ref), at_levels(got), region)
+    assert err.max_levels == 1 and err.psnr_db == pytest.approx(52.9020, abs=1e-3)
+    assert gate.output_error(at_levels(ref), at_levels(ref)) == gate.OutputError(0, math.inf)
+    # the 8-bit scale: beyond [-1, 1] both clip to 0/255, and differences within a level's rounding are no error
+    assert gate.output_error(np.full((1, 3, 2, 2), 1.5, np.float32), np.full((1, 3, 2, 2), 3.0, np.float32)).max_levels == 0
+    assert gate.output_error(at_levels(ref) + 0.001, at_levels(ref)).max_levels == 0
+    with pytest.raises(ValueError, match="region is empty"):
+        gate.output_error(at_levels(ref), at_levels(got), np.zeros((1, 1, 4, 4)))
+
+
+@pytest.mark.parametrize("error,chosen", [
+    (gate.OutputError(4, 45.0), "bf16"),  # on the bound: in
+    (gate.OutputError(5, 60.0), "f32"),  # one pixel too far
+    (gate.OutputError(1, 44.9), "f32"),  # too noisy overall
+    (gate.OutputError(0, math.inf), "bf16"),
+    (None, "f32"),  # no image output to measure on
+])
+def test_the_bound(error, chosen):
+    choice = gate.decide(error)
+    assert choice.precision == chosen and choice.error == error
+    assert ("within the bound" in choice.reason) == (chosen == "bf16")
+
+
+def test_no_native_bf16_measures_nothing_and_keeps_f32(tmp_path):
+    def measure():
+        raise AssertionError("nothing is measured without native bf16")
+
+    verdict = tmp_path / "v.json"
+    for flags in ({"avx2", "fma"}, {"avx2", "avx512f", "avx512_vnni", "amx_int8"}):
+        choice = gate.choose(flags, measure, verdict)
+        assert choice.precision == "f32" and "avx512_bf16 or amx_bf16 not in its flags" in choice.reason
+    assert not verdict.exists()
+
+
+def test_native_bf16_measures_once_then_reads_the_verdict(tmp_path):
+    calls = []
+
+    def measure(error):
+        calls.append(error)
+        return error
+
+    verdict = tmp_path / "sub" / "v.json"
+    old = os.umask(0o027)
+    try:
+        first = gate.choose({"avx512_bf16"}, lambda: measure(gate.OutputError(2, 58.0)), verdict)
+    finally:
+        os.umask(old)
+    assert first.precision == "bf16" and calls == [gate.OutputError(2, 58.0)]
+    assert verdict.stat().st_mode & 0o777 == 0o640  # the user's umask
+    again = gate.choose({"amx_bf16"}, lambda: measure(gate.OutputError(9, 20.0)), verdict)
+    assert again == first and len(calls) == 1  # the verdict, not a second measurement
+    verdict.write_text("{not json")  # a damaged verdict is measured again, and replaced
+    third = gate.choose({"amx_bf16"}, lambda: measure(gate.OutputError(9, 20.0)), verdict)
+    assert third.precision == "f32" and len(calls) == 2
+    assert json.loads(verdict.read_text())["precision"] == "f32"
+
+
+def test_cache_key_follows_file_version_cpu_and_candidate(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(bytes(range(256)) * 8192)  # 2 MiB: its first and last MiB are hashed
+    key = lambda **kw: gate.cache_key(model, **{"openvino": "2026.4.1", "cpu": "AMD EPYC", "candidate": "bf16", **kw})  # noqa: E731
+    base = key()
+    assert key() == base
+    assert key(openvino="2026.5.0") != base
+    assert key(cpu="Intel(R) Xeon(R) Platinum 8480+") != base
+    assert key(candidate="int8+bf16") != base
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
+    touched = key()
+    assert touched != base
+    data = bytearray(model.read_bytes())
+    data[-5] ^= 0xFF  # new weights at the end, same size, the modification time put back
+    model.write_bytes(bytes(data))
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
+    assert key() != touched
+    assert gate.decision_file(base, tmp_path).parent == tmp_path / "precision"
+
+
+def test_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("STYLERT_CACHE", str(tmp_path / "mine"))
+    assert gate.cache_root() == tmp_path / "mine"
+    monkeypatch.delenv("STYLERT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert gate.cache_root() == tmp_path / "xdg" / "stylert"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert gate.cache_root() == tmp_path / "home" / ".cache" / "stylert"
+
+
+def test_precision_values_are_checked(exported, monkeypatch, cache):
+    with pytest.raises(InputError, match="precision: expected auto, f32, bf16, got 'fp8'"):
+        open_model(exported["nvlabs"], precision="fp8")
+    monkeypatch.setenv("STYLERT_PRECISION", "half")
+    with pytest.raises(InputError, match="precision: expected auto, f32, bf16, got 'half'"):
+        open_model(exported["nvlabs"])
+    monkeypatch.setenv("STYLERT_PRECISION", "f32")
+    assert open_model(exported["nvlabs"], "openvino").precision == "f32"
+    with pytest.raises(InputError, match="contradicts backend openvino-bf16"):
+        open_model(exported["nvlabs"], "openvino-bf16")
+    ort = open_model(exported["nvlabs"], "cpu", precision="auto")
+    assert ort.describe()["precision"] == "f32" and ort.describe()["backend"] == "onnxruntime-cpu"
+
+
+def _compiled_precision(model) -> str:
+    request = next(iter(model.compiled.values()))[0]
+    return str(request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT"))
+
+
+def test_auto_on_this_cpu(retouch_models, cache):
+    """The default: measured where this CPU has native bf16 (then cached), f32 with nothing measured where not."""
+    model = open_model(retouch_models["plain"])
+    if model.backend != "openvino":
+        pytest.skip("OpenVINO is not the automatic backend here (not x86-64)")
+    choice, verdicts = model.precision_choice, list((cache / "precision").glob("*.json"))
+    assert model.describe()["precision"] == choice.precision == model.config["INFERENCE_PRECISION_HINT"]
+    assert choice.precision in _compiled_precision(model).lower().replace("bfloat16", "bf16").replace("float32", "f32")
+    if not gate.native_bf16(cpu_flags()):
+        assert choice == gate.Choice("f32", f"{gate.no_bf16_reason()}: f32") and verdicts == []
+        return
+    assert choice.error is not None and gate.decide(choice.error) == choice and len(verdicts) == 1
+    assert len(model.compiled) == 1  # the measurement's other precision is not kept
+    verdicts[0].write_text(json.dumps(gate.Choice("f32", "read from the cache").describe()))
+    assert open_model(retouch_models["plain"]).precision_choice.reason == "read from the cache"
+
+
+def test_the_bf16_path_on_any_cpu(retouch_models, monkeypatch, cache):
+    """As on a CPU with AMX: the real measurement of the retoucher in f32 and bf16 (emulated where the CPU lacks
+    bf16), decided by the bound, cached."""
+    from stylert.runtime import openvino as ovb
+
+    monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16", "amx_int8"})
+    model = open_model(retouch_models["plain"], "openvino", precision="auto")
+    choice = model.precision_choice
+    assert choice.error is not None and gate.decide(choice.error) == choice
+    assert model.config["INFERENCE_PRECISION_HINT"] == choice.precision
+    assert len(list((cache / "precision").glob("*.json"))) == 1
+
+
+def test_what_is_measured():
+    """The image output (an encoder's codes have no 8-bit scale: such a graph stays f32) and the region a call writes."""
+    image, codes = TensorSpec("image", np.float32, (None, 3, 64, 64)), TensorSpec("codes", np.float32, (None, 18, 512))
+    assert gate.image_output([codes, image]) == 1 and gate.image_output([codes]) is None
+    feeds = feeds_for({"stylert.call": "inpaint", "stylert.method": "grig", "stylert.resolution": "32",
+                       "stylert.noise_size": "16"}, 1, seed=2)
+    region = gate.written_region(feeds)
+    assert region is feeds["mask"] and region.sum() == 16 * 16 and region[0, 0, 8:24, 8:24].all()
+    assert gate.written_region({"image": feeds["image"]}) is None
+
+
+def test_bf16_pinned_without_native_bf16_is_one_line(exported, monkeypatch, cache):
+    from stylert.runtime import openvino as ovb
+
+    monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.raises(BackendUnavailable, match=r"no bf16 hardware \(avx512_bf16 or amx_bf16 not in its flags\)"):
+        open_model(exported["nvlabs"], precision="bf16")
+    monkeypatch.setenv("STYLERT_PRECISION", "bf16")
+    with pytest.raises(BackendUnavailable, match="avx512_bf16 or amx_bf16"):
+        open_model(exported["nvlabs"])
+    monkeypatch.setenv("STYLERT_PRECISION", "auto")
+    model = open_model(exported["nvlabs"])  # auto on the same CPU: f32, nothing measured
+    assert model.precision == "f32" and "not in its flags" in model.precision_choice.reason
+
+
+def test_cli_precision(exported, cache):
+    """`stylert info` reports the precision and why; --precision bf16 runs where the CPU has native bf16 and is one
+    error line naming the flags where it has not."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "stylert.cli", "info", str(exported["nvlabs"]), *a],  # noqa: E731
+                                    capture_output=True, text=True, env={**os.environ, "STYLERT_CACHE": str(cache)})
+    result = run("--precision", "f32")
+    assert result.returncode == 0 and "  precision f32: pinned" in result.stdout
+    result = run("--precision", "bf16", "--providers", "openvino")
+    if gate.native_bf16(cpu_flags()):
+        assert result.returncode == 0 and "  precision bf16: pinned" in result.stdout
+    else:
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("stylert info: error: ") and "avx512_bf16 or amx_bf16" in result.stderr
+
+
+def test_openvino_blobs_go_to_the_cache_folder(exported, cache):
+    open_model(exported["nvlabs"], "openvino")
+    assert any((cache / "openvino").iterdir())
