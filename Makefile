@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[export,test,openvino,serve]'
+	$(BIN)/pip install --quiet -e '.[export,test,openvino,serve,mobile]'
 	$(BIN)/pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 

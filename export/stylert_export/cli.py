@@ -12,6 +12,8 @@ import sys
 RANDOM_INIT_HELP = "seeded random weights (untrained; tests, benchmarks)"
 OPSET_HELP = "ONNX opset (default 18)"
 LAYOUTS = ["auto", "rosinality", "nvlabs"]
+TARGETS = ["onnx", "ort-mobile", "executorch"]
+MOBILE_NEEDS = ("executorch",)
 
 
 def _source(parser, *before: tuple[str, dict], after: tuple[tuple[str, dict], ...] = ()) -> None:
@@ -30,6 +32,42 @@ def _output(parser, metavar: str) -> None:
 
 def _opset(parser, help: str = OPSET_HELP) -> None:
     parser.add_argument("--opset", type=int, default=None, help=help)
+
+
+def _target(parser) -> None:
+    parser.add_argument("--target", choices=TARGETS, default="onnx",
+                        help="onnx: a graph for stylert's runtime; ort-mobile (ONNX Runtime Mobile, .ort) or executorch "
+                             "(.pte, XNNPACK; pip install 'stylert[mobile]'): -o is a folder a phone app ships, each "
+                             "model checked on that runtime here")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, dest="phone_precision",
+                        help="phone targets: fp32 (default) or fp16")
+
+
+def _phone(args, name: str):
+    """(mobile.Target or None, where the export writes): a phone target writes NAME.ort/.pte into the -o folder."""
+    from pathlib import Path
+
+    if args.target == "onnx":
+        if args.phone_precision is not None:
+            raise ValueError("--precision is for phone targets (--target ort-mobile or executorch)")
+        return None, Path(getattr(args, "output", None) or args.pack)
+    from .mobile import Target
+
+    if getattr(args, "flavor", "portable") != "portable":
+        raise ValueError(f"--flavor {args.flavor} is for TensorRT; --target {args.target} takes the portable flavour")
+    if getattr(args, "fp16", False):
+        raise ValueError(f"--fp16 writes an fp16 ONNX graph; for --target {args.target} use --precision fp16")
+    target = Target(args.target, args.phone_precision or "fp32")
+    folder = Path(getattr(args, "output", None) or args.pack)
+    if folder.suffix.lower() in (".onnx", ".ort", ".pte"):
+        raise ValueError(f"--target {args.target}: -o is a folder for the app's files, not {folder.name}")
+    return target, folder / f"{name}.onnx"
+
+
+def _wrote(path, target) -> None:
+    from .mobile import artifact_path
+
+    print(f"wrote {artifact_path(path, target) if target is not None else path}")
 
 
 def _flavor(parser) -> None:
@@ -59,6 +97,7 @@ def _generator_arguments(p) -> None:
     _output(p, "G.onnx")
     _opset(p, "ONNX opset (default 18: ONNX Runtime and TensorRT 10 read it)")
     _flavor(p)
+    _target(p)
     p.add_argument("--fp16", action="store_true", help="fp16 convs; mapping, styles and demodulation stay fp32")
     p.add_argument("--with-mapping", action="store_true", help="inputs z [batch, z_dim] and truncation_psi [batch] instead of ws")
     p.add_argument("--conv-clamp", type=float, default=None, help="override the activation clamp (NVlabs default 256)")
@@ -75,6 +114,7 @@ def _retouch_arguments(p) -> None:
     p.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
     _opset(p)
     _flavor(p)
+    _target(p)
     _random_init(p, 1024)
 
 
@@ -93,6 +133,7 @@ def _restore_arguments(p) -> None:
     p.add_argument("--q-dim", type=int, default=16, help="quality code size for --random-init")
     _opset(p)
     _flavor(p)
+    _target(p)
     group = _random_init(p, 256)
     group.add_argument("--encoder-units", default="3,4,14,3", help="vsp: e4e's IR-SE units per stage (IR-SE-50: 3,4,14,3)")
     group.add_argument("--encoder-size", type=int, default=256, help="vsp: e4e's input size (256)")
@@ -116,6 +157,7 @@ def _stylize_arguments(p) -> None:
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="generator checkpoint layout")
     p.add_argument("--encoder-size", type=int, default=256, help="the encoder's input size (pSp: 256)")
     _opset(p)
+    _target(p)
     group = _random_init(p, 1024)
     group.add_argument("--encoder-units", default="3,4,14,3", help="IR-SE units per stage (IR-SE-50: 3,4,14,3)")
     group.add_argument("--local-width", type=int, default=32, help="channels of the region-local model's stages")
@@ -129,6 +171,7 @@ def _inpaint_arguments(p) -> None:
     _output(p, "inpaint.onnx")
     _opset(p)
     _flavor(p)
+    _target(p)
     group = _random_init(p, 256, title="random init", w_dim=False,
                          resolution_help="exe-gan: any power of two from 32; grig: a multiple of 64 (its public model: 256)",
                          channel_base_help="exe-gan: channels min(base / r, --channel-max)")
@@ -147,6 +190,7 @@ def _edit_arguments(p) -> None:
     _output(p, "edit.onnx")
     p.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
     _opset(p)
+    _target(p)
     group = _random_init(p, 256, title="random init (also the seed of the parts --encoder does not hold)",
                          resolution_help="the editing size (the thesis: 256)",
                          channel_base_help="bank channels min(base / r, 512)", channel_max=False, w_dim=False)
@@ -176,6 +220,10 @@ def _needs_export_deps(command):
         try:
             return command(args)
         except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in MOBILE_NEEDS:
+                print(f"stylert export: error: --target {args.target} needs {exc.name.split('.')[0]}, which is not "
+                      "installed: pip install 'stylert[mobile]'", file=sys.stderr)
+                return 2
             if exc.name not in EXPORT_NEEDS:
                 raise
             print(f"stylert export: error: needs {exc.name}, which is not installed: pip install 'stylert[export]' "
@@ -225,9 +273,10 @@ def _export_retouch(args: argparse.Namespace) -> int:
     def export(src):
         if args.save_checkpoint:
             print(f"wrote {rx.save_retoucher(src, args.save_checkpoint)}")
-        rx.export_retoucher(src, args.output, with_masks=args.with_masks, opset=args.opset or DEFAULT_OPSET,
-                            flavor=args.flavor)
-        print(f"wrote {args.output}")
+        target, output = _phone(args, "retouch")
+        rx.export_retoucher(src, output, with_masks=args.with_masks, opset=args.opset or DEFAULT_OPSET,
+                            flavor=args.flavor, target=target)
+        _wrote(output, target)
 
     return _run(export, describe)
 
@@ -262,9 +311,10 @@ def _export_restore(args: argparse.Namespace) -> int:
                      f"{params(src)}")
 
     def export(src):
-        rx.export_restorer(src, args.output, with_quality=args.with_quality, opset=args.opset or DEFAULT_OPSET,
-                           flavor=args.flavor)
-        print(f"wrote {args.output}")
+        target, output = _phone(args, "restore")
+        rx.export_restorer(src, output, with_quality=args.with_quality, opset=args.opset or DEFAULT_OPSET,
+                           flavor=args.flavor, target=target)
+        _wrote(output, target)
 
     return _run(export, describe)
 
@@ -285,9 +335,10 @@ def _export_generator(args: argparse.Namespace) -> int:
                      f"{cfg.num_ws} ws of {cfg.w_dim}, {sum(p.numel() for p in src.generator.parameters()):,} parameters")
 
     def export(src):
-        export_generator(src, args.output, opset=args.opset or DEFAULT_OPSET, fp16=args.fp16,
-                         with_mapping=args.with_mapping, flavor=args.flavor)
-        print(f"wrote {args.output}")
+        target, output = _phone(args, "generator")
+        export_generator(src, output, opset=args.opset or DEFAULT_OPSET, fp16=args.fp16,
+                         with_mapping=args.with_mapping, flavor=args.flavor, target=target)
+        _wrote(output, target)
 
     return _run(export, describe)
 
@@ -354,7 +405,8 @@ def _export_stylize(args: argparse.Namespace) -> int:
             if src.local is None:
                 raise ValueError("--save-local needs a region-local model (--with-local or --local)")
             print(f"wrote {sx.save_local(src.local, args.save_local, src.trained, src.description)}")
-        print(f"wrote {sx.export_pack(src, args.pack, opset=args.opset or DEFAULT_OPSET)}")
+        target, _ = _phone(args, "stylize")
+        print(f"wrote {sx.export_pack(src, args.pack, opset=args.opset or DEFAULT_OPSET, target=target)}")
 
     return _run(export, describe)
 
@@ -392,11 +444,12 @@ def _export_inpaint(args: argparse.Namespace) -> int:
 
     def export(src):
         opset = args.opset or DEFAULT_OPSET
+        target, output = _phone(args, "inpaint")
         if args.method == "exe-gan":
-            for path in ix.export_exe_gan(src, args.output, opset=opset, flavor=args.flavor):
-                print(f"wrote {path}")
+            for path in ix.export_exe_gan(src, output, opset=opset, flavor=args.flavor, target=target):
+                _wrote(path, target)
         else:
-            print(f"wrote {ix.export_grig(src, args.output, opset=opset, flavor=args.flavor)}")
+            _wrote(ix.export_grig(src, output, opset=opset, flavor=args.flavor, target=target), target)
 
     return _run(export, describe)
 
@@ -423,8 +476,9 @@ def _export_edit(args: argparse.Namespace) -> int:
     def export(src):
         if args.save_checkpoint:
             print(f"wrote {ex.save_facemug(src, args.save_checkpoint)}")
-        ex.export_edit(src, args.output, opset=args.opset or DEFAULT_OPSET)
-        print(f"wrote {args.output}")
+        target, output = _phone(args, "edit")
+        ex.export_edit(src, output, opset=args.opset or DEFAULT_OPSET, target=target)
+        _wrote(output, target)
 
     return _run(export, describe)
 

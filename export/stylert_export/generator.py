@@ -60,7 +60,7 @@ def rebuild_reference(onnx_path: str | Path, checkpoint: str | Path | None = Non
 
 
 def export_generator(src: GeneratorSource, output: str | Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                     with_mapping: bool = False, flavor: str = "portable", log=print):
+                     with_mapping: bool = False, flavor: str = "portable", target=None, log=print):
     """Export, then check parity on ONNX Runtime; a failed check removes the file and raises."""
     reference = src.generator.eval()
     cfg = reference.cfg
@@ -99,4 +99,4 @@ def export_generator(src: GeneratorSource, output: str | Path, *, opset: int = D
     for note in src.notes:
         log(f"note: {note}")
     return export_checked(module, ref_fn, make_inputs, output, output_names=["image"], metadata=metadata,
-                          precision="fp16" if fp16 else "fp32", opset=opset, flavor=flavor, log=log)
+                          precision="fp16" if fp16 else "fp32", opset=opset, flavor=flavor, target=target, log=log)

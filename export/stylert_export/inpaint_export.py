@@ -78,7 +78,7 @@ def _common(model, method: str) -> dict:
 
 
 def export_exe_gan(model: EXEModel, output: str | Path, *, opset: int = DEFAULT_OPSET, flavor: str = "portable",
-                   log=print) -> tuple[Path, Path]:
+                   target=None, log=print) -> tuple[Path, Path]:
     """The generator graph at `output` and the exemplar graph beside it, each checked against PyTorch."""
     output = Path(output)
     graph, cfg = model.graph.eval(), model.graph.cfg
@@ -90,13 +90,13 @@ def export_exe_gan(model: EXEModel, output: str | Path, *, opset: int = DEFAULT_
     extra = exemplar_path(output)
     export_checked(model.exemplar.eval(), model.exemplar, exemplar_inputs(model.resolution), extra,
                    output_names=["codes"], metadata={**meta, "stylert.role": "exemplar"}, precision="fp32",
-                   opset=opset, log=log)
+                   opset=opset, target=target, log=log)
     default = base64.b64encode(codes.detach().float().numpy().astype("<f4").tobytes()).decode()
     module = in_flavor(graph, lambda: EXEInpaintGraph(EXEGenerator(cfg), graph.w_avg), flavor)
     export_checked(module, graph, exe_inputs(graph), output, output_names=["inpainted"],
                    metadata={**meta, "stylert.role": "generator", "stylert.exemplar_graph": extra.name,
                              "stylert.default_codes": default},
-                   precision="fp32", opset=opset, flavor=flavor, log=log)
+                   precision="fp32", opset=opset, flavor=flavor, target=target, log=log)
     return output, extra
 
 
@@ -135,7 +135,7 @@ def grig_inputs(step: GRIGStep):
 
 
 def export_grig(model: GRIGModel, output: str | Path, *, opset: int = DEFAULT_OPSET, flavor: str = "portable",
-                log=print) -> Path:
+                target=None, log=print) -> Path:
     """One reasoning step as a graph (the runtime loops it: T is a per-call choice, every I^t is kept)."""
     if flavor != "portable":
         raise ValueError("GRIG exports in the portable flavour only (it has no modulated convs)")
@@ -143,7 +143,7 @@ def export_grig(model: GRIGModel, output: str | Path, *, opset: int = DEFAULT_OP
     meta = {**_common(model, "grig"), "stylert.config": json.dumps(step.cfg.to_json(), sort_keys=True),
             "stylert.noise_size": step.noise_size, "stylert.default_steps": 3, "stylert.role": "step"}
     export_checked(step, step, grig_inputs(step), output, output_names=["inpainted"], metadata=meta,
-                   precision="fp32", opset=opset, log=log)
+                   precision="fp32", opset=opset, target=target, log=log)
     return Path(output)
 
 

@@ -53,8 +53,10 @@ class ParityReport:
 
 
 def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], output_names: list[str],
-                  path: str | Path, *, opset: int = DEFAULT_OPSET, metadata: dict[str, str]) -> Path:
-    """Export `module(**example)` with every input's dim 0 as one dynamic `batch`; write metadata."""
+                  path: str | Path, *, opset: int = DEFAULT_OPSET, metadata: dict[str, str],
+                  dynamic_batch: bool = True) -> Path:
+    """Export `module(**example)` with every input's dim 0 as one dynamic `batch` (or every shape fixed at the
+    example's, as phone accelerators want); write metadata."""
     if opset < DEFAULT_OPSET:
         raise ExportError(f"opset {opset} is not supported: torch's exporter writes opset >= {DEFAULT_OPSET}")
     path = Path(path)
@@ -71,7 +73,8 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
                                   "used as both input and output")
             program = torch.onnx.export(module.eval(), tuple(example.values()), input_names=list(example),
                                         output_names=output_names, opset_version=opset, dynamo=True,
-                                        dynamic_shapes={name: {0: batch} for name in example}, optimize=False,
+                                        dynamic_shapes={name: {0: batch} for name in example} if dynamic_batch else None,
+                                        optimize=False,
                                         verbose=False)
             fold_constants(program.model)
             program.save(str(path), external_data=False)
@@ -221,11 +224,22 @@ def check_parity(path: str | Path, reference: Callable[..., torch.Tensor | tuple
 def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
                    output: str | Path, *, output_names: list[str], metadata: dict, precision: str,
                    opset: int = DEFAULT_OPSET, flavor: str = "portable", float64_floor: bool = False,
-                   log=print) -> ParityReport:
+                   target=None, log=print):
     """Export `module`, built in `flavor` (portable ONNX, or plugin nodes for TensorRT: plugin_ops.in_flavor),
     check it against `reference` (always the portable PyTorch model) on ONNX Runtime, and stamp the errors
-    into the metadata; a failed check removes the file and raises ExportError."""
+    into the metadata; a failed check removes the file and raises ExportError.
+
+    target (a mobile.Target): write a phone artifact beside `output` instead (mobile.export_phone), checked on
+    that phone runtime here; its precision replaces `precision`."""
     output = Path(output)
+    if target is not None:
+        from .mobile import export_phone
+
+        if flavor != "portable":
+            raise ExportError(f"--flavor {flavor} is for TensorRT; phone targets take the portable flavour")
+        return export_phone(module, reference, make_inputs, output, output_names=output_names,
+                            metadata={**metadata, "stylert.precision": target.precision}, target=target, opset=opset,
+                            log=log)
     export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
                   metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor})
     report = check_parity(output, reference, make_inputs, TOLERANCE[precision], flavor=flavor,

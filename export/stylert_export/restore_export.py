@@ -73,7 +73,7 @@ def vsp_inputs(model: VSPRestorer, res: int):
     return make_inputs
 
 
-def _export_vsp(src: RestorerSource, output, opset: int, flavor: str, log):
+def _export_vsp(src: RestorerSource, output, opset: int, flavor: str, target, log):
     import json
 
     if flavor != "portable":
@@ -93,15 +93,15 @@ def _export_vsp(src: RestorerSource, output, opset: int, flavor: str, log):
     # The diffuser iterates 16 attention blocks, whose round-off can grow with every one (trained weights
     # are not conditioned the way random_vsp_restorer's are), so parity is judged against float64.
     return export_checked(model, model, vsp_inputs(model, res), output, output_names=["restored"], metadata=metadata,
-                          precision="fp32", opset=opset, flavor=flavor, float64_floor=True, log=log)
+                          precision="fp32", opset=opset, flavor=flavor, float64_floor=True, target=target, log=log)
 
 
 def export_restorer(src: RestorerSource, output: str | Path, *, with_quality: bool = False,
-                    opset: int = DEFAULT_OPSET, flavor: str = "portable", log=print):
+                    opset: int = DEFAULT_OPSET, flavor: str = "portable", target=None, log=print):
     if src.method == "vsp":
         if with_quality:
             raise ValueError("--with-quality is QC-StyleGAN's quality code; the VSP restorer has none")
-        return _export_vsp(src, output, opset, flavor, log)
+        return _export_vsp(src, output, opset, flavor, target, log)
     model = src.model.eval()
     res, q_dim = model.decoder.cfg.resolution, model.q_dim
 
@@ -131,7 +131,7 @@ def export_restorer(src: RestorerSource, output: str | Path, *, with_quality: bo
         metadata["stylert.seed"] = src.seed
     names = ["restored", "quality"] if with_quality else ["restored"]
     return export_checked(module, graph, make_inputs, output, output_names=names, metadata=metadata,
-                          precision="fp32", opset=opset, flavor=flavor, log=log)
+                          precision="fp32", opset=opset, flavor=flavor, target=target, log=log)
 
 
 def rebuild_reference(onnx_path: str | Path, encoder: str | Path | None = None,

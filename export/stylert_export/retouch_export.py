@@ -110,7 +110,7 @@ def make_inputs(resolution: int):
 
 
 def export_retoucher(src: RetoucherSource, output: str | Path, *, with_masks: bool = False,
-                     opset: int = DEFAULT_OPSET, flavor: str = "portable", log=print):
+                     opset: int = DEFAULT_OPSET, flavor: str = "portable", target=None, log=print):
     cfg = src.model.cfg
     graph = RetouchGraph(src.model.eval(), with_masks)
     module = RetouchGraph(in_flavor(graph.model, lambda: StyleRetoucher(cfg), flavor), with_masks)
@@ -129,4 +129,4 @@ def export_retoucher(src: RetoucherSource, output: str | Path, *, with_masks: bo
     for note in src.notes:
         log(f"note: {note}")
     return export_checked(module, graph, make_inputs(cfg.resolution), output, output_names=graph.output_names(),
-                          metadata=metadata, precision="fp32", opset=opset, flavor=flavor, log=log)
+                          metadata=metadata, precision="fp32", opset=opset, flavor=flavor, target=target, log=log)

@@ -123,7 +123,7 @@ def _common_metadata(pack: PackSource, role: str, resolution: int) -> dict:
     return meta
 
 
-def _export_encoder(pack: PackSource, resolution: int, path: Path, opset: int, log):
+def _export_encoder(pack: PackSource, resolution: int, path: Path, opset: int, target, log):
     enc = pack.encoder.eval()
 
     def make_inputs(batch, seed):
@@ -133,7 +133,7 @@ def _export_encoder(pack: PackSource, resolution: int, path: Path, opset: int, l
     meta = {**_common_metadata(pack, "encoder", resolution), "stylert.source": pack.description,
             "stylert.w_dim": enc.cfg.w_dim, "stylert.config": json.dumps(enc.cfg.to_json())}
     return export_checked(enc, enc, make_inputs, path, output_names=["w"], metadata=meta, precision="fp32",
-                          opset=opset, log=log)
+                          opset=opset, target=target, log=log)
 
 
 def generator_inputs(cfg: StyleGAN2Config):
@@ -147,7 +147,7 @@ def generator_inputs(cfg: StyleGAN2Config):
     return make_inputs
 
 
-def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, log):
+def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, target, log):
     gen = style.generator
     cfg = gen.generator.cfg
     graph = StyleGeneratorGraph(gen.generator.eval())
@@ -160,7 +160,7 @@ def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, 
     for note in gen.notes:
         log(f"note ({style.name}): {note}")
     return export_checked(graph, graph, generator_inputs(cfg), path, output_names=["image"], metadata=meta,
-                          precision="fp32", opset=opset, log=log)
+                          precision="fp32", opset=opset, target=target, log=log)
 
 
 def local_inputs(resolution: int):
@@ -176,13 +176,13 @@ def local_inputs(resolution: int):
     return make_inputs
 
 
-def export_local(pack: PackSource, path: Path, opset: int = DEFAULT_OPSET, log=print):
+def export_local(pack: PackSource, path: Path, opset: int = DEFAULT_OPSET, target=None, log=print):
     """The pack's region-local model alone (a pack's local.onnx)."""
     model = pack.local.eval()
     meta = {**_common_metadata(pack, "local", model.cfg.resolution), "stylert.source": pack.description,
             "stylert.config": json.dumps(model.cfg.to_json()), "stylert.token_stride": 16}
     return export_checked(model, model, local_inputs(model.cfg.resolution), path, output_names=["stylized"],
-                          metadata=meta, precision="fp32", opset=opset, log=log)
+                          metadata=meta, precision="fp32", opset=opset, target=target, log=log)
 
 
 def _write_exemplar(style: StyleSource, resolution: int, path: Path) -> None:
@@ -201,8 +201,13 @@ def _write_exemplar(style: StyleSource, resolution: int, path: Path) -> None:
     write_image(path, to_uint8(mean_face)[0])
 
 
-def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT_OPSET, log=print) -> Path:
-    """Export every graph of the pack (each parity-checked) and write its manifest last."""
+def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT_OPSET, target=None,
+                log=print) -> Path:
+    """Export every graph of the pack (each parity-checked) and write its manifest last; for a phone target
+    (mobile.Target) the manifest names its artifacts."""
+    from .mobile import SUFFIX
+
+    suffix = SUFFIX[target.name] if target is not None else ".onnx"
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfgs = [s.generator.generator.cfg for s in pack.styles]
@@ -216,22 +221,22 @@ def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT
     if pack.local is not None and pack.local.cfg.resolution != resolution:
         raise ExportError(f"local model at {pack.local.cfg.resolution}, generators at {resolution}: they must match")
     manifest = {"format": PACK_FORMAT, "resolution": resolution, "w_dim": pack.encoder.cfg.w_dim, "num_ws": num_ws,
-                "encoder": "encoder.onnx", "styles": {}, "local": None,
+                "encoder": f"encoder{suffix}", "styles": {}, "local": None,
                 "trained": pack.trained and all(s.generator.trained for s in pack.styles)}
     for note in pack.notes:
         log(f"note: {note}")
     log("encoder:")
-    _export_encoder(pack, resolution, directory / "encoder.onnx", opset, log)
+    _export_encoder(pack, resolution, directory / "encoder.onnx", opset, target, log)
     for s in pack.styles:
         log(f"style '{s.name}' (psi {s.psi}):")
-        _export_style(pack, s, directory / f"{s.name}.onnx", opset, log)
+        _export_style(pack, s, directory / f"{s.name}.onnx", opset, target, log)
         _write_exemplar(s, resolution, directory / f"{s.name}.exemplar.png")
-        manifest["styles"][s.name] = {"generator": f"{s.name}.onnx", "psi": s.psi,
+        manifest["styles"][s.name] = {"generator": f"{s.name}{suffix}", "psi": s.psi,
                                       "exemplar": f"{s.name}.exemplar.png", "references": {}}
     if pack.local is not None:
         log("local style transfer:")
-        export_local(pack, directory / "local.onnx", opset, log)
-        manifest["local"] = "local.onnx"
+        export_local(pack, directory / "local.onnx", opset, target, log)
+        manifest["local"] = f"local{suffix}"
     write_manifest(directory, manifest)
     return directory / MANIFEST
 

@@ -1,0 +1,284 @@
+"""Phone targets: ONNX Runtime Mobile (`.ort`) and ExecuTorch (`.pte`, XNNPACK), each checked against PyTorch here.
+
+Both start from the module the ONNX export builds, whose modulated convs take the activation form (scale the
+input by the style, convolve with the layer's own constant weight, scale by the demodulation): every conv weight is
+a constant, which NNAPI, Core ML and XNNPACK need. Shapes are fixed at batch 1, as phone accelerators want.
+
+ort-mobile: the ONNX graph at fixed shapes (fp16: float16 inside, float32 inputs and outputs), ONNX Runtime's
+  mobile usability checker (its report saved as NAME.usability.txt, the NNAPI and Core ML MLProgram partitions in
+  NAME.ort.json), then onnxruntime's own `convert_onnx_models_to_ort` at the "basic" optimisation level: NAME.ort and NAME.required_operators.config
+  (the operators a minimal runtime build needs).
+executorch: `torch.export` of the module, parameters folded into constants (a conv weight computed from a
+  parameter, such as a transposed or flipped filter, becomes a static one), lowered with XNNPACK's partitioner:
+  NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took.
+
+Each artifact then runs on its own runtime here (onnxruntime for `.ort`, `executorch.runtime` for `.pte`) on fresh
+seeded inputs against the PyTorch module in float32; fp32 must be within 1e-4 relative (L2), fp16 within 5e-2;
+past that the artifact is removed and the export fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+
+from .onnx_export import DEFAULT_OPSET, ExportError, _compare, _outputs, export_module
+
+TARGETS = ("ort-mobile", "executorch")
+PRECISIONS = ("fp32", "fp16")
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}  # relative L2 over every output, against PyTorch in float32
+SUFFIX = {"ort-mobile": ".ort", "executorch": ".pte"}
+MOBILE_EXTRA = "pip install 'stylert[mobile]'"
+PARITY_SEED = 24680  # fresh inputs: neither the traced example (seed 0) nor the ONNX parity check's
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an export goes: a phone runtime and the precision of its weights and arithmetic."""
+    name: str
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.name not in TARGETS:
+            raise ValueError(f"unknown target {self.name!r}; expected onnx or one of {', '.join(TARGETS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision {self.precision}: {self.name} takes {' or '.join(PRECISIONS)} (int8 "
+                             "needs calibration data, which stylert does not ship)")
+
+
+@dataclass
+class Partitions:
+    """What ONNX Runtime's usability checker estimates for one execution provider."""
+    nodes: int
+    supported: int
+    partitions: int
+    unsupported_ops: list[str]
+
+    @property
+    def share(self) -> float:
+        return self.supported / max(self.nodes, 1)
+
+
+@dataclass
+class PhoneReport:
+    target: str
+    precision: str
+    path: str
+    size_bytes: int
+    rel: float
+    max_abs: float
+    tolerance: float
+    convs: int | None = None  # executorch: convolutions in the graph
+    delegated_convs: int | None = None  # executorch: of them, run by XNNPACK
+    partitions: dict[str, Partitions] = field(default_factory=dict)  # ort-mobile: per provider
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.rel)) and self.rel <= self.tolerance
+
+    def __str__(self) -> str:
+        parts = [f"{self.target} {self.precision}: {Path(self.path).name}, {self.size_bytes / 2 ** 20:.2f} MiB, "
+                 f"relative {self.rel:.2e} vs PyTorch (max abs {self.max_abs:.2e}), tolerance {self.tolerance:g} "
+                 f"-> {'ok' if self.ok else 'FAILED'}"]
+        if self.convs is not None:
+            parts.append(f"XNNPACK runs {self.delegated_convs} of {self.convs} convolutions")
+        for ep, p in self.partitions.items():
+            parts.append(f"{ep}: {p.supported}/{p.nodes} nodes ({100 * p.share:.1f}%) in {p.partitions} partitions")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        for ep, p in self.partitions.items():
+            out["partitions"][ep]["share"] = round(p.share, 4)
+        return out
+
+
+def artifact_path(output: str | Path, target: Target) -> Path:
+    """retouch.onnx -> retouch.ort / retouch.pte beside it."""
+    return Path(output).with_suffix(SUFFIX[target.name])
+
+
+def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
+                 output: str | Path, *, output_names: list[str], metadata: dict, target: Target,
+                 opset: int = DEFAULT_OPSET, log=print) -> PhoneReport:
+    """`module` for `target` beside `output` (its suffix replaced), checked on the target's runtime against
+    `reference` (the float32 PyTorch model); a failed check removes the artifact and raises ExportError."""
+    path = artifact_path(output, target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = make_inputs(1, 0)
+    if target.name == "ort-mobile":
+        partitions = _write_ort(module, example, output_names, path, opset, metadata, target.precision, log)
+        got = _run_ort(path, make_inputs(1, PARITY_SEED))
+        report_extra = {"partitions": partitions}
+    else:
+        convs, delegated = _write_pte(module, example, path, target.precision)
+        got = _run_pte(path, make_inputs(1, PARITY_SEED), target.precision)
+        report_extra = {"convs": convs, "delegated_convs": delegated}
+    with torch.no_grad():
+        want = _outputs(reference(**make_inputs(1, PARITY_SEED)))
+    max_abs, rel = _compare(got, want)
+    if not np.isfinite(max_abs):
+        rel = float("nan")
+    report = PhoneReport(target.name, target.precision, str(path), path.stat().st_size, rel, max_abs,
+                         TOLERANCE[target.precision], **report_extra)
+    log(str(report))
+    if not report.ok:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"{path}: {report}; the file was removed")
+    path.with_name(path.name + ".json").write_text(json.dumps({**report.to_json(), "metadata": metadata}, indent=1))
+    return report
+
+
+# --- ONNX Runtime Mobile ---
+
+def _write_ort(module, example, output_names, path: Path, opset: int, metadata: dict, precision: str,
+               log) -> dict[str, Partitions]:
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        onnx_path = Path(tmp) / path.with_suffix(".onnx").name
+        export_module(module, example, output_names, onnx_path, opset=opset, dynamic_batch=False,
+                      metadata={**metadata, "stylert.precision": precision, "stylert.target": "ort-mobile"})
+        if precision == "fp16":
+            _to_fp16(onnx_path)
+        partitions = check_usability(onnx_path, path.with_suffix(".usability.txt"))
+        quiet = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), _optimization_level("basic"):
+                convert_onnx_models_to_ort(onnx_path, output_dir=Path(tmp) / "ort",
+                                           optimization_styles=[OptimizationStyle.Fixed])
+        except Exception as exc:
+            raise ExportError(f"onnxruntime's convert_onnx_models_to_ort refused the graph: "
+                              f"{_first_line(exc)}") from exc
+        converted = Path(tmp) / "ort" / f"{path.stem}.basic.ort"
+        config = Path(tmp) / "ort" / f"{path.stem}.required_operators.basic.config"
+        if not converted.is_file():
+            raise ExportError(f"convert_onnx_models_to_ort wrote no {path.name}: {quiet.getvalue().strip()[-300:]}")
+        converted.replace(path)
+        config.replace(path.with_suffix(".required_operators.config"))
+    return partitions
+
+
+@contextlib.contextmanager
+def _optimization_level(level: str):
+    """The graph optimisation level convert_onnx_models_to_ort applies (its environment variable): "basic", as
+    ONNX Runtime recommends for models run with NNAPI or Core ML, keeps the graph free of CPU-only fused ops."""
+    key = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
+    before = os.environ.get(key)
+    os.environ[key] = level
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = before
+
+
+def _to_fp16(onnx_path: Path) -> None:
+    """float16 weights and arithmetic inside, float32 inputs and outputs (what the app feeds stays the same)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+    onnx.save(model, str(onnx_path))
+
+
+def check_usability(onnx_path: Path, report_path: Path) -> dict[str, Partitions]:
+    """ONNX Runtime's mobile usability checker on `onnx_path` (its log saved to `report_path`), and its partition
+    estimate for NNAPI and Core ML MLProgram at the graph's (fixed) shapes."""
+    from onnxruntime.tools.mobile_helpers import usability_checker as uc
+    from onnxruntime.tools.onnx_model_utils import optimize_model
+
+    logger = logging.getLogger("stylert.mobile_usability")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        uc.analyze_model(onnx_path, skip_optimize=False, logger=logger)
+    finally:
+        logger.removeHandler(handler)
+    report_path.write_text(stream.getvalue())
+    with tempfile.TemporaryDirectory() as tmp:  # the checker's own steps: basic optimisation, shape inference
+        optimized = Path(tmp) / onnx_path.name
+        optimize_model(onnx_path, optimized, use_external_initializers=True)
+        model = uc.ModelProtoWithShapeInfo(optimized).model_with_shape_info
+        found = {"NNAPI": uc.check_nnapi_partitions(model, require_fixed_input_sizes=True),
+                 "CoreML MLProgram": uc.check_coreml_partitions(model, require_fixed_input_sizes=True,
+                                                                config_filename="coreml_supported_mlprogram_ops.md")}
+    return {ep: Partitions(info.num_nodes, info.num_supported_nodes, info.num_partitions, sorted(info.unsupported_ops))
+            for ep, info in found.items()}
+
+
+def _run_ort(path: Path, inputs: dict) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {k: v.numpy() for k, v in inputs.items()})
+
+
+# --- ExecuTorch ---
+
+CONV_TARGETS = ("aten.convolution", "aten.conv2d", "aten.conv_transpose2d")
+
+
+def _count_convs(graph) -> int:
+    return sum(1 for n in graph.nodes if n.op == "call_function" and str(n.target).split(":")[0]
+               .replace("<EdgeOpOverload: ", "").startswith(CONV_TARGETS))
+
+
+def _write_pte(module, example: dict, path: Path, precision: str) -> tuple[int, int]:
+    """torch.export -> constants folded -> XNNPACK partitions -> `.pte`; (convolutions, of them on XNNPACK)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    module = _for_precision(module, precision)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, tuple(_cast_inputs(example, precision).values()), strict=False)
+            convs = _count_convs(program.graph)
+            program = constant_prop_pass(program)
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+            left = _count_convs(edge.exported_program().graph)
+            buffer = edge.to_executorch().buffer
+    except Exception as exc:
+        raise ExportError(f"ExecuTorch refused the module: {_first_line(exc)}") from exc
+    path.write_bytes(buffer)
+    return convs, convs - left
+
+
+def _for_precision(module: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """A frozen copy (no gradients, so folded constants are plain tensors), in float16 for fp16."""
+    module = copy.deepcopy(module).eval().requires_grad_(False)
+    return module.half() if precision == "fp16" else module
+
+
+def _cast_inputs(inputs: dict, precision: str) -> dict:
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def _run_pte(path: Path, inputs: dict, precision: str) -> list[np.ndarray]:
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    outputs = method.execute(list(_cast_inputs(inputs, precision).values()))
+    return [o.float().numpy() for o in outputs]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:400] if text else ''}"

@@ -1,0 +1,178 @@
+"""Phone targets (`stylert export CALL --target ort-mobile|executorch`): every artifact run on its own runtime here
+(onnxruntime for .ort, executorch.runtime with XNNPACK for .pte) against the PyTorch module on fresh seeded inputs,
+the convolutions XNNPACK takes, ONNX Runtime's mobile usability report beside each .ort, and the one-line refusals."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import built, error_line, rel_error, retouch_source
+
+torch = pytest.importorskip("torch")
+
+
+def needs_executorch():
+    """ExecuTorch comes with stylert[mobile], which `make test` installs: missing under CI is a failure."""
+    try:
+        import executorch.runtime  # noqa: F401
+    except ModuleNotFoundError:
+        reason = "ExecuTorch is not installed: pip install 'stylert[mobile]'"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: {reason}")
+        pytest.skip(reason)
+
+
+def generator_source():
+    from stylert_export.generator import from_random_init
+
+    return from_random_init(7, 16, channel_base=128, channel_max=16, w_dim=16, mapping_layers=2)
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.fixture(scope="session")
+def phone_models(tmp_path_factory):
+    """The tiny retoucher (32x32) and generator (16x16) for both phone targets in fp32, the retoucher's .ort in fp16
+    too, each folder with its reports; made once per session."""
+    needs_executorch()
+    from stylert_export import retouch_export as rx
+    from stylert_export.generator import export_generator
+    from stylert_export.mobile import Target
+
+    def make(out):
+        for target in (Target("ort-mobile"), Target("executorch")):
+            rx.export_retoucher(retouch_source(), out / target.name / "retouch.onnx", target=target, log=quiet)
+            export_generator(generator_source(), out / target.name / "generator.onnx", target=target, log=quiet)
+        rx.export_retoucher(retouch_source(), out / "fp16" / "retouch.onnx", target=Target("ort-mobile", "fp16"),
+                            log=quiet)
+
+    return built(tmp_path_factory, "mobile", make)
+
+
+def retouch_inputs(seed):
+    from stylert_export.retouch_export import make_inputs
+
+    return make_inputs(32)(1, seed)
+
+
+def generator_inputs(seed):
+    cfg = generator_source().generator.cfg
+    g = torch.Generator().manual_seed(seed)
+    return {"ws": torch.randn(1, cfg.num_ws, cfg.w_dim, generator=g)}
+
+
+CASES = {"retouch": (lambda: retouch_source().model, retouch_inputs),
+         "generator": (lambda: generator_source().generator, generator_inputs)}
+
+
+def torch_output(name, inputs):
+    build, _ = CASES[name]
+    with torch.no_grad():
+        out = build().eval()(**inputs)
+    return (out[0] if isinstance(out, tuple) else out).numpy()
+
+
+def run_ort(path, inputs):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+
+
+def run_pte(path, inputs):
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    return method.execute(list(inputs.values()))[0].numpy()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ort_mobile_matches_pytorch(phone_models, name):
+    """The .ort file on ONNX Runtime (which reads the ORT format a phone's runtime reads) against PyTorch, on inputs
+    the export never saw: within 1e-4 relative in fp32."""
+    inputs = CASES[name][1](4242)
+    got = run_ort(phone_models / "ort-mobile" / f"{name}.ort", inputs)
+    assert rel_error(got, torch_output(name, inputs)) < 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_executorch_matches_pytorch_with_every_conv_on_xnnpack(phone_models, name):
+    inputs = CASES[name][1](4243)
+    path = phone_models / "executorch" / f"{name}.pte"
+    got = run_pte(path, inputs)
+    assert rel_error(got, torch_output(name, inputs)) < 1e-4
+    report = json.loads(path.with_name(path.name + ".json").read_text())
+    assert report["convs"] > 0 and report["delegated_convs"] == report["convs"], report
+    assert report["rel"] < 1e-4 and report["size_bytes"] == path.stat().st_size
+
+
+def test_ort_folder_holds_what_an_app_ships(phone_models):
+    """Beside the .ort: the reduced operator config a minimal runtime build reads, the usability checker's own report
+    and the partition estimate for NNAPI and Core ML MLProgram; fixed shapes, float32 in and out."""
+    folder = phone_models / "ort-mobile"
+    config = (folder / "retouch.required_operators.config").read_text()
+    assert "ai.onnx;18;" in config and "Conv" in config
+    usability = (folder / "retouch.usability.txt").read_text()
+    assert "Checking NNAPI" in usability and "Checking CoreML MLProgram" in usability
+    report = json.loads((folder / "retouch.ort.json").read_text())
+    for ep in ("NNAPI", "CoreML MLProgram"):
+        p = report["partitions"][ep]
+        assert 0 < p["supported"] <= p["nodes"] and p["partitions"] >= 1
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / "retouch.ort"), providers=["CPUExecutionProvider"])
+    assert [i.shape for i in session.get_inputs()] == [[1, 3, 32, 32], [1]]
+    assert {i.type for i in session.get_inputs()} == {"tensor(float)"}
+
+
+def test_fp16_ort_keeps_float32_inputs_and_stays_close(phone_models):
+    inputs = retouch_inputs(4244)
+    path = phone_models / "fp16" / "retouch.ort"
+    got = run_ort(path, inputs)
+    assert got.dtype == np.float32
+    err = rel_error(got, torch_output("retouch", inputs))
+    assert err < 5e-2
+    assert json.loads(path.with_name("retouch.ort.json").read_text())["precision"] == "fp16"
+
+
+TINY_RETOUCH = ("retouch", "--random-init", "--resolution", 32, "--channel-base", 256, "--channel-max", 16,
+                "--w-dim", 16)
+
+
+def export_cli(capsys, *args) -> tuple[int, str]:
+    """`stylert export ...` in this process (torch is already loaded): its status and its stderr."""
+    from stylert.cli import main
+
+    capsys.readouterr()
+    code = main(["export", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, says", [
+    (("--target", "executorch", "--precision", "int8"), "--precision int8: executorch takes fp32 or fp16"),
+    (("--precision", "fp16"), "--precision is for phone targets"),
+    (("--target", "ort-mobile", "--flavor", "plugin"), "--flavor plugin is for TensorRT"),
+    (("--target", "ort-mobile", "-o", "model.onnx"), "-o is a folder for the app's files, not model.onnx"),
+])
+def test_bad_phone_options_are_one_line(tmp_path, capsys, monkeypatch, extra, says):
+    monkeypatch.chdir(tmp_path)
+    code, stderr = export_cli(capsys, *TINY_RETOUCH, "-o", tmp_path / "out", *extra)
+    assert code == 2
+    assert says in error_line(stderr, "export")
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_executorch_names_the_extra(tmp_path, capsys, monkeypatch):
+    """Without ExecuTorch (its modules made unimportable, as when the extra is not installed) the executorch
+    target says which extra brings it, in one line."""
+    for name in [m for m in sys.modules if m == "executorch" or m.startswith("executorch.")] or ["executorch"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    code, stderr = export_cli(capsys, *TINY_RETOUCH, "-o", tmp_path / "out", "--target", "executorch")
+    assert code == 2
+    assert "pip install 'stylert[mobile]'" in error_line(stderr, "export")
