@@ -7,14 +7,22 @@ CUDA backends. Backends: every name of `stylert.runtime.BACKENDS` (onnxruntime-c
 openvino, openvino-bf16, tensorrt for .engine files) and torch (the PyTorch reference, from
 stylert[export] through the `stylert.references` entry point; --reference adds it). With --pipeline
 IMAGE the whole-photo path is timed per stage on that photo, once per runtime backend. The graph's
-work (GFLOP per image) and a matmul ceiling on the same backend give the achieved rate.
+work (GFLOP per image) and a matmul ceiling on the same backend and precision give the achieved rate.
+
+Each runtime row says the precision it ran in (OpenVINO: f32, bf16, or the one precision=auto chose, with why) and
+its output's error against ONNX Runtime f32 on the same inputs, on the 8-bit scale inside the region the call writes
+(`runtime/precision.output_error`). Start-up is measured twice, each in its own process, with a stylert cache
+folder of the row's own (STYLERT_CACHE): cold (empty: OpenVINO compiles, precision=auto measures) and warm (the
+compiled blobs and the precision verdict the cold start left).
 
 JSON (schema "stylert.bench/1"): {"schema", "machine", "models": [{"path", "metadata",
-"gflop_per_image", "weight_bytes", "rows": [{"backend", "batch", "cold_start_ms", "p50_ms", "p90_ms",
-"p99_ms", "mean_ms", "min_ms", "runs", "images_per_s", "peak_rss_mb", "device_mb", "gflops",
-"vs_reference"} | {"backend", "batch", "error"}], "pipelines": {backend: {"faces", "stages": {stage: {p50_ms, p99_ms, ...}}, "total"}},
+"gflop_per_image", "weight_bytes", "rows": [{"backend", "batch", "precision", "precision_reason", "cold_start_ms",
+"warm_start_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs", "images_per_s", "peak_rss_mb",
+"device_mb", "error_vs_f32": {"max_levels", "psnr_db"} | null, "gflops", "ceiling_fraction", "vs_reference"} |
+{"backend", "batch", "error"}], "pipelines": {backend: {"faces", "stages": {stage: {p50_ms, p99_ms, ...}}, "total"}},
 "pipeline": the first backend's entry of "pipelines" | null}],
-"ceilings": {backend: GFLOP/s}, "loops": runs of each graph per timed iteration (--loops; GRIG's steps)}.
+"ceilings": {backend: GFLOP/s; "openvino-bf16": bf16's, null without native bf16}, "loops": runs of each graph per
+timed iteration (--loops; GRIG's steps)}.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ from ..runtime.model import BACKENDS as RUNTIME_BACKENDS
 from ..runtime.engine import read_sidecar
 from ..runtime.feeds import edit_feeds, feeds_for, inpaint_feeds, stylize_feeds  # noqa: F401 - bench's inputs
 from ..runtime.model import cpu_flags, cpu_name, open_model
+from ..runtime.precision import CACHE_ENV, image_output, native_bf16, output_error, written_region
 
 BACKENDS = (*RUNTIME_BACKENDS, "torch")
 SCHEMA = "stylert.bench/1"
@@ -76,19 +85,27 @@ def model_metadata(model_path: str) -> dict:
 
 
 def _runner(backend: str, model_path: str, args: dict):
-    """(load() -> state, step(state)) for one backend."""
+    """(load() -> state, step(state), the inputs) for one backend."""
     feeds = feeds_for(model_metadata(model_path), args["batch"], model_path)
     if backend == "torch":
         eps = [ep for ep in entry_points(group="stylert.references") if ep.name == "torch"]
         if not eps:
             raise RuntimeError("the PyTorch reference needs stylert[export] (torch): pip install 'stylert[export]'")
         build = eps[0].load()
-        return (lambda: build(model_path, args.get("checkpoint"), args.get("threads"))), (lambda run: run(feeds))
-    return (lambda: open_model(model_path, backend, threads=args.get("threads"))), (lambda m: m.run(feeds))
+        return (lambda: build(model_path, args.get("checkpoint"), args.get("threads"))), (lambda run: run(feeds)), feeds
+    return (lambda: open_model(model_path, backend, threads=args.get("threads"))), (lambda m: m.run(feeds)), feeds
+
+
+def _start(backend: str, model_path: str, args: dict) -> dict:
+    """A warm start: load and first run, in a process of its own, with the cache the cold start filled."""
+    load, one, _ = _runner(backend, model_path, args)
+    start = time.perf_counter()
+    one(load())
+    return {"warm_start_ms": (time.perf_counter() - start) * 1000}
 
 
 def _measure(backend: str, model_path: str, args: dict) -> dict:
-    load, one = _runner(backend, model_path, args)
+    load, one, feeds = _runner(backend, model_path, args)
     loops = args.get("loops", 1)
 
     def step(state):  # `loops` runs of the graph per timed iteration (GRIG: its reasoning steps)
@@ -111,16 +128,23 @@ def _measure(backend: str, model_path: str, args: dict) -> dict:
         times.append((time.perf_counter() - t) * 1000)
     row = {"cold_start_ms": cold, **percentiles(times),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if backend != "torch":  # what ran, and its output (compared with ONNX Runtime f32's in the parent)
+        choice = state.precision_choice
+        row.update(precision=choice.precision, precision_reason=choice.reason)
+        row["output"] = state.run(feeds)
     row["images_per_s"] = args["batch"] * 1000 / row["p50_ms"]
     after = _device_used_mb() if before is not None else None
     row["device_mb"] = None if before is None or after is None else after - before
     return row
 
 
-def _child(backend: str, model_path: str, args: dict, queue) -> None:
+def _child(backend: str, model_path: str, args: dict, queue, measure=_measure) -> None:
     warnings.simplefilter("ignore", UntrainedWeightsWarning)  # the report marks random-weight models itself
+    if args.get("cache"):  # the row's own cache folder (cold, then warm), not the user's
+        os.environ[CACHE_ENV] = args["cache"]
+        os.environ.pop("OV_CACHE_DIR", None)
     try:
-        queue.put(_measure(backend, model_path, args))
+        queue.put(measure(backend, model_path, args))
     except Exception as exc:  # reported in its row; the other rows still run
         queue.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
 
@@ -137,8 +161,34 @@ def in_child(target, *args):
     return result
 
 
+def _start_child(backend: str, model_path: str, args: dict, queue) -> None:
+    _child(backend, model_path, args, queue, _start)
+
+
 def run_isolated(backend: str, model_path: str, args: dict) -> dict:
-    return in_child(_child, backend, model_path, args)
+    """One row: measured in a child, then (runtime backends) started again in another with the cache it left."""
+    if backend == "torch":
+        return in_child(_child, backend, model_path, args)
+    with tempfile.TemporaryDirectory(prefix="stylert-bench-cache-") as cache:
+        args = {**args, "cache": cache}
+        row = in_child(_child, backend, model_path, args)
+        if "error" not in row:
+            row.update(in_child(_start_child, backend, model_path, args))
+    return row
+
+
+def error_vs_f32(model_path: str, rows: list[dict], batch: int) -> None:
+    """Each row's output against ONNX Runtime f32's on the same inputs (`output_error`, over the region the call
+    writes), as row["error_vs_f32"]; None for a graph without an image output. Takes the rows' "output"."""
+    reference = open_model(model_path, "onnxruntime-cpu", precision="f32")
+    feeds = feeds_for(reference.metadata, batch, model_path)
+    index = image_output(reference.outputs)
+    want = reference.run(feeds)[reference.outputs[index].name] if index is not None else None
+    for row in rows:
+        output = row.pop("output", None)
+        if output is not None:
+            row["error_vs_f32"] = None if want is None else output_error(
+                want, output[reference.outputs[index].name], written_region(feeds)).__dict__
 
 
 def has_pipeline(meta: dict) -> bool:
@@ -192,6 +242,37 @@ def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, thr
     return {"faces": faces, "stages": {k: percentiles(v) for k, v in stages.items()}, "total": percentiles(totals)}
 
 
+def openvino_ceiling(precision: str, threads: int | None, n: int = 2048, runs: int = 10) -> float | None:
+    """GFLOP/s of OpenVINO's n x n x n matrix product in f32 or bf16 (median of runs), as graph_cost.matmul_ceiling
+    measures ONNX Runtime's; bf16 only where the CPU has it natively (None otherwise: emulated, not a ceiling)."""
+    if precision == "bf16" and not native_bf16(cpu_flags()):
+        return None
+    try:
+        import openvino as ov
+        from onnx import TensorProto, helper
+    except ImportError:  # no OpenVINO here: no ceiling for it
+        return None
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "ceiling",
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matmul.onnx"
+        path.write_bytes(model.SerializeToString())
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                  **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    request.infer([a, a])
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        request.infer([a, a])
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / float(np.median(times)) / 1e9
+
+
 def ceiling(backend: str, threads: int | None) -> float | None:
     from .graph_cost import matmul_ceiling
     try:
@@ -199,9 +280,16 @@ def ceiling(backend: str, threads: int | None) -> float | None:
             return matmul_ceiling(["CPUExecutionProvider"], threads=threads)
         if backend == "onnxruntime-cuda":
             return matmul_ceiling(["CUDAExecutionProvider"])
+        if backend in ("openvino", "openvino-bf16"):
+            return openvino_ceiling("bf16" if backend == "openvino-bf16" else "f32", threads)
     except Exception:  # provider missing: no ceiling for that backend
         return None
     return None
+
+
+def ceiling_key(row: dict) -> str:
+    """Which ceiling a row is held against: OpenVINO's bf16 one for a row that ran in bf16, else its backend's."""
+    return "openvino-bf16" if row.get("precision") == "bf16" else row["backend"]
 
 
 def plot(report: dict, path: str | Path) -> None:
@@ -264,6 +352,7 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
                 measured[backend] = {"backend": backend, "batch": batch, **run_isolated(backend, path, args)}
                 if progress:
                     progress()
+            error_vs_f32(path, list(measured.values()), batch)
             ref = measured.get("torch", {}).get("p50_ms")
             for row in measured.values():
                 if ref and "p50_ms" in row:
@@ -283,7 +372,12 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
             entry["pipelines"] = {b: pipeline_stages(path, pipeline, pipeline_runs, threads=threads, backend=b)
                                   for b in backends if b in RUNTIME_BACKENDS and b != "tensorrt"}
             entry["pipeline"] = next(iter(entry["pipelines"].values()), None)
-    report["ceilings"] = {b: ceiling(b, threads) for b in backends}
+    ran = {ceiling_key(r) for entry in report["models"] for r in entry["rows"] if "p50_ms" in r}
+    report["ceilings"] = {b: ceiling(b, threads) for b in dict.fromkeys([*backends, *sorted(ran)])}
+    for entry in report["models"]:
+        for row in entry["rows"]:
+            if "gflops" in row and report["ceilings"].get(ceiling_key(row)):
+                row["ceiling_fraction"] = row["gflops"] / report["ceilings"][ceiling_key(row)]
     return report
 
 
@@ -296,17 +390,23 @@ def format_table(report: dict) -> str:
         untrained = " (random weights: latency only)" if meta.get("stylert.trained") == "false" else ""
         work = f", {model['gflop_per_image']:.1f} GFLOP/image" if model["gflop_per_image"] else ""
         lines.append(f"\n{model['path']}: {meta.get('stylert.call')} {res}x{res}{work}{untrained}")
-        header = (f"{'backend':18} {'batch':>5} {'cold ms':>9} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-                  f"{'img/s':>8} {'RSS MB':>7} {'GFLOP/s':>8} {'vs ref':>7}")
+        header = (f"{'backend':16} {'prec':>4} {'batch':>5} {'cold ms':>8} {'warm ms':>8} {'p50 ms':>9} {'p90 ms':>9} "
+                  f"{'p99 ms':>9} {'img/s':>7} {'RSS MB':>6} {'vs f32':>13} {'GFLOP/s':>8} {'ceil':>5} {'vs ref':>7}")
         lines += [header, "-" * len(header)]
         for r in model["rows"]:
             if "error" in r:
-                lines.append(f"{r['backend']:18} {r['batch']:>5} unavailable: {r['error']}")
+                lines.append(f"{r['backend']:16} {'':>4} {r['batch']:>5} unavailable: {r['error']}")
                 continue
             ratio = f"{r['vs_reference']:.2f}x" if "vs_reference" in r else "-"
             gf = f"{r['gflops']:.1f}" if "gflops" in r else "-"
-            lines.append(f"{r['backend']:18} {r['batch']:>5} {r['cold_start_ms']:9.1f} {r['p50_ms']:9.2f} {r['p90_ms']:9.2f} "
-                         f"{r['p99_ms']:9.2f} {r['images_per_s']:8.2f} {r['peak_rss_mb']:7.0f} {gf:>8} {ratio:>7}")
+            ceil = f"{100 * r['ceiling_fraction']:.0f}%" if "ceiling_fraction" in r else "-"
+            warm = f"{r['warm_start_ms']:.0f}" if "warm_start_ms" in r else "-"
+            err = r.get("error_vs_f32")
+            vs = "-" if not err else "equal" if err["max_levels"] == 0 else (
+                f"{err['max_levels']}/255 {err['psnr_db']:.0f}dB")
+            lines.append(f"{r['backend']:16} {r.get('precision', '-'):>4} {r['batch']:>5} {r['cold_start_ms']:8.0f} "
+                         f"{warm:>8} {r['p50_ms']:9.2f} {r['p90_ms']:9.2f} {r['p99_ms']:9.2f} {r['images_per_s']:7.2f} "
+                         f"{r['peak_rss_mb']:6.0f} {vs:>13} {gf:>8} {ceil:>5} {ratio:>7}")
             if r["p99_ms"] > 1.5 * r["p50_ms"]:
                 lines.append(f"{'':18} {'':>5} noisy: p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50, rerun on a quiet machine")
         for backend, pipe in model.get("pipelines", {}).items():
@@ -315,5 +415,10 @@ def format_table(report: dict) -> str:
                          f"total {pipe['total']['p50_ms']:.1f}")
     ceilings = ", ".join(f"{b} {c:.0f} GFLOP/s" for b, c in report["ceilings"].items() if c)
     if ceilings:
-        lines.append(f"\nmatmul ceiling (2048^3 float32, same run): {ceilings}")
+        lines.append(f"\nmatmul ceiling (2048^3, float32 inputs; openvino-bf16 computes in bf16; same run): {ceilings}")
+    if "openvino-bf16" in report["ceilings"] and not report["ceilings"]["openvino-bf16"]:
+        lines.append("no bf16 ceiling: this CPU has no native bf16 (avx512_bf16 or amx_bf16)")
+    reasons = {f"{r['backend']} {r['precision']}: {r['precision_reason']}" for m in report["models"] for r in m["rows"]
+               if r.get("precision_reason") and r["backend"].startswith("openvino")}
+    lines += [f"precision, {reason}" for reason in sorted(reasons)]
     return "\n".join(lines)
