@@ -298,7 +298,7 @@ def test_call_metadata_missing_or_malformed(case, request, tmp_path):
     for key in keys:
         values = BAD_VALUES + (["!!", base64.b64encode(b"\0" * 12).decode()] if key == "default_codes" else [])
         if key == "resolution":
-            values = values + ["48", "1048576"]
+            values = values + ["48", "1048576", "4096"]  # 4096: valid, but not the size of the graph's faces
         for i, value in enumerate(values):
             path = _metadata_edit(src, tmp_path / f"{key}{i}.onnx", **{key: value})
             try:

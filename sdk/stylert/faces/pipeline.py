@@ -299,6 +299,16 @@ def same_file(a, b) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def check_face_size(model: Model, resolution: int) -> None:
+    """Refuse, when the model opens, a graph whose face tensors (its NCHW inputs, its first output: the face it
+    writes back) have a fixed size other than its stylert.resolution: every photo would fail in the network."""
+    for role, spec in [*(("input", s) for s in model.inputs), ("output", model.outputs[0])]:
+        side = spec.shape[2:] if len(spec.shape) == 4 else ()
+        if all(isinstance(d, int) for d in side) and side and tuple(side) != (resolution, resolution):
+            raise ModelError(f"{model.path}: {role} {spec.describe()} does not match its metadata stylert.resolution "
+                             f"= {resolution}: a damaged or hand-edited model; export it again")
+
+
 def read_for(src, dst, overwrite: bool = False, allow_damaged: bool = False) -> LoadedImage:
     """Read `src` for a result going to `dst`: refuses to write over the input unless overwrite=True
     and checks that `dst` can hold the result, before any network runs. A damaged image is refused unless
@@ -347,6 +357,7 @@ class FaceModel:
         else:
             self.model = open_model(model_path, providers, call=self.call, threads=threads)
         self.resolution = self.model.meta("resolution", int)
+        check_face_size(self.model, self.resolution)
         self.pipeline = FacePipeline(self.resolution, detector)
 
     @property
