@@ -224,3 +224,24 @@ def test_cli_precision(exported, cache):
 def test_openvino_blobs_go_to_the_cache_folder(exported, cache):
     open_model(exported["nvlabs"], "openvino")
     assert any((cache / "openvino").iterdir())
+
+
+def test_replicas_and_actors_get_one_settled_choice(retouch_models, tmp_path, monkeypatch, cache):
+    """`stylert serve` and `stylert batch` decide once in the driver and pin the choice for every worker."""
+    pytest.importorskip("ray")
+    from stylert.runtime import openvino as ovb
+    from stylert.serving import cluster
+
+    path = retouch_models["plain"]
+    assert cluster.settle_precision(path, None, "f32") == "f32"  # pinned: passed on, nothing opened
+    assert cluster.settle_precision(path, "cpu", None) is None  # a named backend keeps its own default
+    assert cluster.settle_precision(tmp_path, None, None) is None  # a style pack: each graph its own verdict
+    monkeypatch.setattr(cluster, "cpu_flags", lambda: {"avx2"})
+    assert cluster.settle_precision(path, None, None) is None  # no native bf16: every worker's auto is f32 unmeasured
+    for module in (cluster, ovb):
+        monkeypatch.setattr(module, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    settled = cluster.settle_precision(path, None, None)
+    assert settled in ("f32", "bf16") and settled == open_model(path).precision  # the cached verdict
+    monkeypatch.setenv("STYLERT_PRECISION", "auto")  # restored after the test; use_precision sets it process-wide
+    cluster.use_precision(settled)
+    assert os.environ["STYLERT_PRECISION"] == settled

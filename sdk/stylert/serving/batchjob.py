@@ -20,7 +20,7 @@ import ray
 
 from ..errors import StylertError
 from ..faces.pipeline import file_report
-from .cluster import init_ray
+from .cluster import init_ray, settle_precision, use_precision
 from ..calls.registry import open_call
 
 
@@ -33,12 +33,15 @@ class JobOptions:
     threads: int | None = None
     providers: str | None = None
     address: str | None = None
+    precision: str | None = None  # auto, f32, bf16; None: STYLERT_PRECISION, else the backend's default
 
 
 class FileWorker:
     """One actor of the pool: the model, opened once, over batches of (input, output) rows."""
 
-    def __init__(self, path: str, providers: str | None, threads: int | None, value, options: dict):
+    def __init__(self, path: str, providers: str | None, threads: int | None, value, options: dict,
+                 precision: str | None = None):
+        use_precision(precision)
         self.model = open_call(path, providers, threads)
         self.value, self.options = value, options
         try:
@@ -59,6 +62,7 @@ def run(model: str, pairs: list[tuple[Path, Path]], value, options: dict, opts: 
     """Start (or join) Ray and yield one report per file (pipeline.file_report), in input order. A control
     value the model refuses ends the job with a StylertError. Ray is shut down when the reports are
     consumed or the consumer stops early."""
+    precision = settle_precision(model, opts.providers, opts.precision)  # one choice for every actor
     init_ray(opts.address, logging_level=logging.WARNING)
     try:
         context = ray.data.DataContext.get_current()
@@ -69,7 +73,7 @@ def run(model: str, pairs: list[tuple[Path, Path]], value, options: dict, opts: 
         given = {str(s.absolute()): str(s) for s, _ in pairs} | {str(d.absolute()): str(d) for _, d in pairs}
         rows = [{"input": str(s.absolute()), "output": str(d.absolute())} for s, d in pairs]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // opts.batch)))
-        worker_args = (str(Path(model).resolve()), opts.providers, opts.threads, value, options)
+        worker_args = (str(Path(model).resolve()), opts.providers, opts.threads, value, options, precision)
         reports = ds.map_batches(FileWorker, fn_constructor_args=worker_args, batch_size=opts.batch,
                                  compute=ray.data.ActorPoolStrategy(size=opts.concurrency),
                                  num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker or None,

@@ -1,11 +1,16 @@
-"""Starting or joining Ray for `stylert serve` and `stylert batch` (the one place both do it)."""
+"""Starting or joining Ray for `stylert serve` and `stylert batch`, and the precision their workers run in (the
+one place both do it)."""
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import ray
 
 from ..errors import StylertError
+from ..runtime.model import cpu_flags, open_model
+from ..runtime.precision import PRECISION_ENV, native_bf16, pinned_precision
 
 
 def check_address(address: str | None) -> None:
@@ -31,3 +36,26 @@ def init_ray(address: str | None, **options) -> None:
         raise StylertError(f"--address {address}: cannot join the Ray cluster ({exc}); is it running with this "
                            "Ray version, and does this machine have its token (RAY_AUTH_MODE=token, "
                            "`ray get-auth-token`)?") from None
+
+
+def settle_precision(path: str | Path, providers: str | None, precision: str | None) -> str | None:
+    """The precision every replica or actor of a model is to run in, decided once here so that they all run the same
+    one: where precision auto would measure (OpenVINO chosen automatically on a CPU with native bf16), the model is
+    opened once in this process (its verdict cached for the next start) and its choice is pinned; otherwise the
+    precision asked for (argument or STYLERT_PRECISION), or None for the backend's default. Style packs (several
+    graphs, each with its own verdict) and engines keep what was asked."""
+    pinned = pinned_precision(precision)
+    if (pinned not in (None, "auto") or (providers and pinned is None) or Path(path).is_dir()
+            or Path(path).suffix == ".engine" or not native_bf16(cpu_flags())):
+        return pinned
+    model = open_model(path, providers, precision=pinned)
+    try:
+        return model.precision if model.backend.startswith("openvino") else pinned
+    finally:
+        model.close()
+
+
+def use_precision(precision: str | None) -> None:
+    """In a replica or actor: the precision settled by the driver, for every model this process opens."""
+    if precision:
+        os.environ[PRECISION_ENV] = precision

@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from ..errors import InputError, StylertError
 from ..faces.imageio import LoadedImage, decode_image, encode_image, read_mask
 from ..faces.pipeline import NoFaceError
-from .cluster import init_ray
+from .cluster import init_ray, settle_precision, use_precision
 from ..calls.registry import CALLS, call_of, open_call, parse_controls
 
 APP = "stylert"
@@ -78,8 +78,10 @@ def _failure(exc: BaseException) -> Reply:
 class FaceService:
     """One model's replicas: decode, batch across requests, run, encode."""
 
-    def __init__(self, path: str, providers: str | None, threads: int | None, max_batch: int, batch_wait_ms: float):
+    def __init__(self, path: str, providers: str | None, threads: int | None, max_batch: int, batch_wait_ms: float,
+                 precision: str | None = None):
         self.path = path
+        use_precision(precision)
         self.model = open_call(path, providers, threads)
         self.call = self.model.call
         self.max_batch = max_batch
@@ -93,7 +95,8 @@ class FaceService:
     def describe(self) -> dict:
         meta = self.model.model.metadata
         info = {"call": self.call, "path": self.path, "resolution": self.model.resolution, "trained": self.model.trained,
-                "backend": self.model.model.backend, "batch_limit": self.model.batch_limit,
+                "backend": self.model.model.backend, "precision": self.model.model.precision,
+                "precision_reason": self.model.model.precision_choice.reason, "batch_limit": self.model.batch_limit,
                 "max_batch": self.max_batch, "batch_wait_ms": self.batch_wait_ms, "version": meta.get("stylert.version")}
         if self.call == "stylize":
             info["styles"] = self.model.styles
@@ -338,6 +341,7 @@ class ServeOptions:
     providers: str | None = None
     max_body_mb: float = 50.0
     address: str | None = None
+    precision: str | None = None  # auto, f32, bf16; None: STYLERT_PRECISION, else the backend's default
 
 
 def routes_for(models: list[str]) -> dict[str, str]:
@@ -356,10 +360,11 @@ def application(routes: dict[str, str], opts: ServeOptions):
     threads = opts.threads or max(1, (os.cpu_count() or 1) // max(1, opts.replicas))
     services = {}
     for route, path in routes.items():
+        precision = settle_precision(path, opts.providers, opts.precision)  # one choice for every replica
         services[route] = FaceService.options(
             name=f"{route}-service", num_replicas=opts.replicas, max_ongoing_requests=2 * opts.max_batch,
             ray_actor_options={"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica},
-        ).bind(str(os.path.abspath(path)), opts.providers, threads, opts.max_batch, opts.batch_wait_ms)
+        ).bind(str(os.path.abspath(path)), opts.providers, threads, opts.max_batch, opts.batch_wait_ms, precision)
     return Gateway.bind(services, opts.max_body_mb)
 
 
