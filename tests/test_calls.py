@@ -1,5 +1,8 @@
 """What every call shares through the one whole-photo pipeline (faces/pipeline.FaceModel): the batch limit is
 refused the same way by each call, and `stylert.Inpainter` opens each inpainting method as its own call class."""
+import gc
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -79,6 +82,15 @@ def test_hostile_inputs_are_named_errors(retouch_models, style_pack, tmp_path, a
     np.save(tmp_path / "smile.npy", np.full(512, 1e300))
     with pytest.raises(stylert.InputError, match="out-of-float32"):
         load_directions(tmp_path / "smile.npy")
+    np.savez(tmp_path / "dirs.npz", smile=np.ones(512, np.float32))
+    whole = (tmp_path / "dirs.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[:len(whole) // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(stylert.InputError, match="cut.npz: not a readable numpy file .BadZipFile"):
+            load_directions(tmp_path / "cut.npz")
+        gc.collect()  # numpy left the file of a zip that did not open to the collector: "unclosed file"
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
     with pytest.raises(stylert.ModelError, match="stylert.resolution is not an integer"):
         read_meta({"stylert.resolution": "9" * 5000}, "m.onnx", "resolution", int)
 

@@ -37,12 +37,14 @@ def load_directions(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"{path}: no such directions file")
     try:
-        data = np.load(path, mmap_mode="r", allow_pickle=False)  # a .npy's header is checked against its size
-        if isinstance(data, np.ndarray):
-            arrays = {path.stem: data}
-        else:
-            with data:
-                arrays = {name: data[name] for name in data.files}
+        with open(path, "rb") as f:  # numpy leaves the file it opened for a zip that does not open: opened here
+            zipped = f.read(2) == b"PK"
+            if zipped:
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as data:
+                    arrays = {name: data[name] for name in data.files}
+        if not zipped:  # a .npy, mapped: its header is checked against its size before any memory is taken
+            arrays = {path.stem: np.load(path, mmap_mode="r", allow_pickle=False)}
     except ValueError as exc:
         raise InputError(f"{path}: not a plain numpy file ({exc}); save the directions with numpy.savez") from None
     except MemoryError:
