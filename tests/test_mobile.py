@@ -45,12 +45,17 @@ def phone_models(tmp_path_factory):
     from stylert_export.generator import export_generator
     from stylert_export.mobile import Target
 
+    from stylert_export.phone_pipeline import convert_detector, write_pipeline
+
     def make(out):
         for target in (Target("ort-mobile"), Target("executorch")):
             rx.export_retoucher(retouch_source(), out / target.name / "retouch.onnx", target=target, log=quiet)
-            export_generator(generator_source(), out / target.name / "generator.onnx", target=target, log=quiet)
+            export_generator(generator_source(), out / f"{target.name}-generator" / "generator.onnx", target=target,
+                             log=quiet)
         rx.export_retoucher(retouch_source(), out / "fp16" / "retouch.onnx", target=Target("ort-mobile", "fp16"),
                             log=quiet)
+        convert_detector(out / "ort-mobile")
+        write_pipeline(out / "ort-mobile", "retouch", Target("ort-mobile"))
 
     return built(tmp_path_factory, "mobile", make)
 
@@ -78,6 +83,11 @@ def torch_output(name, inputs):
     return (out[0] if isinstance(out, tuple) else out).numpy()
 
 
+def artifact(folder, target, name):
+    suffix = {"ort-mobile": ".ort", "executorch": ".pte"}[target]
+    return folder / (target if name == "retouch" else f"{target}-{name}") / f"{name}{suffix}"
+
+
 def run_ort(path, inputs):
     import onnxruntime as ort
 
@@ -97,14 +107,14 @@ def test_ort_mobile_matches_pytorch(phone_models, name):
     """The .ort file on ONNX Runtime (which reads the ORT format a phone's runtime reads) against PyTorch, on inputs
     the export never saw: within 1e-4 relative in fp32."""
     inputs = CASES[name][1](4242)
-    got = run_ort(phone_models / "ort-mobile" / f"{name}.ort", inputs)
+    got = run_ort(artifact(phone_models, "ort-mobile", name), inputs)
     assert rel_error(got, torch_output(name, inputs)) < 1e-4
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_executorch_matches_pytorch_with_every_conv_on_xnnpack(phone_models, name):
     inputs = CASES[name][1](4243)
-    path = phone_models / "executorch" / f"{name}.pte"
+    path = artifact(phone_models, "executorch", name)
     got = run_pte(path, inputs)
     assert rel_error(got, torch_output(name, inputs)) < 1e-4
     report = json.loads(path.with_name(path.name + ".json").read_text())
@@ -139,6 +149,52 @@ def test_fp16_ort_keeps_float32_inputs_and_stays_close(phone_models):
     err = rel_error(got, torch_output("retouch", inputs))
     assert err < 5e-2
     assert json.loads(path.with_name("retouch.ort.json").read_text())["precision"] == "fp16"
+
+
+def test_pipeline_json_reproduces_the_sdk(phone_models):
+    """pipeline.json's numbers, followed as written, give what the SDK computes: the alignment template, the
+    feathered paste-back mask, the normalisation; the models it names are the files beside it, with their shapes."""
+    import cv2
+    from stylert.faces.align import feather_mask, template
+    from stylert.faces.pipeline import to_network, to_uint8
+
+    folder = phone_models / "ort-mobile"
+    spec = json.loads((folder / "pipeline.json").read_text())
+    size = spec["input"]["size"]
+    assert size == 32 and spec["call"] == "retouch" and spec["controls"]["strength"]["default"] == 1.0
+    np.testing.assert_allclose(spec["alignment"]["template"], template(size), atol=1e-4)
+    f = spec["paste_back"]["feather"]
+    mask = np.zeros((size, size), np.float32)
+    mask[f["margin"]:size - f["margin"], f["margin"]:size - f["margin"]] = 1.0
+    mask = cv2.GaussianBlur(mask, (0, 0), f["sigma"])
+    mask[mask < f["zero_below"]] = 0.0
+    np.testing.assert_array_equal(mask, feather_mask(size))
+    crop = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(crop[None].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1, to_network([crop]))
+    np.testing.assert_array_equal(to_uint8(to_network([crop]))[0], crop)
+    import onnxruntime as ort
+
+    network = spec["models"]["network"]
+    session = ort.InferenceSession(str(folder / network["file"]), providers=["CPUExecutionProvider"])
+    assert [[i.name, i.shape] for i in session.get_inputs()] == [[n, shape] for n, shape, _ in network["inputs"]]
+    for name in spec["detector"]["files"]:
+        assert (folder / name).is_file()
+
+
+def test_detector_ort_files_match_the_shipped_graphs(phone_models):
+    """The face detector's ORT-format files against the ONNX files stylert ships, on an input the conversion's own
+    check did not use."""
+    import onnxruntime as ort
+    from stylert.faces.detect import mtcnn_model_dir
+
+    shapes = {"pnet": (2, 60, 40, 3), "rnet": (3, 24, 24, 3), "onet": (2, 48, 48, 3)}
+    for name, shape in shapes.items():
+        feed = np.random.default_rng(11).uniform(-1, 1, shape).astype(np.float32)
+        sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                    for p in (phone_models / "ort-mobile" / "detector" / f"{name}.ort", mtcnn_model_dir() / f"{name}.onnx")]
+        got, want = (s.run(None, {s.get_inputs()[0].name: feed}) for s in sessions)
+        for a, b in zip(got, want):
+            assert rel_error(a, b) < 1e-5
 
 
 TINY_RETOUCH = ("retouch", "--random-init", "--resolution", 32, "--channel-base", 256, "--channel-max", 16,

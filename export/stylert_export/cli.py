@@ -70,6 +70,18 @@ def _wrote(path, target) -> None:
     print(f"wrote {artifact_path(path, target) if target is not None else path}")
 
 
+def _phone_folder(folder, call: str, target) -> None:
+    """The rest of a phone folder: the face detector (ORT format) for the face calls, and pipeline.json."""
+    from .phone_pipeline import convert_detector, write_pipeline
+
+    if target is None:
+        return
+    if call != "generator":
+        for path in convert_detector(folder):
+            print(f"wrote {path}")
+    print(f"wrote {write_pipeline(folder, call, target)}")
+
+
 def _flavor(parser) -> None:
     parser.add_argument("--flavor", choices=["portable", "plugin"], default="portable",
                         help="portable: standard ONNX ops (ONNX Runtime, TensorRT); plugin: one stylert::ModulatedConv2d "
@@ -277,6 +289,7 @@ def _export_retouch(args: argparse.Namespace) -> int:
         rx.export_retoucher(src, output, with_masks=args.with_masks, opset=args.opset or DEFAULT_OPSET,
                             flavor=args.flavor, target=target)
         _wrote(output, target)
+        _phone_folder(output.parent, "retouch", target)
 
     return _run(export, describe)
 
@@ -315,6 +328,7 @@ def _export_restore(args: argparse.Namespace) -> int:
         rx.export_restorer(src, output, with_quality=args.with_quality, opset=args.opset or DEFAULT_OPSET,
                            flavor=args.flavor, target=target)
         _wrote(output, target)
+        _phone_folder(output.parent, "restore", target)
 
     return _run(export, describe)
 
@@ -339,6 +353,7 @@ def _export_generator(args: argparse.Namespace) -> int:
         export_generator(src, output, opset=args.opset or DEFAULT_OPSET, fp16=args.fp16,
                          with_mapping=args.with_mapping, flavor=args.flavor, target=target)
         _wrote(output, target)
+        _phone_folder(output.parent, "generator", target)
 
     return _run(export, describe)
 
@@ -407,6 +422,7 @@ def _export_stylize(args: argparse.Namespace) -> int:
             print(f"wrote {sx.save_local(src.local, args.save_local, src.trained, src.description)}")
         target, _ = _phone(args, "stylize")
         print(f"wrote {sx.export_pack(src, args.pack, opset=args.opset or DEFAULT_OPSET, target=target)}")
+        _phone_folder(args.pack, "stylize", target)
 
     return _run(export, describe)
 
@@ -450,6 +466,7 @@ def _export_inpaint(args: argparse.Namespace) -> int:
                 _wrote(path, target)
         else:
             _wrote(ix.export_grig(src, output, opset=opset, flavor=args.flavor, target=target), target)
+        _phone_folder(output.parent, "inpaint", target)
 
     return _run(export, describe)
 
@@ -479,6 +496,7 @@ def _export_edit(args: argparse.Namespace) -> int:
         target, output = _phone(args, "edit")
         ex.export_edit(src, output, opset=args.opset or DEFAULT_OPSET, target=target)
         _wrote(output, target)
+        _phone_folder(output.parent, "edit", target)
 
     return _run(export, describe)
 

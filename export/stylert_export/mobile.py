@@ -136,7 +136,10 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     if not report.ok:
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: {report}; the file was removed")
-    path.with_name(path.name + ".json").write_text(json.dumps({**report.to_json(), "metadata": metadata}, indent=1))
+    io_spec = {"inputs": [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in example.items()],
+               "outputs": [[name, list(o.shape)] for name, o in zip(output_names, want)]}
+    path.with_name(path.name + ".json").write_text(json.dumps({**report.to_json(), **io_spec, "metadata": metadata},
+                                                              indent=1))
     return report
 
 
@@ -144,8 +147,6 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
 
 def _write_ort(module, example, output_names, path: Path, opset: int, metadata: dict, precision: str,
                log) -> dict[str, Partitions]:
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         onnx_path = Path(tmp) / path.with_suffix(".onnx").name
         export_module(module, example, output_names, onnx_path, opset=opset, dynamic_batch=False,
@@ -153,33 +154,48 @@ def _write_ort(module, example, output_names, path: Path, opset: int, metadata: 
         if precision == "fp16":
             _to_fp16(onnx_path)
         partitions = check_usability(onnx_path, path.with_suffix(".usability.txt"))
-        quiet = io.StringIO()
+        to_ort(onnx_path, path)
+    return partitions
+
+
+def to_ort(onnx_path: Path, path: Path) -> None:
+    """onnxruntime's convert_onnx_models_to_ort on one graph at the "basic" optimisation level (ONNX Runtime's
+    advice for models run with NNAPI or Core ML: no CPU-only fused ops): `path` (.ort) and the reduced operator
+    config beside it (PATH-without-suffix.required_operators.config)."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    quiet = io.StringIO()
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         try:
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), _optimization_level("basic"):
-                convert_onnx_models_to_ort(onnx_path, output_dir=Path(tmp) / "ort",
+                convert_onnx_models_to_ort(onnx_path, output_dir=Path(tmp),
                                            optimization_styles=[OptimizationStyle.Fixed])
         except Exception as exc:
-            raise ExportError(f"onnxruntime's convert_onnx_models_to_ort refused the graph: "
+            raise ExportError(f"onnxruntime's convert_onnx_models_to_ort refused {onnx_path.name}: "
                               f"{_first_line(exc)}") from exc
-        converted = Path(tmp) / "ort" / f"{path.stem}.basic.ort"
-        config = Path(tmp) / "ort" / f"{path.stem}.required_operators.basic.config"
+        converted = Path(tmp) / f"{onnx_path.stem}.basic.ort"
         if not converted.is_file():
-            raise ExportError(f"convert_onnx_models_to_ort wrote no {path.name}: {quiet.getvalue().strip()[-300:]}")
+            raise ExportError(f"convert_onnx_models_to_ort wrote no .ort for {onnx_path.name}: "
+                              f"{quiet.getvalue().strip()[-300:]}")
         converted.replace(path)
-        config.replace(path.with_suffix(".required_operators.config"))
-    return partitions
+        (Path(tmp) / f"{onnx_path.stem}.required_operators.basic.config").replace(
+            path.with_suffix(".required_operators.config"))
 
 
 @contextlib.contextmanager
 def _optimization_level(level: str):
-    """The graph optimisation level convert_onnx_models_to_ort applies (its environment variable): "basic", as
-    ONNX Runtime recommends for models run with NNAPI or Core ML, keeps the graph free of CPU-only fused ops."""
+    """The graph optimisation level convert_onnx_models_to_ort applies (its environment variable), with its log
+    lines (it logs each config it writes at INFO level) kept quiet."""
     key = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
     before = os.environ.get(key)
     os.environ[key] = level
+    converter_log = logging.getLogger("ort_format_model.utils")
+    log_level = converter_log.level
+    converter_log.setLevel(logging.WARNING)
     try:
         yield
     finally:
+        converter_log.setLevel(log_level)
         if before is None:
             del os.environ[key]
         else:

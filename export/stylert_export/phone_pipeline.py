@@ -1,0 +1,185 @@
+"""What a phone app must reproduce around the networks: `pipeline.json` in a phone folder, and the face detector.
+
+The JSON states, for the call exported into the folder: each model file with its inputs and outputs, how a face is
+found (MTCNN, the detector stylert ships, converted for ONNX Runtime Mobile beside the networks), aligned (the
+five-point FFHQ template, a similarity transform, the warp), normalised, which inputs are controls (with their
+ranges and defaults) and which are random (and how the SDK seeds them), what the output means, and how the crop is
+pasted back through a feathered mask. Every number is read from the installed stylert package, whose Python is the
+executable reference each step names.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .onnx_export import ExportError
+
+PIPELINE_FORMAT = "stylert.phone/1"
+PIPELINE = "pipeline.json"
+
+# What each graph input is; inputs not listed are images or codes the JSON's per-call steps describe.
+CONTROLS = {
+    "strength": {"range": [0.0, None], "default": 1.0,
+                 "meaning": "retouch strength: 0 gives the input back, 1 the trained retouch, above 1 extrapolates"},
+    "fidelity": {"range": [0.0, 1.0], "default": 0.0,
+                 "meaning": "0 = fully restored, 1 = the input (a blend of the two)"},
+    "psi": {"range": [0.0, 1.0], "default": 1.0, "meaning": "truncation of the style toward the average (1 = none)"},
+    "truncation_psi": {"range": [0.0, 1.0], "default": 0.7,
+                       "meaning": "truncation of w toward the average (1 = none)"},
+}
+RANDOM = {
+    "noise": "standard normal, float32: row k of numpy.random.default_rng(seed).standard_normal((faces, N)) for the "
+             "k-th face of the photo (stylert.faces.pipeline.seeded_rows); GRIG: one row per reasoning step, the "
+             "same for every face",
+    "z": "standard normal, float32; EXE-GAN draws z and noise as one row of code_dim + N values per face "
+         "(seeded_rows), z first; the generator's z: default_rng(seed).standard_normal(z_dim)",
+}
+CALL_OUTPUT = {
+    "retouch": "the retouched face crop, [-1, 1]",
+    "restore": "the restored face crop, [-1, 1]",
+    "inpaint": "the crop with the masked pixels filled, [-1, 1]; outside the mask it equals the input",
+    "edit": "the edited crop, [-1, 1]; outside the mask it equals the input",
+    "stylize": "the stylized face, [-1, 1]",
+    "generator": "a generated image, about [-1, 1] (not clamped); no face pipeline: write it as it is",
+}
+
+
+def write_pipeline(folder: str | Path, call: str, target) -> Path:
+    """`pipeline.json` for the phone artifacts in `folder` (their `NAME.ext.json` reports) exported for `call`."""
+    from stylert.faces.align import FFHQ_512
+
+    folder = Path(folder)
+    models = {}
+    for report_path in sorted(folder.glob(f"*{_suffix(target)}.json")):
+        report = json.loads(report_path.read_text())
+        meta = report["metadata"]
+        models[meta.get("stylert.role", "network")] = {
+            "file": Path(report["path"]).name, "inputs": report["inputs"], "outputs": report["outputs"],
+            "size_bytes": report["size_bytes"], "relative_error_vs_pytorch": report["rel"],
+            "method": meta.get("stylert.method"), "style": meta.get("stylert.style")}
+    if not models:
+        raise ExportError(f"{folder}: no {_suffix(target)} artifacts to describe")
+    resolution = _resolution(models)
+    faces = call != "generator"
+    pipeline = {
+        "format": PIPELINE_FORMAT, "call": call, "target": target.name, "precision": target.precision,
+        "runtime": _runtime(target),
+        "models": models,
+        "batch": 1,
+        "steps": _steps(call, faces),
+        "output": {"meaning": CALL_OUTPUT[call], "to_uint8": "clip(rint((y + 1) * 127.5), 0, 255), NCHW -> HWC",
+                   "reference": "stylert.faces.pipeline.to_uint8"},
+        "controls": {name: spec for name, spec in CONTROLS.items() if _has_input(models, name)},
+        "random_inputs": {name: how for name, how in RANDOM.items() if _has_input(models, name)},
+    }
+    if faces:
+        margin, sigma = max(resolution // 16, 2), max(resolution / 32.0, 1.0)
+        pipeline.update({
+            "detector": {"method": "MTCNN (P-Net over an image pyramid, R-Net, O-Net), five landmarks",
+                         "files": [f"detector/{n}.ort" for n in ("pnet", "rnet", "onet")],
+                         "runtime": "onnxruntime (ORT format)", "input": "NHWC float32, (x - 127.5) * 0.0078125",
+                         "min_face_size": 20, "thresholds": [0.6, 0.7, 0.7], "scale_factor": 0.709,
+                         "reference": "stylert.faces.detect.MTCNNDetector"},
+            "input": {"size": resolution, "channels": "RGB", "layout": "NCHW", "dtype": "float32",
+                      "normalise": "x / 127.5 - 1 (uint8 0..255 -> [-1, 1])",
+                      "reference": "stylert.faces.pipeline.to_network"},
+            "alignment": {"landmarks": "left eye, right eye, nose tip, left mouth corner, right mouth corner "
+                                       "(image left/right), photo pixels",
+                          "template": (FFHQ_512 * (resolution / 512.0)).round(4).tolist(),
+                          "template_at_512": FFHQ_512.tolist(),
+                          "transform": "similarity (rotation, uniform scale, translation) taking the landmarks onto "
+                                       "the template: least squares, LMEDS-robust (cv2.estimateAffinePartial2D)",
+                          "warp": "bilinear, border reflect-101, size x size (cv2.warpAffine)",
+                          "reference": "stylert.faces.align.similarity_transform, stylert.faces.align.warp_face"},
+            "paste_back": {"feather": {"margin": margin, "sigma": sigma, "zero_below": 1e-3,
+                                       "recipe": "zeros(size, size); ones inside [margin, size - margin); gaussian "
+                                                 "blur with sigma (kernel from sigma, cv2.GaussianBlur(.., (0, 0), "
+                                                 "sigma)); values below zero_below set to 0",
+                                       "reference": "stylert.faces.align.feather_mask"},
+                           "composite": "warp the output crop and the feather mask back with the inverse transform "
+                                        "(bilinear, constant 0 border) over the crop's bounding box in the photo; "
+                                        "out = photo + mask * (crop - photo), rounded and clipped to uint8; pixels "
+                                        "where the warped mask is 0 keep the photo's bytes",
+                           "masked_calls": "inpaint and edit write the warped crop only inside the photo's mask, "
+                                           "no feathering (stylert.faces.align.paste_inside)",
+                           "reference": "stylert.faces.align.paste_back"},
+        })
+    path = folder / PIPELINE
+    path.write_text(json.dumps(pipeline, indent=1))
+    return path
+
+
+def _suffix(target) -> str:
+    from .mobile import SUFFIX
+
+    return SUFFIX[target.name]
+
+
+def _runtime(target) -> dict:
+    import onnxruntime
+
+    if target.name == "ort-mobile":
+        return {"name": "ONNX Runtime Mobile", "checked_with": f"onnxruntime {onnxruntime.__version__}",
+                "android": "com.microsoft.onnxruntime:onnxruntime-android", "ios": "onnxruntime-objc (CocoaPods)"}
+    from importlib.metadata import version
+
+    return {"name": "ExecuTorch with XNNPACK", "checked_with": f"executorch {version('executorch')}",
+            "android": "org.pytorch:executorch-android", "ios": "ExecuTorch Swift package (executorch, "
+            "backend_xnnpack)", "detector": "the detector files are ORT format: ONNX Runtime Mobile runs them"}
+
+
+def _resolution(models: dict) -> int:
+    for spec in models.values():
+        for name, shape, _ in spec["inputs"]:
+            if len(shape) == 4 and shape[1] == 3:
+                return int(shape[-1])
+    spec = next(iter(models.values()))
+    return int(spec["outputs"][0][1][-1])
+
+
+def _has_input(models: dict, name: str) -> bool:
+    return any(i[0] == name for spec in models.values() for i in spec["inputs"])
+
+
+def _steps(call: str, faces: bool) -> list[str]:
+    if not faces:
+        return ["draw z (or ws) as random_inputs says", "run the network", "convert the output to uint8"]
+    steps = ["decode the photo to RGB uint8", "detect faces and their five landmarks (detector)",
+             "per face: the similarity transform onto the template and the warped crop (alignment)",
+             "normalise the crop to [-1, 1], NCHW float32 (input)"]
+    if call == "inpaint":
+        steps.append("warp the photo's mask with the same transform (nearest), 1 = fill; EXE-GAN: the exemplar "
+                     "photo's face through the exemplar model gives codes (else the default codes in the model's "
+                     "metadata); GRIG: run the step model `steps` times (default 3), each on the last output")
+    if call == "stylize":
+        steps.append("encoder: crop -> w; generator: content = w, psi, mix inputs (stylepack.json) -> the style")
+    steps += ["set the controls and draw the random inputs from the seed", "run the network(s)",
+              "convert the output to uint8 (output) and paste it back (paste_back)"]
+    return steps
+
+
+def convert_detector(folder: str | Path) -> list[Path]:
+    """The MTCNN networks that ship with stylert as ORT-format files in `folder`/detector, each run here against
+    the ONNX file it came from on seeded inputs (within 1e-5 relative)."""
+    import onnxruntime as ort
+    from stylert.faces.detect import MTCNN_FILES, mtcnn_model_dir
+
+    from .mobile import to_ort
+
+    out = Path(folder) / "detector"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in MTCNN_FILES:
+        source = mtcnn_model_dir() / name
+        path = out / Path(name).with_suffix(".ort").name
+        to_ort(source, path)
+        shapes = {"pnet.onnx": (1, 48, 48, 3), "rnet.onnx": (1, 24, 24, 3), "onet.onnx": (1, 48, 48, 3)}
+        feed = np.random.default_rng(7).uniform(-1, 1, shapes[name]).astype(np.float32)
+        got, want = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (path, source))
+        for a, b in zip(got.run(None, {got.get_inputs()[0].name: feed}), want.run(None, {want.get_inputs()[0].name: feed})):
+            if not np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-12):
+                raise ExportError(f"{path}: the converted detector differs from {source.name}")
+        written.append(path)
+    return written
