@@ -245,3 +245,37 @@ def test_replicas_and_actors_get_one_settled_choice(retouch_models, tmp_path, mo
     monkeypatch.setenv("STYLERT_PRECISION", "auto")  # restored after the test; use_precision sets it process-wide
     cluster.use_precision(settled)
     assert os.environ["STYLERT_PRECISION"] == settled
+
+
+def test_an_int8_graph_passes_the_same_gate(retouch_models, astronaut, tmp_path, monkeypatch, cache):
+    """`stylert quantize`'s graph on precision auto: measured against its f32 source beside it (float part in bf16
+    where the CPU has it, and as on a CPU with AMX), kept within the bound, else its source runs; without the source
+    beside it, it runs as given."""
+    import shutil
+
+    from PIL import Image
+
+    from stylert.runtime import openvino as ovb
+    from stylert.tools.quantize import quantize
+
+    (tmp_path / "calib").mkdir()
+    Image.fromarray(astronaut).save(tmp_path / "calib" / "a.png")
+    source = tmp_path / "r.onnx"
+    shutil.copy(retouch_models["plain"], source)
+    int8 = tmp_path / "r.int8.onnx"
+    quantize(source, tmp_path / "calib", int8, max_images=1, log=lambda *a: None)
+    assert open_model(int8, "cpu").describe()["precision"] == "int8"
+    for flags in (cpu_flags(), {"avx2", "avx512f", "amx_bf16", "amx_int8"}):
+        monkeypatch.setattr(ovb, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setenv("STYLERT_CACHE", str(tmp_path / f"cache-{len(flags)}"))
+        model = open_model(int8)
+        choice, part = model.precision_choice, "bf16" if gate.native_bf16(flags) else "f32"
+        assert choice.error is not None and f"int8 graph ({part} float part) measured" in choice.reason
+        if choice.error.within():
+            assert choice.precision == f"int8+{part}" and model.config["INFERENCE_PRECISION_HINT"] == part
+        else:  # the source runs in its place, with its own choice
+            assert choice.precision in ("f32", "bf16") and "r.onnx: " in choice.reason
+            assert not any(op.get_type_name() == "FakeQuantize" for op in model.graph.get_ops())
+    source.unlink()
+    model = open_model(int8)
+    assert model.precision == "int8+f32" and "not beside it" in model.precision_choice.reason

@@ -88,35 +88,63 @@ class OpenVINOModel(Model):
         self.compiled: OrderedDict[tuple, list[ov.InferRequest]] = OrderedDict()
         self.compile_count = 0
         if precision == "auto":
-            key = gate.cache_key(self.path, openvino=version(), cpu=cpu_name(), candidate="bf16")
-            self.choice = gate.choose(cpu_flags(), self._measure_bf16, gate.decision_file(key))
-            for stale in [k for k in self.compiled if k[0] != self.choice.precision]:  # the measurement's loser
-                del self.compiled[stale]
+            self.choice = self._auto_int8() if self.metadata.get("stylert.precision") == "int8" else self._auto()
         else:
             named = "openvino-bf16" if precision == "bf16" else "openvino"
             self.choice = gate.Choice(precision, f"pinned (backend {named}, or precision {precision})")
-        self.config["INFERENCE_PRECISION_HINT"] = self.choice.precision
+        self.config["INFERENCE_PRECISION_HINT"] = gate.float_part(self.choice.precision)
         self._requests(self._single_shapes(), "LATENCY")
 
     def _single_shapes(self) -> tuple:
         return tuple((1,) + tuple(d or 1 for d in s.shape[1:]) for s in self.inputs)
 
-    def _measure_bf16(self) -> gate.OutputError | None:
-        """bf16's worst error against f32 over DRAWS seeded inputs of the model's kind, inside the region its call
-        writes (precision.output_error); None for a graph without an image output."""
+    def _auto(self, path: Path | None = None) -> gate.Choice:
+        """precision auto for a float graph (the one at `path`, default this model's): bf16 or f32."""
+        key = gate.cache_key(path or self.path, openvino=version(), cpu=cpu_name(), candidate="bf16")
+        choice = gate.choose(cpu_flags(), lambda: self._measure("bf16"), gate.decision_file(key))
+        for stale in [k for k in self.compiled if k[0] != choice.precision]:  # the measurement's other precision
+            del self.compiled[stale]
+        return choice
+
+    def _auto_int8(self) -> gate.Choice:
+        """precision auto for an int8 graph from `stylert quantize`: measured against its f32 source graph (beside
+        it, named in its metadata); where it fails the bound, the source runs instead, with its own choice."""
+        name = self.metadata.get("stylert.int8_source", "")
+        source = self.path.with_name(name) if name else None
+        if source is None or not source.is_file():
+            return gate.Choice("int8+f32", f"its f32 source graph ({name or 'not named'}) is not beside it: nothing "
+                                           "measured, the int8 graph runs as given")
+        reference = read_onnx(source)
+        key = gate.cache_key(self.path, openvino=version(), cpu=cpu_name(),
+                             candidate=f"int8 against {gate.file_identity(source)}")
+        choice = gate.choose_int8(cpu_flags(), lambda part: self._measure(part, reference), gate.decision_file(key))
+        self.compiled.clear()
+        if choice.precision != "source":
+            return choice
+        self.graph = reference  # the same inputs and outputs: the source runs in this model's place
+        own = self._auto(source)
+        return gate.Choice(own.precision, f"{choice.reason}; {source.name}: {own.reason}", choice.error)
+
+    def _measure(self, candidate: str, reference: ov.Model | None = None) -> gate.OutputError | None:
+        """The worst error of this graph in `candidate` precision (f32, bf16) against `reference` in f32 (default:
+        this graph) over DRAWS seeded inputs of the model's kind, inside the region its call writes
+        (precision.output_error); None for a graph without an image output."""
         index = gate.image_output(self.outputs)
         if index is None:
             return None
+        shapes = self._single_shapes()
+        want = (self._compile(reference, shapes, "LATENCY", "f32").create_infer_request() if reference is not None
+                else self._requests(shapes, "LATENCY", "f32")[0])
+        got = self._requests(shapes, "LATENCY", candidate)[0]
         worst = gate.OutputError(0, float("inf"))
         for seed in range(gate.DRAWS):
             feeds = self.check_inputs(feeds_for(self.metadata, 1, self.path, seed))
             arrays = [feeds[s.name] for s in self.inputs]
-            outputs = {}
-            for precision in ("f32", "bf16"):
-                request = self._requests(tuple(a.shape for a in arrays), "LATENCY", precision)[0]
+            outputs = []
+            for request in (want, got):
                 request.infer(arrays)
-                outputs[precision] = request.get_output_tensor(index).data.copy()
-            worst = worst.worst(gate.output_error(outputs["f32"], outputs["bf16"], gate.written_region(feeds)))
+                outputs.append(request.get_output_tensor(index).data.copy())
+            worst = worst.worst(gate.output_error(*outputs, gate.written_region(feeds)))
         return worst
 
     @staticmethod
@@ -133,7 +161,15 @@ class OpenVINOModel(Model):
         if key in self.compiled:
             self.compiled.move_to_end(key)
             return self.compiled[key]
-        graph = self.graph.clone()
+        compiled = self._compile(self.graph, shapes, hint, precision)
+        count = 1 if hint == "LATENCY" else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.compiled[key] = [compiled.create_infer_request() for _ in range(max(1, count))]
+        while len(self.compiled) > self.max_compiled:
+            self.compiled.popitem(last=False)
+        return self.compiled[key]
+
+    def _compile(self, graph: ov.Model, shapes: tuple, hint: str, precision: str) -> ov.CompiledModel:
+        graph = graph.clone()
         graph.reshape({port.get_any_name(): ov.PartialShape(list(shape)) for port, shape in zip(graph.inputs, shapes)})
         config = {**self.config, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint}
         try:
@@ -141,11 +177,7 @@ class OpenVINOModel(Model):
         except Exception as exc:
             raise BackendUnavailable(f"{self.path}: OpenVINO cannot compile it ({_reason(exc)})") from None
         self.compile_count += 1
-        count = 1 if hint == "LATENCY" else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.compiled[key] = [compiled.create_infer_request() for _ in range(max(1, count))]
-        while len(self.compiled) > self.max_compiled:
-            self.compiled.popitem(last=False)
-        return self.compiled[key]
+        return compiled
 
     def _execute(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         arrays = [feeds[s.name] for s in self.inputs]

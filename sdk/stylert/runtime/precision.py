@@ -11,6 +11,11 @@ at most MAX_LEVELS levels of 255 on any pixel and at least MIN_PSNR_DB dB PSNR. 
 (an encoder) has no such scale: it stays f32. The verdict is cached per model file, OpenVINO version and CPU
 (`decision_file`), so the measurement runs once per machine, not on every start.
 
+An int8 graph from `stylert quantize` passes the same gate (`choose_int8`): on precision auto it is measured against
+its f32 source graph (named in its metadata, beside it), its float layers in bf16 where the CPU has native bf16, and
+runs only within the bound; otherwise its source runs in its place, with its own choice. Without its source beside
+it, nothing can be measured and it runs as given.
+
 The pieces are separate so each can be checked on any CPU: `output_error` (the measurement, on arrays), `decide`
 (the bound), `choose` (flags, cache and measurement, each passed in), `cache_key` (what invalidates a verdict).
 """
@@ -33,6 +38,8 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 arithmetic; without them
 MAX_LEVELS = 4  # the bound: no pixel more than 4 levels of 255 from f32's ...
 MIN_PSNR_DB = 45.0  # ... and at least 45 dB over the region (f32 against itself: infinite)
 DRAWS = 3  # seeded inputs per measurement
+BOUND = f"the bound is max {MAX_LEVELS}/255 and >= {MIN_PSNR_DB:g} dB"
+VERDICTS = ("f32", "bf16", "int8+f32", "int8+bf16", "source")  # what a cached verdict may say
 SCHEMA = 1  # of the cached verdicts: a change of this module's rules makes earlier verdicts unreadable
 PRECISION_ENV = "STYLERT_PRECISION"  # the default where a call names none (the CLI's --precision sets it)
 CACHE_ENV = "STYLERT_CACHE"  # the cache folder (precision verdicts, OpenVINO's compiled blobs)
@@ -111,12 +118,37 @@ class Choice:
 
 def decide(error: OutputError | None) -> Choice:
     """The gate: bf16 when its measured error is within the bound, else f32 (None: no image output to measure)."""
-    bound = f"the bound is max {MAX_LEVELS}/255 and >= {MIN_PSNR_DB:g} dB"
     if error is None:
         return Choice("f32", "no image output to measure bf16 on: f32")
     if error.within():
-        return Choice("bf16", f"bf16 measured within the bound against f32 ({error.text()}; {bound})", error)
-    return Choice("f32", f"bf16 measured outside the bound against f32 ({error.text()}; {bound}): f32", error)
+        return Choice("bf16", f"bf16 measured within the bound against f32 ({error.text()}; {BOUND})", error)
+    return Choice("f32", f"bf16 measured outside the bound against f32 ({error.text()}; {BOUND}): f32", error)
+
+
+def choose_int8(flags: Iterable[str], measure: Callable[[str], OutputError | None], verdict: Path | None) -> Choice:
+    """precision="auto" for an int8 graph from `stylert quantize`: its float part in bf16 where the CPU has native
+    bf16, else f32; kept ("int8+bf16", "int8+f32") where `measure(float part)`, its worst error against its f32
+    source graph, is within the same bound, else "source" (its source graph runs instead). Cached like `choose`."""
+    cached = read_verdict(verdict) if verdict is not None else None
+    if cached is not None:
+        return cached
+    part = "bf16" if native_bf16(flags) else "f32"
+    error = measure(part)
+    said = "no image output to measure" if error is None else error.text()
+    if error is not None and error.within():
+        choice = Choice(f"int8+{part}", f"int8 graph ({part} float part) measured within the bound against its f32 "
+                                        f"source ({said}; {BOUND})", error)
+    else:
+        choice = Choice("source", f"int8 graph ({part} float part) measured outside the bound against its f32 "
+                                  f"source ({said}; {BOUND})", error)
+    if verdict is not None:
+        write_verdict(verdict, choice)
+    return choice
+
+
+def float_part(precision: str) -> str:
+    """OpenVINO's inference precision for a choice: "int8+bf16" computes its float layers in bf16."""
+    return precision.rpartition("+")[2]
 
 
 def choose(flags: Iterable[str], measure: Callable[[], OutputError | None], verdict: Path | None) -> Choice:
@@ -173,7 +205,9 @@ def read_verdict(path: Path) -> Choice | None:
     try:
         data = json.loads(path.read_text())
         error = data["error"]
-        return Choice(check_precision(data["precision"]), str(data["reason"]),
+        if data["precision"] not in VERDICTS:
+            return None
+        return Choice(data["precision"], str(data["reason"]),
                       None if error is None else OutputError(int(error["max_levels"]), float(error["psnr_db"])))
     except (OSError, ValueError, KeyError, TypeError):
         return None
