@@ -263,7 +263,9 @@ def test_an_int8_graph_passes_the_same_gate(retouch_models, astronaut, tmp_path,
     source = tmp_path / "r.onnx"
     shutil.copy(retouch_models["plain"], source)
     int8 = tmp_path / "r.int8.onnx"
-    quantize(source, tmp_path / "calib", int8, max_images=1, log=lambda *a: None)
+    said: list[str] = []
+    quantize(source, tmp_path / "calib", int8, max_images=1, log=said.append)
+    assert said[-1].startswith("on this CPU with OpenVINO: ") and "its f32 source" in said[-1]  # the gate's verdict
     assert open_model(int8, "cpu").describe()["precision"] == "int8"
     for flags in (cpu_flags(), {"avx2", "avx512f", "amx_bf16", "amx_int8"}):
         monkeypatch.setattr(ovb, "cpu_flags", lambda flags=flags: flags)

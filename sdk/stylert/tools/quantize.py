@@ -8,7 +8,9 @@ quantized; the mapping and affine layers (styles) and demodulation stay in float
 weight of a modulated conv is scaled by them, and the toRGB convs (three output channels) stay
 float too, as do any layers named with --keep-float. The error of the int8 graph against the
 float one on the calibration crops is measured on ONNX Runtime CPU, printed and stored in the
-graph's metadata.
+graph's metadata. Where OpenVINO is installed, the graph is then put through the precision gate
+of this CPU (`runtime/precision.choose_int8`: against its f32 source beside it, on the 8-bit
+scale), whose verdict is printed and cached for the graph's first start.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ..errors import BackendUnavailable, InputError, ModelError
 from ..faces.imageio import IMAGE_SUFFIXES, ImageFileError, read_image
 from ..faces.pipeline import FacePipeline, NoFaceError
 from ..runtime.model import open_model
@@ -140,4 +142,9 @@ def quantize(model_path: str | Path, calib_dir: str | Path, output: str | Path, 
     log(f"int8 vs fp32 on the calibration crops ({name}): relative error mean {np.mean(rel):.3g}, max "
         f"{np.max(rel):.3g}; PSNR mean {np.mean(psnr):.1f} dB; {len(excluded)} conv(s) kept float")
     log(f"wrote {output}")
+    try:
+        choice = open_model(output, "openvino", precision="auto").precision_choice
+        log(f"on this CPU with OpenVINO: {choice.precision}: {choice.reason}")
+    except BackendUnavailable:  # no OpenVINO here: the gate runs where the graph is opened
+        pass
     return added
