@@ -34,6 +34,17 @@ def test_every_call_refuses_a_batch_limit_below_one_or_not_an_integer(bad, retou
             model.process_batch([photo], value, channels="rgb", aligned=True, max_batch=bad, **options)
 
 
+def test_every_call_checks_its_controls_beside_the_face_options(retouch_models, vsp_model, style_pack,
+                                                                inpaint_models, edit_model):
+    """check() (the service and the CLI call it before any work) takes what process() takes: the face options
+    beside the call's controls (it passed them to the network step, which took them for unknown: a 500)."""
+    for model, value, options in _calls(retouch_models, vsp_model, style_pack, inpaint_models, edit_model):
+        for face in ({"largest_face": True}, {"only_center_face": True}, {"aligned": True}, {"faces": None}):
+            model.check(value, **options, **face)
+        with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['largest'\]"):
+            model.check(value, **options, largest=True)
+
+
 def test_a_numpy_integer_batch_limit_is_an_integer(inpaint_models):
     m = stylert.Inpainter(inpaint_models["grig"], "cpu")
     photo = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)

@@ -115,6 +115,14 @@ def test_serve_refuses_bad_requests_and_keeps_serving(service, photo_library, pa
     assert ok == 200
 
 
+def test_serve_takes_the_face_options(service, photo_library):
+    """Found by a hostile run: a face option alone (largest_face=1) reached the network step's check: a 500."""
+    photo, want = (photo_library["photos"] / "a.png").read_bytes(), (photo_library["cli"] / "a.png").read_bytes()
+    for query in ("largest_face=1", "only_center_face=true", "largest_face=no"):
+        status, _, body = request(f"{service.url}/retouch?strength=0.7&{query}", photo)
+        assert status == 200 and body == want, (query, body[:300])  # one face: the default's result
+
+
 @pytest.mark.parametrize("call, query, options", [
     ("restore", "fidelity=0.3&seed=2", ["--fidelity", 0.3, "--seed", 2]),
     ("stylize/cartoon", "seed=3&mix_layer=2", ["--style", "cartoon", "--seed", 3, "--mix-layer", 2]),

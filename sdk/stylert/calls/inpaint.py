@@ -220,9 +220,9 @@ class MaskedCall(FaceModel):
         return value.for_photo(src) if isinstance(value, MaskSource) else value
 
     def check(self, value, **options) -> None:
-        self.check_options(options)
+        controls = self.face_choice(options)[1]
         check_region(value)
-        self.controls(**options)
+        self.controls(**controls)
 
     def guides(self, rgb: np.ndarray, options: dict) -> dict[str, np.ndarray]:
         """Photo-sized guidance to warp with each face's crop, checked (none here)."""

@@ -399,8 +399,13 @@ class FaceModel:
 
     def check(self, value, **options) -> None:
         """Raise InputError now for a control value or options the call refuses (before a batch starts)."""
+        self.runner(value, **self.face_choice(options)[1])
+
+    def face_choice(self, options: dict) -> tuple[FaceChoice, dict]:
+        """A call's keyword options (unknown ones refused) split into the faces to work on and the call's controls."""
         self.check_options(options)
-        self.runner(value, **options)
+        controls = {k: v for k, v in options.items() if k not in FACE_OPTIONS}
+        return FaceChoice(**{k: options[k] for k in FACE_OPTIONS if k in options}), controls
 
     def check_options(self, options: dict) -> None:
         """A keyword the call does not take is named as the public call's, with what it takes."""
@@ -438,8 +443,7 @@ class FaceModel:
         options = dict(options)
         limit = batch_size(options.pop("max_batch", None), self.batch_limit)
         channel_order(channels)
-        self.check_options(options)
-        choice = FaceChoice(**{k: options.pop(k) for k in FACE_OPTIONS if k in options})
+        choice, options = self.face_choice(options)
         for name in self.image_options:  # the runner and prepare see RGB, as they see the photos
             if options.get(name) is not None:
                 options[name] = check_named_image(options[name], channels, name)
