@@ -179,8 +179,13 @@ def run_isolated(backend: str, model_path: str, args: dict) -> dict:
 
 def error_vs_f32(model_path: str, rows: list[dict], batch: int) -> None:
     """Each row's output against ONNX Runtime f32's on the same inputs (`output_error`, over the region the call
-    writes), as row["error_vs_f32"]; None for a graph without an image output. Takes the rows' "output"."""
+    writes), as row["error_vs_f32"]; None for a graph without an image output. An int8 graph is held against its f32
+    source where that is beside it (`stylert quantize` names it), else against itself on ONNX Runtime. Takes the
+    rows' "output"."""
     reference = open_model(model_path, "onnxruntime-cpu", precision="f32")
+    source = Path(model_path).with_name(reference.metadata.get("stylert.int8_source") or Path(model_path).name)
+    if reference.metadata.get("stylert.precision") == "int8" and source.is_file():
+        reference = open_model(source, "onnxruntime-cpu", precision="f32")
     feeds = feeds_for(reference.metadata, batch, model_path)
     index = image_output(reference.outputs)
     want = reference.run(feeds)[reference.outputs[index].name] if index is not None else None
