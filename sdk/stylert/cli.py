@@ -182,12 +182,14 @@ def _expand_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Pat
         entries = sorted(item.rglob("*") if recursive else item.iterdir())
         files = [p for p in entries if p.is_file()]
         special = [p for p in entries if not p.is_file() and not p.is_dir()]  # broken links, link loops, FIFOs
-        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        hidden = [p for p in files if p.name.startswith(".")]  # e.g. macOS' ._a.jpg, a writer's .a.partial.png
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and p not in hidden]
         found += [(p, p.relative_to(item)) for p in images]
-        others = len(files) - len(images)
+        others = len(files) - len(images) - len(hidden)
         folders = 0 if recursive else sum(1 for p in entries if p.is_dir())
-        if others or folders or special:
+        if others or hidden or folders or special:
             what = [f"{others} file(s) that are not {'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} images"] if others else []
+            what += [f"{len(hidden)} hidden file(s) (names starting with '.')"] if hidden else []
             what += [f"{len(special)} broken link(s) or special file(s) ({', '.join(p.name for p in special[:3])}"
                      f"{', ...' if len(special) > 3 else ''})"] if special else []
             what += [f"{folders} subfolder(s) (--recursive to include them)"] if folders else []
@@ -196,14 +198,17 @@ def _expand_inputs(inputs: list[str], recursive: bool = False) -> list[tuple[Pat
 
 
 def _output_paths(inputs: list[tuple[Path, Path]], output: str) -> list[Path]:
-    """Where each input's result goes; refuses, before any work, two inputs that would write one file."""
+    """Where each input's result goes: -o names one file when it has an image extension, else a folder (as does an
+    existing folder, or a name ending in '/', whatever its extension). Refuses, before any work, two inputs that
+    would write one file."""
     from .faces.imageio import IMAGE_SUFFIXES
 
     out = Path(output)
-    if out.suffix[1:].isalpha() and out.suffix.lower() not in IMAGE_SUFFIXES and not out.is_dir():
+    folder = out.is_dir() or output.endswith(("/", os.sep))
+    if out.suffix[1:].isalpha() and out.suffix.lower() not in IMAGE_SUFFIXES and not folder:
         raise StylertError(f"-o {output}: cannot write '{out.suffix}' images; use one of {', '.join(IMAGE_SUFFIXES)} "
                            "(or a folder name without an extension)")
-    if out.suffix.lower() in IMAGE_SUFFIXES:
+    if out.suffix.lower() in IMAGE_SUFFIXES and not folder:
         if len(inputs) != 1:
             raise StylertError(f"-o {output} names one file but {len(inputs)} inputs were given; pass a folder")
         return [out]
