@@ -60,12 +60,16 @@ def test_dry_run_every_stage(tmp_path, cpu_kernels):
                 assert case["reason"].startswith("skipped"), case
     kernels = recs["kernels"]["cases"]
     names = " ".join(c["name"] for c in kernels)
-    for kernel in ("modulate", "demod_coefficients", "demod_bias_act", "bafs_blend", "half_to_float", "modulated_conv2d"):
+    for kernel in ("modulate", "demod_coefficients", "demod_bias_act", "bafs_blend", "half_to_float", "modulated_conv2d",
+                   "fused_modulated_conv2d"):
         assert kernel in names
+    fused = [c for c in kernels if c["name"].startswith("fused_modulated_conv2d ")]
+    assert {c["name"].split()[1] for c in fused} == {"fp32", "fp16"} and any(" up2" in c["name"] for c in fused)
     assert {c["name"].split()[1] for c in kernels if c["name"].startswith("modulate ")} == {"fp32", "fp16"}
     assert any("compute-sanitizer" in c["name"] and "skipped on cpu" in c.get("reason", "") for c in kernels)
     layers = recs["layers"]["cases"]
-    assert {c.get("impl") for c in layers} >= {"portable", "stylert fused", "stylert composed", "torch.compile"}
+    assert {c.get("impl") for c in layers} >= {"portable", "stylert fused", "stylert composed", "stylert tensor-core",
+                                               "torch.compile"}
     networks = {c.get("network") for c in recs["networks"]["cases"]} - {None}
     assert len(networks) == 6, networks
     assert {c.get("config") for c in recs["networks"]["cases"]} >= {"eager fp32", "eager fp16", "cuda graph fp16",
@@ -97,6 +101,23 @@ def test_failed_case_and_timed_out_stage_keep_the_rest(tmp_path, cpu_kernels):
     assert recs["env"]["status"] == "ok"  # a later stage still ran
     summary = (out / "summary.md").read_text()
     assert "timed out" in summary and "failed (" in summary and "| d. whole networks (PyTorch) | not run |" in summary
+
+
+def test_layer_goal_figures_keep_the_worst_ratio(tmp_path):
+    """Stage c's goal figures (the dry run's layers are all under 64^2, so it never writes them): the layers from
+    64^2 to 1024^2 count, and a figure keeps the smallest ratio seen."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+    try:
+        import check_common
+        import stage_layers
+    finally:
+        sys.path.pop(0)
+    assert [stage_layers._in_goal((64, 64, s, up, 3, True)) for s, up in [(32, 1), (32, 2), (64, 1), (512, 2),
+                                                                          (1024, 1)]] == [False, True, True, True, True]
+    stage = check_common.Stage("layers", check_common.parse_args(["--out", str(tmp_path), "--device", "cpu"]))
+    for ratio in (1.5, 1.2, 1.4):
+        stage_layers._worst(stage, "worst", ratio)
+    assert json.loads((tmp_path / "layers.json").read_text())["figures"]["worst"] == 1.2
 
 
 def test_wheel_parts_round_trip(tmp_path):

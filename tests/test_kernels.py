@@ -15,7 +15,11 @@ torch = pytest.importorskip("torch")
 KERNELS = Path(__file__).parents[1] / "kernels"
 sys.path.insert(0, str(KERNELS))
 import bindings  # noqa: E402
-from stylert_export.ops import bias_lrelu, demod_coefficients, modulated_conv_bias_act  # noqa: E402
+from stylert_export.ops import bias_lrelu, composed_up_kernel, demod_coefficients, modulated_conv_bias_act  # noqa: E402
+from stylert_export.ops.modconv import upsampling_phase_weights  # noqa: E402
+
+sys.path.insert(0, str(KERNELS.parent / "benchmarks" / "gpu"))
+from stage_kernels import fused_reference  # noqa: E402  (the GPU check's float64 reference of the fused kernel)
 
 DTYPES = {bindings.F32: np.float32, bindings.F16: np.float16}
 TOL = {bindings.F32: 1e-6, bindings.F16: 2e-3}
@@ -139,6 +143,96 @@ def test_modulated_conv2d_equals_the_plugin_reference(cpu, up, padding, kernel, 
     err = rel_error(out.astype(np.float32), want.numpy())
     print(f"modulated_conv2d_cpu up={up} k={kernel} dtype={dtype}: relative error {err:.2e}")
     assert err < (1e-5 if dtype == bindings.F32 else 2e-3)
+
+
+def _filter(symmetric: bool) -> np.ndarray:
+    taps = [1, 3, 3, 1] if symmetric else [1, 2, 5, 1]
+    f = np.outer(taps, [1, 3, 3, 1] if symmetric else [2, 3, 1, 1]).astype(np.float32)
+    return f / f.sum()
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_fused_prepare_is_the_phase_form_of_composed_up_kernel(cpu, symmetric):
+    """The fused kernel's host weight preparation (up = 2): its fp16 phase kernels are
+    upsampling_phase_weights rounded to fp16, every tap of K = composed_up_kernel(W, f) lands in exactly one
+    phase, and wsq is sum_k W^2; up = 1 keeps the weight itself. Fresh random weights, asymmetric filter too."""
+    rng = np.random.default_rng(30 + symmetric)
+    cout, cin = 70, 40  # neither a whole tile: the padding is exercised
+    w = (rng.standard_normal((cout, cin, 3, 3)) / 10).astype(np.float32)
+    f = _filter(symmetric)
+    prepared = cpu.fused_prepare(w, f, 2, 1)
+    assert prepared.size == cpu.lib.stylert_fused_modulated_conv2d_prepared_size(cin, cout, 3, 2, 1, 4)
+    got = cpu.fused_weights(prepared, cin, cout, 3, 2, 1, 4).astype(np.float64)
+    phases, _ = upsampling_phase_weights(torch.from_numpy(w).double(), torch.from_numpy(f).double(), 1)
+    err = rel_error(got, phases.numpy())
+    print(f"fused prepare (up 2, symmetric={symmetric}): vs upsampling_phase_weights {err:.2e}, "
+          f"vs its fp16 rounding {rel_error(got, phases.half().double().numpy()):.2e}")
+    assert err < 1e-3 and np.array_equal(got, phases.half().double().numpy())
+    K = composed_up_kernel(torch.from_numpy(w).double(), torch.from_numpy(f).double()).half().double().numpy()
+    per_pair = got.reshape(cout, 4, cin, -1).transpose(0, 2, 1, 3).reshape(cout, cin, -1)
+    taken = np.sort(per_pair[:, :, np.abs(per_pair).sum(axis=(0, 1)) > 0], axis=-1)
+    assert np.array_equal(taken, np.sort(K.reshape(cout, cin, -1), axis=-1))
+    wsq = prepared[:cin * cout * 4].view(np.float32).reshape(cin, cout)
+    assert rel_error(wsq, np.square(w).sum(axis=(2, 3)).T) < 1e-6
+    same = cpu.fused_weights(cpu.fused_prepare(w, None, 1, 1), cin, cout, 3, 1, 1, 1)
+    assert np.array_equal(same, w.astype(np.float16))
+
+
+FUSED_LAYERS = [(1, 1, 3, True), (1, 0, 1, True), (2, 1, 3, True), (2, 1, 3, False)]  # up, padding, kernel, symmetric
+
+
+@pytest.mark.parametrize("up,padding,kernel,symmetric", FUSED_LAYERS)
+@pytest.mark.parametrize("dtype", [bindings.F32, bindings.F16])
+@pytest.mark.parametrize("demodulate,lrelu,clamp,with_noise", [(1, 1, 256.0, True), (0, 0, -1.0, False)])
+def test_fused_modulated_conv2d_equals_the_plugin_reference(cpu, up, padding, kernel, symmetric, dtype, demodulate,
+                                                            lrelu, clamp, with_noise):
+    """The tensor-core kernel's CPU reference (same entry point and math: fp16 operands, fp32 accumulation, NHWC,
+    up = 2 in the phase form) against (a) the ModulatedConv2d node's reference in float64 (within fp16 operand
+    rounding) and (b) the GPU check's float64 reference from the same fp16 operands (to float32 accumulation
+    and output rounding). Fresh random inputs, 40 -> 70 channels (neither a whole tile), poisoned outputs."""
+    rng = np.random.default_rng(up * 1000 + kernel * 100 + dtype * 10 + demodulate + 2 * symmetric)
+    b, cin, cout, h = 2, 40, 70, 7
+    x = rng.standard_normal((b, h, h, cin)).astype(DTYPES[dtype])  # NHWC
+    s = (rng.standard_normal((b, cin)) + 1).astype(np.float32)
+    w = (rng.standard_normal((cout, cin, kernel, kernel)) / np.sqrt(cin * kernel * kernel)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    f = _filter(symmetric) if up == 2 else None
+    prepared = cpu.fused_prepare(w, f, up, padding)
+    size = h * up
+    noise = rng.standard_normal((size, size)).astype(np.float32) if with_noise else None
+    out = poisoned((b, size, size, cout), DTYPES[dtype])
+    work = poisoned(cpu.fused_modulated_conv2d_workspace(b, cout) // 4, np.float32)
+    cpu.fused_modulated_conv2d(ptr(x), ptr(s), ptr(prepared), ptr(bias), None if noise is None else ptr(noise),
+                               ptr(out), ptr(work), b, cin, cout, h, h, kernel, up, padding, 4, demodulate, lrelu,
+                               2 ** 0.5, clamp, dtype, None)
+    t = torch.from_numpy
+    node = modulated_conv_bias_act(t(x.astype(np.float64)).permute(0, 3, 1, 2), t(s).double(), t(w).double(),
+                                   t(bias).double(), None if noise is None else t(noise).double(),
+                                   None if f is None else t(f).double(), up=up, padding=padding,
+                                   demodulate=bool(demodulate), lrelu=bool(lrelu), clamp=None if clamp < 0 else clamp)
+    exact = fused_reference(cpu, t(x), t(s), t(w), prepared, t(bias), None if noise is None else t(noise),
+                            None if f is None else t(f), up, padding, bool(demodulate), bool(lrelu), 2 ** 0.5, clamp)
+    err_node = rel_error(out, node.permute(0, 2, 3, 1).numpy())
+    err_exact = rel_error(out, exact.numpy())
+    floor = rel_error(exact.numpy().astype(DTYPES[dtype]), exact.numpy())  # the output's own rounding
+    print(f"fused_modulated_conv2d_cpu up={up} k={kernel} symmetric={symmetric} dtype={dtype}: vs node reference "
+          f"{err_node:.2e}, vs fp16-operand float64 reference {err_exact:.2e} (output rounding {floor:.2e})")
+    assert err_node < 2e-3
+    assert err_exact <= 1e-5 + 2 * floor
+
+
+def test_fused_refuses_what_it_does_not_support(cpu):
+    """Shapes it cannot run, missing filter or workspace: BAD_ARGUMENT, and a prepared size of 0."""
+    assert cpu.lib.stylert_fused_modulated_conv2d_prepared_size(8, 8, 3, 3, 1, 4) == 0  # up 3
+    assert cpu.lib.stylert_fused_modulated_conv2d_prepared_size(8, 8, 3, 2, 0, 4) == 0  # not a 2x upsampling
+    w = np.ones((4, 4, 3, 3), np.float32)
+    with pytest.raises(bindings.KernelError, match="not supported"):
+        cpu.fused_prepare(w, _filter(True), 2, 0)
+    prepared = cpu.fused_prepare(w, None, 1, 1)
+    x, out, s, bias = (np.ones(n, np.float32) for n in (4 * 16, 4 * 16, 4, 4))
+    with pytest.raises(bindings.KernelError, match="status 1"):  # demodulation without its workspace
+        cpu.fused_modulated_conv2d(ptr(x), ptr(s), ptr(prepared), ptr(bias), None, ptr(out), None, 1, 4, 4, 4, 4, 3,
+                                   1, 1, 1, 1, 0, 1.0, -1.0, bindings.F32, None)
 
 
 def test_bad_arguments_are_refused(cpu):

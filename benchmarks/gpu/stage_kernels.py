@@ -1,10 +1,12 @@
 """Stage b: every kernel of kernels/ against a float64 PyTorch reference, and a compute-sanitizer memcheck pass.
 
-For each kernel (modulate, demod_coefficients, demod_bias_act, bafs_blend, half_to_float, and the whole
-modulated_conv2d node: 3x3 up 1, 3x3 up 2 (transposed conv + FIR), 1x1 toRGB without demodulation), fp32 and
-fp16, StyleGAN-sized shapes: outputs are filled with NaN first (an unwritten element cannot pass), inputs
+For each kernel (modulate, demod_coefficients, demod_bias_act, bafs_blend, half_to_float, the whole
+modulated_conv2d node: 3x3 up 1, 3x3 up 2 (transposed conv + FIR), 1x1 toRGB without demodulation, and the same
+layers on the tensor-core fused_modulated_conv2d, channels-last, up 2 in the phase form), fp32 and fp16,
+StyleGAN-sized shapes: outputs are filled with NaN first (an unwritten element cannot pass), inputs
 are fresh random values, and the reference is computed in float64 from the very inputs the kernel read (fp16
-inputs are fp16-rounded values, so like is compared with like). Pass: fp32 relative error <= 1e-5; fp16
+inputs are fp16-rounded values, so like is compared with like; for the tensor-core kernel, its fp16 operands:
+the modulated input rounded to fp16 and the fp16 weights read back from its prepared buffer, `fused_reference`). Pass: fp32 relative error <= 1e-5; fp16
 output: within 2x fp16's own rounding of the float64 reference (+1e-5). The memcheck pass reruns every
 kernel on tiny shapes in a child process under `compute-sanitizer --tool memcheck` (torch's caching
 allocator off, so each tensor is its own allocation).
@@ -27,7 +29,41 @@ ELEMENTWISE = [(1, 512, 64 * 64), (4, 256, 128 * 128), (8, 64, 256 * 256)]  # (b
 CONV = [(1, 512, 512, 32, 1, 3, True), (4, 256, 256, 64, 1, 3, True), (1, 512, 256, 32, 2, 3, True),
         (2, 64, 32, 128, 2, 3, True), (2, 64, 3, 256, 1, 1, False)]
 TINY_ELEMENTWISE = [(1, 8, 16), (2, 5, 25)]
-TINY_CONV = [(1, 4, 6, 8, 1, 3, True), (2, 4, 3, 5, 2, 3, True), (1, 4, 3, 8, 1, 1, False)]
+# the last: I % 8 == 0 (the tensor-core kernel's vector loads), O and positions not whole tiles
+TINY_CONV = [(1, 4, 6, 8, 1, 3, True), (2, 4, 3, 5, 2, 3, True), (1, 4, 3, 8, 1, 1, False), (2, 16, 24, 6, 2, 3, True)]
+
+
+def fused_reference(k, x, s, w, prepared, bias, noise, f, up: int, pad: int, demod: bool, lrelu: bool, gain: float,
+                    clamp: float):
+    """float64 reference of stylert_fused_modulated_conv2d from the very operands its tensor cores multiply: the
+    modulated input rounded to fp16 as the kernel stages it (x * s in float32) and the fp16 weights read back from
+    `prepared` (host bytes); demodulation d from the float32 weight, noise, bias, lrelu x gain and clamp in float64.
+    x [B, H, W, I] (any dtype and device), weight [O, I, k, k] float32, f the FIR for up = 2; returns NHWC."""
+    import torch
+    import torch.nn.functional as F
+
+    from stylert_export.ops import demod_coefficients
+    from stylert_export.ops.modconv import upsampling_phase_weights
+
+    cout, cin, kern, _ = w.shape
+    taps = 1 if f is None else f.shape[-1]
+    g = torch.from_numpy(k.fused_weights(prepared, cin, cout, kern, up, pad, taps)).to(x.device, torch.float64)
+    xm = (x.float() * s.float()[:, None, None, :]).half().double().permute(0, 3, 1, 2)
+    if up == 2:
+        _, (before, after) = upsampling_phase_weights(w.cpu(), f.cpu(), pad)
+        y = F.pixel_shuffle(F.conv2d(F.pad(xm, [before, after, before, after]), g), 2)
+    else:
+        y = F.conv2d(xm, g, padding=pad)
+    if demod:
+        y = y * demod_coefficients(w.double(), s.double())[:, :, None, None]
+    if noise is not None:
+        y = y + noise.double()
+    y = y + bias.double()[None, :, None, None]
+    if lrelu:
+        y = torch.where(y < 0, 0.2 * y, y) * gain
+    if clamp >= 0:
+        y = y.clamp(-clamp, clamp)
+    return y.permute(0, 2, 3, 1)
 
 
 def kernel_cases(k, dev: str, dtype, elementwise, conv):
@@ -118,6 +154,27 @@ def kernel_cases(k, dev: str, dtype, elementwise, conv):
                                            up=up, padding=pad, demodulate=demod, lrelu=demod,
                                            clamp=256.0 if demod else None)
         yield (f"modulated_conv2d {tag} {shape}", run, reference, True)
+
+        # the tensor-core kernel on the same layer: channels-last, weights prepared once on the host
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+        prepared = k.fused_prepare(w.cpu().numpy(), f.cpu().numpy() if up == 2 else None, up, pad)
+        prepared_dev = torch.from_numpy(prepared).to(dev)
+        out_nhwc = nan((b, ho, ho, cout), dtype)
+        d_work = nan((max(k.fused_modulated_conv2d_workspace(b, cout) // 4, 1),), torch.float32)
+
+        def run_fused(x=x_nhwc, s=s, prepared=prepared_dev, bias=bias, noise=noise, out=out_nhwc, work=d_work, b=b,
+                      cin=cin, cout=cout, size=size, up=up, kern=kern, pad=pad, demod=demod, clamp=clamp, gain=gain):
+            k.fused_modulated_conv2d(x.data_ptr(), s.data_ptr(), prepared.data_ptr(), bias.data_ptr(),
+                                     noise.data_ptr() if noise is not None else None, out.data_ptr(), work.data_ptr(),
+                                     b, cin, cout, size, size, kern, up, pad, 4, int(demod), int(demod), gain, clamp,
+                                     code, stream())
+            return out
+
+        def reference_fused(x=x_nhwc, s=s, w=w, prepared=prepared, bias=bias, noise=noise, up=up, pad=pad,
+                            demod=demod, clamp=clamp, gain=gain):
+            return fused_reference(k, x, s, w, prepared, bias, noise, f if up == 2 else None, up, pad, demod, demod,
+                                   gain, clamp)
+        yield (f"fused_modulated_conv2d {tag} {shape}", run_fused, reference_fused, True)
 
 
 def sanitize_child(args) -> int:

@@ -7,9 +7,12 @@ Per layer and batch, four implementations, each one case:
              conv + FIR), demodulation, noise, bias + lrelu x gain + clamp as separate ops; channels-last fp16;
 - stylert fused:    stylert_modulated_conv2d (kernels/, direct conv with everything folded in; NCHW);
 - stylert composed: stylert_modulate + cuDNN conv (+ FIR) + stylert_demod_coefficients + stylert_demod_bias_act;
+- stylert tensor-core: stylert_fused_modulated_conv2d (kernels/, implicit GEMM on WMMA, fp16 operands, fp32
+             accumulation, channels-last, up 2 in the phase form; weights prepared once per layer, not timed);
 - torch.compile:    of the portable function (dynamic=True: one compile per layer kind and batch, to fit the
              budget), run after all the others so that compile time cannot cost the other rows.
-The tensor-core fused kernel of issue 28 part 2 does not exist yet: recorded as such.
+Issue 28's goal for the tensor-core kernel: >= 1.3x portable (cuDNN + pointwise) on every layer from 64^2 to
+1024^2, and no slower than torch.compile: the figures give the worst ratio of each over those layers.
 Timing: triton.testing.do_bench (median, CUDA events) on the GPU; wall clock on the CPU (--device cpu,
 where torch.compile is built but not run). Each implementation's output is compared with the portable one.
 """
@@ -96,10 +99,24 @@ def make_layer(key, batch: int, dev: str, k):
                          clamp if clamp is not None else -1.0, 1, stream())
         return y
 
+    prepared = torch.from_numpy(k.fused_prepare(w.cpu().numpy(), f.cpu().numpy() if up == 2 else None, up,
+                                                pad)).to(dev)  # once per layer
+    out_cl = torch.empty(batch, cout, ho, ho, device=dev, dtype=half, memory_format=torch.channels_last)  # NHWC
+    d_work = torch.empty(max(k.fused_modulated_conv2d_workspace(batch, cout) // 4, 1), device=dev)
+
+    def tensor_core():
+        k.fused_modulated_conv2d(x_cl.data_ptr(), s.data_ptr(), prepared.data_ptr(), bias.data_ptr(),
+                                 noise.data_ptr() if noise is not None else None, out_cl.data_ptr(), d_work.data_ptr(),
+                                 batch, cin, cout, size, size, kern, up, pad, 4, int(demod), int(demod),
+                                 LRELU_GAIN if demod else 1.0, clamp if clamp is not None else -1.0, 1, stream())
+        return out_cl
+
     macs = batch * cout * cin * kern * kern * (size * size if up == 2 else ho * ho)
     env = {"x": x_cl, "s": s, "w16": w16, "bias": bias, "noise": noise, "f": f if up == 2 else None, "up": up,
            "pad": pad, "demod": demod, "clamp": clamp}
-    return {"portable": portable, "stylert fused": fused, "stylert composed": composed}, portable, macs, env
+    impls = {"portable": portable, "stylert fused": fused, "stylert composed": composed,
+             "stylert tensor-core": tensor_core}
+    return impls, portable, macs, env
 
 
 def main() -> int:
@@ -122,12 +139,12 @@ def main() -> int:
     layers = distinct_layers(configs)
     stage.figure("layers", len(layers))
     stage.record["layers"] = [{"layer": _label(e["key"]), "in": e["in"]} for e in layers]
-    stage.note("the tensor-core fused modulated conv (issue 28 part 2) does not exist yet: not timed")
-    stage.note("stylert kernels take NCHW; portable and torch.compile run channels-last fp16")
+    stage.note("stylert fused and composed take NCHW; portable, stylert tensor-core and torch.compile run "
+               "channels-last fp16")
     if cuda:
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    best_speedup, compiled_rows = None, []
+    best_speedup, compiled_rows, tensor_core_ms = None, [], {}
     for e in layers:
         for batch in BATCHES:
             label = f"{_label(e['key'])} b{batch}"
@@ -155,6 +172,11 @@ def main() -> int:
             if "portable" in times and "stylert fused" in times:
                 ratio = times["portable"] / times["stylert fused"]
                 best_speedup = ratio if best_speedup is None else max(best_speedup, ratio)
+            if "stylert tensor-core" in times:
+                tensor_core_ms[label] = times["stylert tensor-core"]
+                if "portable" in times and _in_goal(e["key"]):
+                    _worst(stage, "tensor-core worst speed-up over portable (64^2..1024^2)",
+                           times["portable"] / times["stylert tensor-core"])
             compiled_rows.append((e, batch, label))
             del impls, portable, inputs, want
     if best_speedup is not None:
@@ -196,7 +218,21 @@ def main() -> int:
                 r.update(do_bench(call, dev, args.quick))
             r["tflops"] = 2 * macs / (r["ms"] * 1e-3) / 1e12
             r["pass"] = r["rel_err_vs_portable"] < 1e-2
+            if label in tensor_core_ms and _in_goal(e["key"]):
+                _worst(stage, "tensor-core worst speed-up over torch.compile (64^2..1024^2)",
+                       r["ms"] / tensor_core_ms[label])
     return stage.finish()
+
+
+def _in_goal(key) -> bool:
+    """The layers issue 28's speed goal covers: outputs from 64^2 to 1024^2."""
+    return 64 <= key[2] * key[3] <= 1024
+
+
+def _worst(stage: Stage, figure: str, ratio: float) -> None:
+    """Keep the smallest ratio seen under `figure`."""
+    old = stage.record["figures"].get(figure)
+    stage.figure(figure, ratio if old is None else min(old, ratio))
 
 
 def _label(key) -> str:

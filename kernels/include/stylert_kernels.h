@@ -2,7 +2,8 @@
  * and the BAFS blend (StyleRetoucher Eq. 5). Activation form of the modulated conv:
  *     y = epilogue(conv(modulate(x, s), W), d),   d[b,o] = rsqrt(sum_i s[b,i]^2 Wsq[i,o] + eps)
  * Every function exists twice with the same arguments: stylert_*_cpu (reference, host memory)
- * and stylert_* (CUDA, device memory, asynchronous on `stream`). Tensors are contiguous NCHW;
+ * and stylert_* (CUDA, device memory, asynchronous on `stream`). Tensors are contiguous NCHW (the tensor-core
+ * fused conv's: NHWC);
  * `dtype` selects float32 or float16 storage for activations; styles, coefficients, noise and
  * bias are float32, and all arithmetic is float32. Return 0 on success, else a stylert_status. */
 #ifndef STYLERT_KERNELS_H
@@ -68,6 +69,35 @@ int stylert_modulated_conv2d_cpu(const void* x, const float* styles, const float
                                  int in_channels, int out_channels, int height, int width, int kernel, int up,
                                  int padding, int filter_size, int demodulate, int lrelu, float gain, float clamp,
                                  stylert_dtype dtype, stylert_stream stream);
+
+/* Tensor-core fused modulated conv (implicit GEMM on WMMA tiles: fp16 operands, fp32 accumulation), channels-last:
+ *     y[n,p,o] = epilogue(d[n,o] * sum_{t,i} G[t,i,o] * fp16(x[n,p+t,i] * s[n,i]))
+ * x [B,H,W,I] and out [B,Ho,Wo,O] (NHWC) in `dtype`; the modulated input is rounded to fp16 as it is staged,
+ * whatever the storage. up = 1: G is the layer's weight; up = 2: the 4 phase kernels of the transposed conv
+ * composed with the FIR (ops.modconv.upsampling_phase_weights), each a stride-1 conv writing every other output
+ * pixel: no intermediate, no FIR pass. Noise [Ho*Wo] or NULL, bias [O], lrelu, gain, clamp as
+ * stylert_modulated_conv2d. The weights are prepared once per layer, on the host, by
+ * stylert_fused_modulated_conv2d_prepare (weight [O,I,k,k] float32 with gain applied; filter [f,f] for up = 2,
+ * else NULL) into `prepared` (host memory of _prepared_size bytes; 0 = layer not supported); the caller keeps it
+ * and, for the CUDA library, copies it to the device (16-byte aligned) once. `workspace`: _workspace(B, O)
+ * bytes, the demodulation coefficients (device or, for _cpu, host). The host functions are the same in both
+ * libraries. _taps gives the phase kernels' size (k for up = 1; -1 if not supported). */
+int stylert_fused_modulated_conv2d_taps(int kernel, int up, int padding, int filter_size);
+size_t stylert_fused_modulated_conv2d_prepared_size(int in_channels, int out_channels, int kernel, int up,
+                                                    int padding, int filter_size);
+size_t stylert_fused_modulated_conv2d_workspace(int batch, int out_channels);
+int stylert_fused_modulated_conv2d_prepare(const float* weight, const float* filter, void* prepared, int in_channels,
+                                           int out_channels, int kernel, int up, int padding, int filter_size);
+int stylert_fused_modulated_conv2d(const void* x, const float* styles, const void* prepared, const float* bias,
+                                   const float* noise, void* out, void* workspace, int batch, int in_channels,
+                                   int out_channels, int height, int width, int kernel, int up, int padding,
+                                   int filter_size, int demodulate, int lrelu, float gain, float clamp,
+                                   stylert_dtype dtype, stylert_stream stream);
+int stylert_fused_modulated_conv2d_cpu(const void* x, const float* styles, const void* prepared, const float* bias,
+                                       const float* noise, void* out, void* workspace, int batch, int in_channels,
+                                       int out_channels, int height, int width, int kernel, int up, int padding,
+                                       int filter_size, int demodulate, int lrelu, float gain, float clamp,
+                                       stylert_dtype dtype, stylert_stream stream);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,9 @@
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 #include <stddef.h>
+#include <stdint.h>
 
 namespace {
 
@@ -162,6 +164,140 @@ __global__ void half_to_float_kernel(const __half* src, float* dst, size_t n) {
         dst[i] = __half2float(src[i]);
 }
 
+// Tensor-core fused modulated conv: an implicit GEMM (M = output positions of one phase and image, N = output
+// channels, K = taps x input channels) on WMMA 16x16x16 tiles, fp16 operands, fp32 accumulation. A block computes
+// 64 positions x 64 channels with 4 warps of 32 x 32. Modulation is applied as the input tile is staged
+// (x * s in fp32, stored fp16, zero outside the image and past I); the prepared weights are read as whole
+// zero-padded tiles; the epilogue (d, noise, bias, lrelu x gain, clamp) runs on the fp32 accumulators.
+constexpr int kFusedM = 64, kFusedN = STYLERT_FUSED_TILE_N, kFusedK = STYLERT_FUSED_TILE_K, kFusedThreads = 128;
+constexpr int kLdA = kFusedK + 8, kLdB = kFusedN + 8, kLdC = kFusedN + 4;  // padded rows: fewer bank conflicts
+
+struct FusedSmem {
+    union {
+        struct {
+            __half a[kFusedM * kLdA];  // [position][channel]
+            __half b[kFusedK * kLdB];  // [channel][output channel]
+        } ab;
+        float c[kFusedM * kLdC];  // accumulators, for the epilogue
+    };
+};
+
+__device__ __forceinline__ void load16(const float* p, float* v) {
+    for (int j = 0; j < 4; ++j) {
+        float4 q = reinterpret_cast<const float4*>(p)[j];
+        v[4 * j] = q.x, v[4 * j + 1] = q.y, v[4 * j + 2] = q.z, v[4 * j + 3] = q.w;
+    }
+}
+__device__ __forceinline__ void load16(const __half* p, float* v) {
+    for (int j = 0; j < 2; ++j) {
+        uint4 q = reinterpret_cast<const uint4*>(p)[j];
+        const __half2* h = reinterpret_cast<const __half2*>(&q);
+        for (int e = 0; e < 4; ++e) {
+            float2 f = __half22float2(h[e]);
+            v[8 * j + 2 * e] = f.x, v[8 * j + 2 * e + 1] = f.y;
+        }
+    }
+}
+
+// vec: I % 8 == 0 and x, styles 16-byte aligned, so a thread's 16 channels are whole vectors.
+template <typename T>
+__global__ void __launch_bounds__(kFusedThreads)
+fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __half* __restrict__ wp,
+                  const float* __restrict__ d, const float* __restrict__ noise, const float* __restrict__ bias,
+                  T* __restrict__ out, StylertFusedShape g, int vec, int lrelu, float gain, float clamp) {
+    using namespace nvcuda;
+    __shared__ __align__(128) FusedSmem sm;
+    const StylertFusedLayer& L = g.L;
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int n = blockIdx.z / L.phases, phase = blockIdx.z % L.phases;
+    const int m0 = blockIdx.x * kFusedM, o0 = blockIdx.y * kFusedN, positions = g.grid_h * g.grid_w;
+    // staging of the input tile: one position, 16 consecutive channels per thread
+    const int row = tid / 2, cb = (tid % 2) * 16, m = m0 + row;
+    const bool row_ok = m < positions;
+    const int gy = row_ok ? m / g.grid_w : 0, gx = row_ok ? m % g.grid_w : 0;
+    const float* sn = s + static_cast<size_t>(n) * L.I;
+    const __half* wphase = wp + static_cast<size_t>(phase) * L.taps * L.taps * L.i_pad * L.o_pad;
+    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+    for (int t = 0; t < L.taps * L.taps; ++t) {
+        const int iy = gy + t / L.taps - L.pad_before, ix = gx + t % L.taps - L.pad_before;
+        const bool inside = row_ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+        const size_t pixel = inside ? ((static_cast<size_t>(n) * g.H + iy) * g.W + ix) * L.I : 0;
+        const __half* wt = wphase + static_cast<size_t>(t) * L.i_pad * L.o_pad;
+        for (int i0 = 0; i0 < L.i_pad; i0 += kFusedK) {
+            const int c0 = i0 + cb;
+            float v[16], sv[16];
+            if (inside && vec && c0 + 16 <= L.I) {
+                load16(x + pixel + c0, v);
+                load16(sn + c0, sv);
+            } else {
+                for (int e = 0; e < 16; ++e) {
+                    const bool ok = inside && c0 + e < L.I;
+                    v[e] = ok ? to_f(x[pixel + c0 + e]) : 0.0f;
+                    sv[e] = ok ? sn[c0 + e] : 0.0f;
+                }
+            }
+            __half2 h[8];
+            for (int e = 0; e < 8; ++e) h[e] = __floats2half2_rn(v[2 * e] * sv[2 * e], v[2 * e + 1] * sv[2 * e + 1]);
+            uint4* dst = reinterpret_cast<uint4*>(&sm.ab.a[row * kLdA + cb]);
+            dst[0] = reinterpret_cast<const uint4*>(h)[0];
+            dst[1] = reinterpret_cast<const uint4*>(h)[1];
+            for (int q = tid; q < kFusedK * kFusedN / 8; q += kFusedThreads) {  // weights: 16 bytes per load
+                const int r = q / (kFusedN / 8), c = (q % (kFusedN / 8)) * 8;
+                *reinterpret_cast<uint4*>(&sm.ab.b[r * kLdB + c]) =
+                    *reinterpret_cast<const uint4*>(wt + static_cast<size_t>(i0 + r) * L.o_pad + o0 + c);
+            }
+            __syncthreads();
+            for (int kk = 0; kk < kFusedK; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
+                for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.ab.a[(wm + 16 * i) * kLdA + kk], kLdA);
+                for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.ab.b[kk * kLdB + wn + 16 * j], kLdB);
+                for (int i = 0; i < 2; ++i)
+                    for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+            }
+            __syncthreads();
+        }
+    }
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j)
+            wmma::store_matrix_sync(&sm.c[(wm + 16 * i) * kLdC + wn + 16 * j], acc[i][j], kLdC, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < kFusedM * kFusedN; e += kFusedThreads) {  // consecutive threads: consecutive channels
+        const int r = e / kFusedN, c = e % kFusedN, mm = m0 + r, o = o0 + c;
+        if (mm >= positions || o >= L.O) continue;
+        const int oy = L.up * (mm / g.grid_w) + phase / 2, ox = L.up * (mm % g.grid_w) + phase % 2;
+        const float v = stylert_epilogue(sm.c[r * kLdC + c], d ? d[n * L.O + o] : 1.0f,
+                                         noise ? noise[oy * g.out_w + ox] : 0.0f, bias[o], lrelu, gain, clamp);
+        out[((static_cast<size_t>(n) * g.out_h + oy) * g.out_w + ox) * L.O + o] = from_f<T>(v);
+    }
+}
+
+template <typename T>
+int fused_modconv(const void* x, const float* s, const void* prepared, const float* bias, const float* noise,
+                  void* out, float* d, const StylertFusedShape& g, int demod, int lrelu, float gain, float clamp,
+                  cudaStream_t st) {
+    const StylertFusedLayer& L = g.L;
+    const float* wsq = static_cast<const float*>(prepared);
+    const __half* wp = reinterpret_cast<const __half*>(static_cast<const unsigned char*>(prepared) +
+                                                       stylert_fused_wsq_bytes(L));
+    if (demod) {
+        size_t threads = static_cast<size_t>(g.B) * L.O * 32;
+        demod_kernel<<<static_cast<int>((threads + kThreads - 1) / kThreads), kThreads, 0, st>>>(
+            s, wsq, d, g.B, L.I, L.O, STYLERT_DEMOD_EPS);
+    }
+    const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(s) % 16 == 0;
+    dim3 grid((g.grid_h * g.grid_w + kFusedM - 1) / kFusedM, L.o_pad / kFusedN, g.B * L.phases);
+    fused_conv_kernel<T><<<grid, kFusedThreads, 0, st>>>(static_cast<const T*>(x), s, wp, demod ? d : nullptr, noise,
+                                                          bias, static_cast<T*>(out), g, aligned && L.I % 8 == 0,
+                                                          lrelu, gain, clamp);
+    return status(st);
+}
+
 template <typename T>
 int modconv(const void* x, const float* s, const float* w, const float* bias, const float* noise, const float* filt,
             void* out, float* ws, const StylertConvShape& sh, int demod, int lrelu, float gain, float clamp,
@@ -268,6 +404,24 @@ int stylert_modulated_conv2d(const void* x, const float* styles, const float* we
     return dtype == STYLERT_F16
                ? modconv<__half>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp, st)
                : modconv<float>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp, st);
+}
+
+STYLERT_DEFINE_FUSED_HOST
+
+int stylert_fused_modulated_conv2d(const void* x, const float* styles, const void* prepared, const float* bias,
+                                   const float* noise, void* out, void* workspace, int B, int I, int O, int H, int W,
+                                   int k, int up, int pad, int f, int demodulate, int lrelu, float gain, float clamp,
+                                   stylert_dtype dtype, stylert_stream stream) {
+    StylertFusedShape g;
+    if (!x || !styles || !prepared || !bias || !out || (demodulate && !workspace) ||
+        !stylert_fused_shape(B, I, O, H, W, k, up, pad, f, &g) || (dtype != STYLERT_F32 && dtype != STYLERT_F16) ||
+        reinterpret_cast<uintptr_t>(prepared) % 16 != 0)
+        return STYLERT_BAD_ARGUMENT;
+    auto st = static_cast<cudaStream_t>(stream);
+    float* d = static_cast<float*>(workspace);
+    return dtype == STYLERT_F16
+               ? fused_modconv<__half>(x, styles, prepared, bias, noise, out, d, g, demodulate, lrelu, gain, clamp, st)
+               : fused_modconv<float>(x, styles, prepared, bias, noise, out, d, g, demodulate, lrelu, gain, clamp, st);
 }
 
 }  // extern "C"

@@ -95,3 +95,136 @@ inline unsigned short stylert_float_to_half(float f) {
         StylertConvShape sh{B, I, O, H, W, k, up, 0, 1};                                                 \
         return stylert_workspace_floats(sh) * sizeof(float);                                             \
     }
+
+// Tensor-core fused modulated conv (stylert_fused_modulated_conv2d): tile sizes of its implicit GEMM, which
+// also fix the padding of the prepared weights (the kernel reads whole K x N tiles without bounds checks).
+#define STYLERT_FUSED_TILE_K 32  // input channels per step: i_pad is a multiple
+#define STYLERT_FUSED_TILE_N 64  // output channels per block: o_pad is a multiple
+#define STYLERT_FUSED_ALIGN 256  // bytes: the fp16 weights start at a multiple, after wsq
+
+// A layer of the fused kernel: `phases` stride-1 convs of taps x taps on the input padded by pad_before /
+// pad_after. up = 1: the layer's own conv (1 phase). up = 2: the 3x3 stride-2 transposed conv composed with the
+// 4x4 FIR into K = 4 (W * f), split into 4 phase kernels G_ab[t] = K[2 (pad_before - t) + a + shift] writing
+// pixels (2y + a, 2x + b) (ops.modconv.upsampling_phase_weights; phase index 2a + b).
+struct StylertFusedLayer {
+    int I, O, k, up, pad, f;
+    int phases, taps, pad_before, pad_after, shift, i_pad, o_pad;
+    bool valid;
+};
+
+inline int stylert_floor_half(int v) { return v >= 0 ? v / 2 : -((1 - v) / 2); }  // floor(v / 2)
+
+inline StylertFusedLayer stylert_fused_layer(int I, int O, int k, int up, int pad, int f) {
+    StylertFusedLayer L{I, O, k, up, pad, up == 2 ? f : 1, 1, k, pad, pad, 0, 0, 0, false};
+    L.i_pad = (I + STYLERT_FUSED_TILE_K - 1) / STYLERT_FUSED_TILE_K * STYLERT_FUSED_TILE_K;
+    L.o_pad = (O + STYLERT_FUSED_TILE_N - 1) / STYLERT_FUSED_TILE_N * STYLERT_FUSED_TILE_N;
+    if (I <= 0 || O <= 0 || k <= 0 || pad < 0 || (up != 1 && up != 2)) return L;
+    if (up == 2) {
+        if (f <= 0) return L;
+        StylertConvShape sh{1, 1, 1, 1, 1, k, 2, pad, f};
+        const int p0 = sh.fir_p0(), p1 = sh.fir_p1(), length = k + f - 1;
+        if (k + p0 + p1 - f - 1 != 0) return L;  // not a 2x upsampling layer (every StyleGAN2 up layer is one)
+        L.phases = 4;
+        L.shift = f - 1 - p0;
+        const int lo = -stylert_floor_half(1 + L.shift) < -stylert_floor_half(L.shift) ? -stylert_floor_half(1 + L.shift)
+                                                                                          : -stylert_floor_half(L.shift);
+        const int h0 = stylert_floor_half(length - 1 - L.shift), h1 = stylert_floor_half(length - 2 - L.shift);
+        const int hi = h0 > h1 ? h0 : h1;
+        L.taps = hi - lo + 1;
+        L.pad_before = hi;
+        L.pad_after = -lo;
+    }
+    L.valid = L.taps > 0 && L.pad_before >= 0 && L.pad_after >= 0;
+    return L;
+}
+
+// One call's geometry: the layer, the batch and input size, positions per phase and the output size (NHWC).
+struct StylertFusedShape {
+    StylertFusedLayer L;
+    int B, H, W, grid_h, grid_w, out_h, out_w;
+};
+
+inline bool stylert_fused_shape(int B, int I, int O, int H, int W, int k, int up, int pad, int f, StylertFusedShape* g) {
+    g->L = stylert_fused_layer(I, O, k, up, pad, f);
+    g->B = B, g->H = H, g->W = W;
+    g->grid_h = H + g->L.pad_before + g->L.pad_after - g->L.taps + 1;
+    g->grid_w = W + g->L.pad_before + g->L.pad_after - g->L.taps + 1;
+    g->out_h = up * g->grid_h, g->out_w = up * g->grid_w;
+    return g->L.valid && B > 0 && H > 0 && W > 0 && g->grid_h > 0 && g->grid_w > 0 && B * g->L.phases <= 65535;
+}
+
+inline size_t stylert_fused_wsq_bytes(const StylertFusedLayer& L) {
+    size_t bytes = static_cast<size_t>(L.I) * L.O * sizeof(float);
+    return (bytes + STYLERT_FUSED_ALIGN - 1) / STYLERT_FUSED_ALIGN * STYLERT_FUSED_ALIGN;
+}
+
+// Prepared weights: wsq float32 [I][O] (demodulation), zero padding to STYLERT_FUSED_ALIGN, then fp16
+// [phase][tap][i_pad][o_pad] (the GEMM's K x N operand, zero outside I x O).
+inline size_t stylert_fused_prepared_bytes(const StylertFusedLayer& L) {
+    return stylert_fused_wsq_bytes(L) +
+           static_cast<size_t>(L.phases) * L.taps * L.taps * L.i_pad * L.o_pad * sizeof(unsigned short);
+}
+
+// Weight preparation, once per layer, on the host: wsq from the float32 weight, and the fp16 GEMM weights (up =
+// 2: the phase kernels of K = 4 (W * f), composed in float64 and rounded once).
+inline void stylert_fused_prepare(const StylertFusedLayer& L, const float* w, const float* filt, void* prepared) {
+    const int I = L.I, O = L.O, k = L.k, T = L.taps, f = L.f, length = k + f - 1;
+    unsigned char* bytes = static_cast<unsigned char*>(prepared);
+    __builtin_memset(bytes, 0, stylert_fused_prepared_bytes(L));
+    float* wsq = reinterpret_cast<float*>(bytes);
+    unsigned short* wp = reinterpret_cast<unsigned short*>(bytes + stylert_fused_wsq_bytes(L));
+    auto at = [&](int phase, int t, int i, int o) -> unsigned short& {
+        return wp[((static_cast<size_t>(phase) * T * T + t) * L.i_pad + i) * L.o_pad + o];
+    };
+    double composed[16 * 16];  // K of one (o, i) pair, up = 2; k + f - 1 <= 16 checked by the caller
+    for (int o = 0; o < O; ++o)
+        for (int i = 0; i < I; ++i) {
+            const float* wk = w + (static_cast<size_t>(o) * I + i) * k * k;
+            float acc = 0.0f;
+            for (int t = 0; t < k * k; ++t) acc += wk[t] * wk[t];
+            wsq[static_cast<size_t>(i) * O + o] = acc;
+            if (L.up == 1) {
+                for (int t = 0; t < k * k; ++t) at(0, t, i, o) = stylert_float_to_half(wk[t]);
+                continue;
+            }
+            for (int u = 0; u < length; ++u)  // K = 4 (W * f), a true (full) 2-D convolution
+                for (int v = 0; v < length; ++v) {
+                    double sum = 0.0;
+                    for (int p = 0; p < k; ++p)
+                        for (int q = 0; q < k; ++q)
+                            if (u - p >= 0 && u - p < f && v - q >= 0 && v - q < f)
+                                sum += static_cast<double>(wk[p * k + q]) * filt[(u - p) * f + (v - q)];
+                    composed[u * length + v] = 4.0 * sum;
+                }
+            for (int a = 0; a < 2; ++a)
+                for (int b = 0; b < 2; ++b)
+                    for (int ty = 0; ty < T; ++ty)
+                        for (int tx = 0; tx < T; ++tx) {
+                            const int u = 2 * (L.pad_before - ty) + a + L.shift, v = 2 * (L.pad_before - tx) + b + L.shift;
+                            if (u >= 0 && u < length && v >= 0 && v < length)
+                                at(2 * a + b, ty * T + tx, i, o) = stylert_float_to_half(static_cast<float>(composed[u * length + v]));
+                        }
+        }
+}
+
+// The host entry points of the fused kernel, defined once for both libraries (like STYLERT_DEFINE_GEOMETRY).
+#define STYLERT_DEFINE_FUSED_HOST                                                                             \
+    int stylert_fused_modulated_conv2d_taps(int kernel, int up, int padding, int filter_size) {              \
+        StylertFusedLayer L = stylert_fused_layer(1, 1, kernel, up, padding, filter_size);                   \
+        return L.valid ? L.taps : -1;                                                                        \
+    }                                                                                                        \
+    size_t stylert_fused_modulated_conv2d_prepared_size(int I, int O, int k, int up, int pad, int f) {       \
+        StylertFusedLayer L = stylert_fused_layer(I, O, k, up, pad, f);                                      \
+        return L.valid ? stylert_fused_prepared_bytes(L) : 0;                                                \
+    }                                                                                                        \
+    size_t stylert_fused_modulated_conv2d_workspace(int B, int O) {                                          \
+        return static_cast<size_t>(B > 0 ? B : 0) * (O > 0 ? O : 0) * sizeof(float);                         \
+    }                                                                                                        \
+    int stylert_fused_modulated_conv2d_prepare(const float* weight, const float* filter, void* prepared, int I, \
+                                               int O, int k, int up, int pad, int f) {                      \
+        StylertFusedLayer L = stylert_fused_layer(I, O, k, up, pad, f);                                      \
+        if (!weight || !prepared || !L.valid || (up == 2 && (!filter || k + f - 1 > 16)))                   \
+            return STYLERT_BAD_ARGUMENT;                                                                     \
+        stylert_fused_prepare(L, weight, filter, prepared);                                                  \
+        return STYLERT_OK;                                                                                   \
+    }

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include <vector>
+
 namespace {
 
 struct Half {  // binary16 storage, converted in software (kernels_common.h)
@@ -120,6 +122,49 @@ void modconv(const void* x, const float* s, const float* w, const float* bias, c
         }
 }
 
+// The tensor-core fused conv's math on the CPU: the modulated input rounded to fp16, fp16 weights widened
+// exactly, products exact in float32, float32 accumulation; NHWC.
+template <typename S>
+void fused(const void* x, const float* s, const unsigned char* prepared, const float* bias, const float* noise,
+           void* out, float* d, const StylertFusedShape& g, int demod, int lrelu, float gain, float clamp) {
+    const StylertFusedLayer& L = g.L;
+    const int I = L.I, O = L.O, T = L.taps;
+    if (demod)
+        stylert_demod_coefficients_cpu(s, reinterpret_cast<const float*>(prepared), d, g.B, I, O, STYLERT_DEMOD_EPS,
+                                       nullptr);
+    const unsigned short* wp = reinterpret_cast<const unsigned short*>(prepared + stylert_fused_wsq_bytes(L));
+    std::vector<float> wf(static_cast<size_t>(L.phases) * T * T * I * O);  // [phase][tap][i][o], widened
+    for (size_t pt = 0; pt < static_cast<size_t>(L.phases) * T * T; ++pt)
+        for (int i = 0; i < I; ++i)
+            for (int o = 0; o < O; ++o)
+                wf[(pt * I + i) * O + o] = stylert_half_to_float(wp[(pt * L.i_pad + i) * L.o_pad + o]);
+    const size_t hw = static_cast<size_t>(g.H) * g.W;
+    std::vector<float> xm(hw * I), acc(O);
+    for (int n = 0; n < g.B; ++n) {
+        for (size_t p = 0; p < hw; ++p)  // modulation, rounded to fp16 as the kernel stages it
+            for (int i = 0; i < I; ++i)
+                xm[p * I + i] = stylert_half_to_float(stylert_float_to_half(load<S>(x, (n * hw + p) * I + i) * s[n * I + i]));
+        for (int phase = 0; phase < L.phases; ++phase)
+            for (int gy = 0; gy < g.grid_h; ++gy)
+                for (int gx = 0; gx < g.grid_w; ++gx) {
+                    for (int o = 0; o < O; ++o) acc[o] = 0.0f;
+                    for (int t = 0; t < T * T; ++t) {
+                        const int iy = gy + t / T - L.pad_before, ix = gx + t % T - L.pad_before;
+                        if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;
+                        const float* xp = &xm[(static_cast<size_t>(iy) * g.W + ix) * I];
+                        const float* wt = &wf[(static_cast<size_t>(phase) * T * T + t) * I * O];
+                        for (int i = 0; i < I; ++i)
+                            for (int o = 0; o < O; ++o) acc[o] += xp[i] * wt[i * O + o];
+                    }
+                    const int oy = L.up * gy + phase / 2, ox = L.up * gx + phase % 2;
+                    for (int o = 0; o < O; ++o)
+                        store<S>(out, ((static_cast<size_t>(n) * g.out_h + oy) * g.out_w + ox) * O + o,
+                                 stylert_epilogue(acc[o], demod ? d[n * O + o] : 1.0f,
+                                                  noise ? noise[oy * g.out_w + ox] : 0.0f, bias[o], lrelu, gain, clamp));
+                }
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -177,6 +222,23 @@ int stylert_modulated_conv2d_cpu(const void* x, const float* styles, const float
     dtype == STYLERT_F16
         ? modconv<Half>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp)
         : modconv<float>(x, styles, weight, bias, noise, filter, out, ws, sh, demodulate, lrelu, gain, clamp);
+    return STYLERT_OK;
+}
+
+STYLERT_DEFINE_FUSED_HOST
+
+int stylert_fused_modulated_conv2d_cpu(const void* x, const float* styles, const void* prepared, const float* bias,
+                                       const float* noise, void* out, void* workspace, int B, int I, int O, int H,
+                                       int W, int k, int up, int pad, int f, int demodulate, int lrelu, float gain,
+                                       float clamp, stylert_dtype dtype, stylert_stream) {
+    StylertFusedShape g;
+    if (!x || !styles || !prepared || !bias || !out || (demodulate && !workspace) ||
+        !stylert_fused_shape(B, I, O, H, W, k, up, pad, f, &g) || (dtype != STYLERT_F32 && dtype != STYLERT_F16))
+        return STYLERT_BAD_ARGUMENT;
+    const unsigned char* prep = static_cast<const unsigned char*>(prepared);
+    float* d = static_cast<float*>(workspace);
+    dtype == STYLERT_F16 ? fused<Half>(x, styles, prep, bias, noise, out, d, g, demodulate, lrelu, gain, clamp)
+                         : fused<float>(x, styles, prep, bias, noise, out, d, g, demodulate, lrelu, gain, clamp);
     return STYLERT_OK;
 }
 
