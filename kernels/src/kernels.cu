@@ -166,42 +166,84 @@ __global__ void half_to_float_kernel(const __half* src, float* dst, size_t n) {
 
 // Tensor-core fused modulated conv: an implicit GEMM (M = output positions of one phase and image, N = output
 // channels, K = taps x input channels) on WMMA 16x16x16 tiles, fp16 operands, fp32 accumulation. A block computes
-// 64 positions x 64 channels with 4 warps of 32 x 32. Modulation is applied as the input tile is staged
-// (x * s in fp32, stored fp16, zero outside the image and past I); the prepared weights are read as whole
-// zero-padded tiles; the epilogue (d, noise, bias, lrelu x gain, clamp) runs on the fp32 accumulators.
+// 64 positions x 64 channels with 4 warps of 32 x 32, stepping K by 32 through two shared-memory stages: the
+// next step's tiles are loaded into registers while the tensor cores work on the current one (one barrier per
+// step). Modulation is applied as the input tile is staged (x * s in fp32, stored fp16, zero outside the image
+// and past I); the prepared weights are read as whole zero-padded tiles; the epilogue (d, noise, bias,
+// lrelu x gain, clamp) runs on the fp32 accumulators.
 constexpr int kFusedM = 64, kFusedN = STYLERT_FUSED_TILE_N, kFusedK = STYLERT_FUSED_TILE_K, kFusedThreads = 128;
 constexpr int kLdA = kFusedK + 8, kLdB = kFusedN + 8, kLdC = kFusedN + 4;  // padded rows: fewer bank conflicts
 
 struct FusedSmem {
     union {
         struct {
-            __half a[kFusedM * kLdA];  // [position][channel]
-            __half b[kFusedK * kLdB];  // [channel][output channel]
+            __half a[2][kFusedM * kLdA];  // [stage][position][channel]
+            __half b[2][kFusedK * kLdB];  // [stage][channel][output channel]
         } ab;
         float c[kFusedM * kLdC];  // accumulators, for the epilogue
     };
 };
 
-__device__ __forceinline__ void load16(const float* p, float* v) {
-    for (int j = 0; j < 4; ++j) {
-        float4 q = reinterpret_cast<const float4*>(p)[j];
-        v[4 * j] = q.x, v[4 * j + 1] = q.y, v[4 * j + 2] = q.z, v[4 * j + 3] = q.w;
-    }
-}
-__device__ __forceinline__ void load16(const __half* p, float* v) {
-    for (int j = 0; j < 2; ++j) {
-        uint4 q = reinterpret_cast<const uint4*>(p)[j];
-        const __half2* h = reinterpret_cast<const __half2*>(&q);
-        for (int e = 0; e < 4; ++e) {
-            float2 f = __half22float2(h[e]);
-            v[8 * j + 2 * e] = f.x, v[8 * j + 2 * e + 1] = f.y;
+// One step's tiles in registers, as loaded: 16 channels of one position and their styles (this thread's part of
+// the input tile), 2 x 8 weights (its part of the weight tile).
+template <typename T>
+struct FusedRegs {
+    alignas(16) T x[16];
+    alignas(16) float s[16];
+    uint4 w[2];
+};
+
+template <typename T>
+__device__ __forceinline__ void fused_fetch(FusedRegs<T>& r, const T* __restrict__ x, const float* __restrict__ sn,
+                                            const __half* __restrict__ wphase, const StylertFusedShape& g, int step,
+                                            int n, int gy, int gx, bool row_ok, int cb, bool vec) {
+    const StylertFusedLayer& L = g.L;
+    const int chunks = L.i_pad / kFusedK, t = step / chunks, i0 = (step - t * chunks) * kFusedK, c0 = i0 + cb;
+    const int iy = gy + t / L.taps - L.pad_before, ix = gx + t % L.taps - L.pad_before;
+    const bool inside = row_ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+    const T* xp = x + (inside ? ((static_cast<size_t>(n) * g.H + iy) * g.W + ix) * L.I : 0);
+    if (inside && vec && c0 + 16 <= L.I) {  // whole vectors: 16-byte loads
+        constexpr int per = 16 / sizeof(T);
+#pragma unroll
+        for (int j = 0; j < 16 / per; ++j) reinterpret_cast<uint4*>(r.x)[j] = reinterpret_cast<const uint4*>(xp + c0)[j];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) reinterpret_cast<float4*>(r.s)[j] = reinterpret_cast<const float4*>(sn + c0)[j];
+    } else {
+#pragma unroll
+        for (int e = 0; e < 16; ++e) {
+            const bool ok = inside && c0 + e < L.I;
+            r.x[e] = ok ? xp[c0 + e] : from_f<T>(0.0f);
+            r.s[e] = ok ? sn[c0 + e] : 0.0f;
         }
+    }
+    const __half* wt = wphase + (static_cast<size_t>(t) * L.i_pad + i0) * L.o_pad;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {  // weights: always whole tiles
+        const int q = threadIdx.x + j * kFusedThreads, row = q / (kFusedN / 8), col = (q % (kFusedN / 8)) * 8;
+        r.w[j] = *reinterpret_cast<const uint4*>(wt + static_cast<size_t>(row) * L.o_pad + col);
     }
 }
 
-// vec: I % 8 == 0 and x, styles 16-byte aligned, so a thread's 16 channels are whole vectors.
 template <typename T>
-__global__ void __launch_bounds__(kFusedThreads)
+__device__ __forceinline__ void fused_put(const FusedRegs<T>& r, FusedSmem& sm, int stage, int row, int cb) {
+    alignas(16) __half2 h[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+        h[e] = __floats2half2_rn(to_f(r.x[2 * e]) * r.s[2 * e], to_f(r.x[2 * e + 1]) * r.s[2 * e + 1]);
+    uint4* dst = reinterpret_cast<uint4*>(&sm.ab.a[stage][row * kLdA + cb]);
+    dst[0] = reinterpret_cast<const uint4*>(h)[0];
+    dst[1] = reinterpret_cast<const uint4*>(h)[1];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+        const int q = threadIdx.x + j * kFusedThreads, wrow = q / (kFusedN / 8), col = (q % (kFusedN / 8)) * 8;
+        *reinterpret_cast<uint4*>(&sm.ab.b[stage][wrow * kLdB + col]) = r.w[j];
+    }
+}
+
+// vec: I % 8 == 0 and x, styles 16-byte aligned, so a thread's 16 channels are whole vectors. At most 128
+// registers a thread, so that 4 blocks fit an SM.
+template <typename T>
+__global__ void __launch_bounds__(kFusedThreads, 4)
 fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __half* __restrict__ wp,
                   const float* __restrict__ d, const float* __restrict__ noise, const float* __restrict__ bias,
                   T* __restrict__ out, StylertFusedShape g, int vec, int lrelu, float gain, float clamp) {
@@ -211,67 +253,54 @@ fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __
     const int tid = threadIdx.x, warp = tid / 32;
     const int n = blockIdx.z / L.phases, phase = blockIdx.z % L.phases;
     const int m0 = blockIdx.x * kFusedM, o0 = blockIdx.y * kFusedN, positions = g.grid_h * g.grid_w;
-    // staging of the input tile: one position, 16 consecutive channels per thread
-    const int row = tid / 2, cb = (tid % 2) * 16, m = m0 + row;
+    const int row = tid / 2, cb = (tid % 2) * 16, m = m0 + row;  // this thread's position and 16 channels
     const bool row_ok = m < positions;
     const int gy = row_ok ? m / g.grid_w : 0, gx = row_ok ? m % g.grid_w : 0;
     const float* sn = s + static_cast<size_t>(n) * L.I;
-    const __half* wphase = wp + static_cast<size_t>(phase) * L.taps * L.taps * L.i_pad * L.o_pad;
-    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+    const __half* wphase = wp + static_cast<size_t>(phase) * L.taps * L.taps * L.i_pad * L.o_pad + o0;
+    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32, steps = L.taps * L.taps * (L.i_pad / kFusedK);
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
     for (int i = 0; i < 2; ++i)
+#pragma unroll
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-    for (int t = 0; t < L.taps * L.taps; ++t) {
-        const int iy = gy + t / L.taps - L.pad_before, ix = gx + t % L.taps - L.pad_before;
-        const bool inside = row_ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
-        const size_t pixel = inside ? ((static_cast<size_t>(n) * g.H + iy) * g.W + ix) * L.I : 0;
-        const __half* wt = wphase + static_cast<size_t>(t) * L.i_pad * L.o_pad;
-        for (int i0 = 0; i0 < L.i_pad; i0 += kFusedK) {
-            const int c0 = i0 + cb;
-            float v[16], sv[16];
-            if (inside && vec && c0 + 16 <= L.I) {
-                load16(x + pixel + c0, v);
-                load16(sn + c0, sv);
-            } else {
-                for (int e = 0; e < 16; ++e) {
-                    const bool ok = inside && c0 + e < L.I;
-                    v[e] = ok ? to_f(x[pixel + c0 + e]) : 0.0f;
-                    sv[e] = ok ? sn[c0 + e] : 0.0f;
-                }
-            }
-            __half2 h[8];
-            for (int e = 0; e < 8; ++e) h[e] = __floats2half2_rn(v[2 * e] * sv[2 * e], v[2 * e + 1] * sv[2 * e + 1]);
-            uint4* dst = reinterpret_cast<uint4*>(&sm.ab.a[row * kLdA + cb]);
-            dst[0] = reinterpret_cast<const uint4*>(h)[0];
-            dst[1] = reinterpret_cast<const uint4*>(h)[1];
-            for (int q = tid; q < kFusedK * kFusedN / 8; q += kFusedThreads) {  // weights: 16 bytes per load
-                const int r = q / (kFusedN / 8), c = (q % (kFusedN / 8)) * 8;
-                *reinterpret_cast<uint4*>(&sm.ab.b[r * kLdB + c]) =
-                    *reinterpret_cast<const uint4*>(wt + static_cast<size_t>(i0 + r) * L.o_pad + o0 + c);
-            }
-            __syncthreads();
-            for (int kk = 0; kk < kFusedK; kk += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
-                for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.ab.a[(wm + 16 * i) * kLdA + kk], kLdA);
-                for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.ab.b[kk * kLdB + wn + 16 * j], kLdB);
-                for (int i = 0; i < 2; ++i)
-                    for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-            }
-            __syncthreads();
+    FusedRegs<T> r;
+    fused_fetch(r, x, sn, wphase, g, 0, n, gy, gx, row_ok, cb, vec);
+    fused_put(r, sm, 0, row, cb);
+    __syncthreads();
+    for (int step = 0; step < steps; ++step) {
+        const int cur = step & 1;
+        if (step + 1 < steps) fused_fetch(r, x, sn, wphase, g, step + 1, n, gy, gx, row_ok, cb, vec);
+#pragma unroll
+        for (int kk = 0; kk < kFusedK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.ab.a[cur][(wm + 16 * i) * kLdA + kk], kLdA);
+#pragma unroll
+            for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.ab.b[cur][kk * kLdB + wn + 16 * j], kLdB);
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
         }
+        // the other stage was last read in the previous step, which every warp finished before this one began
+        if (step + 1 < steps) fused_put(r, sm, cur ^ 1, row, cb);
+        __syncthreads();
     }
+#pragma unroll
     for (int i = 0; i < 2; ++i)
+#pragma unroll
         for (int j = 0; j < 2; ++j)
             wmma::store_matrix_sync(&sm.c[(wm + 16 * i) * kLdC + wn + 16 * j], acc[i][j], kLdC, wmma::mem_row_major);
     __syncthreads();
     for (int e = tid; e < kFusedM * kFusedN; e += kFusedThreads) {  // consecutive threads: consecutive channels
-        const int r = e / kFusedN, c = e % kFusedN, mm = m0 + r, o = o0 + c;
+        const int tr = e / kFusedN, c = e % kFusedN, mm = m0 + tr, o = o0 + c;
         if (mm >= positions || o >= L.O) continue;
         const int oy = L.up * (mm / g.grid_w) + phase / 2, ox = L.up * (mm % g.grid_w) + phase % 2;
-        const float v = stylert_epilogue(sm.c[r * kLdC + c], d ? d[n * L.O + o] : 1.0f,
+        const float v = stylert_epilogue(sm.c[tr * kLdC + c], d ? d[n * L.O + o] : 1.0f,
                                          noise ? noise[oy * g.out_w + ox] : 0.0f, bias[o], lrelu, gain, clamp);
         out[((static_cast<size_t>(n) * g.out_h + oy) * g.out_w + ox) * L.O + o] = from_f<T>(v);
     }
