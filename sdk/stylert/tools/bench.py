@@ -416,7 +416,9 @@ def format_table(report: dict) -> str:
                          f"{warm:>8} {r['p50_ms']:9.2f} {r['p90_ms']:9.2f} {r['p99_ms']:9.2f} {r['images_per_s']:7.2f} "
                          f"{r['peak_rss_mb']:6.0f} {vs:>13} {gf:>8} {ceil:>5} {ratio:>7}")
             if r["p99_ms"] > 1.5 * r["p50_ms"]:
-                lines.append(f"{'':18} {'':>5} noisy: p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50, rerun on a quiet machine")
+                lines.append(f"{'':21} {'':>5} noisy: p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50, rerun on a quiet machine")
+        chosen = [r for r in model["rows"] if r.get("precision_reason") and r["backend"].startswith("openvino")]
+        lines += dict.fromkeys(f"precision, {r['backend']} {r['precision']}: {r['precision_reason']}" for r in chosen)
         for backend, pipe in model.get("pipelines", {}).items():
             stages = ", ".join(f"{k} {v['p50_ms']:.1f}" for k, v in pipe["stages"].items())
             lines.append(f"whole photo on {backend} ({pipe['faces']} face(s)), p50 ms: {stages}; "
@@ -426,7 +428,4 @@ def format_table(report: dict) -> str:
         lines.append(f"\nmatmul ceiling (2048^3, float32 inputs; openvino-bf16 computes in bf16; same run): {ceilings}")
     if "openvino-bf16" in report["ceilings"] and not report["ceilings"]["openvino-bf16"]:
         lines.append("no bf16 ceiling: this CPU has no native bf16 (avx512_bf16 or amx_bf16)")
-    reasons = {f"{r['backend']} {r['precision']}: {r['precision_reason']}" for m in report["models"] for r in m["rows"]
-               if r.get("precision_reason") and r["backend"].startswith("openvino")}
-    lines += [f"precision, {reason}" for reason in sorted(reasons)]
     return "\n".join(lines)
