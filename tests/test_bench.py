@@ -59,7 +59,11 @@ def test_bench_end_to_end(retouch_models, astronaut, tmp_path):
         assert set(ref) == measured and ref["vs_reference"] == 1
         for backend in ("onnxruntime-cpu", "openvino"):
             row = rows[(backend, n)]
-            assert set(row) == measured, row
+            assert set(row) == measured | {"precision", "precision_reason", "warm_start_ms", "error_vs_f32",
+                                           "ceiling_fraction"}, row
+            assert row["precision"] == "f32" and row["warm_start_ms"] > 0  # openvino named: f32
+            assert row["error_vs_f32"]["max_levels"] <= 1  # against ONNX Runtime f32 on the 8-bit scale
+            assert row["ceiling_fraction"] == pytest.approx(row["gflops"] / report["ceilings"][backend], rel=1e-12)
             assert row["runs"] >= 5 and row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
             assert row["min_ms"] <= row["mean_ms"] and row["device_mb"] is None  # device memory: CUDA backends only
             assert row["vs_reference"] == pytest.approx(ref["p50_ms"] / row["p50_ms"], rel=1e-12)
@@ -67,9 +71,10 @@ def test_bench_end_to_end(retouch_models, astronaut, tmp_path):
             assert row["gflops"] == pytest.approx(cost.gflops * n / (row["p50_ms"] / 1000), rel=1e-12)
         assert set(rows[("tensorrt", n)]) == {"backend", "batch", "error"}
         assert "stylert build-engine" in rows[("tensorrt", n)]["error"]
-    ceilings = report["ceilings"]  # measured on ONNX Runtime's providers only
-    assert set(ceilings) == {"onnxruntime-cpu", "openvino", "tensorrt", "torch"} and isinstance(ceilings["onnxruntime-cpu"], float)
-    assert ceilings["openvino"] is ceilings["tensorrt"] is ceilings["torch"] is None
+    ceilings = report["ceilings"]  # measured on ONNX Runtime's CPU provider and OpenVINO
+    assert set(ceilings) == {"onnxruntime-cpu", "openvino", "tensorrt", "torch"}
+    assert isinstance(ceilings["onnxruntime-cpu"], float) and isinstance(ceilings["openvino"], float)
+    assert ceilings["tensorrt"] is ceilings["torch"] is None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "vs ref" in result.stdout and "matmul ceiling" in result.stdout and "whole photo on openvino" in result.stdout
 
