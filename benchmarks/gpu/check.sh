@@ -2,7 +2,7 @@
 # The GPU check of issue 28, one command:  benchmarks/gpu/check.sh OUTDIR [--device cuda|cpu] [--quick]
 #
 # Builds only what is missing in kernels/build (the CUDA library for sm_90 on a GPU machine, the CPU reference
-# library for --device cpu), then runs the stages cheapest first, each its own `python -u` process under its
+# library for --device cpu; also a library that lacks an entry point bindings.py binds), then runs the stages cheapest first, each its own `python -u` process under its
 # own deadline (`timeout`): a. env, b. kernels, c. layers, d. networks, e. sdk. Each writes OUTDIR/<stage>.json
 # as it goes (rewritten after every case); a stage killed by its deadline or crashed is marked so and the
 # next stage runs. Ends with OUTDIR/summary.md (printed too). --device cpu --quick is the dry run of
@@ -46,17 +46,28 @@ STAGES=${STYLERT_GPU_CHECK_STAGES:-env kernels layers networks sdk}
 
 echo "stylert GPU check: device $DEVICE${QUICK:+ (quick)}, out $OUT, python $($PYTHON -c 'import sys; print(sys.version.split()[0])')"
 
-# Build only what is missing (carried builds are kept: no rebuild for a newer mtime after the copy).
-if [ "$DEVICE" = cuda ]; then
-    if [ ! -f "$ROOT/kernels/build/libstylert_kernels.so" ]; then
-        echo "building kernels/build/libstylert_kernels.so for sm_90"
-        make -C "$ROOT/kernels" cuda ARCHS=90 2>&1 | tail -5
-    fi
-else
-    if [ ! -f "$ROOT/kernels/build/libstylert_kernels_cpu.so" ]; then
-        echo "building kernels/build/libstylert_kernels_cpu.so"
-        make -C "$ROOT/kernels" cpu 2>&1 | tail -5
-    fi
+# Build only what is missing (carried builds are kept: no rebuild for a newer mtime after the copy), or a
+# library older than bindings.py: one without an entry point it binds (e.g. the fused conv) is rebuilt.
+lacks_entry_points() {  # $1 library, $2 suffix of its kernels ("" or _cpu)
+    "$PYTHON" - "$1" "$2" <<'PY' 2>/dev/null
+import ctypes, sys
+sys.path.insert(0, "kernels")
+import bindings
+lib = ctypes.CDLL(sys.argv[1])
+missing = [n for n in bindings.SIGNATURES if not hasattr(lib, f"stylert_{n}{sys.argv[2]}")]
+print(" ".join(missing))
+sys.exit(0 if missing else 1)
+PY
+}
+if [ "$DEVICE" = cuda ]; then LIB=libstylert_kernels.so SUFFIX="" TARGET="cuda ARCHS=90" FOR=" for sm_90"
+else LIB=libstylert_kernels_cpu.so SUFFIX=_cpu TARGET=cpu FOR=""; fi
+if [ -f "$ROOT/kernels/build/$LIB" ] && missing=$(cd "$ROOT" && lacks_entry_points "kernels/build/$LIB" "$SUFFIX"); then
+    echo "kernels/build/$LIB lacks $missing: rebuilding it"
+    rm -f "$ROOT/kernels/build/$LIB"
+fi
+if [ ! -f "$ROOT/kernels/build/$LIB" ]; then
+    echo "building kernels/build/$LIB$FOR"
+    make -C "$ROOT/kernels" $TARGET 2>&1 | tail -5
 fi
 
 for stage in $STAGES; do
