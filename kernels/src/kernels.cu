@@ -173,6 +173,8 @@ __global__ void half_to_float_kernel(const __half* src, float* dst, size_t n) {
 // lrelu x gain, clamp) runs on the fp32 accumulators.
 constexpr int kFusedM = 64, kFusedN = STYLERT_FUSED_TILE_N, kFusedK = STYLERT_FUSED_TILE_K, kFusedThreads = 128;
 constexpr int kLdA = kFusedK + 8, kLdB = kFusedN + 8, kLdC = kFusedN + 4;  // padded rows: fewer bank conflicts
+static_assert(kFusedThreads == 2 * kFusedM && kFusedK == 2 * 16, "staging: 16 channels of one position a thread");
+static_assert(kFusedK * kFusedN == 2 * 8 * kFusedThreads, "staging: 2 x 8 weights a thread");
 
 struct FusedSmem {
     union {
@@ -195,14 +197,14 @@ struct FusedRegs {
 
 template <typename T>
 __device__ __forceinline__ void fused_fetch(FusedRegs<T>& r, const T* __restrict__ x, const float* __restrict__ sn,
-                                            const __half* __restrict__ wphase, const StylertFusedShape& g, int step,
-                                            int n, int gy, int gx, bool row_ok, int cb, bool vec) {
-    const StylertFusedLayer& L = g.L;
-    const int chunks = L.i_pad / kFusedK, t = step / chunks, i0 = (step - t * chunks) * kFusedK, c0 = i0 + cb;
-    const int iy = gy + t / L.taps - L.pad_before, ix = gx + t % L.taps - L.pad_before;
-    const bool inside = row_ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
-    const T* xp = x + (inside ? ((static_cast<size_t>(n) * g.H + iy) * g.W + ix) * L.I : 0);
-    if (inside && vec && c0 + 16 <= L.I) {  // whole vectors: 16-byte loads
+                                            const __half* __restrict__ wp, const StylertFusedShape& g, int step,
+                                            int n, int phase, int o0, int gy, int gx, bool row_ok, int cb, bool vec) {
+    int i0;
+    const long long pixel = row_ok ? stylert_fused_input(g, n, gy, gx, step, &i0) : -1;
+    const bool inside = pixel >= 0;
+    const int c0 = (row_ok ? i0 : 0) + cb;
+    const T* xp = x + (inside ? pixel : 0);
+    if (inside && vec && c0 + 16 <= g.L.I) {  // whole vectors: 16-byte loads
         constexpr int per = 16 / sizeof(T);
 #pragma unroll
         for (int j = 0; j < 16 / per; ++j) reinterpret_cast<uint4*>(r.x)[j] = reinterpret_cast<const uint4*>(xp + c0)[j];
@@ -211,16 +213,16 @@ __device__ __forceinline__ void fused_fetch(FusedRegs<T>& r, const T* __restrict
     } else {
 #pragma unroll
         for (int e = 0; e < 16; ++e) {
-            const bool ok = inside && c0 + e < L.I;
+            const bool ok = inside && c0 + e < g.L.I;
             r.x[e] = ok ? xp[c0 + e] : from_f<T>(0.0f);
             r.s[e] = ok ? sn[c0 + e] : 0.0f;
         }
     }
-    const __half* wt = wphase + (static_cast<size_t>(t) * L.i_pad + i0) * L.o_pad;
+    const __half* wt = wp + stylert_fused_weights(g.L, phase, step, o0);
 #pragma unroll
     for (int j = 0; j < 2; ++j) {  // weights: always whole tiles
         const int q = threadIdx.x + j * kFusedThreads, row = q / (kFusedN / 8), col = (q % (kFusedN / 8)) * 8;
-        r.w[j] = *reinterpret_cast<const uint4*>(wt + static_cast<size_t>(row) * L.o_pad + col);
+        r.w[j] = *reinterpret_cast<const uint4*>(wt + static_cast<size_t>(row) * g.L.o_pad + col);
     }
 }
 
@@ -257,8 +259,7 @@ fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __
     const bool row_ok = m < positions;
     const int gy = row_ok ? m / g.grid_w : 0, gx = row_ok ? m % g.grid_w : 0;
     const float* sn = s + static_cast<size_t>(n) * L.I;
-    const __half* wphase = wp + static_cast<size_t>(phase) * L.taps * L.taps * L.i_pad * L.o_pad + o0;
-    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32, steps = L.taps * L.taps * (L.i_pad / kFusedK);
+    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32, steps = stylert_fused_steps(L);
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
@@ -267,12 +268,12 @@ fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
     FusedRegs<T> r;
-    fused_fetch(r, x, sn, wphase, g, 0, n, gy, gx, row_ok, cb, vec);
+    fused_fetch(r, x, sn, wp, g, 0, n, phase, o0, gy, gx, row_ok, cb, vec);
     fused_put(r, sm, 0, row, cb);
     __syncthreads();
     for (int step = 0; step < steps; ++step) {
         const int cur = step & 1;
-        if (step + 1 < steps) fused_fetch(r, x, sn, wphase, g, step + 1, n, gy, gx, row_ok, cb, vec);
+        if (step + 1 < steps) fused_fetch(r, x, sn, wp, g, step + 1, n, phase, o0, gy, gx, row_ok, cb, vec);
 #pragma unroll
         for (int kk = 0; kk < kFusedK; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
@@ -299,7 +300,8 @@ fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __
     for (int e = tid; e < kFusedM * kFusedN; e += kFusedThreads) {  // consecutive threads: consecutive channels
         const int tr = e / kFusedN, c = e % kFusedN, mm = m0 + tr, o = o0 + c;
         if (mm >= positions || o >= L.O) continue;
-        const int oy = L.up * (mm / g.grid_w) + phase / 2, ox = L.up * (mm % g.grid_w) + phase % 2;
+        int oy, ox;
+        stylert_fused_output(g, phase, mm, &oy, &ox);
         const float v = stylert_epilogue(sm.c[tr * kLdC + c], d ? d[n * L.O + o] : 1.0f,
                                          noise ? noise[oy * g.out_w + ox] : 0.0f, bias[o], lrelu, gain, clamp);
         out[((static_cast<size_t>(n) * g.out_h + oy) * g.out_w + ox) * L.O + o] = from_f<T>(v);

@@ -153,6 +153,31 @@ inline bool stylert_fused_shape(int B, int I, int O, int H, int W, int k, int up
     return g->L.valid && B > 0 && H > 0 && W > 0 && g->grid_h > 0 && g->grid_w > 0 && B * g->L.phases <= 65535;
 }
 
+// The fused conv's addressing, shared by the CUDA kernel and its CPU reference so that the tests cover it. The
+// GEMM's K runs through `steps` = taps^2 x i_pad / TILE_K steps, step = tap x (i_pad / TILE_K) + channel chunk.
+STYLERT_HD int stylert_fused_steps(const StylertFusedLayer& L) { return L.taps * L.taps * (L.i_pad / STYLERT_FUSED_TILE_K); }
+
+// Offset in x (NHWC) of channel 0 of the pixel that position (gy, gx) of image n reads at K step `step`, or -1
+// where it lies in the zero padding; *i0 = the step's first channel.
+STYLERT_HD long long stylert_fused_input(const StylertFusedShape& g, int n, int gy, int gx, int step, int* i0) {
+    const int chunks = g.L.i_pad / STYLERT_FUSED_TILE_K, t = step / chunks;
+    *i0 = (step - t * chunks) * STYLERT_FUSED_TILE_K;
+    const int iy = gy + t / g.L.taps - g.L.pad_before, ix = gx + t % g.L.taps - g.L.pad_before;
+    if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return -1;
+    return ((static_cast<long long>(n) * g.H + iy) * g.W + ix) * g.L.I;
+}
+
+// Offset in the prepared fp16 weights of the step's K x N tile of `phase` from output channel o0 (rows o_pad apart).
+STYLERT_HD size_t stylert_fused_weights(const StylertFusedLayer& L, int phase, int step, int o0) {
+    return (static_cast<size_t>(phase) * stylert_fused_steps(L) + step) * STYLERT_FUSED_TILE_K * L.o_pad + o0;
+}
+
+// Output pixel (oy, ox) that position m of `phase` writes: (up y + a, up x + b) for phase 2a + b.
+STYLERT_HD void stylert_fused_output(const StylertFusedShape& g, int phase, int m, int* oy, int* ox) {
+    *oy = g.L.up * (m / g.grid_w) + phase / 2;
+    *ox = g.L.up * (m % g.grid_w) + phase % 2;
+}
+
 inline size_t stylert_fused_wsq_bytes(const StylertFusedLayer& L) {
     size_t bytes = static_cast<size_t>(L.I) * L.O * sizeof(float);
     return (bytes + STYLERT_FUSED_ALIGN - 1) / STYLERT_FUSED_ALIGN * STYLERT_FUSED_ALIGN;

@@ -122,47 +122,45 @@ void modconv(const void* x, const float* s, const float* w, const float* bias, c
         }
 }
 
-// The tensor-core fused conv's math on the CPU: the modulated input rounded to fp16, fp16 weights widened
-// exactly, products exact in float32, float32 accumulation; NHWC.
+// The tensor-core fused conv's math on the CPU, walking its K steps with its addressing (kernels_common.h): the
+// modulated input rounded to fp16, the prepared fp16 weights widened exactly, products exact in float32, float32
+// accumulation; NHWC.
 template <typename S>
 void fused(const void* x, const float* s, const unsigned char* prepared, const float* bias, const float* noise,
            void* out, float* d, const StylertFusedShape& g, int demod, int lrelu, float gain, float clamp) {
     const StylertFusedLayer& L = g.L;
-    const int I = L.I, O = L.O, T = L.taps;
+    const int I = L.I, O = L.O, steps = stylert_fused_steps(L);
     if (demod)
         stylert_demod_coefficients_cpu(s, reinterpret_cast<const float*>(prepared), d, g.B, I, O, STYLERT_DEMOD_EPS,
                                        nullptr);
     const unsigned short* wp = reinterpret_cast<const unsigned short*>(prepared + stylert_fused_wsq_bytes(L));
-    std::vector<float> wf(static_cast<size_t>(L.phases) * T * T * I * O);  // [phase][tap][i][o], widened
-    for (size_t pt = 0; pt < static_cast<size_t>(L.phases) * T * T; ++pt)
-        for (int i = 0; i < I; ++i)
-            for (int o = 0; o < O; ++o)
-                wf[(pt * I + i) * O + o] = stylert_half_to_float(wp[(pt * L.i_pad + i) * L.o_pad + o]);
-    const size_t hw = static_cast<size_t>(g.H) * g.W;
-    std::vector<float> xm(hw * I), acc(O);
-    for (int n = 0; n < g.B; ++n) {
-        for (size_t p = 0; p < hw; ++p)  // modulation, rounded to fp16 as the kernel stages it
-            for (int i = 0; i < I; ++i)
-                xm[p * I + i] = stylert_half_to_float(stylert_float_to_half(load<S>(x, (n * hw + p) * I + i) * s[n * I + i]));
+    std::vector<float> wf(static_cast<size_t>(L.phases) * steps * STYLERT_FUSED_TILE_K * L.o_pad);  // widened
+    for (size_t e = 0; e < wf.size(); ++e) wf[e] = stylert_half_to_float(wp[e]);
+    const size_t image = static_cast<size_t>(g.H) * g.W * I;
+    std::vector<float> xm(static_cast<size_t>(g.B) * image), acc(O);
+    for (size_t e = 0; e < xm.size(); ++e)  // modulation, rounded to fp16 as the kernel stages it
+        xm[e] = stylert_half_to_float(stylert_float_to_half(load<S>(x, e) * s[e / image * I + e % I]));
+    for (int n = 0; n < g.B; ++n)
         for (int phase = 0; phase < L.phases; ++phase)
-            for (int gy = 0; gy < g.grid_h; ++gy)
-                for (int gx = 0; gx < g.grid_w; ++gx) {
-                    for (int o = 0; o < O; ++o) acc[o] = 0.0f;
-                    for (int t = 0; t < T * T; ++t) {
-                        const int iy = gy + t / T - L.pad_before, ix = gx + t % T - L.pad_before;
-                        if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) continue;
-                        const float* xp = &xm[(static_cast<size_t>(iy) * g.W + ix) * I];
-                        const float* wt = &wf[(static_cast<size_t>(phase) * T * T + t) * I * O];
-                        for (int i = 0; i < I; ++i)
-                            for (int o = 0; o < O; ++o) acc[o] += xp[i] * wt[i * O + o];
+            for (int m = 0; m < g.grid_h * g.grid_w; ++m) {
+                for (int o = 0; o < O; ++o) acc[o] = 0.0f;
+                for (int step = 0; step < steps; ++step) {
+                    int i0;
+                    const long long pixel = stylert_fused_input(g, n, m / g.grid_w, m % g.grid_w, step, &i0);
+                    if (pixel < 0) continue;  // zero padding
+                    const float* wt = &wf[stylert_fused_weights(L, phase, step, 0)];
+                    for (int i = i0; i < I && i < i0 + STYLERT_FUSED_TILE_K; ++i) {
+                        const float xv = xm[pixel + i];
+                        for (int o = 0; o < O; ++o) acc[o] += xv * wt[(i - i0) * L.o_pad + o];
                     }
-                    const int oy = L.up * gy + phase / 2, ox = L.up * gx + phase % 2;
-                    for (int o = 0; o < O; ++o)
-                        store<S>(out, ((static_cast<size_t>(n) * g.out_h + oy) * g.out_w + ox) * O + o,
-                                 stylert_epilogue(acc[o], demod ? d[n * O + o] : 1.0f,
-                                                  noise ? noise[oy * g.out_w + ox] : 0.0f, bias[o], lrelu, gain, clamp));
                 }
-    }
+                int oy, ox;
+                stylert_fused_output(g, phase, m, &oy, &ox);
+                for (int o = 0; o < O; ++o)
+                    store<S>(out, ((static_cast<size_t>(n) * g.out_h + oy) * g.out_w + ox) * O + o,
+                             stylert_epilogue(acc[o], demod ? d[n * O + o] : 1.0f,
+                                              noise ? noise[oy * g.out_w + ox] : 0.0f, bias[o], lrelu, gain, clamp));
+            }
 }
 
 }  // namespace
