@@ -166,37 +166,41 @@ __global__ void half_to_float_kernel(const __half* src, float* dst, size_t n) {
 
 // Tensor-core fused modulated conv: an implicit GEMM (M = output positions of one phase and image, N = output
 // channels, K = taps x input channels) on WMMA 16x16x16 tiles, fp16 operands, fp32 accumulation. A block computes
-// 64 positions x 64 channels with 4 warps of 32 x 32, stepping K by 32 through two shared-memory stages: the
-// next step's tiles are loaded into registers while the tensor cores work on the current one (one barrier per
-// step). Modulation is applied as the input tile is staged (x * s in fp32, stored fp16, zero outside the image
-// and past I); the prepared weights are read as whole zero-padded tiles; the epilogue (d, noise, bias,
-// lrelu x gain, clamp) runs on the fp32 accumulators.
-constexpr int kFusedM = 64, kFusedN = STYLERT_FUSED_TILE_N, kFusedK = STYLERT_FUSED_TILE_K, kFusedThreads = 128;
-constexpr int kLdA = kFusedK + 8, kLdB = kFusedN + 8, kLdC = kFusedN + 4;  // padded rows: fewer bank conflicts
+// 64 positions x BN channels (64, or 32 where O <= 32: the 1024^2 and toRGB layers) with 4 warps of 32 x BN/2,
+// stepping K by 32 through two shared-memory stages: the next step's tiles are loaded into registers while the
+// tensor cores work on the current one (one barrier per step). Modulation is applied as the input tile is staged
+// (x * s in fp32, stored fp16, zero outside the image and past I); the prepared weights are read as whole
+// zero-padded tiles; the epilogue (d, noise, bias, lrelu x gain, clamp) runs on the fp32 accumulators.
+constexpr int kFusedM = 64, kFusedK = STYLERT_FUSED_TILE_K, kFusedThreads = 128, kLdA = kFusedK + 8;
 static_assert(kFusedThreads == 2 * kFusedM && kFusedK == 2 * 16, "staging: 16 channels of one position a thread");
-static_assert(kFusedK * kFusedN == 2 * 8 * kFusedThreads, "staging: 2 x 8 weights a thread");
+static_assert(STYLERT_FUSED_TILE_N % 64 == 0, "prepared rows hold whole 64- and 32-channel tiles");
 
-struct FusedSmem {
-    union {
+template <int BN>
+struct FusedTile {
+    static constexpr int ldb = BN + 8, ldc = BN + 4;  // padded rows: fewer bank conflicts
+    static constexpr int wloads = kFusedK * BN / 8 / kFusedThreads;  // 16-byte weight loads a thread per step
+    static constexpr int frags = BN / 32;  // accumulator fragments of a warp along N
+    static_assert(wloads * 8 * kFusedThreads == kFusedK * BN, "staging: whole 16-byte weight loads");
+    union Smem {
         struct {
             __half a[2][kFusedM * kLdA];  // [stage][position][channel]
-            __half b[2][kFusedK * kLdB];  // [stage][channel][output channel]
+            __half b[2][kFusedK * ldb];   // [stage][channel][output channel]
         } ab;
-        float c[kFusedM * kLdC];  // accumulators, for the epilogue
+        float c[kFusedM * ldc];  // accumulators, for the epilogue
     };
 };
 
 // One step's tiles in registers, as loaded: 16 channels of one position and their styles (this thread's part of
-// the input tile), 2 x 8 weights (its part of the weight tile).
-template <typename T>
+// the input tile), and its 16-byte parts of the weight tile.
+template <typename T, int BN>
 struct FusedRegs {
     alignas(16) T x[16];
     alignas(16) float s[16];
-    uint4 w[2];
+    uint4 w[FusedTile<BN>::wloads];
 };
 
-template <typename T>
-__device__ __forceinline__ void fused_fetch(FusedRegs<T>& r, const T* __restrict__ x, const float* __restrict__ sn,
+template <typename T, int BN>
+__device__ __forceinline__ void fused_fetch(FusedRegs<T, BN>& r, const T* __restrict__ x, const float* __restrict__ sn,
                                             const __half* __restrict__ wp, const StylertFusedShape& g, int step,
                                             int n, int phase, int o0, int gy, int gx, bool row_ok, int cb, bool vec) {
     int i0;
@@ -220,14 +224,15 @@ __device__ __forceinline__ void fused_fetch(FusedRegs<T>& r, const T* __restrict
     }
     const __half* wt = wp + stylert_fused_weights(g.L, phase, step, o0);
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {  // weights: always whole tiles
-        const int q = threadIdx.x + j * kFusedThreads, row = q / (kFusedN / 8), col = (q % (kFusedN / 8)) * 8;
+    for (int j = 0; j < FusedTile<BN>::wloads; ++j) {  // weights: always whole tiles
+        const int q = threadIdx.x + j * kFusedThreads, row = q / (BN / 8), col = (q % (BN / 8)) * 8;
         r.w[j] = *reinterpret_cast<const uint4*>(wt + static_cast<size_t>(row) * g.L.o_pad + col);
     }
 }
 
-template <typename T>
-__device__ __forceinline__ void fused_put(const FusedRegs<T>& r, FusedSmem& sm, int stage, int row, int cb) {
+template <typename T, int BN>
+__device__ __forceinline__ void fused_put(const FusedRegs<T, BN>& r, typename FusedTile<BN>::Smem& sm, int stage,
+                                          int row, int cb) {
     alignas(16) __half2 h[8];
 #pragma unroll
     for (int e = 0; e < 8; ++e)
@@ -236,40 +241,41 @@ __device__ __forceinline__ void fused_put(const FusedRegs<T>& r, FusedSmem& sm, 
     dst[0] = reinterpret_cast<const uint4*>(h)[0];
     dst[1] = reinterpret_cast<const uint4*>(h)[1];
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-        const int q = threadIdx.x + j * kFusedThreads, wrow = q / (kFusedN / 8), col = (q % (kFusedN / 8)) * 8;
-        *reinterpret_cast<uint4*>(&sm.ab.b[stage][wrow * kLdB + col]) = r.w[j];
+    for (int j = 0; j < FusedTile<BN>::wloads; ++j) {
+        const int q = threadIdx.x + j * kFusedThreads, wrow = q / (BN / 8), col = (q % (BN / 8)) * 8;
+        *reinterpret_cast<uint4*>(&sm.ab.b[stage][wrow * FusedTile<BN>::ldb + col]) = r.w[j];
     }
 }
 
 // vec: I % 8 == 0 and x, styles 16-byte aligned, so a thread's 16 channels are whole vectors. At most 128
 // registers a thread, so that 4 blocks fit an SM.
-template <typename T>
+template <typename T, int BN>
 __global__ void __launch_bounds__(kFusedThreads, 4)
 fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __half* __restrict__ wp,
                   const float* __restrict__ d, const float* __restrict__ noise, const float* __restrict__ bias,
                   T* __restrict__ out, StylertFusedShape g, int vec, int lrelu, float gain, float clamp) {
     using namespace nvcuda;
-    __shared__ __align__(128) FusedSmem sm;
+    using Tile = FusedTile<BN>;
+    __shared__ __align__(128) typename Tile::Smem sm;
     const StylertFusedLayer& L = g.L;
     const int tid = threadIdx.x, warp = tid / 32;
     const int n = blockIdx.z / L.phases, phase = blockIdx.z % L.phases;
-    const int m0 = blockIdx.x * kFusedM, o0 = blockIdx.y * kFusedN, positions = g.grid_h * g.grid_w;
+    const int m0 = blockIdx.x * kFusedM, o0 = blockIdx.y * BN, positions = g.grid_h * g.grid_w;
     const int row = tid / 2, cb = (tid % 2) * 16, m = m0 + row;  // this thread's position and 16 channels
     const bool row_ok = m < positions;
     const int gy = row_ok ? m / g.grid_w : 0, gx = row_ok ? m % g.grid_w : 0;
     const float* sn = s + static_cast<size_t>(n) * L.I;
-    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32, steps = stylert_fused_steps(L);
+    const int wm = (warp / 2) * 32, wn = (warp % 2) * (BN / 2), steps = stylert_fused_steps(L);
 
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][Tile::frags];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+        for (int j = 0; j < Tile::frags; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-    FusedRegs<T> r;
+    FusedRegs<T, BN> r;
     fused_fetch(r, x, sn, wp, g, 0, n, phase, o0, gy, gx, row_ok, cb, vec);
-    fused_put(r, sm, 0, row, cb);
+    fused_put<T, BN>(r, sm, 0, row, cb);
     __syncthreads();
     for (int step = 0; step < steps; ++step) {
         const int cur = step & 1;
@@ -277,35 +283,46 @@ fused_conv_kernel(const T* __restrict__ x, const float* __restrict__ s, const __
 #pragma unroll
         for (int kk = 0; kk < kFusedK; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa[2];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb[Tile::frags];
 #pragma unroll
             for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &sm.ab.a[cur][(wm + 16 * i) * kLdA + kk], kLdA);
 #pragma unroll
-            for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &sm.ab.b[cur][kk * kLdB + wn + 16 * j], kLdB);
+            for (int j = 0; j < Tile::frags; ++j)
+                wmma::load_matrix_sync(fb[j], &sm.ab.b[cur][kk * Tile::ldb + wn + 16 * j], Tile::ldb);
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll
-                for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+                for (int j = 0; j < Tile::frags; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
         }
         // the other stage was last read in the previous step, which every warp finished before this one began
-        if (step + 1 < steps) fused_put(r, sm, cur ^ 1, row, cb);
+        if (step + 1 < steps) fused_put<T, BN>(r, sm, cur ^ 1, row, cb);
         __syncthreads();
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j)
-            wmma::store_matrix_sync(&sm.c[(wm + 16 * i) * kLdC + wn + 16 * j], acc[i][j], kLdC, wmma::mem_row_major);
+        for (int j = 0; j < Tile::frags; ++j)
+            wmma::store_matrix_sync(&sm.c[(wm + 16 * i) * Tile::ldc + wn + 16 * j], acc[i][j], Tile::ldc,
+                                    wmma::mem_row_major);
     __syncthreads();
-    for (int e = tid; e < kFusedM * kFusedN; e += kFusedThreads) {  // consecutive threads: consecutive channels
-        const int tr = e / kFusedN, c = e % kFusedN, mm = m0 + tr, o = o0 + c;
+    for (int e = tid; e < kFusedM * BN; e += kFusedThreads) {  // consecutive threads: consecutive channels
+        const int tr = e / BN, c = e % BN, mm = m0 + tr, o = o0 + c;
         if (mm >= positions || o >= L.O) continue;
         int oy, ox;
         stylert_fused_output(g, phase, mm, &oy, &ox);
-        const float v = stylert_epilogue(sm.c[tr * kLdC + c], d ? d[n * L.O + o] : 1.0f,
+        const float v = stylert_epilogue(sm.c[tr * Tile::ldc + c], d ? d[n * L.O + o] : 1.0f,
                                          noise ? noise[oy * g.out_w + ox] : 0.0f, bias[o], lrelu, gain, clamp);
         out[((static_cast<size_t>(n) * g.out_h + oy) * g.out_w + ox) * L.O + o] = from_f<T>(v);
     }
+}
+
+template <typename T, int BN>
+void fused_launch(const void* x, const float* s, const __half* wp, const float* d, const float* bias,
+                  const float* noise, void* out, const StylertFusedShape& g, bool vec, int lrelu, float gain,
+                  float clamp, cudaStream_t st) {
+    dim3 grid((g.grid_h * g.grid_w + kFusedM - 1) / kFusedM, (g.L.O + BN - 1) / BN, g.B * g.L.phases);
+    fused_conv_kernel<T, BN><<<grid, kFusedThreads, 0, st>>>(static_cast<const T*>(x), s, wp, d, noise, bias,
+                                                              static_cast<T*>(out), g, vec, lrelu, gain, clamp);
 }
 
 template <typename T>
@@ -321,11 +338,11 @@ int fused_modconv(const void* x, const float* s, const void* prepared, const flo
         demod_kernel<<<static_cast<int>((threads + kThreads - 1) / kThreads), kThreads, 0, st>>>(
             s, wsq, d, g.B, L.I, L.O, STYLERT_DEMOD_EPS);
     }
-    const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(s) % 16 == 0;
-    dim3 grid((g.grid_h * g.grid_w + kFusedM - 1) / kFusedM, L.o_pad / kFusedN, g.B * L.phases);
-    fused_conv_kernel<T><<<grid, kFusedThreads, 0, st>>>(static_cast<const T*>(x), s, wp, demod ? d : nullptr, noise,
-                                                          bias, static_cast<T*>(out), g, aligned && L.I % 8 == 0,
-                                                          lrelu, gain, clamp);
+    const bool vec = L.I % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(s) % 16 == 0;
+    if (L.O <= 32)  // a 64-channel tile would be half padding
+        fused_launch<T, 32>(x, s, wp, demod ? d : nullptr, bias, noise, out, g, vec, lrelu, gain, clamp, st);
+    else
+        fused_launch<T, 64>(x, s, wp, demod ? d : nullptr, bias, noise, out, g, vec, lrelu, gain, clamp, st);
     return status(st);
 }
 
