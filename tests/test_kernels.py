@@ -274,6 +274,8 @@ def test_cuda_library_builds_for_the_listed_architectures():
     symbols = subprocess.run(["nm", "-D", str(KERNELS / "build" / "libstylert_kernels.so")], capture_output=True,
                              text=True).stdout
     assert all(f"stylert_{name}" in symbols for name in bindings.SIGNATURES)
+    names = {line.split()[-1] for line in symbols.splitlines() if line.strip()}
+    assert {f"stylert_fused_modulated_conv2d_{host}" for host in ("taps", "prepared_size", "workspace", "prepare")} <= names
 
 
 TRT_INCLUDE = os.environ.get("TRT_INCLUDE") or str(KERNELS.parents[1] / "shared/third_party/tensorrt/include")
