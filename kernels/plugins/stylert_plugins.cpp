@@ -1,5 +1,7 @@
 // TensorRT IPluginV3 plugins for the plugin-flavour graphs (`stylert export --flavor plugin`):
-//   stylert::ModulatedConv2d v1 -> stylert_modulated_conv2d (kernels.cu)
+//   stylert::ModulatedConv2d v1 -> stylert_modulated_conv2d (kernels.cu), the reference kernel: the tensor-core
+//                                  stylert_fused_modulated_conv2d takes its place only once the GPU check's
+//                                  stage b has shown it correct on a GPU (kernels/README.md)
 //   stylert::BAFSBlend v1       -> stylert_bafs_blend
 // The ONNX parser finds them by op type, `plugin_version` and `plugin_namespace` ("stylert") and
 // passes the node's attributes as plugin fields. Node contracts: export/stylert_export/plugin_ops.py.
