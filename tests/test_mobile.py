@@ -141,6 +141,17 @@ def test_ort_folder_holds_what_an_app_ships(phone_models):
     assert {i.type for i in session.get_inputs()} == {"tensor(float)"}
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ort_graph_fits_the_phone_accelerators(phone_models, name):
+    """ONNX Runtime's checker on the rewritten graph (phone_graph.py): at least 99% of the nodes in at most two
+    partitions for NNAPI and for Core ML MLProgram, no operator either refuses."""
+    path = artifact(phone_models, "ort-mobile", name)
+    report = json.loads(path.with_name(path.name + ".json").read_text())
+    for ep in ("NNAPI", "CoreML MLProgram"):
+        p = report["partitions"][ep]
+        assert p["supported"] >= 0.99 * p["nodes"] and p["partitions"] <= 2 and not p["unsupported_ops"], (ep, p)
+
+
 def test_fp16_ort_keeps_float32_inputs_and_stays_close(phone_models):
     inputs = retouch_inputs(4244)
     path = phone_models / "fp16" / "retouch.ort"

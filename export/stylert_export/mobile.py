@@ -133,6 +133,9 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     report = PhoneReport(target.name, target.precision, str(path), path.stat().st_size, rel, max_abs,
                          TOLERANCE[target.precision], **report_extra)
     log(str(report))
+    if target.name == "executorch" and target.precision == "fp16":
+        log("note: ExecuTorch's XNNPACK delegate stores convolution weights in float32 (backends/xnnpack/operators/"
+            "op_conv2d.py, force_fp32) and computes in float16: the fp16 file is about the fp32 one's size")
     if not report.ok:
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: {report}; the file was removed")
@@ -151,6 +154,7 @@ def _write_ort(module, example, output_names, path: Path, opset: int, metadata: 
         onnx_path = Path(tmp) / path.with_suffix(".onnx").name
         export_module(module, example, output_names, onnx_path, opset=opset, dynamic_batch=False,
                       metadata={**metadata, "stylert.precision": precision, "stylert.target": "ort-mobile"})
+        _rewrite_for_phones(onnx_path, log)
         if precision == "fp16":
             _to_fp16(onnx_path)
         partitions = check_usability(onnx_path, path.with_suffix(".usability.txt"))
@@ -202,6 +206,17 @@ def _optimization_level(level: str):
             os.environ[key] = before
 
 
+def _rewrite_for_phones(onnx_path: Path, log) -> None:
+    """phone_graph's exact rewrites into ops both NNAPI and Core ML take."""
+    from .phone_graph import rewrite_for_phones
+
+    model = onnx.load(str(onnx_path))
+    done = rewrite_for_phones(model)
+    onnx.save(model, str(onnx_path))
+    if done:
+        log("rewritten for phone accelerators: " + ", ".join(f"{n} {op}" for op, n in sorted(done.items())))
+
+
 def _to_fp16(onnx_path: Path) -> None:
     """float16 weights and arithmetic inside, float32 inputs and outputs (what the app feeds stays the same)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -241,7 +256,9 @@ def check_usability(onnx_path: Path, report_path: Path) -> dict[str, Partitions]
 def _run_ort(path: Path, inputs: dict) -> list[np.ndarray]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # an fp16 graph: ONNX Runtime's CPU notes on what it cannot constant-fold
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, {k: v.numpy() for k, v in inputs.items()})
 
 
@@ -255,8 +272,36 @@ def _count_convs(graph) -> int:
                .replace("<EdgeOpOverload: ", "").startswith(CONV_TARGETS))
 
 
+@contextlib.contextmanager
+def _quiet_executorch():
+    """ExecuTorch and torchao print on import and load (CUDA libraries torchao cannot find here, cpuinfo's probes
+    from C++, deprecation warnings) what says nothing about the model: kept off the command's one-line output."""
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree", "root")]
+    levels = [lg.level for lg in loggers]
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _write_pte(module, example: dict, path: Path, precision: str) -> tuple[int, int]:
     """torch.export -> constants folded -> XNNPACK partitions -> `.pte`; (convolutions, of them on XNNPACK)."""
+    with _quiet_executorch():
+        return _lower_to_pte(module, example, path, precision)
+
+
+def _lower_to_pte(module, example: dict, path: Path, precision: str) -> tuple[int, int]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
@@ -288,10 +333,11 @@ def _cast_inputs(inputs: dict, precision: str) -> dict:
 
 
 def _run_pte(path: Path, inputs: dict, precision: str) -> list[np.ndarray]:
-    from executorch.runtime import Runtime
+    with _quiet_executorch():
+        from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    outputs = method.execute(list(_cast_inputs(inputs, precision).values()))
+        method = Runtime.get().load_program(str(path)).load_method("forward")
+        outputs = method.execute(list(_cast_inputs(inputs, precision).values()))
     return [o.float().numpy() for o in outputs]
 
 
