@@ -166,6 +166,8 @@ def main() -> int:
                         r.update(do_bench(fn, dev, args.quick))
                     r["tflops"] = 2 * macs / (r["ms"] * 1e-3) / 1e12
                     times[name] = r["ms"]
+                    if name != "portable" and "portable" in times:
+                        r["speedup_vs_portable"] = times["portable"] / r["ms"]
                     if name != "portable":
                         r["pass"] = r["rel_err_vs_portable"] < 1e-2
                         r["why"] = f"output differs from portable: {r['rel_err_vs_portable']:.2e}"
@@ -218,6 +220,8 @@ def main() -> int:
                 r.update(do_bench(call, dev, args.quick))
             r["tflops"] = 2 * macs / (r["ms"] * 1e-3) / 1e12
             r["pass"] = r["rel_err_vs_portable"] < 1e-2
+            if label in tensor_core_ms:
+                r["tensor_core_speedup"] = r["ms"] / tensor_core_ms[label]
             if label in tensor_core_ms and _in_goal(e["key"]):
                 _worst(stage, "tensor-core worst speed-up over torch.compile (64^2..1024^2)",
                        r["ms"] / tensor_core_ms[label])
