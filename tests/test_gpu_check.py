@@ -66,7 +66,9 @@ def test_dry_run_every_stage(tmp_path, cpu_kernels):
     fused = [c for c in kernels if c["name"].startswith("fused_modulated_conv2d ")]
     assert {c["name"].split()[1] for c in fused} == {"fp32", "fp16"} and any(" up2" in c["name"] for c in fused)
     assert {c["name"].split()[1] for c in kernels if c["name"].startswith("modulate ")} == {"fp32", "fp16"}
-    assert any("compute-sanitizer" in c["name"] and "skipped on cpu" in c.get("reason", "") for c in kernels)
+    for tool in ("memcheck", "racecheck"):
+        assert any(f"compute-sanitizer {tool}" in c["name"] and "skipped on cpu" in c.get("reason", "") for c in kernels)
+        assert any(c["name"].startswith(f"{tool} child") and c["status"] == "ok" and c["runs"] > 0 for c in kernels)
     layers = recs["layers"]["cases"]
     assert {c.get("impl") for c in layers} >= {"portable", "stylert fused", "stylert composed", "stylert tensor-core",
                                                "torch.compile"}

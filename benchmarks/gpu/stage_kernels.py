@@ -9,10 +9,11 @@ inputs are fp16-rounded values, so like is compared with like; for the tensor-co
 the modulated input rounded to fp16 and the fp16 weights read back from its prepared buffer, `fused_reference`). Pass: fp32 relative error <= 1e-5; fp16
 output: within 2x fp16's own rounding of the float64 reference (+1e-5). The memcheck pass reruns every
 kernel on tiny shapes in a child process under `compute-sanitizer --tool memcheck` (torch's caching
-allocator off, so each tensor is its own allocation).
+allocator off, so each tensor is its own allocation); a racecheck pass reruns the tensor-core kernel (two
+shared-memory stages, one barrier a step) under `--tool racecheck`, where the deadline leaves 20 s for it.
 
 --device cpu runs the same cases on the CPU reference library (kernels/build/libstylert_kernels_cpu.so),
-and the memcheck child without the sanitizer (the sanitizer is CUDA-only: that case is skipped).
+and the sanitizer children without the sanitizer (the sanitizer is CUDA-only: those cases are skipped).
 """
 from __future__ import annotations
 
@@ -179,8 +180,8 @@ def kernel_cases(k, dev: str, dtype, elementwise, conv):
 
 
 def sanitize_child(args) -> int:
-    """Every kernel once on tiny shapes (run under compute-sanitizer by the parent); non-zero if any output is
-    not finite."""
+    """Every kernel once on tiny shapes (run under compute-sanitizer by the parent; `--child sanitize-fused`: the
+    tensor-core kernel only); non-zero if any output is not finite."""
     import torch
 
     import bindings
@@ -188,20 +189,23 @@ def sanitize_child(args) -> int:
     k = bindings.load(cuda=args.device == "cuda")
     torch.manual_seed(1)
     bad = 0
+    only = "fused_" if args.child == "sanitize-fused" else ""
     for dtype in (torch.float32, torch.float16):
         for name, run, _, _ in kernel_cases(k, args.device, dtype, TINY_ELEMENTWISE, TINY_CONV):
+            if not name.startswith(only):
+                continue
             out = run()
             if args.device == "cuda":
                 torch.cuda.synchronize()
             finite = bool(torch.isfinite(out).all())
             bad += not finite
-            print(f"memcheck-run {name}: {'finite' if finite else 'NOT FINITE'}", flush=True)
+            print(f"sanitizer-run {name}: {'finite' if finite else 'NOT FINITE'}", flush=True)
     return 1 if bad else 0
 
 
 def main() -> int:
     args = parse_args()
-    if args.child == "sanitize":
+    if args.child in ("sanitize", "sanitize-fused"):
         return sanitize_child(args)
     stage = Stage("kernels", args)
     import torch
@@ -246,13 +250,18 @@ def main() -> int:
              "--child", "sanitize"]
     env = {**os.environ, "PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
     if not cuda:
-        with stage.case("memcheck child (cpu, no sanitizer)") as r:  # the child's own code, run plainly
-            proc = subprocess.run(child, capture_output=True, text=True, timeout=max(stage.remaining() - 5, 5), env=env)
-            r["exit"], r["tail"] = proc.returncode, (proc.stdout + proc.stderr)[-600:]
-            r["pass"] = proc.returncode == 0
-        stage.skip("compute-sanitizer memcheck", "skipped on cpu: compute-sanitizer is CUDA-only")
+        for mode in ("sanitize", "sanitize-fused"):  # the children's own code, run plainly
+            with stage.case(f"{'memcheck' if mode == 'sanitize' else 'racecheck'} child (cpu, no sanitizer)") as r:
+                proc = subprocess.run(child[:-1] + [mode], capture_output=True, text=True,
+                                      timeout=max(stage.remaining() - 5, 5), env=env)
+                r["exit"], r["tail"] = proc.returncode, (proc.stdout + proc.stderr)[-600:]
+                r["runs"] = proc.stdout.count("sanitizer-run ")
+                r["pass"] = proc.returncode == 0 and r["runs"] > 0
+        for tool in ("memcheck", "racecheck (tensor-core kernel)"):
+            stage.skip(f"compute-sanitizer {tool}", "skipped on cpu: compute-sanitizer is CUDA-only")
     elif sanitizer is None:
-        stage.skip("compute-sanitizer memcheck", "skipped: compute-sanitizer not on PATH")
+        for tool in ("memcheck", "racecheck (tensor-core kernel)"):
+            stage.skip(f"compute-sanitizer {tool}", "skipped: compute-sanitizer not on PATH")
     else:
         with stage.case("compute-sanitizer memcheck (tiny shapes)") as r:
             budget = min(stage.remaining() - 5, 70)
@@ -266,6 +275,23 @@ def main() -> int:
             r.update(exit=proc.returncode, summary=summary[-1] if summary else None, tail=text[-1500:])
             r["pass"] = proc.returncode == 0 and bool(summary) and "0 errors" in summary[-1]
             stage.figure("memcheck", summary[-1].replace("=", "").strip() if summary else f"exit {proc.returncode}")
+        # the tensor-core kernel's two shared-memory stages with one barrier a step: shared-memory hazards
+        budget = min(stage.remaining() - 5, 60)
+        if budget < 20:
+            stage.skip("compute-sanitizer racecheck (tensor-core kernel)",
+                       f"skipped: {stage.remaining():.0f}s left of the stage's deadline")
+        else:
+            with stage.case("compute-sanitizer racecheck (tensor-core kernel)") as r:
+                cmd = [sanitizer, "--tool", "racecheck", "--error-exitcode", "9", "--print-limit", "20"] + child[:-1] \
+                    + ["sanitize-fused"]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, env=env)
+                text = proc.stdout + proc.stderr
+                summary = [line for line in text.splitlines() if "SUMMARY" in line]
+                ran = text.count("sanitizer-run fused_modulated_conv2d")
+                r.update(exit=proc.returncode, summary=summary, runs=ran, tail=text[-1500:])
+                r["pass"] = proc.returncode == 0 and ran > 0 and all("0 errors" in line or "0 hazards" in line
+                                                                     for line in summary)
+                stage.figure("racecheck", summary[-1].replace("=", "").strip() if summary else f"exit {proc.returncode}")
     return stage.finish()
 
 
