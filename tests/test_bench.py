@@ -52,7 +52,7 @@ def test_bench_end_to_end(retouch_models, astronaut, tmp_path):
         assert pipe["total"]["min_ms"] >= max(stats["min_ms"] for stats in pipe["stages"].values())
     rows = {(r["backend"], r["batch"]): r for r in model["rows"]}
     assert set(rows) == {(b, n) for b in ("onnxruntime-cpu", "openvino", "tensorrt", "torch") for n in (1, 2)}
-    measured = {"backend", "batch", "cold_start_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs",
+    measured = {"backend", "batch", "cold_start_ms", "cold_load_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs",
                 "images_per_s", "peak_rss_mb", "device_mb", "gflops", "vs_reference"}
     for n in (1, 2):
         ref = rows[("torch", n)]  # the reference row beside the optimized ones, at the same batch
@@ -60,8 +60,9 @@ def test_bench_end_to_end(retouch_models, astronaut, tmp_path):
         for backend in ("onnxruntime-cpu", "openvino"):
             row = rows[(backend, n)]
             assert set(row) == measured | {"precision", "precision_reason", "warm_start_ms", "error_vs_f32",
-                                           "ceiling_fraction"}, row
-            assert row["precision"] == "f32" and row["warm_start_ms"] > 0  # openvino named: f32
+                                           "ceiling_fraction", "warm_load_ms"}, row
+            assert row["precision"] == "f32"  # openvino named: f32
+            assert 0 < row["cold_load_ms"] < row["cold_start_ms"] and 0 < row["warm_load_ms"] < row["warm_start_ms"]
             assert row["error_vs_f32"]["max_levels"] <= 1  # against ONNX Runtime f32 on the 8-bit scale
             assert row["ceiling_fraction"] == pytest.approx(row["gflops"] / report["ceilings"][backend], rel=1e-12)
             assert row["runs"] >= 5 and row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
@@ -76,7 +77,7 @@ def test_bench_end_to_end(retouch_models, astronaut, tmp_path):
     assert isinstance(ceilings["onnxruntime-cpu"], float) and isinstance(ceilings["openvino"], float)
     assert ceilings["tensorrt"] is ceilings["torch"] is None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    assert "vs ref" in result.stdout and "matmul ceiling" in result.stdout and "whole photo on openvino" in result.stdout
+    assert "vs ref" in result.stdout and "matmul ceiling" in result.stdout and "model load alone" in result.stdout and "whole photo on openvino" in result.stdout
 
 
 @pytest.mark.parametrize("args,match", [(["--backend", "gpu-magic"], "unknown backend"), (["--batch", "0"], "batch sizes")])

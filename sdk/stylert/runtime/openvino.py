@@ -54,6 +54,7 @@ def has_bf16() -> bool:
 
 
 def version() -> str:
+    """OpenVINO's full version (build included): part of the precision verdict's cache key."""
     return ov.get_version()
 
 
@@ -109,19 +110,19 @@ class OpenVINOModel(Model):
     def _auto_int8(self) -> gate.Choice:
         """precision auto for an int8 graph from `stylert quantize`: measured against its f32 source graph (beside
         it, named in its metadata); where it fails the bound, the source runs instead, with its own choice."""
-        name = self.metadata.get("stylert.int8_source", "")
+        name = Path(self.metadata.get("stylert.int8_source", "")).name  # a file name beside it, nothing else
         source = self.path.with_name(name) if name else None
         if source is None or not source.is_file():
             return gate.Choice("int8+f32", f"its f32 source graph ({name or 'not named'}) is not beside it: nothing "
                                            "measured, the int8 graph runs as given")
-        reference = read_onnx(source)
         key = gate.cache_key(self.path, openvino=version(), cpu=cpu_name(),
                              candidate=f"int8 against {gate.file_identity(source)}")
-        choice = gate.choose_int8(cpu_flags(), lambda part: self._measure(part, reference), gate.decision_file(key))
+        choice = gate.choose_int8(cpu_flags(), lambda part: self._measure(part, read_onnx(source)),
+                                  gate.decision_file(key))
         self.compiled.clear()
         if choice.precision != "source":
             return choice
-        self.graph = reference  # the same inputs and outputs: the source runs in this model's place
+        self.graph = read_onnx(source)  # the same inputs and outputs: the source runs in this model's place
         own = self._auto(source)
         return gate.Choice(own.precision, f"{choice.reason}; {source.name}: {own.reason}", choice.error)
 
@@ -169,6 +170,7 @@ class OpenVINOModel(Model):
         return self.compiled[key]
 
     def _compile(self, graph: ov.Model, shapes: tuple, hint: str, precision: str) -> ov.CompiledModel:
+        """`graph` (this model's, or the f32 source an int8 graph is measured against) compiled at fixed shapes."""
         graph = graph.clone()
         graph.reshape({port.get_any_name(): ov.PartialShape(list(shape)) for port, shape in zip(graph.inputs, shapes)})
         config = {**self.config, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint}

@@ -13,11 +13,11 @@ Each runtime row says the precision it ran in (OpenVINO: f32, bf16, or the one p
 its output's error against ONNX Runtime f32 on the same inputs, on the 8-bit scale inside the region the call writes
 (`runtime/precision.output_error`). Start-up is measured twice, each in its own process, with a stylert cache
 folder of the row's own (STYLERT_CACHE): cold (empty: OpenVINO compiles, precision=auto measures) and warm (the
-compiled blobs and the precision verdict the cold start left).
+compiled blobs and the precision verdict the cold start left); each as load plus first run, and the load alone.
 
 JSON (schema "stylert.bench/1"): {"schema", "machine", "models": [{"path", "metadata",
 "gflop_per_image", "weight_bytes", "rows": [{"backend", "batch", "precision", "precision_reason", "cold_start_ms",
-"warm_start_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs", "images_per_s", "peak_rss_mb",
+"cold_load_ms", "warm_start_ms", "warm_load_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs", "images_per_s", "peak_rss_mb",
 "device_mb", "error_vs_f32": {"max_levels", "psnr_db"} | null, "gflops", "ceiling_fraction", "vs_reference"} |
 {"backend", "batch", "error"}], "pipelines": {backend: {"faces", "stages": {stage: {p50_ms, p99_ms, ...}}, "total"}},
 "pipeline": the first backend's entry of "pipelines" | null}],
@@ -100,8 +100,10 @@ def _start(backend: str, model_path: str, args: dict) -> dict:
     """A warm start: load and first run, in a process of its own, with the cache the cold start filled."""
     load, one, _ = _runner(backend, model_path, args)
     start = time.perf_counter()
-    one(load())
-    return {"warm_start_ms": (time.perf_counter() - start) * 1000}
+    state = load()
+    loaded = time.perf_counter()
+    one(state)
+    return {"warm_start_ms": (time.perf_counter() - start) * 1000, "warm_load_ms": (loaded - start) * 1000}
 
 
 def _measure(backend: str, model_path: str, args: dict) -> dict:
@@ -115,6 +117,7 @@ def _measure(backend: str, model_path: str, args: dict) -> dict:
     before = _device_used_mb() if backend in ("onnxruntime-cuda", "tensorrt") else None
     start = time.perf_counter()
     state = load()
+    loaded = time.perf_counter()
     step(state)
     cold = (time.perf_counter() - start) * 1000
     end = time.perf_counter() + args["warmup"]
@@ -126,7 +129,7 @@ def _measure(backend: str, model_path: str, args: dict) -> dict:
         t = time.perf_counter()
         step(state)
         times.append((time.perf_counter() - t) * 1000)
-    row = {"cold_start_ms": cold, **percentiles(times),
+    row = {"cold_start_ms": cold, "cold_load_ms": (loaded - start) * 1000, **percentiles(times),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if backend != "torch":  # what ran, and its output (compared with ONNX Runtime f32's in the parent)
         choice = state.precision_choice
@@ -183,7 +186,7 @@ def error_vs_f32(model_path: str, rows: list[dict], batch: int) -> None:
     source where that is beside it (`stylert quantize` names it), else against itself on ONNX Runtime. Takes the
     rows' "output"."""
     reference = open_model(model_path, "onnxruntime-cpu", precision="f32")
-    source = Path(model_path).with_name(reference.metadata.get("stylert.int8_source") or Path(model_path).name)
+    source = Path(model_path).with_name(Path(reference.metadata.get("stylert.int8_source") or model_path).name)
     if reference.metadata.get("stylert.precision") == "int8" and source.is_file():
         reference = open_model(source, "onnxruntime-cpu", precision="f32")
     feeds = feeds_for(reference.metadata, batch, model_path)
@@ -417,6 +420,10 @@ def format_table(report: dict) -> str:
                          f"{r['peak_rss_mb']:6.0f} {vs:>13} {gf:>8} {ceil:>5} {ratio:>7}")
             if r["p99_ms"] > 1.5 * r["p50_ms"]:
                 lines.append(f"{'':21} {'':>5} noisy: p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50, rerun on a quiet machine")
+        loads = [f"{r['backend']} {r['cold_load_ms']:.0f} -> {r['warm_load_ms']:.0f} ms" for r in model["rows"]
+                 if "warm_load_ms" in r]
+        if loads:
+            lines.append(f"model load alone, cold -> warm: {', '.join(loads)}")
         chosen = [r for r in model["rows"] if r.get("precision_reason") and r["backend"].startswith("openvino")]
         lines += dict.fromkeys(f"precision, {r['backend']} {r['precision']}: {r['precision_reason']}" for r in chosen)
         for backend, pipe in model.get("pipelines", {}).items():
