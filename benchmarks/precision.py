@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 
 import numpy as np
 
 from stylert import open_model
-from stylert.errors import UntrainedWeightsWarning
+from stylert.errors import StylertError, UntrainedWeightsWarning
 from stylert.runtime.feeds import feeds_for
 from stylert.runtime.precision import image_output, output_error, written_region
 from stylert.tools.bench import machine
@@ -53,7 +54,10 @@ def main() -> None:
     warnings.simplefilter("ignore", UntrainedWeightsWarning)
     report = {"machine": machine(), "models": []}
     for path in args.models:
-        row = alternate(path, args.rounds)
+        try:
+            row = alternate(path, args.rounds)
+        except StylertError as exc:  # no native bf16 here, a file that is not a model
+            sys.exit(f"precision.py: error: {exc}")
         report["models"].append(row)
         print(f"{path}: f32 {row['p50_ms']['f32']:.0f} ms, bf16 {row['p50_ms']['bf16']:.0f} ms (p50 of "
               f"{args.rounds}): bf16 {row['bf16_speedup']:.2f}x; bf16 vs f32 {row['bf16_error']}")

@@ -282,3 +282,22 @@ def test_an_int8_graph_passes_the_same_gate(retouch_models, astronaut, tmp_path,
     source.unlink()
     model = open_model(int8)
     assert model.precision == "int8+f32" and "not beside it" in model.precision_choice.reason
+
+
+def test_alternated_benchmark(retouch_models, tmp_path, cache):
+    """benchmarks/precision.py writes f32 and bf16 timings and bf16's error where the CPU has native bf16, and says
+    in one line why not where it has not."""
+    out = tmp_path / "p.json"
+    result = subprocess.run([sys.executable, "benchmarks/precision.py", str(retouch_models["plain"]), "--rounds", "2",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "STYLERT_CACHE": str(cache)})
+    if not gate.native_bf16(cpu_flags()):
+        assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
+        assert "avx512_bf16 or amx_bf16" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    row = json.loads(out.read_text())["models"][0]
+    assert [len(row["ms"][p]) for p in ("f32", "bf16")] == [2, 2]
+    assert row["bf16_speedup"] == pytest.approx(row["p50_ms"]["f32"] / row["p50_ms"]["bf16"])
+    choice = open_model(retouch_models["plain"], "openvino", precision="auto").precision_choice
+    assert row["bf16_error"]["max_levels"] <= choice.error.max_levels  # one draw of the check's three
