@@ -301,3 +301,14 @@ def test_alternated_benchmark(retouch_models, tmp_path, cache):
     assert row["bf16_speedup"] == pytest.approx(row["p50_ms"]["f32"] / row["p50_ms"]["bf16"])
     choice = open_model(retouch_models["plain"], "openvino", precision="auto").precision_choice
     assert row["bf16_error"]["max_levels"] <= choice.error.max_levels  # one draw of the check's three
+
+
+def test_an_unwritable_cache_folder_is_skipped(exported, tmp_path, monkeypatch):
+    """A cache folder that cannot be made (a file in its way, as a read-only home would refuse it): the model still
+    opens and runs, measuring again next time."""
+    (tmp_path / "blocked").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("STYLERT_CACHE", str(tmp_path / "blocked" / "cache"))
+    monkeypatch.delenv("OV_CACHE_DIR", raising=False)
+    model = open_model(exported["nvlabs"], "openvino", precision="auto")
+    ws = np.zeros((1, *model.inputs[0].shape[1:]), np.float32)
+    assert all(np.isfinite(v).all() for v in model.run({"ws": ws}).values())

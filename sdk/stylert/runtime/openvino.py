@@ -53,6 +53,16 @@ def has_bf16() -> bool:
     return gate.native_bf16(cpu_flags())
 
 
+def _default_cache() -> Path | None:
+    """`<stylert cache>/openvino` where it can be written (a read-only home keeps OpenVINO's blobs in memory only)."""
+    folder = gate.cache_root() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
 def version() -> str:
     """OpenVINO's full version (build included): part of the precision verdict's cache key."""
     return ov.get_version()
@@ -71,8 +81,9 @@ class OpenVINOModel(Model):
                                      "than f32; use openvino (f32) or precision auto")
         self.backend = "openvino-bf16" if precision == "bf16" else "openvino"
         self.core = ov.Core()
-        cache_dir = cache_dir or os.environ.get("OV_CACHE_DIR") or gate.cache_root() / "openvino"
-        self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        cache_dir = cache_dir or os.environ.get("OV_CACHE_DIR") or _default_cache()
+        if cache_dir:
+            self.core.set_property({"CACHE_DIR": str(cache_dir)})
         self.graph = read_onnx(self.path)
         info = self.graph.get_rt_info()
         framework = info["framework"] if "framework" in info else {}  # ONNX metadata_props land here
