@@ -64,6 +64,20 @@ def seeded(request):
     return seed
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stylert_cache(tmp_path_factory):
+    """Precision verdicts and OpenVINO's compiled blobs go to the session's own folder (also for the CLIs the tests
+    start), never the user's cache; a precision pinned in the caller's environment does not change what runs."""
+    saved = {k: os.environ.pop(k, None) for k in ("STYLERT_CACHE", "STYLERT_PRECISION", "OV_CACHE_DIR")}
+    os.environ["STYLERT_CACHE"] = str(tmp_path_factory.getbasetemp() / "stylert-cache")
+    yield Path(os.environ["STYLERT_CACHE"])
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def reference_outputs():
     return dict(np.load(FIXTURES / "reference_outputs.npz"))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from stylert import BackendUnavailable, InputError, open_model
+from stylert.calls.registry import open_call
 from stylert.runtime import precision as gate
 from stylert.runtime.feeds import feeds_for
 from stylert.runtime.model import TensorSpec, cpu_flags
@@ -242,9 +243,8 @@ def test_replicas_and_actors_get_one_settled_choice(retouch_models, tmp_path, mo
         monkeypatch.setattr(module, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     settled = cluster.settle_precision(path, None, None)
     assert settled in ("f32", "bf16") and settled == open_model(path).precision  # the cached verdict
-    monkeypatch.setenv("STYLERT_PRECISION", "auto")  # restored after the test; use_precision sets it process-wide
-    cluster.use_precision(settled)
-    assert os.environ["STYLERT_PRECISION"] == settled
+    monkeypatch.setenv("STYLERT_PRECISION", "f32")  # a worker runs what the driver settled, whatever its own default
+    assert open_call(path, None, precision=settled).model.precision == settled
 
 
 def test_an_int8_graph_passes_the_same_gate(retouch_models, astronaut, tmp_path, monkeypatch, cache):

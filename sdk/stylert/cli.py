@@ -392,7 +392,7 @@ def _cmd_serve(args) -> int:
     opts = ServeOptions(host=args.host, port=args.port, replicas=args.replicas, max_batch=args.max_batch,
                         batch_wait_ms=args.batch_wait_ms, gpus_per_replica=args.gpus_per_replica,
                         cpus_per_replica=args.cpus_per_replica, threads=args.threads, providers=args.providers,
-                        max_body_mb=args.max_body_mb, address=args.address)
+                        max_body_mb=args.max_body_mb, address=args.address, precision=args.precision)
     return run(args.models, opts, say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
@@ -461,7 +461,7 @@ def _cmd_batch(args) -> int:
         return 0
     opts = JobOptions(concurrency=args.concurrency, batch=args.batch, cpus_per_worker=args.cpus_per_worker,
                       gpus_per_worker=args.gpus_per_worker, threads=args.threads, providers=args.providers,
-                      address=args.address)
+                      address=args.address, precision=args.precision)
     return _report(run(args.model, todo, value, options, opts), args, len(todo))
 
 

@@ -71,8 +71,8 @@ class Editor(MaskedCall):
     image_options = ("exemplar", "color")
 
     def __init__(self, model_path, providers=None, detector=None, threads: int | None = None,
-                 directions: str | Path | dict | None = None):
-        super().__init__(model_path, providers, detector, threads)
+                 precision: str | None = None, directions: str | Path | dict | None = None):
+        super().__init__(model_path, providers, detector, threads, precision)
         self.num_ws, self.noise_size = self.model.meta("num_ws", int), self.model.meta("noise_size", int)
         self.directions = load_directions(directions) if isinstance(directions, (str, Path)) else dict(directions or {})
 

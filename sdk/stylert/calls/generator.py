@@ -13,8 +13,9 @@ from ..runtime.model import Model, open_model
 class Generator:
     """ws [batch, num_ws, w_dim] -> images; or, exported --with-mapping, z + truncation_psi -> images."""
 
-    def __init__(self, path: str | Path, providers: str | Sequence[str] | None = None, threads: int | None = None):
-        self.model: Model = open_model(path, providers, call="generator", threads=threads)
+    def __init__(self, path: str | Path, providers: str | Sequence[str] | None = None, threads: int | None = None,
+                 precision: str | None = None):
+        self.model: Model = open_model(path, providers, call="generator", threads=threads, precision=precision)
         self.path, self.metadata, self.backend = self.model.path, self.model.metadata, self.model.backend
         self.resolution = self.model.meta("resolution", int)
         self.z_dim = self.model.meta("z_dim", int)

@@ -33,7 +33,7 @@ from ..faces.imageio import IMAGE_SUFFIXES, ImageFileError, read_mask
 from ..faces.pipeline import Chunk, FaceChoice, FaceModel, FaceResult, NoFaceError, Prepared, Runner, control, \
     from_rgb, seed_control, seeded_rows, to_network, to_uint8
 from ..runtime.engine import model_metadata
-from ..runtime.model import Model, open_model
+from ..runtime.model import Model
 
 DEFAULT_STEPS = 3  # GRIG's reasoning steps at test time (thesis Sec. 4.3.1)
 MAX_STEPS = 16
@@ -308,8 +308,9 @@ class Inpainter(MaskedCall):
             cls = next((c for c in (EXEGANInpainter, GRIGInpainter) if c.method == method), EXEGANInpainter)
         return super().__new__(cls)
 
-    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None):
-        super().__init__(model_path, providers, detector, threads)
+    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None,
+                 precision: str | None = None):
+        super().__init__(model_path, providers, detector, threads, precision)
         meta = self.model.metadata
         if meta.get("stylert.role") not in ("generator", "step"):
             raise ModelError(f"{self.model.path}: an inpaint '{meta.get('stylert.role')}' graph; open the generator "
@@ -317,7 +318,6 @@ class Inpainter(MaskedCall):
         if meta.get("stylert.method") != self.method:
             raise ModelError(f"{self.model.path}: an inpaint model of method {meta.get('stylert.method')!r}; "
                              f"this runs {EXEGANInpainter.method!r} and {GRIGInpainter.method!r}")
-        self._providers, self._threads = providers, threads
         self.noise_size = self.model.meta("noise_size", int)
 
     def inpaint(self, image: np.ndarray, mask, exemplar=None, seed: int = 0, psi: float | None = None,
@@ -332,8 +332,9 @@ class EXEGANInpainter(Inpainter):
     pSp's average-face codes), z and noise drawn from the seed for each face position."""
     method = "exe-gan"
 
-    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None):
-        super().__init__(model_path, providers, detector, threads)
+    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None,
+                 precision: str | None = None):
+        super().__init__(model_path, providers, detector, threads, precision)
         self._exemplar_model: Model | None = None
         self.num_codes, self.code_dim = self.model.meta("num_codes", int), self.model.meta("code_dim", int)
         self.default_codes = self.model.meta("default_codes", "b64f32", shape=(self.num_codes, self.code_dim))
@@ -357,7 +358,7 @@ class EXEGANInpainter(Inpainter):
             if not path.is_file():
                 raise ModelError(f"{path}: the exemplar graph of {self.model.path.name} is missing; "
                                  "`stylert export inpaint` writes it beside the generator")
-            self._exemplar_model = open_model(path, self._providers, call="inpaint", threads=self._threads)
+            self._exemplar_model = self.open_graph(path)
         return self._exemplar_model
 
     def exemplar_codes(self, exemplar) -> tuple[np.ndarray, float]:

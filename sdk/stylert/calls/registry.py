@@ -122,16 +122,17 @@ def call_of(path: str | Path) -> str:
     return call
 
 
-def open_call(path: str | Path, providers=None, threads: int | None = None, **kwargs) -> FaceModel:
+def open_call(path: str | Path, providers=None, threads: int | None = None, precision: str | None = None,
+              **kwargs) -> FaceModel:
     """The call's SDK object (Retoucher, Restorer, Stylizer, Inpainter or Editor) for a model path or a pack folder;
     kwargs go to its class (Editor: directions)."""
     if Path(path).is_dir():
-        return Stylizer(path, providers, threads=threads, **kwargs)
-    model = open_model(path, providers, threads=threads)
+        return Stylizer(path, providers, threads=threads, precision=precision, **kwargs)
+    model = open_model(path, providers, threads=threads, precision=precision)
     if model.call not in CALLS or CALLS[model.call].cls is Stylizer:
         raise ModelError(f"{path}: a '{model.call}' model; this runs {', '.join(CALLS)} models"
                          + (" (stylize: give the style pack's folder)" if model.call == "stylize" else ""))
-    return CALLS[model.call].cls(model, providers, threads=threads, **kwargs)
+    return CALLS[model.call].cls(model, providers, threads=threads, precision=precision, **kwargs)
 
 
 def _typed(name: str, text: str, kind: type):

@@ -20,8 +20,9 @@ class Restorer(FaceModel):
     default_value = 0.0  # fidelity: fully restored
     options = ("seed",)
 
-    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None):
-        super().__init__(model_path, providers, detector, threads)
+    def __init__(self, model_path, providers=None, detector=None, threads: int | None = None,
+                 precision: str | None = None):
+        super().__init__(model_path, providers, detector, threads, precision)
         self.method = self.model.meta("method", default="qc")
         self.with_quality = self.model.meta("with_quality", bool, default=False)
         self.q_dim = self.model.meta("q_dim", int) if self.with_quality else 0

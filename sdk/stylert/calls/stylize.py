@@ -38,7 +38,7 @@ from ..faces.pipeline import (
     to_network,
     to_uint8,
 )
-from ..runtime.model import Model, open_model
+from ..runtime.model import Model
 
 PACK_FORMAT = 1
 MANIFEST = "stylepack.json"
@@ -145,9 +145,10 @@ class Stylizer(FaceModel):
     default_value = None
     options = ("mix_layer", "seed", "reference", "psi", "regions", "parser", "labels")
 
-    def __init__(self, pack, providers=None, detector=None, threads: int | None = None, parser: Parser | None = None):
+    def __init__(self, pack, providers=None, detector=None, threads: int | None = None, precision: str | None = None,
+                 parser: Parser | None = None):
         self.pack = StylePack(pack)
-        self._providers, self._threads = providers, threads
+        self._providers, self._threads, self._precision = providers, threads, precision
         self.model = self._open(self.pack.encoder, "encoder")  # the shared encoder
         self.resolution = self.pack.resolution
         self.pipeline = FacePipeline(self.resolution, detector)
@@ -159,7 +160,7 @@ class Stylizer(FaceModel):
         return sorted(self.pack.styles)
 
     def _open(self, path: Path, role: str) -> Model:
-        model = open_model(path, self._providers, call="stylize", threads=self._threads)
+        model = self.open_graph(path)
         if model.metadata.get("stylert.role") != role:
             raise ModelError(f"{path}: a stylize '{model.metadata.get('stylert.role')}' graph, expected '{role}'")
         if role != "encoder" and model.meta("resolution", int) != self.pack.resolution:

@@ -348,17 +348,25 @@ class FaceModel:
     options: tuple[str, ...] = ()  # the call's keyword controls, besides FACE_OPTIONS
     image_options: tuple[str, ...] = ()  # options that are photos in the caller's channel order (an exemplar)
 
-    def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None):
-        """model_path: an .onnx/.engine file, or a Model already opened (calls.registry.open_call) for this call."""
+    def __init__(self, model_path, providers=None, detector: FaceDetector | None = None, threads: int | None = None,
+                 precision: str | None = None):
+        """model_path: an .onnx/.engine file, or a Model already opened (calls.registry.open_call) for this call.
+        providers, threads, precision: as open_model takes them, for this graph and any other the call opens."""
+        self._providers, self._threads, self._precision = providers, threads, precision
         if isinstance(model_path, Model):
             if model_path.call != self.call:
                 raise ModelError(f"{model_path.path}: a model for '{model_path.call}', not '{self.call}'")
             self.model = model_path
         else:
-            self.model = open_model(model_path, providers, call=self.call, threads=threads)
+            self.model = self.open_graph(model_path)
         self.resolution = self.model.meta("resolution", int)
         check_face_size(self.model, self.resolution)
         self.pipeline = FacePipeline(self.resolution, detector)
+
+    def open_graph(self, path) -> Model:
+        """A graph of this call (the main one, an exemplar graph, a style) on the backend, threads and precision the
+        call was opened with."""
+        return open_model(path, self._providers, call=self.call, threads=self._threads, precision=self._precision)
 
     @property
     def trained(self) -> bool:

@@ -20,7 +20,7 @@ import ray
 
 from ..errors import StylertError
 from ..faces.pipeline import file_report
-from .cluster import init_ray, settle_precision, use_precision
+from .cluster import init_ray, settle_precision
 from ..calls.registry import open_call
 
 
@@ -41,8 +41,7 @@ class FileWorker:
 
     def __init__(self, path: str, providers: str | None, threads: int | None, value, options: dict,
                  precision: str | None = None):
-        use_precision(precision)
-        self.model = open_call(path, providers, threads)
+        self.model = open_call(path, providers, threads, precision)  # settled by the driver: one for every actor
         self.value, self.options = value, options
         try:
             self.model.check(value, **options)

@@ -2,7 +2,6 @@
 one place both do it)."""
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import ray
 
 from ..errors import StylertError
 from ..runtime.model import cpu_flags, open_model
-from ..runtime.precision import PRECISION_ENV, native_bf16, pinned_precision
+from ..runtime.precision import native_bf16, pinned_precision
 
 
 def check_address(address: str | None) -> None:
@@ -54,8 +53,3 @@ def settle_precision(path: str | Path, providers: str | None, precision: str | N
     finally:
         model.close()
 
-
-def use_precision(precision: str | None) -> None:
-    """In a replica or actor: the precision settled by the driver, for every model this process opens."""
-    if precision:
-        os.environ[PRECISION_ENV] = precision

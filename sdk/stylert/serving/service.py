@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from ..errors import InputError, StylertError
 from ..faces.imageio import LoadedImage, decode_image, encode_image, read_mask
 from ..faces.pipeline import NoFaceError
-from .cluster import init_ray, settle_precision, use_precision
+from .cluster import init_ray, settle_precision
 from ..calls.registry import CALLS, call_of, open_call, parse_controls
 
 APP = "stylert"
@@ -81,8 +81,7 @@ class FaceService:
     def __init__(self, path: str, providers: str | None, threads: int | None, max_batch: int, batch_wait_ms: float,
                  precision: str | None = None):
         self.path = path
-        use_precision(precision)
-        self.model = open_call(path, providers, threads)
+        self.model = open_call(path, providers, threads, precision)  # settled by the driver: one for every replica
         self.call = self.model.call
         self.max_batch = max_batch
         self.batch_wait_ms = batch_wait_ms
