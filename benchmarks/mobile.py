@@ -4,7 +4,8 @@ Exports the call (seeded random weights) as the ONNX graph stylert's runtime rea
 fp32 and fp16 (`stylert export --target ort-mobile|executorch`, each checked against PyTorch on its own runtime
 here), then times every file at batch 1, each in a fresh child process so that cold start (load + first run) and
 peak memory are its own: ONNX Runtime desktop on the .onnx (the reference), ONNX Runtime on the .ort files, and
-ExecuTorch's runtime with XNNPACK on the .pte files. Reports p50, p99, cold start, peak RSS, file size, error against
+ExecuTorch's runtime with XNNPACK on the .pte files (an --out folder from an earlier run is timed again as it is,
+without exporting). Reports p50, p99, cold start, peak RSS, file size, error against
 PyTorch, the convolutions XNNPACK takes and ONNX Runtime's NNAPI / Core ML partition estimate. Nothing is asserted.
 
     python benchmarks/mobile.py retouch --resolution 256 --out /tmp/phone256 --json results.json
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
 
@@ -41,15 +41,17 @@ def build(call: str, resolution: int, channel_base: int, out: Path) -> dict[str,
             return export_generator(src, path, target=target)
 
     files = {"onnxruntime desktop (.onnx)": out / f"{call}.onnx"}
-    t = time.perf_counter()
-    export(files["onnxruntime desktop (.onnx)"])
-    print(f"exported the ONNX graph in {time.perf_counter() - t:.0f} s", flush=True)
+    if not files["onnxruntime desktop (.onnx)"].exists():
+        t = time.perf_counter()
+        export(files["onnxruntime desktop (.onnx)"])
+        print(f"exported the ONNX graph in {time.perf_counter() - t:.0f} s", flush=True)
     for target in (Target("ort-mobile"), Target("ort-mobile", "fp16"), Target("executorch"),
                    Target("executorch", "fp16")):
         path = out / f"{target.name}-{target.precision}" / f"{call}.onnx"
-        t = time.perf_counter()
-        export(path, target)
-        print(f"exported {target.name} {target.precision} in {time.perf_counter() - t:.0f} s", flush=True)
+        if not artifact_path(path, target).exists():  # a folder from an earlier run is timed again as it is
+            t = time.perf_counter()
+            export(path, target)
+            print(f"exported {target.name} {target.precision} in {time.perf_counter() - t:.0f} s", flush=True)
         files[f"{'onnxruntime (.ort' if target.name == 'ort-mobile' else 'executorch xnnpack (.pte'} "
               f"{target.precision})"] = artifact_path(path, target)
     return files
@@ -69,6 +71,15 @@ def feeds(path: Path, seed: int = 1) -> dict:
         spec = [(i.name, [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]) for i in graph.input]
     rng = np.random.default_rng(seed)
     return {name: rng.uniform(-1, 1, shape).astype(np.float32) for name, shape in spec}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started (VmHWM; getrusage's maxrss would include the memory of
+    the exporting parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def child(path: str, iters: int, warmup: int, queue) -> None:
@@ -106,8 +117,7 @@ def child(path: str, iters: int, warmup: int, queue) -> None:
             t = time.perf_counter()
             step()
             times.append((time.perf_counter() - t) * 1000)
-        queue.put({"cold_start_ms": cold, **percentiles(times),
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        queue.put({"cold_start_ms": cold, **percentiles(times), "peak_rss_mb": peak_rss_mb()})
     except Exception as exc:  # reported in the table; the other rows still run
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 

@@ -10,6 +10,8 @@ check against PyTorch covers them.
   Expand(x, constant shape)              -> Add(x, zeros of that shape)            (both: no Expand)
   BatchNormalization (inference)         -> Mul, Add per channel                   (Core ML MLProgram: none)
   a node whose inputs are all constants   -> its outputs as constants
+  LayerNormalization                     -> ReduceMean, Sub, Mul, Sqrt, Div        (NNAPI: none)
+  ReduceSum(x, constant axes)            -> ReduceMean x the count                 (NNAPI: none)
   Resize(x, omitted roi / scales)        -> the same with empty constants          (the checker's reading)
   Reshape to rank 6, Pad, Reshape         -> Resize (nearest) x a constant mask: zero insertion in rank 4
   (upfirdn2d's upsampling; Core ML takes rank <= 5, ncnn rank <= 4)
@@ -290,7 +292,48 @@ def _fold(g: _Graph, node) -> bool:
     return True
 
 
-REWRITES = {"Resize": _resize, "Gather": _gather, "Expand": _expand, "BatchNormalization": _batch_norm, "Reciprocal": _reciprocal, "Min": _min, "Pad": _pad, "ConvTranspose": _conv_transpose}
+def _layer_norm(g: _Graph, node) -> list | None:
+    """LayerNormalization from ReduceMean, Sub, Mul, Sqrt, Div (NNAPI: none)."""
+    shape = g.shapes.get(node.input[0])
+    if shape is None or len([o for o in node.output if o]) != 1:
+        return None
+    axis = _attr(node, "axis", -1) % len(shape)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    axes = g.constant(np.arange(axis, len(shape), dtype=np.int64), "axes")
+    mean, centred, square, var, shifted, std, normed = (g.fresh(h) for h in ("mean", "centred", "square", "var",
+                                                                                  "shifted", "std", "normed"))
+    nodes = [helper.make_node("ReduceMean", [node.input[0], axes], [mean], keepdims=1),
+             helper.make_node("Sub", [node.input[0], mean], [centred]),
+             helper.make_node("Mul", [centred, centred], [square]),
+             helper.make_node("ReduceMean", [square, axes], [var], keepdims=1),
+             helper.make_node("Add", [var, g.constant(np.array(_attr(node, "epsilon", 1e-5), dtype), "eps")],
+                              [shifted]),
+             helper.make_node("Sqrt", [shifted], [std]),
+             helper.make_node("Div", [centred, std], [normed])]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    scaled = g.fresh("scaled") if bias else node.output[0]
+    nodes.append(helper.make_node("Mul", [normed, node.input[1]], [scaled]))
+    if bias:
+        nodes.append(helper.make_node("Add", [scaled, bias], [node.output[0]]))
+    return nodes
+
+
+def _reduce_sum(g: _Graph, node) -> list | None:
+    """ReduceSum over constant axes as ReduceMean times the count (NNAPI: no ReduceSum)."""
+    shape = g.shapes.get(node.input[0])
+    axes = g.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    if shape is None or axes is None or axes.size == 0:
+        return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    if not np.issubdtype(dtype, np.floating):
+        return None
+    count = int(np.prod([shape[int(a)] for a in axes.reshape(-1)]))
+    mean = g.fresh("mean")
+    return [helper.make_node("ReduceMean", [node.input[0], node.input[1]], [mean], keepdims=_attr(node, "keepdims", 1)),
+            helper.make_node("Mul", [mean, g.constant(np.array(count, dtype), "count")], list(node.output))]
+
+
+REWRITES = {"LayerNormalization": _layer_norm, "ReduceSum": _reduce_sum, "Resize": _resize, "Gather": _gather, "Expand": _expand, "BatchNormalization": _batch_norm, "Reciprocal": _reciprocal, "Min": _min, "Pad": _pad, "ConvTranspose": _conv_transpose}
 
 
 def rewrite_for_phones(model: onnx.ModelProto) -> dict[str, int]:
