@@ -123,6 +123,20 @@ def test_serve_takes_the_face_options(service, photo_library):
         assert status == 200 and body == want, (query, body[:300])  # one face: the default's result
 
 
+def test_serve_says_what_the_cli_warns_about_an_image(service, photo_library):
+    """An animated WebP: its first frame is retouched, and the reply says so as the CLI's warning line does."""
+    photo = Image.open(photo_library["photos"] / "a.png")
+    animation = io.BytesIO()
+    photo.save(animation, "WEBP", save_all=True, append_images=[photo.transpose(Image.FLIP_LEFT_RIGHT)], lossless=True)
+    status, headers, body = request(f"{service.url}/retouch?strength=0.7", animation.getvalue())
+    assert status == 200 and headers["X-Stylert-Warning"].startswith("request body: 2 frames"), body[:300]
+    status, _, body = request(f"{service.url}/retouch?strength=0.7", animation.getvalue(),
+                              headers={"Accept": "application/json"})
+    assert status == 200 and json.loads(body)["warning"].startswith("request body: 2 frames")
+    status, headers, _ = request(f"{service.url}/retouch?strength=0.7", (photo_library["photos"] / "a.png").read_bytes())
+    assert status == 200 and "X-Stylert-Warning" not in headers
+
+
 @pytest.mark.parametrize("call, query, options", [
     ("restore", "fidelity=0.3&seed=2", ["--fidelity", 0.3, "--seed", 2]),
     ("stylize/cartoon", "seed=3&mix_layer=2", ["--style", "cartoon", "--seed", 3, "--mix-layer", 2]),

@@ -184,7 +184,7 @@ class FaceService:
         except StylertError as exc:
             return _failure(exc)
         timings = {**job.timings, **result.timings_ms, "encode": (time.perf_counter() - t) * 1000}
-        info = {**result.summary(), "batch": batch, "replica": self.replica}
+        info = {**result.summary(), "batch": batch, "replica": self.replica, "warning": loaded.warning}
         info["timings_ms"] = {k: round(v, 2) for k, v in timings.items()}
         return Reply(200, data, job.suffix, info)
 
@@ -268,6 +268,8 @@ class Gateway:
         headers = {"X-Stylert-Faces": json.dumps(reply.info["faces"], separators=(",", ":")),
                    "X-Stylert-Timings": json.dumps(reply.info["timings_ms"], separators=(",", ":")),
                    "X-Stylert-Batch": str(reply.info["batch"]), "X-Stylert-Replica": reply.info["replica"]}
+        if reply.info["warning"]:  # about the image (several frames: the first was used), as the CLI's warning line
+            headers["X-Stylert-Warning"] = reply.info["warning"]
         return Response(reply.body, media_type=MEDIA[reply.suffix], headers=headers)
 
     async def _body(self, request: Request) -> bytes | Response:
