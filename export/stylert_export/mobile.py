@@ -311,6 +311,7 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str) -> tuple[in
         with torch.no_grad():
             program = torch.export.export(module, tuple(_cast_inputs(example, precision).values()), strict=False)
             convs = _count_convs(program.graph)
+            _explicit_pool_strides(program)
             program = constant_prop_pass(program)
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             left = _count_convs(edge.exported_program().graph)
@@ -319,6 +320,18 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str) -> tuple[in
         raise ExportError(f"ExecuTorch refused the module: {_first_line(exc)}") from exc
     path.write_bytes(buffer)
     return convs, convs - left
+
+
+def _explicit_pool_strides(program) -> None:
+    """max_pool2d with its stride omitted (PyTorch's default: the kernel size) gets it written out: XNNPACK's
+    partitioner in ExecuTorch 1.4.1 indexes the stride and fails on an empty one."""
+    pools = (torch.ops.aten.max_pool2d.default, torch.ops.aten.max_pool2d_with_indices.default)
+    for node in program.graph.nodes:
+        if node.op == "call_function" and node.target in pools:
+            args = list(node.args)
+            if len(args) < 3 or not args[2]:
+                node.args = (*args[:2], list(args[1]), *args[3:])
+    program.graph_module.recompile()
 
 
 def _for_precision(module: torch.nn.Module, precision: str) -> torch.nn.Module:
