@@ -31,12 +31,12 @@ class _Graph:
         self.graph = model.graph
         self.constants = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
         inferred = shape_inference.infer_shapes(model)
-        self.shapes = {}
+        self.shapes: dict[str, list[int]] = {}
+        self.dtypes: dict[str, int] = {}
         for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
             dims = vi.type.tensor_type.shape.dim
             if all(d.HasField("dim_value") for d in dims):
                 self.shapes[vi.name] = [d.dim_value for d in dims]
-            self.dtypes = getattr(self, "dtypes", {})
             self.dtypes[vi.name] = vi.type.tensor_type.elem_type
         self.count = 0
 
