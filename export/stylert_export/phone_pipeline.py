@@ -48,7 +48,8 @@ CALL_OUTPUT = {
 
 def write_pipeline(folder: str | Path, call: str, target) -> Path:
     """`pipeline.json` for the phone artifacts in `folder` (their `NAME.ext.json` reports) exported for `call`."""
-    from stylert.faces.align import FFHQ_512
+    from stylert.faces.align import FEATHER_ZERO_BELOW, FFHQ_512, feather_geometry
+    from stylert.faces.detect import MTCNN_MIN_FACE_SIZE, MTCNN_SCALE_FACTOR, MTCNN_THRESHOLDS
 
     folder = Path(folder)
     models = {}
@@ -75,12 +76,13 @@ def write_pipeline(folder: str | Path, call: str, target) -> Path:
         "random_inputs": {name: how for name, how in RANDOM.items() if _has_input(models, name)},
     }
     if faces:
-        margin, sigma = max(resolution // 16, 2), max(resolution / 32.0, 1.0)
+        margin, sigma = feather_geometry(resolution)
         pipeline.update({
             "detector": {"method": "MTCNN (P-Net over an image pyramid, R-Net, O-Net), five landmarks",
                          "files": [f"detector/{n}.ort" for n in ("pnet", "rnet", "onet")],
                          "runtime": "onnxruntime (ORT format)", "input": "NHWC float32, (x - 127.5) * 0.0078125",
-                         "min_face_size": 20, "thresholds": [0.6, 0.7, 0.7], "scale_factor": 0.709,
+                         "min_face_size": MTCNN_MIN_FACE_SIZE, "thresholds": list(MTCNN_THRESHOLDS),
+                         "scale_factor": MTCNN_SCALE_FACTOR,
                          "reference": "stylert.faces.detect.MTCNNDetector"},
             "input": {"size": resolution, "channels": "RGB", "layout": "NCHW", "dtype": "float32",
                       "normalise": "x / 127.5 - 1 (uint8 0..255 -> [-1, 1])",
@@ -93,7 +95,7 @@ def write_pipeline(folder: str | Path, call: str, target) -> Path:
                                        "the template: least squares, LMEDS-robust (cv2.estimateAffinePartial2D)",
                           "warp": "bilinear, border reflect-101, size x size (cv2.warpAffine)",
                           "reference": "stylert.faces.align.similarity_transform, stylert.faces.align.warp_face"},
-            "paste_back": {"feather": {"margin": margin, "sigma": sigma, "zero_below": 1e-3,
+            "paste_back": {"feather": {"margin": margin, "sigma": sigma, "zero_below": FEATHER_ZERO_BELOW,
                                        "recipe": "zeros(size, size); ones inside [margin, size - margin); gaussian "
                                                  "blur with sigma (kernel from sigma, cv2.GaussianBlur(.., (0, 0), "
                                                  "sigma)); values below zero_below set to 0",

@@ -37,14 +37,21 @@ def warp_face(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
+FEATHER_ZERO_BELOW = 1e-3  # the blurred mask's tail, cut to 0: pixels that far out keep the photo exactly
+
+
+def feather_geometry(size: int) -> tuple[int, float]:
+    """(margin, sigma) of the feather mask of a size x size crop: a border of size/16, blurred over size/32."""
+    return max(size // 16, 2), max(size / 32.0, 1.0)
+
+
 def feather_mask(size: int) -> np.ndarray:
     """Crop-space float32 mask: 1 inside, 0 on a border of size/16, smoothed over about size/32."""
+    margin, sigma = feather_geometry(size)
     mask = np.zeros((size, size), np.float32)
-    margin = max(size // 16, 2)
     mask[margin:-margin, margin:-margin] = 1.0
-    sigma = max(size / 32.0, 1.0)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-    mask[mask < 1e-3] = 0.0
+    mask[mask < FEATHER_ZERO_BELOW] = 0.0
     return mask
 
 

@@ -24,6 +24,9 @@ from ..runtime.model import backend_names
 from ..runtime.onnxruntime import ort_providers
 
 MTCNN_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
+# The cascade's defaults: the smallest face searched for (pixels), each stage's score threshold, the pyramid's
+# scale step. The phone export states them in its pipeline JSON.
+MTCNN_MIN_FACE_SIZE, MTCNN_THRESHOLDS, MTCNN_SCALE_FACTOR = 20, (0.6, 0.7, 0.7), 0.709
 
 
 @dataclass
@@ -100,8 +103,8 @@ class MTCNNDetector:
     pyramid factor are the paper's defaults."""
 
     def __init__(self, model_dir: str | Path | None = None, providers: str | Sequence[str] = "onnxruntime-cpu",
-                 min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 scale_factor: float = 0.709):
+                 min_face_size: int = MTCNN_MIN_FACE_SIZE, thresholds: tuple[float, float, float] = MTCNN_THRESHOLDS,
+                 scale_factor: float = MTCNN_SCALE_FACTOR):
         root = Path(model_dir) if model_dir else mtcnn_model_dir()
         missing = [f for f in MTCNN_FILES if not (root / f).is_file()]
         if missing:
