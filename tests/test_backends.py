@@ -12,7 +12,7 @@ import pytest
 
 import stylert
 from conftest import rel_error
-from stylert.tools.bench import feeds_for
+from stylert.runtime.feeds import feeds_for
 from stylert.errors import BackendUnavailable, InputError, ModelError
 from stylert.runtime.model import auto_backends, backend_names, open_model
 
@@ -80,7 +80,7 @@ def test_bf16_refused_without_hardware(exported, monkeypatch):
     from stylert.runtime import openvino as ovb
 
     monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
-    with pytest.raises(BackendUnavailable, match="no bf16 hardware .*avx512_bf16 or amx_bf16.*use openvino"):
+    with pytest.raises(BackendUnavailable, match="no native bf16 .*avx512_bf16 or amx_bf16.*use openvino"):
         open_model(exported["nvlabs"], "openvino-bf16")
     monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx512_bf16"})
     model = open_model(exported["nvlabs"], "openvino-bf16")

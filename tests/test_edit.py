@@ -127,7 +127,7 @@ def test_style_encoder_loads_from_e4e_trainers_checkpoint(tmp_path):
 
 def test_graph_matches_pytorch_and_every_guidance_is_optional(edit_model):
     from stylert.runtime import open_model
-    from stylert.tools.bench import feeds_for
+    from stylert.runtime.feeds import feeds_for
     from stylert_export.edit_export import rebuild_reference
 
     model = open_model(edit_model["path"], "cpu")

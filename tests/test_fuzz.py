@@ -298,11 +298,14 @@ def test_damaged_jpeg_is_refused_unless_allowed(astronaut, tmp_path):
         if name not in ("flipped.jpg", "extraneous.jpg"):
             assert (loaded.rgb[-8:] == 128).all()  # the part libjpeg filled in
         assert decode_image(data, "body", allow_damaged=True).warning.startswith("body: damaged image data")
-    # whole files are not damaged: a photo, a progressive one, and one whose last blocks are exactly the fill grey
+    # whole files are not damaged: a photo, a progressive one, one whose last blocks are exactly the fill grey, and
+    # one padded with zeros before its end marker (libjpeg: "extraneous bytes"; the image is whole)
     for name, data in {"whole.jpg": jpg, "progressive.jpg": _encode(astronaut, "JPEG", progressive=True),
-                       "grey.jpg": _encode(np.full((64, 64, 3), 128, np.uint8), "JPEG")}.items():
+                       "grey.jpg": _encode(np.full((64, 64, 3), 128, np.uint8), "JPEG"),
+                       "padded.jpg": jpg[:-2] + bytes(64) + b"\xff\xd9"}.items():
         (tmp_path / name).write_bytes(data)
         assert read_image(tmp_path / name).warning is None
+    assert np.array_equal(read_image(tmp_path / "padded.jpg").rgb, read_image(tmp_path / "whole.jpg").rgb)
 
 
 def test_images_of_several_frames_say_so(astronaut, tmp_path):

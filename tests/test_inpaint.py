@@ -215,7 +215,7 @@ def test_exported_graphs_match_pytorch_on_fresh_inputs(inpaint_models):
     """Each graph on ONNX Runtime against the PyTorch module rebuilt from its metadata, batch 1 and 3, inputs
     drawn fresh; GRIG compared on its residual (I^t - I^{t-1}), which is all the network adds."""
     from stylert.runtime import open_model
-    from stylert.tools.bench import feeds_for
+    from stylert.runtime.feeds import feeds_for
     from stylert_export.inpaint_export import rebuild_reference
 
     rng = np.random.default_rng(11)
@@ -262,7 +262,7 @@ def test_export_metadata_and_plugin_flavour(inpaint_models, tmp_path):
     assert len(nodes) == 1 + 1 + 3 * 3  # conv1 and to_rgb1, then per level two style convs and a toRGB
     session = runnable_on_onnxruntime(path)
     portable = open_model(inpaint_models["exe-gan"], "cpu")
-    from stylert.tools.bench import feeds_for
+    from stylert.runtime.feeds import feeds_for
 
     feeds = feeds_for(portable.metadata, 2)
     err = rel_error(session.run(None, feeds)[0], portable.run(feeds)["inpainted"])

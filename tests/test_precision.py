@@ -2,6 +2,7 @@
 arrays, the bound, the choice with the CPU's flags and the measurement passed in (so the path of a CPU with native
 bf16 runs on every CPU), the verdict cache on real files, and the real OpenVINO backend on this machine's CPU,
 whichever kind it is."""
+import importlib.util
 import json
 import math
 import os
@@ -137,7 +138,7 @@ def test_precision_values_are_checked(exported, monkeypatch, cache):
     with pytest.raises(InputError, match="precision: expected auto, f32, bf16, got 'fp8'"):
         open_model(exported["nvlabs"], precision="fp8")
     monkeypatch.setenv("STYLERT_PRECISION", "half")
-    with pytest.raises(InputError, match="precision: expected auto, f32, bf16, got 'half'"):
+    with pytest.raises(InputError, match="^STYLERT_PRECISION: expected auto, f32, bf16, got 'half'"):  # named
         open_model(exported["nvlabs"])
     monkeypatch.setenv("STYLERT_PRECISION", "f32")
     assert open_model(exported["nvlabs"], "openvino").precision == "f32"
@@ -197,7 +198,7 @@ def test_bf16_pinned_without_native_bf16_is_one_line(exported, monkeypatch, cach
     from stylert.runtime import openvino as ovb
 
     monkeypatch.setattr(ovb, "cpu_flags", lambda: {"avx2", "fma"})
-    with pytest.raises(BackendUnavailable, match=r"no bf16 hardware \(avx512_bf16 or amx_bf16 not in its flags\)"):
+    with pytest.raises(BackendUnavailable, match=r"no native bf16 \(avx512_bf16 or amx_bf16 not in its flags\)"):
         open_model(exported["nvlabs"], precision="bf16")
     monkeypatch.setenv("STYLERT_PRECISION", "bf16")
     with pytest.raises(BackendUnavailable, match="avx512_bf16 or amx_bf16"):
@@ -279,6 +280,11 @@ def test_an_int8_graph_passes_the_same_gate(retouch_models, astronaut, tmp_path,
         else:  # the source runs in its place, with its own choice
             assert choice.precision in ("f32", "bf16") and "r.onnx: " in choice.reason
             assert not any(op.get_type_name() == "FakeQuantize" for op in model.graph.get_ops())
+    if importlib.util.find_spec("ray"):  # serve and batch pin no int8 verdict: each worker reads it from the cache
+        from stylert.serving import cluster
+
+        monkeypatch.setattr(cluster, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+        assert cluster.settle_precision(int8, None, None) is None
     source.unlink()
     model = open_model(int8)
     assert model.precision == "int8+f32" and "not beside it" in model.precision_choice.reason

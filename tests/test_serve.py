@@ -116,7 +116,8 @@ def test_serve_refuses_bad_requests_and_keeps_serving(service, photo_library, pa
 
 
 def test_serve_takes_the_face_options(service, photo_library):
-    """Found by a hostile run: a face option alone (largest_face=1) reached the network step's check: a 500."""
+    """A face option alone (largest_face=1) is the faces to work on, not a control of the network step (it was
+    passed to the step's check: a 500)."""
     photo, want = (photo_library["photos"] / "a.png").read_bytes(), (photo_library["cli"] / "a.png").read_bytes()
     for query in ("largest_face=1", "only_center_face=true", "largest_face=no"):
         status, _, body = request(f"{service.url}/retouch?strength=0.7&{query}", photo)

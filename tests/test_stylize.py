@@ -82,7 +82,7 @@ def test_style_graph_equals_the_formula_on_onnxruntime(style_pack):
 @pytest.mark.parametrize("graph", ["encoder.onnx", "cartoon.onnx", "impasto.onnx", "local.onnx"])
 def test_every_pack_graph_matches_pytorch(style_pack, graph):
     """Fresh inputs (not the export check's) at batch 2 through ONNX Runtime and the rebuilt PyTorch module."""
-    from stylert.tools.bench import feeds_for
+    from stylert.runtime.feeds import feeds_for
     from stylert.runtime.model import open_model
     from stylert_export.references import build
 

@@ -97,7 +97,7 @@ def test_onnxruntime_matches_pytorch_on_fresh_inputs(vsp_model):
     any CPU; the part-by-part test checks each part tightly."""
     import copy
 
-    from stylert.tools.bench import feeds_for
+    from stylert.runtime.feeds import feeds_for
     from stylert.runtime.model import open_model
 
     model = open_model(vsp_model["path"], "cpu")

@@ -18,13 +18,14 @@ from .calls.registry import CALLS, FACE_CHOICE, Call, FileInput
 from .calls.stylize import REGIONS
 from .errors import ModelError, StylertError, UntrainedWeightsWarning
 from .runtime.model import BACKENDS, library_logging
-from .runtime.precision import PRECISION_ENV, PRECISIONS
+from .runtime.precision import MAX_LEVELS, MIN_PSNR_DB, PRECISION_ENV, PRECISIONS
 from .video.process import VIDEO_SUFFIXES
 
 PROVIDERS_HELP = (f"backend(s) to try in order, comma-separated: {', '.join(BACKENDS)} (cpu, cuda are short for "
                   "onnxruntime-*); default: chosen for this machine")
 PRECISION_HELP = ("OpenVINO's precision: auto (bf16 where this CPU has native bf16 and the model's bf16 output was "
-                  "measured within max 4/255 and 45 dB of f32's, else f32; measured once, cached), f32, or bf16 "
+                  f"measured within max {MAX_LEVELS}/255 and {MIN_PSNR_DB:g} dB of f32's, else f32; measured once, "
+                  "cached), f32, or bf16 "
                   "(refused without native bf16); default: auto on the automatically chosen backend, else the "
                   "backend's own (STYLERT_PRECISION sets it too)")
 
@@ -134,7 +135,8 @@ def _cmd_bench(args) -> int:
         try:
             report = bench(args.models, backends, args.batch, threads=args.threads, warmup=args.warmup,
                            duration=args.duration, reference=args.reference, checkpoint=args.checkpoint,
-                           pipeline=args.pipeline, loops=args.loops, progress=bar.update)
+                           pipeline=args.pipeline, loops=args.loops, precision=args.openvino_precision,
+                           progress=bar.update)
         except ValueError as exc:
             raise StylertError(str(exc)) from None
     print(format_table(report))
@@ -682,8 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4,8 (default 1)")
     bn.add_argument("--threads", type=int, default=None,
                     help="intra-op threads (default: OMP_NUM_THREADS where set, else the library's)")
-    bn.add_argument("--precision", choices=PRECISIONS, help="OpenVINO's precision in the openvino rows: auto (measured "
-                    "per model and CPU), f32 or bf16; default f32 for openvino, bf16 for openvino-bf16")
+    bn.add_argument("--precision", dest="openvino_precision", choices=PRECISIONS,
+                    help="precision of the openvino rows only: auto (measured per model and CPU), f32 or bf16; default "
+                         "f32 (openvino-bf16 rows are bf16, the other backends run as they are named)")
     bn.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row (default 1)")
     bn.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per row, at least 5 runs (default 3)")
     bn.add_argument("--loops", type=int, default=1, help="runs of the graph per timed iteration, e.g. 3 for GRIG's "

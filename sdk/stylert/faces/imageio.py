@@ -17,6 +17,7 @@ import errno
 import functools
 import io
 import os
+import re
 import stat
 import uuid
 import warnings
@@ -224,13 +225,23 @@ JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
 def _jpeg_damage(source: BinaryIO) -> str | None:
     """libjpeg's own warning about a JPEG's data that decoded (Pillow drops these), or None. The file is decoded once
     more by libjpeg-turbo in strict mode (simplejpeg), which raises at the first warning."""
+    data = _all_bytes(source)
     try:
-        simplejpeg.decode_jpeg(_all_bytes(source), colorspace="GRAY", fastdct=True, fastupsample=True, strict=True)
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=True, fastupsample=True, strict=True)
     except ValueError as exc:
         message = str(exc)
-        if message.startswith(JPEG_DAMAGE) and "ICC" not in message:
+        if message.startswith(JPEG_DAMAGE) and "ICC" not in message and not _padded_end(message, data):
             return f"libjpeg: {message}"
     return None
+
+
+def _padded_end(message: str, data: bytes) -> bool:
+    """Whether libjpeg's "extraneous bytes" are one byte repeated just before the end-of-image marker: padding some
+    cameras write after a whole image (a scan that lost step leaves coded data there instead)."""
+    match = re.fullmatch(r"Corrupt JPEG data: (\d+) extraneous bytes before marker 0xd9", message)
+    if not match or not data.endswith(b"\xff\xd9"):
+        return False
+    return len(set(data[-2 - int(match[1]):-2])) == 1
 
 
 def _oriented(im: Image.Image) -> tuple[Image.Image, bytes | None]:

@@ -21,6 +21,7 @@ The pieces are separate so each can be checked on any CPU: `output_error` (the m
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -45,18 +46,19 @@ PRECISION_ENV = "STYLERT_PRECISION"  # the default where a call names none (the 
 CACHE_ENV = "STYLERT_CACHE"  # the cache folder (precision verdicts, OpenVINO's compiled blobs)
 
 
-def check_precision(value) -> str:
-    """One of PRECISIONS, or InputError naming `precision`."""
+def check_precision(value, name: str = "precision") -> str:
+    """One of PRECISIONS, or InputError naming `name` (the argument, or the variable it came from)."""
     if not isinstance(value, str) or value.strip().lower() not in PRECISIONS:
-        raise InputError(f"precision: expected {', '.join(PRECISIONS)}, got {value!r}")
+        raise InputError(f"{name}: expected {', '.join(PRECISIONS)}, got {value!r}")
     return value.strip().lower()
 
 
 def pinned_precision(precision: str | None) -> str | None:
     """The precision asked for: the argument, else STYLERT_PRECISION, else None (the backend's own default)."""
-    if precision is None:
-        precision = os.environ.get(PRECISION_ENV, "").strip() or None
-    return None if precision is None else check_precision(precision)
+    if precision is not None:
+        return check_precision(precision)
+    from_env = os.environ.get(PRECISION_ENV, "").strip()
+    return check_precision(from_env, PRECISION_ENV) if from_env else None
 
 
 def native_bf16(flags: Iterable[str]) -> bool:
@@ -216,13 +218,14 @@ def read_verdict(path: Path) -> Choice | None:
 def write_verdict(path: Path, choice: Choice) -> None:
     """Written whole or not at all (a temporary file renamed), with the user's umask; a cache that cannot be
     written is skipped: the next start measures again."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
         tmp.write_text(json.dumps(choice.describe()))
         tmp.replace(path)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):  # none was made (e.g. the folder could not be)
+            tmp.unlink()
 
 
 def image_output(outputs: list) -> int | None:

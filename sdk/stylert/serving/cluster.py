@@ -42,14 +42,18 @@ def settle_precision(path: str | Path, providers: str | None, precision: str | N
     one: where precision auto would measure (OpenVINO chosen automatically on a CPU with native bf16), the model is
     opened once in this process (its verdict cached for the next start) and its choice is pinned; otherwise the
     precision asked for (argument or STYLERT_PRECISION), or None for the backend's default. Style packs (several
-    graphs, each with its own verdict) and engines keep what was asked."""
+    graphs, each with its own verdict), engines and int8 graphs keep what was asked: an int8 graph's verdict (int8
+    with a float part, or its source in its place) is no precision to pin, and its workers read it from the cache
+    this open wrote."""
     pinned = pinned_precision(precision)
     if (pinned not in (None, "auto") or (providers and pinned is None) or Path(path).is_dir()
             or Path(path).suffix == ".engine" or not native_bf16(cpu_flags())):
         return pinned
     model = open_model(path, providers, precision=pinned)
     try:
-        return model.precision if model.backend.startswith("openvino") else pinned
+        if not model.backend.startswith("openvino") or model.metadata.get("stylert.precision") == "int8":
+            return pinned
+        return model.precision
     finally:
         model.close()
 

@@ -41,9 +41,9 @@ import numpy as np
 from ..errors import UntrainedWeightsWarning
 from ..runtime.model import BACKENDS as RUNTIME_BACKENDS
 from ..runtime.engine import read_sidecar
-from ..runtime.feeds import edit_feeds, feeds_for, inpaint_feeds, stylize_feeds  # noqa: F401 - bench's inputs
+from ..runtime.feeds import feeds_for
 from ..runtime.model import cpu_flags, cpu_name, open_model
-from ..runtime.precision import CACHE_ENV, image_output, native_bf16, output_error, written_region
+from ..runtime.precision import CACHE_ENV, image_output, native_bf16, no_bf16_reason, output_error, written_region
 
 BACKENDS = (*RUNTIME_BACKENDS, "torch")
 SCHEMA = "stylert.bench/1"
@@ -93,7 +93,9 @@ def _runner(backend: str, model_path: str, args: dict):
             raise RuntimeError("the PyTorch reference needs stylert[export] (torch): pip install 'stylert[export]'")
         build = eps[0].load()
         return (lambda: build(model_path, args.get("checkpoint"), args.get("threads"))), (lambda run: run(feeds)), feeds
-    return (lambda: open_model(model_path, backend, threads=args.get("threads"))), (lambda m: m.run(feeds)), feeds
+    precision = args.get("precision") if backend == "openvino" else None  # openvino-bf16 is bf16 by its name
+    return ((lambda: open_model(model_path, backend, threads=args.get("threads"), precision=precision)),
+            (lambda m: m.run(feeds)), feeds)
 
 
 def _start(backend: str, model_path: str, args: dict) -> dict:
@@ -336,8 +338,10 @@ def plot(report: dict, path: str | Path) -> None:
 
 def bench(models: list[str], backends: list[str], batches: list[int], *, threads: int | None = None,
           warmup: float = 1.0, duration: float = 3.0, reference: bool = False, checkpoint: str | None = None,
-          pipeline: str | None = None, pipeline_runs: int = 5, loops: int = 1, progress=None) -> dict:
-    """loops: runs of each graph per timed iteration (a row's latency is theirs together; GRIG's steps)."""
+          pipeline: str | None = None, pipeline_runs: int = 5, loops: int = 1, precision: str | None = None,
+          progress=None) -> dict:
+    """loops: runs of each graph per timed iteration (a row's latency is theirs together; GRIG's steps).
+    precision: of the "openvino" rows (auto, f32, bf16; default f32); the other rows run as their backend names."""
     from .graph_cost import graph_cost
 
     if reference and "torch" not in backends:
@@ -356,7 +360,7 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
             measured = {}
             for backend in backends:
                 args = {"batch": batch, "threads": threads, "warmup": warmup, "duration": duration,
-                        "checkpoint": checkpoint, "loops": loops}
+                        "checkpoint": checkpoint, "loops": loops, "precision": precision}
                 measured[backend] = {"backend": backend, "batch": batch, **run_isolated(backend, path, args)}
                 if progress:
                     progress()
@@ -434,5 +438,5 @@ def format_table(report: dict) -> str:
     if ceilings:
         lines.append(f"\nmatmul ceiling (2048^3, float32 inputs; openvino-bf16 computes in bf16; same run): {ceilings}")
     if "openvino-bf16" in report["ceilings"] and not report["ceilings"]["openvino-bf16"]:
-        lines.append("no bf16 ceiling: this CPU has no native bf16 (avx512_bf16 or amx_bf16)")
+        lines.append(f"no bf16 ceiling: {no_bf16_reason()}")
     return "\n".join(lines)
