@@ -41,14 +41,20 @@ def feeds_for(meta: dict, batch: int, path: str | Path = "model", seed: int = 0)
     return {"ws": rng.standard_normal((batch, _int(meta, path, "num_ws"), _int(meta, path, "w_dim"))).astype(np.float32)}
 
 
+def centre_hole(batch: int, r: int) -> np.ndarray:
+    """[batch, 1, r, r] float32: 1 on the centre square half the side of the image, 0 elsewhere."""
+    mask = np.zeros((batch, 1, r, r), np.float32)
+    mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
+    return mask
+
+
 def inpaint_feeds(meta: dict, batch: int, rng, path: str | Path = "model") -> dict[str, np.ndarray]:
     """An inpaint graph's inputs: a centre hole half the side of the image (GRIG's test mask)."""
     r = _int(meta, path, "resolution")
     image = rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32)
     if meta.get("stylert.role") == "exemplar":
         return {"image": image}
-    mask = np.zeros((batch, 1, r, r), np.float32)
-    mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
+    mask = centre_hole(batch, r)
     noise = rng.standard_normal((batch, _int(meta, path, "noise_size"))).astype(np.float32)
     if meta.get("stylert.method") == "grig":
         return {"image": image * (1 - mask), "mask": mask, "noise": noise}
@@ -60,8 +66,7 @@ def inpaint_feeds(meta: dict, batch: int, rng, path: str | Path = "model") -> di
 def edit_feeds(meta: dict, batch: int, rng, path: str | Path = "model") -> dict[str, np.ndarray]:
     """An edit graph's inputs: a centre hole, every guidance absent (presence 0), a random z and noise."""
     r, n = _int(meta, path, "resolution"), _int(meta, path, "num_ws")
-    mask = np.zeros((batch, 1, r, r), np.float32)
-    mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
+    mask = centre_hole(batch, r)
     zeros = lambda *shape: np.zeros((batch, *shape), np.float32)  # noqa: E731
     return {"image": rng.uniform(-1, 1, (batch, 3, r, r)).astype(np.float32), "mask": mask, "sketch": zeros(1, r, r),
             "semantic": zeros(_int(meta, path, "semantic_classes"), r, r), "color": zeros(3, r, r),
@@ -78,8 +83,7 @@ def stylize_feeds(meta: dict, batch: int, rng, path: str | Path = "model") -> di
     if role == "encoder":
         return {"image": image}
     if role == "local":
-        mask = np.zeros((batch, 1, r, r), np.float32)
-        mask[:, :, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = 1
+        mask = centre_hole(batch, r)
         return {"content": image, "style": image[::-1].copy(), "content_mask": mask,
                 "style_mask": np.ones_like(mask)}
     num_ws, w_dim = _int(meta, path, "num_ws"), _int(meta, path, "w_dim")
