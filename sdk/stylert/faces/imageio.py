@@ -66,8 +66,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, *, allow_damaged:
     """A photo file -> RGB uint8 with the EXIF orientation applied. Every file it cannot read is an ImageFileError
     whose message starts with the path: not a regular file (missing, a folder, a FIFO, a link to nothing, a link
     loop), empty, not an image, truncated or corrupt, over the pixel limit, more than 8 bits a channel, or damaged (a
-    JPEG whose data libjpeg reports corrupt or ending early, which it fills in grey or wrong). allow_damaged=True reads a damaged
-    JPEG anyway and says so in the result's `warning`."""
+    JPEG whose data libjpeg reports corrupt or ending early, which it fills in grey or wrong). allow_damaged=True
+    reads a damaged JPEG anyway and says so in the result's `warning`, as it says a file has several frames."""
     path = Path(path)
     with _open_file(path, str(path), "") as f:
         return _photo(f, str(path), max_pixels, allow_damaged)
