@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import resource
 import time
 import warnings
 
 from stylert.errors import UntrainedWeightsWarning
-from stylert.tools.bench import feeds_for, machine, percentiles, pipeline_stages
+from stylert.tools.bench import feeds_for, in_child, machine, percentiles, pipeline_stages
 
 
 def measure(load, step, warmup: int, iters: int) -> dict:
@@ -73,15 +72,6 @@ BACKENDS = {"pytorch weight": "pytorch, weight form (reference)", "pytorch activ
             "onnxruntime-cpu": "onnxruntime-cpu (stylert)"}
 
 
-def run_child(ctx, backend: str, args: dict) -> dict:
-    queue = ctx.Queue()
-    proc = ctx.Process(target=child, args=(backend, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Measure, print the table, and return what --json would hold."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -99,9 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     import stylert
     from stylert.tools.graph_cost import graph_cost, matmul_ceiling
 
-    ctx = mp.get_context("spawn")  # children first: they inherit this process's peak RSS
-    results = {backend: run_child(ctx, backend, args) for backend in BACKENDS}
-    pipeline = run_child(ctx, "pipeline", args) if args["pipeline"] else None
+    # children first (each spawned: its own cold start and peak memory), before this process grows
+    results = {backend: in_child(child, backend, args) for backend in BACKENDS}
+    pipeline = in_child(child, "pipeline", args) if args["pipeline"] else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)
         meta = stylert.open_model(args["model"], "cpu").metadata

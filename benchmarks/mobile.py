@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import time
 from pathlib import Path
 
-from stylert.tools.bench import machine, percentiles
+from stylert.tools.bench import in_child, machine, percentiles
 
 
 def build(call: str, resolution: int, channel_base: int, out: Path) -> dict[str, Path]:
@@ -122,15 +121,6 @@ def child(path: str, iters: int, warmup: int, queue) -> None:
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def measure(path: Path, iters: int, warmup: int) -> dict:
-    queue = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=child, args=(str(path), iters, warmup, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("call", choices=["retouch", "generator"])
@@ -146,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     files = build(args.call, args.resolution, args.channel_base, out)
     rows = {}
     for name, path in files.items():
-        row = {"file": path.name, "size_bytes": path.stat().st_size, **measure(path, args.iters, args.warmup)}
+        measured = in_child(child, str(path), args.iters, args.warmup)  # each file in a fresh process
+        row = {"file": path.name, "size_bytes": path.stat().st_size, **measured}
         report = path.with_name(path.name + ".json")
         if report.exists():
             r = json.loads(report.read_text())
