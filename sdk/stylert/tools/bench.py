@@ -43,7 +43,7 @@ from ..runtime.model import BACKENDS as RUNTIME_BACKENDS
 from ..runtime.engine import read_sidecar
 from ..runtime.feeds import feeds_for
 from ..runtime.model import cpu_flags, cpu_name, open_model
-from ..runtime.precision import CACHE_ENV, image_output, native_bf16, no_bf16_reason, output_error, written_region
+from ..runtime.precision import CACHE_ENV, image_output, no_bf16_reason, output_error, written_region
 
 BACKENDS = (*RUNTIME_BACKENDS, "torch")
 SCHEMA = "stylert.bench/1"
@@ -252,39 +252,8 @@ def pipeline_stages(model_path: str, image: str, runs: int, warmup: int = 1, thr
     return {"faces": faces, "stages": {k: percentiles(v) for k, v in stages.items()}, "total": percentiles(totals)}
 
 
-def openvino_ceiling(precision: str, threads: int | None, n: int = 2048, runs: int = 10) -> float | None:
-    """GFLOP/s of OpenVINO's n x n x n matrix product in f32 or bf16 (median of runs), as graph_cost.matmul_ceiling
-    measures ONNX Runtime's; bf16 only where the CPU has it natively (None otherwise: emulated, not a ceiling)."""
-    if precision == "bf16" and not native_bf16(cpu_flags()):
-        return None
-    try:
-        import openvino as ov
-        from onnx import TensorProto, helper
-    except ImportError:  # no OpenVINO here: no ceiling for it
-        return None
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "ceiling",
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 10
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "matmul.onnx"
-        path.write_bytes(model.SerializeToString())
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-                  **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-        request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    request.infer([a, a])
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        request.infer([a, a])
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / float(np.median(times)) / 1e9
-
-
 def ceiling(backend: str, threads: int | None) -> float | None:
-    from .graph_cost import matmul_ceiling
+    from .graph_cost import matmul_ceiling, openvino_ceiling
     try:
         if backend == "onnxruntime-cpu":
             return matmul_ceiling(["CPUExecutionProvider"], threads=threads)

@@ -8,11 +8,15 @@ inference with the batch dimension set to 1.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..runtime.model import cpu_flags
+from ..runtime.precision import native_bf16
 
 
 @dataclass
@@ -83,9 +87,8 @@ def graph_cost(path: str | Path) -> GraphCost:
     return GraphCost(sum(by_op.values()), weight_bytes, io_bytes, by_op)
 
 
-def matmul_ceiling(providers: list[str] | None = None, n: int = 2048, runs: int = 10, threads: int | None = None) -> float:
-    """GFLOP/s of an n x n x n float32 matrix product on ONNX Runtime with these providers (median of runs)."""
-    import onnxruntime as ort
+def _matmul_graph(n: int) -> bytes:
+    """The ONNX graph every ceiling times: c = a @ b, float32 n x n."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "ceiling",
@@ -93,15 +96,47 @@ def matmul_ceiling(providers: list[str] | None = None, n: int = 2048, runs: int 
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 10  # readable by every ONNX Runtime that reads opset 18
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"])
+    return model.SerializeToString()
+
+
+def _rate(run, n: int, runs: int) -> float:
+    """GFLOP/s of run(a) computing a @ a for an n x n matrix: 2 n^3 over the median of `runs` timed runs (one
+    untimed first)."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    session.run(None, {"a": a, "b": a})
+    run(a)
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        session.run(None, {"a": a, "b": a})
+        run(a)
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / float(np.median(times)) / 1e9
+
+
+def matmul_ceiling(providers: list[str] | None = None, n: int = 2048, runs: int = 10, threads: int | None = None) -> float:
+    """GFLOP/s of an n x n x n float32 matrix product on ONNX Runtime with these providers (median of runs)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(_matmul_graph(n), options, providers=providers or ["CPUExecutionProvider"])
+    return _rate(lambda a: session.run(None, {"a": a, "b": a}), n, runs)
+
+
+def openvino_ceiling(precision: str, threads: int | None, n: int = 2048, runs: int = 10) -> float | None:
+    """GFLOP/s of OpenVINO's n x n x n matrix product in f32 or bf16 (median of runs), as matmul_ceiling measures
+    ONNX Runtime's; bf16 only where the CPU has it natively (None otherwise: emulated, not a ceiling), None without
+    OpenVINO."""
+    if precision == "bf16" and not native_bf16(cpu_flags()):
+        return None
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+              **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matmul.onnx"
+        path.write_bytes(_matmul_graph(n))
+        request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
+    return _rate(lambda a: request.infer([a, a]), n, runs)
