@@ -90,6 +90,16 @@ def official_grig_state(model) -> dict:
     return out
 
 
+def test_sle_pooling_equals_adaptive_average_pooling():
+    """SLE's 4x4 pooling: on maps smaller than 4x4 (GRIG below 256) the nearest-neighbour form it is written in
+    (a Resize in the graph, where phone accelerators refuse the pooling's rank-6 gather) equals the pooling."""
+    from stylert_export.grig import Pool4
+
+    for size in (1, 2, 4, 8, 16):
+        x = torch.randn(2, 3, size, size)
+        assert torch.equal(Pool4()(x), nn.functional.adaptive_avg_pool2d(x, 4)), size
+
+
 def test_grig_checkpoint_layout_and_positional_g_ema(tmp_path):
     """A GRIG .pth as train.py writes it: `g` (spectral-norm and batch-norm tensors), `g_ema` a list over the
     parameters in order (it wins), numpy scalars in `metrics`: loaded without running code, folded, equal."""

@@ -129,10 +129,10 @@ class MultimodalAggregation(nn.Module):
         self.score = ResidualBlock(channels, 1)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        features = torch.stack([self.extract[name](inputs[name]) for name, _ in MODALITIES], dim=1)  # [B, n, C, H, W]
-        b, n, c, h, w = features.shape
-        scores = self.score(features.reshape(b * n, c, h, w)).reshape(b, n, 1, h, w)
-        return (features * torch.softmax(scores, dim=1)).sum(dim=1)  # Eq. 6.16, 6.17
+        """Kept in rank-4 tensors (one [B, C, H, W] per modality), which phone accelerators take."""
+        features = [self.extract[name](inputs[name]) for name, _ in MODALITIES]
+        weights = torch.softmax(torch.cat([self.score(f) for f in features], dim=1), dim=1)  # [B, n, H, W]
+        return sum(f * weights[:, i:i + 1] for i, f in enumerate(features))  # Eq. 6.16, 6.17
 
 
 class StyleFusion(nn.Module):

@@ -67,12 +67,26 @@ class Swish(nn.Module):
         return x * torch.sigmoid(x)
 
 
+class Pool4(nn.AdaptiveAvgPool2d):
+    """SLE's AdaptiveAvgPool2d(4). On a map smaller than 4x4 whose size divides 4 (GRIG below 256, as tests run it)
+    every bin holds one pixel: nearest-neighbour upsampling, written so because it exports as a Resize where the
+    pooling exports as a GatherND of rank 6, which phone accelerators refuse."""
+
+    def __init__(self):
+        super().__init__(4)
+
+    def forward(self, x):
+        if x.shape[-1] < 4 and 4 % x.shape[-1] == 0 and x.shape[-2] == x.shape[-1]:
+            return F.interpolate(x, size=(4, 4), mode="nearest")
+        return super().forward(x)
+
+
 class SEBlock(nn.Module):
     """Skip-layer excitation (SLE): feat_big * sigmoid(conv1x1(swish(conv4x4(avgpool_4(feat_small)))))."""
 
     def __init__(self, ch_in: int, ch_out: int):
         super().__init__()
-        self.main = nn.Sequential(nn.AdaptiveAvgPool2d(4), conv2d(ch_in, ch_out, 4, 1, 0), Swish(),
+        self.main = nn.Sequential(Pool4(), conv2d(ch_in, ch_out, 4, 1, 0), Swish(),
                                   conv2d(ch_out, ch_out, 1, 1, 0), nn.Sigmoid())
 
     def forward(self, feat_small, feat_big):

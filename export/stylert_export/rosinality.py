@@ -120,7 +120,7 @@ class ModulatedConv2d(nn.Module):
             y = F.conv2d(self.blur(x), w, stride=2)
         else:
             y = F.conv2d(x, w, padding=self.padding)
-        return y * demod_coefficients(w, s)[:, :, None, None] if self.demodulate else y
+        return y * demod_coefficients(w, s).to(y.dtype)[:, :, None, None] if self.demodulate else y
 
 
 class StyledConv(nn.Module):

@@ -23,11 +23,18 @@ def truncate(w: torch.Tensor, w_avg: torch.Tensor, psi: torch.Tensor) -> torch.T
     return w_avg + psi * (w - w_avg)
 
 
+def choose(take: torch.Tensor, other: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """take * other + (1 - take) * content: exactly `other` where take is 1 and `content` where it is 0, in
+    arithmetic that phone accelerators run (NNAPI takes no comparison or Where)."""
+    return take * other + (1 - take) * content
+
+
 def mix_layers(content: torch.Tensor, other: torch.Tensor, mix_layer: torch.Tensor) -> torch.Tensor:
     """Style mixing: layers < mix_layer from `content` [B, L, D], layers >= mix_layer from `other`."""
-    layer = torch.arange(content.shape[1], device=content.device)
-    take_other = layer.unsqueeze(0) >= mix_layer.reshape(-1, 1)
-    return torch.where(take_other.unsqueeze(-1), other, content)
+    layer = torch.arange(content.shape[1], device=content.device, dtype=content.dtype)
+    # layer - mix_layer + 1 is an integer: >= 1 from mix_layer on, <= 0 before it
+    take_other = torch.clamp(layer.unsqueeze(0) - mix_layer.reshape(-1, 1).to(content.dtype) + 1, 0, 1)
+    return choose(take_other.unsqueeze(-1), other, content)
 
 
 class StyleGeneratorGraph(nn.Module):
@@ -35,7 +42,8 @@ class StyleGeneratorGraph(nn.Module):
 
     content [B, w_dim]: the encoder's w; psi [B]: truncation; mix_codes [B, num_ws, w_dim]: Z+ samples
     (mix_from_z = 1: mapped by G' and truncated with psi) or a W+ reference code (mix_from_z = 0:
-    used as given); mix_layer [B] int64: first layer taken from the mix codes (num_ws = no mixing).
+    used as given; a value between blends the two); mix_layer [B] int64: first layer taken from the mix
+    codes (num_ws = no mixing).
     -> image [B, 3, R, R], G'(mix(truncate(content), codes)).
     """
 
@@ -51,7 +59,7 @@ class StyleGeneratorGraph(nn.Module):
         w_avg = g.mapping.w_avg
         content_ws = truncate(content, w_avg, psi).unsqueeze(1).expand(-1, num_ws, -1)
         z_ws = truncate(g.mapping.embed(mix_codes.reshape(b * num_ws, dim)).reshape(b, num_ws, dim), w_avg, psi)
-        codes = torch.where(mix_from_z.reshape(-1, 1, 1) > 0.5, z_ws, mix_codes)
+        codes = choose(torch.clamp(mix_from_z, 0, 1).reshape(-1, 1, 1), z_ws, mix_codes)
         return g(mix_layers(content_ws, codes, mix_layer))
 
 

@@ -64,7 +64,7 @@ class DilatedModulatedConv2d(nn.Module):
     def forward(self, x_modulated, s):
         w = self.weight[0] * self.scale
         y = F.conv2d(x_modulated, w, padding=self.padding, dilation=self.dilation)
-        return y * demod_coefficients(w, s)[:, :, None, None]
+        return y * demod_coefficients(w, s).to(y.dtype)[:, :, None, None]
 
 
 class SMARTLayer(nn.Module):
