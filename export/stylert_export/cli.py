@@ -40,7 +40,8 @@ def _target(parser) -> None:
                              "(.pte, XNNPACK; pip install 'stylert[mobile]'): -o is a folder a phone app ships, each "
                              "model checked on that runtime here")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, dest="phone_precision",
-                        help="phone targets: fp32 (default) or fp16")
+                        help="phone targets: fp32 (default) or fp16; executorch also int8 (int8 weights, activations "
+                             "quantized as it runs)")
 
 
 def _phone(args, name: str):

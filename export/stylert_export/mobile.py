@@ -10,16 +10,18 @@ ort-mobile: the ONNX graph at fixed shapes (fp16: float16 inside, float32 inputs
   (the operators a minimal runtime build needs).
 executorch: `torch.export` of the module, parameters folded into constants (a conv weight computed from a
   parameter, such as a transposed or flipped filter, becomes a static one), lowered with XNNPACK's partitioner:
-  NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took.
+  NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. int8 (executorch only): XNNPACK's
+  dynamic quantization, int8 weights per output channel and activations quantized as the model runs.
 
 Each artifact then runs on its own runtime here (onnxruntime for `.ort`, `executorch.runtime` for `.pte`) on fresh
-seeded inputs against the PyTorch module in float32; fp32 must be within 1e-4 relative (L2), fp16 within 5e-2;
+seeded inputs against the PyTorch module in float32; fp32 must be within 1e-4 relative (L2), fp16 and int8 within 5e-2;
 past that the artifact is removed and the export fails.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import logging
@@ -34,11 +36,13 @@ import onnx
 import torch
 
 from .onnx_export import DEFAULT_OPSET, ExportError, _compare, _outputs, export_module
+from .phone_graph import attribute
 
 TARGETS = ("ort-mobile", "executorch")
-PRECISIONS = ("fp32", "fp16")
-TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}  # relative L2 over every output, against PyTorch in float32
+PRECISIONS = {"ort-mobile": ("fp32", "fp16"), "executorch": ("fp32", "fp16", "int8")}
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": 5e-2}  # relative L2 over every output, against PyTorch in float32
 SUFFIX = {"ort-mobile": ".ort", "executorch": ".pte"}
+RUNTIME = {"ort-mobile": "onnxruntime", "executorch": "executorch.runtime (XNNPACK)"}
 MOBILE_EXTRA = "pip install 'stylert[mobile]'"
 PARITY_SEED = 24680  # fresh inputs: neither the traced example (seed 0) nor the ONNX parity check's
 
@@ -52,9 +56,10 @@ class Target:
     def __post_init__(self):
         if self.name not in TARGETS:
             raise ValueError(f"unknown target {self.name!r}; expected onnx or one of {', '.join(TARGETS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision {self.precision}: {self.name} takes {' or '.join(PRECISIONS)} (int8 "
-                             "needs calibration data, which stylert does not ship)")
+        if self.precision not in PRECISIONS[self.name]:
+            raise ValueError(f"--precision {self.precision}: {self.name} takes {', '.join(PRECISIONS[self.name])} "
+                             "(ONNX Runtime's int8 needs calibration images, which stylert does not ship; executorch's "
+                             "int8 quantizes activations as it runs)")
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Partitions:
     supported: int
     partitions: int
     unsupported_ops: list[str]
+    failed_conditions: dict[str, int] = field(default_factory=dict)  # {"op: not its condition": nodes}
 
     @property
     def share(self) -> float:
@@ -94,7 +100,8 @@ class PhoneReport:
         if self.convs is not None:
             parts.append(f"XNNPACK runs {self.delegated_convs} of {self.convs} convolutions")
         for ep, p in self.partitions.items():
-            parts.append(f"{ep}: {p.supported}/{p.nodes} nodes ({100 * p.share:.1f}%) in {p.partitions} partitions")
+            parts.append(f"{ep}: {p.supported}/{p.nodes} nodes ({100 * p.share:.1f}%) in {p.partitions} partitions"
+                         + "".join(f" ({n} {what})" for what, n in p.failed_conditions.items()))
         return "; ".join(parts)
 
     def to_json(self) -> dict:
@@ -118,13 +125,19 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     path.parent.mkdir(parents=True, exist_ok=True)
     example = make_inputs(1, 0)
     if target.name == "ort-mobile":
-        partitions = _write_ort(module, example, output_names, path, opset, metadata, target.precision, log)
-        got = _run_ort(path, make_inputs(1, PARITY_SEED))
-        report_extra = {"partitions": partitions}
+        report_extra = {"partitions": _write_ort(module, example, output_names, path, opset, metadata,
+                                                 target.precision, log)}
+        run = _run_ort
     else:
         convs, delegated = _write_pte(module, example, path, target.precision)
-        got = _run_pte(path, make_inputs(1, PARITY_SEED), target.precision)
         report_extra = {"convs": convs, "delegated_convs": delegated}
+        run = functools.partial(_run_pte, precision=target.precision)
+    try:
+        got = run(path, make_inputs(1, PARITY_SEED))
+    except Exception as exc:  # the runtime's own error, as one line; the file is not left behind
+        path.unlink(missing_ok=True)
+        raise ExportError(f"{path.name} does not run on {RUNTIME[target.name]} here: {_first_line(exc)}; "
+                          "the file was removed") from exc
     with torch.no_grad():
         want = _outputs(reference(**make_inputs(1, PARITY_SEED)))
     max_abs, rel = _compare(got, want)
@@ -225,9 +238,60 @@ def _to_fp16(onnx_path: Path) -> None:
     onnx.save(model, str(onnx_path))
 
 
+def _given(node, i: int, constants: dict) -> bool:
+    """Input i is a constant or omitted."""
+    return i >= len(node.input) or not node.input[i] or node.input[i] in constants
+
+
+def _clip_bounds(node, constants) -> tuple:
+    return tuple(float(constants[node.input[i]].reshape(())) if len(node.input) > i and node.input[i] in constants
+                 else None for i in (1, 2))
+
+
+# What ONNX Runtime's operator tables state beside an operator and its checker leaves unchecked, where the graph
+# alone decides it: {provider: {op: (condition, test(node, constants))}}.
+STATED_CONDITIONS = {
+    "NNAPI": {
+        "Clip": ("bounds [0, 6] or [-1, 1] (relu6, relu1)", lambda n, c: _clip_bounds(n, c) in ((0.0, 6.0), (-1.0, 1.0))),
+        "DepthToSpace": ("DCR mode", lambda n, c: attribute(n, "mode", "DCR") == "DCR"),
+        "Conv": ("constant weight and bias", lambda n, c: all(_given(n, i, c) for i in (1, 2))),
+        "Pad": ("constant mode, constant non-negative pads", lambda n, c: attribute(n, "mode", "constant")
+                == "constant" and len(n.input) > 1 and n.input[1] in c and (c[n.input[1]] >= 0).all() and _given(n, 2, c)),
+    },
+    "CoreML MLProgram": {
+        "Conv": ("constant bias", lambda n, c: _given(n, 2, c)),
+        "Slice": ("constant starts, ends, axes, steps", lambda n, c: all(_given(n, i, c) for i in range(1, 5))),
+    },
+}
+
+
+class _StatedConditionsChecker:
+    """An EP's operator table (ONNX Runtime's checker), with STATED_CONDITIONS checked too: a node that fails one
+    counts as unsupported, so the partitions are nearer to what the EP takes on a phone."""
+
+    def __init__(self, table, conditions: dict, constants: dict):
+        self.table, self.conditions, self.constants = table, conditions, constants
+        self.failed: dict[str, int] = {}
+
+    def is_op_supported(self, node) -> bool:
+        if not self.table.is_op_supported(node):
+            return False
+        condition = self.conditions.get(node.op_type)
+        if condition and not condition[1](node, self.constants):
+            key = f"{node.op_type}: not {condition[0]}"
+            self.failed[key] = self.failed.get(key, 0) + 1
+            return False
+        return True
+
+    def get_caveats(self):
+        return self.table.get_caveats()
+
+
 def check_usability(onnx_path: Path, report_path: Path) -> dict[str, Partitions]:
-    """ONNX Runtime's mobile usability checker on `onnx_path` (its log saved to `report_path`), and its partition
-    estimate for NNAPI and Core ML MLProgram at the graph's (fixed) shapes."""
+    """ONNX Runtime's mobile usability checker on `onnx_path` (its log saved to `report_path`), and the partitions
+    for NNAPI and Core ML MLProgram at the graph's (fixed) shapes by its partitioning, with the conditions its
+    operator tables state checked as well (STATED_CONDITIONS; NNAPI: tensors of rank <= 4)."""
+    from onnx import numpy_helper
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import optimize_model
 
@@ -242,15 +306,21 @@ def check_usability(onnx_path: Path, report_path: Path) -> dict[str, Partitions]
     finally:
         logger.removeHandler(handler)
     report_path.write_text(stream.getvalue())
+    tables = Path(uc.__file__).parent
+    found = {}
     with tempfile.TemporaryDirectory() as tmp:  # the checker's own steps: basic optimisation, shape inference
         optimized = Path(tmp) / onnx_path.name
         optimize_model(onnx_path, optimized, use_external_initializers=True)
         model = uc.ModelProtoWithShapeInfo(optimized).model_with_shape_info
-        found = {"NNAPI": uc.check_nnapi_partitions(model, require_fixed_input_sizes=True),
-                 "CoreML MLProgram": uc.check_coreml_partitions(model, require_fixed_input_sizes=True,
-                                                                config_filename="coreml_supported_mlprogram_ops.md")}
-    return {ep: Partitions(info.num_nodes, info.num_supported_nodes, info.num_partitions, sorted(info.unsupported_ops))
-            for ep, info in found.items()}
+        constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        for ep, table, max_rank in (("NNAPI", "nnapi_supported_ops.md", 4),
+                                    ("CoreML MLProgram", "coreml_supported_mlprogram_ops.md", 5)):
+            checker = _StatedConditionsChecker(uc._SupportedOpsChecker(tables / table), STATED_CONDITIONS[ep],
+                                               constants)
+            info = uc.check_partitioning(model.graph, checker, True, max_rank)
+            found[ep] = Partitions(info.num_nodes, info.num_supported_nodes, info.num_partitions,
+                                   sorted(info.unsupported_ops), dict(sorted(checker.failed.items())))
+    return found
 
 
 def _run_ort(path: Path, inputs: dict) -> list[np.ndarray]:
@@ -302,24 +372,74 @@ def _write_pte(module, example: dict, path: Path, precision: str) -> tuple[int, 
 
 
 def _lower_to_pte(module, example: dict, path: Path, precision: str) -> tuple[int, int]:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (XnnpackDynamicallyQuantizedPartitioner,
+                                                                            XnnpackPartitioner)
     from executorch.exir import to_edge_transform_and_lower
-    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass, get_default_skip_targets_no_quant
 
     module = _for_precision(module, precision)
+    args = tuple(_cast_inputs(example, precision).values())
+    partitioners, keep = [XnnpackPartitioner()], set()
     try:
         with torch.no_grad():
-            program = torch.export.export(module, tuple(_cast_inputs(example, precision).values()), strict=False)
+            if precision == "int8":
+                module, keep = _dynamic_int8(module, args)
+                partitioners.insert(0, XnnpackDynamicallyQuantizedPartitioner())
+            with _ReductionsInFloat32() if precision == "fp16" else contextlib.nullcontext():
+                program = torch.export.export(module, args, strict=False)
             convs = _count_convs(program.graph)
             _explicit_pool_strides(program)
-            program = constant_prop_pass(program)
-            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+            program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())
+            edge = to_edge_transform_and_lower(program, partitioner=partitioners)
             left = _count_convs(edge.exported_program().graph)
             buffer = edge.to_executorch().buffer
     except Exception as exc:
         raise ExportError(f"ExecuTorch refused the module: {_first_line(exc)}") from exc
     path.write_bytes(buffer)
     return convs, convs - left
+
+
+class _ReductionsInFloat32(torch.overrides.TorchFunctionMode):
+    """While an fp16 module is traced: means, sums, norms and softmaxes of float16 tensors computed in float32 and
+    cast back, as mixed precision does. Left in float16, ExecuTorch's portable kernels accumulate them in float16
+    (XNNPACK takes convolutions, not these), and a mean over a feature map loses most of its digits (FACEMUG at 32x32:
+    18% error)."""
+
+    FUNCTIONS = {torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, torch.var, torch.Tensor.var,
+                 torch.std, torch.Tensor.std, torch.softmax, torch.Tensor.softmax, torch.nn.functional.softmax,
+                 torch.nn.functional.layer_norm, torch.nn.functional.group_norm, torch.nn.functional.instance_norm,
+                 torch.nn.functional.normalize, torch.norm, torch.Tensor.norm, torch.linalg.vector_norm}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in self.FUNCTIONS or not any(_is_half(a) for a in (*args, *kwargs.values())):
+            return func(*args, **kwargs)
+        widen = lambda v: v.float() if _is_half(v) else v  # noqa: E731
+        out = func(*map(widen, args), **{k: widen(v) for k, v in kwargs.items()})
+        return out.half() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+
+def _is_half(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == torch.float16
+
+
+def _dynamic_int8(module: torch.nn.Module, args: tuple) -> tuple[torch.nn.Module, set]:
+    """XNNPACK's dynamic quantization (torchao's PT2E flow with ExecuTorch's XNNPACKQuantizer): convolution and
+    linear weights int8 per output channel, their inputs quantized to int8 per run from their own range, so no
+    calibration images are needed. Returns the quantized module and the quantize / dequantize ops constant folding
+    must keep (folded, the weights would be float32 again)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    prepared = prepare_pt2e(torch.export.export(module, args, strict=False).module(), quantizer)
+    prepared(*args)
+    q = torch.ops.quantized_decomposed
+    keep = {q.quantize_per_channel.default, q.dequantize_per_channel.default, q.quantize_per_tensor.default,
+            q.dequantize_per_tensor.default, q.quantize_per_tensor.tensor, q.dequantize_per_tensor.tensor,
+            q.choose_qparams.tensor}
+    return convert_pt2e(prepared), keep
 
 
 def _explicit_pool_strides(program) -> None:
@@ -335,7 +455,8 @@ def _explicit_pool_strides(program) -> None:
 
 
 def _for_precision(module: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """A frozen copy (no gradients, so folded constants are plain tensors), in float16 for fp16."""
+    """A frozen copy (no gradients, so folded constants are plain tensors), in float16 for fp16 (int8 quantizes
+    the float32 module)."""
     module = copy.deepcopy(module).eval().requires_grad_(False)
     return module.half() if precision == "fp16" else module
 

@@ -1,20 +1,26 @@
 """Rewrites of a fixed-shape ONNX graph into ops both phone accelerators ONNX Runtime drives take (NNAPI and Core ML
-MLProgram), each exact: the ort-mobile target applies them before its usability check, and the artifact's parity
-check against PyTorch covers them.
+MLProgram), each exact but Erf's (within 1e-6): the ort-mobile target applies them before its usability check,
+and the artifact's parity check against PyTorch covers them.
 
   Gather(x, constant scalar i, axis a)  -> Squeeze(Slice(x, i, i + 1, a), a)   (Core ML: no Gather)
   Reciprocal(x)                          -> Div(1, x)                           (NNAPI: no Reciprocal)
-  Min(x, constant c)                     -> Clip(x, max=c)                      (Core ML: no Min)
-  Pad(x, constant pads, constant 0)      -> Slice (negative pads), Concat with zeros (positive)   (Core ML: no Pad)
+  Min(x, constant c), Clip(x, lo, hi)    -> Max(x, lo), -Max(-x, -hi)           (Core ML: no Min; NNAPI: Clip
+                                                                                 only as [0, 6] or [-1, 1])
+  Pad(x, constant pads, 0 or reflect)    -> Slice (negative pads), Concat with zeros or mirrored rows (Core ML: no
+                                            Pad; NNAPI: constant mode only)
   ConvTranspose(x, constant W, stride 2) -> Conv with one output per phase, DepthToSpace (DCR)  (NNAPI: none)
+  DepthToSpace CRD after a Conv          -> DCR, the Conv's output channels reordered          (NNAPI: DCR only)
   Expand(x, constant shape)              -> Add(x, zeros of that shape)            (both: no Expand)
   BatchNormalization (inference)         -> Mul, Add per channel                   (Core ML MLProgram: none)
   a node whose inputs are all constants   -> its outputs as constants
   LayerNormalization                     -> ReduceMean, Sub, Mul, Sqrt, Div        (NNAPI: none)
   ReduceSum(x, constant axes)            -> ReduceMean x the count                 (NNAPI: none)
+  ReduceL2(x, constant axes)             -> Sqrt(ReduceMean(x x) x the count)      (both: none)
+  Erf(x)                                 -> Abramowitz & Stegun 7.1.26 in Mul, Div, Sqrt, Exp, Clip (NNAPI: none)
   Resize(x, omitted roi / scales)        -> the same with empty constants          (the checker's reading)
   Reshape to rank 6, Pad, Reshape         -> Resize (nearest) x a constant mask: zero insertion in rank 4
   (upfirdn2d's upsampling; Core ML takes rank <= 5, ncnn rank <= 4)
+  Reshape to rank 6, Transpose, Reshape   -> a depthwise one-hot Conv of stride r: PixelUnshuffle in rank 4
 """
 from __future__ import annotations
 
@@ -52,11 +58,21 @@ class _Graph:
         return f"phone_{hint}_{self.count}"
 
 
-def _attr(node, name, default=None):
+def attribute(node, name: str, default=None):
+    """A node's attribute by name (strings decoded), or `default`."""
     for a in node.attribute:
         if a.name == name:
-            return helper.get_attribute_value(a)
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
     return default
+
+
+def _slice(g: _Graph, x: str, axis: int, start: int, end: int) -> tuple[str, object]:
+    """(the output's name, a Slice node taking x[start:end] along `axis`)."""
+    out = g.fresh("slice")
+    return out, helper.make_node("Slice", [x, g.constant(np.array([start], np.int64), "start"),
+                                           g.constant(np.array([end], np.int64), "end"),
+                                           g.constant(np.array([axis], np.int64), "axis")], [out])
 
 
 def _gather(g: _Graph, node) -> list | None:
@@ -64,22 +80,37 @@ def _gather(g: _Graph, node) -> list | None:
     i = g.constants.get(index)
     if i is None or i.ndim != 0:
         return None
-    axis = _attr(node, "axis", 0)
+    axis = attribute(node, "axis", 0)
     start = int(i)
     if start < 0:
         if data not in g.shapes:
             return None
         start += g.shapes[data][axis]
-    sliced = g.fresh("slice")
-    return [helper.make_node("Slice", [data, g.constant(np.array([start], np.int64), "start"),
-                                       g.constant(np.array([start + 1], np.int64), "end"),
-                                       g.constant(np.array([axis], np.int64), "axis")], [sliced]),
-            helper.make_node("Squeeze", [sliced, g.constant(np.array([axis], np.int64), "axis")], list(node.output))]
+    sliced, node_slice = _slice(g, data, axis, start, start + 1)
+    return [node_slice, helper.make_node("Squeeze", [sliced, g.constant(np.array([axis], np.int64), "axis")],
+                                         list(node.output))]
 
 
 def _reciprocal(g: _Graph, node) -> list | None:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
     return [helper.make_node("Div", [g.constant(np.array(1, dtype), "one"), node.input[0]], list(node.output))]
+
+
+def _bounded(g: _Graph, x: str, low, high, output: str, dtype) -> list:
+    """x clipped to [low, high] (either may be None) as Max(x, low) and -Max(-y, -high): exact, as a sign flip is,
+    in ops both accelerators take (NNAPI takes Clip only as [0, 6] or [-1, 1]; Core ML MLProgram has no Min)."""
+    nodes, current = [], x
+    if low is not None:
+        out = g.fresh("max") if high is not None else output
+        nodes.append(helper.make_node("Max", [current, g.constant(np.array(low, dtype), "low")], [out]))
+        current = out
+    if high is not None:
+        minus_one = g.constant(np.array(-1, dtype), "minus_one")
+        flipped, capped = g.fresh("flipped"), g.fresh("capped")
+        nodes += [helper.make_node("Mul", [current, minus_one], [flipped]),
+                  helper.make_node("Max", [flipped, g.constant(np.array(-high, dtype), "high")], [capped]),
+                  helper.make_node("Mul", [capped, minus_one], [output])]
+    return nodes
 
 
 def _min(g: _Graph, node) -> list | None:
@@ -91,13 +122,26 @@ def _min(g: _Graph, node) -> list | None:
     value = g.constants.get(c)
     if value is None or value.size != 1 or g.shapes.get(x) is None or g.shapes.get(node.output[0]) != g.shapes[x]:
         return None
-    lowest = np.array(np.finfo(value.dtype).min, value.dtype)  # explicit: the usability checker counts an
-    return [helper.make_node("Clip", [x, g.constant(lowest, "min"), g.constant(value.reshape(()), "max")],
-                             list(node.output))]  # empty input name as a tensor of unknown shape
+    return _bounded(g, x, None, value.reshape(()), node.output[0], value.dtype)
+
+
+def _clip(g: _Graph, node) -> list | None:
+    """Clip to bounds other than NNAPI's relu6 and relu1."""
+    bounds = [node.input[i] if len(node.input) > i and node.input[i] else None for i in (1, 2)]
+    if any(b is not None and b not in g.constants for b in bounds):
+        return None
+    low, high = (None if b is None else float(g.constants[b].reshape(())) for b in bounds)
+    if (low, high) in ((0.0, 6.0), (-1.0, 1.0)) or (low is None and high is None):
+        return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    return _bounded(g, node.input[0], low, high, node.output[0], dtype)
 
 
 def _pad(g: _Graph, node) -> list | None:
-    if _attr(node, "mode", b"constant") not in (b"constant", "constant"):
+    """Constant (zero) padding as Slice (negative pads) and Concat with zeros; reflect padding as Concat of the
+    mirrored rows and columns, one Slice each."""
+    mode = attribute(node, "mode", "constant")
+    if mode not in ("constant", "reflect"):
         return None
     x, pads = node.input[0], g.constants.get(node.input[1]) if len(node.input) > 1 else None
     value = g.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
@@ -106,25 +150,33 @@ def _pad(g: _Graph, node) -> list | None:
     if pads is None or value is None or shape is None or np.any(value != 0) or axes is not None:
         return None
     rank = len(shape)
+    if mode == "reflect" and any(p < 0 or p >= shape[i % rank] for i, p in enumerate(pads)):
+        return None
     dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(x, onnx.TensorProto.FLOAT))
     nodes, current, shape = [], x, list(shape)
     for axis in range(rank):
         before, after = int(pads[axis]), int(pads[axis + rank])
         if before < 0 or after < 0:
             start, end = max(-before, 0), shape[axis] - max(-after, 0)
-            out = g.fresh("crop")
-            nodes.append(helper.make_node("Slice", [current, g.constant(np.array([start], np.int64), "start"),
-                                                    g.constant(np.array([end], np.int64), "end"),
-                                                    g.constant(np.array([axis], np.int64), "axis")], [out]))
-            current, shape[axis] = out, end - start
+            current, sliced = _slice(g, current, axis, start, end)
+            nodes.append(sliced)
+            shape[axis] = end - start
             before, after = max(before, 0), max(after, 0)
         if before > 0 or after > 0:
-            parts = []
-            for size in (before, None, after):
-                if size is None:
-                    parts.append(current)
-                elif size > 0:
-                    parts.append(g.constant(np.zeros([*shape[:axis], size, *shape[axis + 1:]], dtype), "zeros"))
+            if mode == "reflect":  # rows before .. 1 ahead, size-2 .. size-1-after behind (the edge not repeated)
+                rows = [*range(before, 0, -1), None, *range(shape[axis] - 2, shape[axis] - 2 - after, -1)]
+                parts = []
+                for row in rows:
+                    if row is None:
+                        parts.append(current)
+                    else:
+                        name, sliced = _slice(g, current, axis, row, row + 1)
+                        nodes.append(sliced)
+                        parts.append(name)
+            else:
+                parts = [current if size is None else
+                         g.constant(np.zeros([*shape[:axis], size, *shape[axis + 1:]], dtype), "zeros")
+                         for size in (before, None, after) if size is None or size > 0]
             out = g.fresh("pad")
             nodes.append(helper.make_node("Concat", parts, [out], axis=axis))
             current, shape[axis] = out, shape[axis] + before + after
@@ -142,14 +194,14 @@ def _conv_transpose(g: _Graph, node) -> list | None:
     x, w = node.input[0], g.constants.get(node.input[1])
     bias = g.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     shape = g.shapes.get(x)
-    if (w is None or shape is None or len(shape) != 4 or _attr(node, "group", 1) != 1
-            or list(_attr(node, "strides", [1, 1])) != [2, 2] or set(_attr(node, "dilations", [1, 1])) != {1}
-            or _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or _attr(node, "output_shape")
+    if (w is None or shape is None or len(shape) != 4 or attribute(node, "group", 1) != 1
+            or list(attribute(node, "strides", [1, 1])) != [2, 2] or set(attribute(node, "dilations", [1, 1])) != {1}
+            or attribute(node, "auto_pad", "NOTSET") != "NOTSET" or attribute(node, "output_shape")
             or (len(node.input) > 2 and node.input[2] and bias is None)):
         return None
     cin, cout, kh, kw = w.shape
-    pads = list(_attr(node, "pads", [0, 0, 0, 0]))
-    extra = list(_attr(node, "output_padding", [0, 0]))
+    pads = list(attribute(node, "pads", [0, 0, 0, 0]))
+    extra = list(attribute(node, "output_padding", [0, 0]))
     dims = []
     for d, (k, size) in enumerate(zip((kh, kw), shape[2:])):
         before, after = pads[d], pads[d + 2]
@@ -203,7 +255,7 @@ def _zero_insertion(g: _Graph, node, consumers: dict) -> tuple[list, list] | Non
     if shape is None or len(shape) != 6 or shape[3] != 1 or shape[5] != 1:
         return None
     users = consumers.get(node.output[0], [])
-    if len(users) != 1 or users[0].op_type != "Pad" or _attr(users[0], "mode", b"constant") not in (b"constant", "constant"):
+    if len(users) != 1 or users[0].op_type != "Pad" or attribute(users[0], "mode", "constant") != "constant":
         return None
     pad = users[0]
     pads = g.constants.get(pad.input[1]) if len(pad.input) > 1 else None
@@ -247,7 +299,7 @@ def _batch_norm(g: _Graph, node) -> list | None:
     shape = g.shapes.get(node.input[0])
     if any(v is None for v in (scale, bias, mean, var)) or shape is None or len(node.output) != 1:
         return None
-    factor = scale / np.sqrt(var + _attr(node, "epsilon", 1e-5))
+    factor = scale / np.sqrt(var + attribute(node, "epsilon", 1e-5))
     per_channel = [1, -1] + [1] * (len(shape) - 2)
     scaled = g.fresh("bn")
     return [helper.make_node("Mul", [node.input[0], g.constant(factor.reshape(per_channel).astype(scale.dtype), "scale")],
@@ -297,7 +349,7 @@ def _layer_norm(g: _Graph, node) -> list | None:
     shape = g.shapes.get(node.input[0])
     if shape is None or len([o for o in node.output if o]) != 1:
         return None
-    axis = _attr(node, "axis", -1) % len(shape)
+    axis = attribute(node, "axis", -1) % len(shape)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
     axes = g.constant(np.arange(axis, len(shape), dtype=np.int64), "axes")
     mean, centred, square, var, shifted, std, normed = (g.fresh(h) for h in ("mean", "centred", "square", "var",
@@ -306,7 +358,7 @@ def _layer_norm(g: _Graph, node) -> list | None:
              helper.make_node("Sub", [node.input[0], mean], [centred]),
              helper.make_node("Mul", [centred, centred], [square]),
              helper.make_node("ReduceMean", [square, axes], [var], keepdims=1),
-             helper.make_node("Add", [var, g.constant(np.array(_attr(node, "epsilon", 1e-5), dtype), "eps")],
+             helper.make_node("Add", [var, g.constant(np.array(attribute(node, "epsilon", 1e-5), dtype), "eps")],
                               [shifted]),
              helper.make_node("Sqrt", [shifted], [std]),
              helper.make_node("Div", [centred, std], [normed])]
@@ -329,40 +381,153 @@ def _reduce_sum(g: _Graph, node) -> list | None:
         return None
     count = int(np.prod([shape[int(a)] for a in axes.reshape(-1)]))
     mean = g.fresh("mean")
-    return [helper.make_node("ReduceMean", [node.input[0], node.input[1]], [mean], keepdims=_attr(node, "keepdims", 1)),
+    return [helper.make_node("ReduceMean", [node.input[0], node.input[1]], [mean], keepdims=attribute(node, "keepdims", 1)),
             helper.make_node("Mul", [mean, g.constant(np.array(count, dtype), "count")], list(node.output))]
 
 
-REWRITES = {"LayerNormalization": _layer_norm, "ReduceSum": _reduce_sum, "Resize": _resize, "Gather": _gather, "Expand": _expand, "BatchNormalization": _batch_norm, "Reciprocal": _reciprocal, "Min": _min, "Pad": _pad, "ConvTranspose": _conv_transpose}
+ERF_P, ERF_A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _erf(g: _Graph, node) -> list | None:
+    """Erf (NNAPI: none) by Abramowitz & Stegun 7.1.26 (1.5e-7; evaluated in float32, within 6e-7 of erf):
+    erf(x) = sign(x) (1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x^2)), t = 1 / (1 + p |x|), with
+    |x| = Sqrt(x x) and sign(x) = Clip(x 1e30, -1, 1) (NNAPI's relu1), in ops both accelerators take."""
+    x = node.input[0]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(x, onnx.TensorProto.FLOAT))
+    if dtype != np.float32:
+        return None
+
+    def const(v, hint):
+        return g.constant(np.array(v, dtype), hint)
+
+    nodes = []
+
+    def op(kind, *inputs, **attrs):
+        out = g.fresh(kind.lower())
+        nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+        return out
+
+    square = op("Mul", x, x)
+    t = op("Div", const(1, "one"), op("Add", op("Mul", op("Sqrt", square), const(ERF_P, "erf_p")), const(1, "one")))
+    poly = const(ERF_A[4], "erf_a")
+    for a in reversed(ERF_A[:4]):
+        poly = op("Add", op("Mul", poly, t), const(a, "erf_a"))
+    tail = op("Mul", op("Mul", poly, t), op("Exp", op("Mul", square, const(-1, "minus_one"))))
+    sign = op("Clip", op("Mul", x, const(1e30, "huge")), const(-1, "minus_one"), const(1, "one"))
+    nodes.append(helper.make_node("Mul", [sign, op("Sub", const(1, "one"), tail)], list(node.output)))
+    return nodes
+
+
+def _reduce_l2(g: _Graph, node) -> list | None:
+    """ReduceL2 over constant axes as Sqrt(ReduceMean(x x) x the count) (NNAPI and Core ML MLProgram: none)."""
+    shape = g.shapes.get(node.input[0])
+    axes = g.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    if shape is None or axes is None or axes.size == 0:
+        return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    count = int(np.prod([shape[int(a)] for a in axes.reshape(-1)]))
+    square, mean, total = g.fresh("square"), g.fresh("mean"), g.fresh("total")
+    return [helper.make_node("Mul", [node.input[0], node.input[0]], [square]),
+            helper.make_node("ReduceMean", [square, node.input[1]], [mean], keepdims=attribute(node, "keepdims", 1)),
+            helper.make_node("Mul", [mean, g.constant(np.array(count, dtype), "count")], [total]),
+            helper.make_node("Sqrt", [total], list(node.output))]
+
+
+def _pixel_unshuffle(g: _Graph, node, consumers: dict) -> tuple[list, list] | None:
+    """PixelUnshuffle's Reshape [N, C, H, W] -> [N, C, h, r, w, r], Transpose (0, 1, 3, 5, 2, 4), Reshape
+    [N, C r r, h, w] (rank 6: Core ML takes <= 5, NNAPI 4) as one depthwise Conv of stride r whose one-hot
+    r x r kernels send block pixel (i, j) of channel c to channel c r^2 + i r + j: x * 1 plus zeros, exact.
+    Returns (the nodes, the nodes they replace) or None."""
+    shape = g.shapes.get(node.output[0])
+    if shape is None or len(shape) != 6 or shape[3] != shape[5] or shape[3] < 2:
+        return None
+    n, c, h, r, w, _ = shape
+    source = node.input[0]
+    users = consumers.get(node.output[0], [])
+    if (g.shapes.get(source) != [n, c, h * r, w * r] or len(users) != 1 or users[0].op_type != "Transpose"
+            or list(attribute(users[0], "perm", [])) != [0, 1, 3, 5, 2, 4]):
+        return None
+    after = consumers.get(users[0].output[0], [])
+    if len(after) != 1 or after[0].op_type != "Reshape" or g.shapes.get(after[0].output[0]) != [n, c * r * r, h, w]:
+        return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(source, onnx.TensorProto.FLOAT))
+    kernel = np.zeros((c, r, r, 1, r, r), dtype)
+    for i in range(r):
+        for j in range(r):
+            kernel[:, i, j, 0, i, j] = 1
+    conv = helper.make_node("Conv", [source, g.constant(kernel.reshape(c * r * r, 1, r, r), "unshuffle")],
+                            list(after[0].output), group=c, kernel_shape=[r, r], strides=[r, r])
+    return [conv], [users[0], after[0]]
+
+
+def _depth_to_space_dcr(g: _Graph, node, producer) -> bool:
+    """DepthToSpace in CRD mode (NNAPI: DCR only) fed by a Conv of constant weights that feeds nothing else: the
+    Conv's output channels reordered from CRD's c r^2 + i r + j to DCR's (i r + j) C + c, and the mode set to
+    DCR; exact. False where that does not apply."""
+    if attribute(node, "mode", "DCR") != "CRD" or producer is None:
+        return False
+    conv, users = producer
+    weight = g.constants.get(conv.input[1]) if conv.op_type == "Conv" else None
+    bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
+    if weight is None or users != 1 or (bias and bias not in g.constants):
+        return False
+    r = attribute(node, "blocksize")
+    c = weight.shape[0] // (r * r)
+    order = np.arange(c * r * r).reshape(c, r * r).T.reshape(-1)  # DCR channel k holds CRD channel order[k]
+    conv.input[1] = g.constant(weight[order], "dcr_weight")
+    if bias:
+        conv.input[2] = g.constant(g.constants[bias][order], "dcr_bias")
+    del node.attribute[:]
+    node.attribute.extend([helper.make_attribute("blocksize", r), helper.make_attribute("mode", "DCR")])
+    return True
+
+
+REWRITES = {"LayerNormalization": _layer_norm, "ReduceSum": _reduce_sum, "ReduceL2": _reduce_l2, "Erf": _erf,
+            "Resize": _resize, "Gather": _gather, "Expand": _expand, "BatchNormalization": _batch_norm,
+            "Reciprocal": _reciprocal, "Min": _min, "Clip": _clip, "Pad": _pad, "ConvTranspose": _conv_transpose}
+SEQUENCES = {"zero insertion (Reshape, Pad, Reshape)": _zero_insertion,
+             "PixelUnshuffle (Reshape, Transpose, Reshape)": _pixel_unshuffle}  # each starts at a Reshape
 
 
 def rewrite_for_phones(model: onnx.ModelProto) -> dict[str, int]:
-    """Apply REWRITES in place where they are exact for this graph; {op: nodes rewritten}."""
+    """Apply REWRITES and SEQUENCES in place where they hold for this graph; {what: times rewritten}."""
     g = _Graph(model)
     done: dict[str, int] = {}
     consumers: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def count(what):
+        done[what] = done.get(what, 0) + 1
+
     nodes, skip = [], set()
     for node in model.graph.node:
         if id(node) in skip:
             continue
-        if node.op_type == "Reshape" and (found := _zero_insertion(g, node, consumers)):
-            nodes.extend(found[0])
-            skip.update(id(n) for n in found[1])
-            done["zero insertion (Reshape, Pad, Reshape)"] = done.get("zero insertion (Reshape, Pad, Reshape)", 0) + 1
-            continue
+        if node.op_type == "Reshape":
+            found = next(((what, r) for what, seq in SEQUENCES.items() if (r := seq(g, node, consumers))), None)
+            if found:
+                what, (replacement, replaced) = found
+                nodes.extend(replacement)
+                skip.update(id(n) for n in replaced)
+                count(what)
+                continue
         if _fold(g, node):
-            done["constant folded"] = done.get("constant folded", 0) + 1
+            count("constant folded")
             continue
+        if node.op_type == "DepthToSpace":
+            source = producers.get(node.input[0])
+            if _depth_to_space_dcr(g, node, source and (source, len(consumers.get(node.input[0], [])))):
+                count("DepthToSpace CRD")
         rewrite = REWRITES.get(node.op_type)
         replaced = rewrite(g, node) if rewrite and node.domain in ("", "ai.onnx") else None
         if replaced is None:
             nodes.append(node)
         else:
             nodes.extend(replaced)
-            done[node.op_type] = done.get(node.op_type, 0) + 1
+            count(node.op_type)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}

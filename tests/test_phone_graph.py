@@ -1,0 +1,128 @@
+"""phone_graph's rewrites, each on a small graph of the op it replaces: ONNX Runtime runs the graph before and after
+on fresh random inputs (the exact rewrites must give the same numbers bit for bit, Erf's within 1e-6), the op is
+gone, and the stricter partition count (ONNX Runtime's tables with the conditions they state) takes every node."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import rel_error
+
+pytest.importorskip("onnxruntime")
+
+
+def graph(nodes, inputs: dict, output: tuple, constants: dict | None = None) -> onnx.ModelProto:
+    """A model of `nodes` with float32 inputs {name: shape}, one float32 output (name, shape) and constants."""
+    g = helper.make_graph(nodes, "case", [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in inputs.items()],
+                          [helper.make_tensor_value_info(output[0], TensorProto.FLOAT, output[1])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in (constants or {}).items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def run(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def rewritten(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    from stylert_export.phone_graph import rewrite_for_phones
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy, rewrite_for_phones(copy)
+
+
+def ops(model) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+def feeds_for(model, rng) -> dict:
+    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32) * 3
+            for i in model.graph.input}
+
+
+def partitions(model, tmp_path) -> dict:
+    from stylert_export.mobile import check_usability
+
+    path = tmp_path / "case.onnx"
+    onnx.save(model, str(path))
+    return check_usability(path, tmp_path / "case.usability.txt")
+
+
+X = {"x": [1, 4, 8, 8]}
+EXACT = {
+    "Clip": graph([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], X, ("y", [1, 4, 8, 8]),
+                  {"lo": np.float32(-0.3), "hi": np.float32(2.5)}),
+    "Min": graph([helper.make_node("Min", ["x", "c"], ["y"])], X, ("y", [1, 4, 8, 8]), {"c": np.float32(0.7)}),
+    "Pad": graph([helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], X, ("y", [1, 4, 11, 15]),
+                 {"pads": np.array([0, 0, 2, 3, 0, 0, 1, 4], np.int64)}),
+    "PixelUnshuffle (Reshape, Transpose, Reshape)": graph(
+        [helper.make_node("Reshape", ["x", "s6"], ["r6"]),
+         helper.make_node("Transpose", ["r6"], ["t6"], perm=[0, 1, 3, 5, 2, 4]),
+         helper.make_node("Reshape", ["t6", "s4"], ["y"])], X, ("y", [1, 16, 4, 4]),
+        {"s6": np.array([1, 4, 4, 2, 4, 2], np.int64), "s4": np.array([-1, 16, 4, 4], np.int64)}),
+    "DepthToSpace CRD": graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+         helper.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD")], X, ("y", [1, 3, 16, 16]),
+        {"w": np.random.default_rng(0).standard_normal((12, 4, 3, 3)).astype(np.float32),
+         "b": np.arange(12, dtype=np.float32)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_exact_rewrite_gives_the_same_numbers(name, tmp_path):
+    model = EXACT[name]
+    phone, done = rewritten(model)
+    assert done.get(name) == 1, done
+    gone = {"Clip": "Clip", "Min": "Min", "Pad": "Pad", "DepthToSpace CRD": None}.get(name, "Transpose")
+    assert gone is None or gone not in ops(phone), ops(phone)
+    rng = np.random.default_rng()
+    for _ in range(3):
+        feeds = feeds_for(model, rng)
+        np.testing.assert_array_equal(run(phone, feeds), run(model, feeds))
+    for ep, p in partitions(phone, tmp_path).items():
+        assert (p.supported, p.partitions, p.failed_conditions) == (p.nodes, 1, {}), (ep, p)
+
+
+def test_a_bounded_clip_nnapi_cannot_take_is_counted_out(tmp_path):
+    """ONNX Runtime's checker counts any Clip as NNAPI's; its NNAPI EP takes only relu6 and relu1 bounds: the
+    stricter count leaves the node out and says why, and relu1 stays a Clip."""
+    found = partitions(EXACT["Clip"], tmp_path)["NNAPI"]
+    assert found.supported == 0 and found.failed_conditions == {"Clip: not bounds [0, 6] or [-1, 1] (relu6, relu1)": 1}
+    relu1 = graph([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], X, ("y", [1, 4, 8, 8]),
+                  {"lo": np.float32(-1), "hi": np.float32(1)})
+    assert rewritten(relu1)[1] == {} and partitions(relu1, tmp_path)["NNAPI"].supported == 1
+
+
+def test_erf_in_phone_ops_within_its_bound(tmp_path):
+    """Abramowitz & Stegun 7.1.26 in Mul, Div, Sqrt, Exp and relu1: within 1e-6 of ONNX Runtime's Erf (the
+    formula's 1.5e-7 plus float32 rounding: 5.7e-7 at most on a dense grid of [-6, 6]) from 0 through the tails,
+    odd, NaN kept; the GELU built on it within 1e-6 relative."""
+    model = graph([helper.make_node("Erf", ["x"], ["y"])], {"x": [4096]}, ("y", [4096]))
+    phone, done = rewritten(model)
+    assert done == {"Erf": 1} and "Erf" not in ops(phone)
+    rng = np.random.default_rng()
+    x = np.concatenate([rng.standard_normal(4000) * 2, [0, -0.0, 1e-30, -1e-30, 1e-8, 5, -5, 30, -30, 1e30, -1e30],
+                        rng.uniform(-1e-3, 1e-3, 85)]).astype(np.float32)
+    got, want = run(phone, {"x": x}), run(model, {"x": x})
+    assert np.abs(got.astype(np.float64) - want).max() <= 1e-6
+    np.testing.assert_array_equal(run(phone, {"x": -x}), -got)
+    assert np.isnan(run(phone, {"x": np.full(4096, np.nan, np.float32)})).all()
+    gelu = 0.5 * x * (1 + got.astype(np.float64)), 0.5 * x * (1 + want.astype(np.float64))
+    assert rel_error(*gelu) < 1e-6
+    for ep, p in partitions(phone, tmp_path).items():
+        assert (p.supported, p.partitions) == (p.nodes, 1), (ep, p)
+
+
+def test_reduce_l2_as_a_mean_of_squares(tmp_path):
+    model = graph([helper.make_node("ReduceL2", ["x", "axes"], ["y"], keepdims=1)], X, ("y", [1, 4, 8, 1]),
+                  {"axes": np.array([-1], np.int64)})
+    phone, done = rewritten(model)
+    assert done == {"ReduceL2": 1} and "ReduceL2" not in ops(phone)
+    feeds = feeds_for(model, np.random.default_rng())
+    assert rel_error(run(phone, feeds), run(model, feeds)) < 1e-6
+    for ep, p in partitions(phone, tmp_path).items():
+        assert (p.supported, p.partitions) == (p.nodes, 1), (ep, p)
