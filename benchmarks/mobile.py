@@ -1,8 +1,8 @@
 """Phone artifacts of one call beside ONNX Runtime desktop on the same model, in one run, on this CPU.
 
 Exports the call (seeded random weights) as the ONNX graph stylert's runtime reads and for both phone targets in
-fp32 and fp16 (`stylert export --target ort-mobile|executorch`, each checked against PyTorch on its own runtime
-here), then times every file at batch 1, each in a fresh child process so that cold start (load + first run) and
+fp32 and fp16, and ExecuTorch in int8 (`stylert export --target ort-mobile|executorch`, each checked against
+PyTorch on its own runtime here), then times every file at batch 1, each in a fresh child process so that cold start (load + first run) and
 peak memory are its own: ONNX Runtime desktop on the .onnx (the reference), ONNX Runtime on the .ort files, and
 ExecuTorch's runtime with XNNPACK on the .pte files (an --out folder from an earlier run is timed again as it is,
 without exporting). Reports p50, p99, cold start, peak RSS, file size, error against
@@ -45,7 +45,7 @@ def build(call: str, resolution: int, channel_base: int, out: Path) -> dict[str,
         export(files["onnxruntime desktop (.onnx)"])
         print(f"exported the ONNX graph in {time.perf_counter() - t:.0f} s", flush=True)
     for target in (Target("ort-mobile"), Target("ort-mobile", "fp16"), Target("executorch"),
-                   Target("executorch", "fp16")):
+                   Target("executorch", "fp16"), Target("executorch", "int8")):
         path = out / f"{target.name}-{target.precision}" / f"{call}.onnx"
         if not artifact_path(path, target).exists():  # a folder from an earlier run is timed again as it is
             t = time.perf_counter()

@@ -53,3 +53,19 @@ def test_stream_fps_benchmark(restore_models, tmp_path):
     for r in res.values():
         assert set(r) == {"frames", "fps", "latency_p50_ms", "latency_p99_ms", "detections"}
         assert np.isfinite(r["fps"]) and r["latency_p50_ms"] <= r["latency_p99_ms"] and 1 <= r["detections"] <= 6
+
+
+def test_phone_matrix_runs_the_export_and_tabulates_its_reports(tmp_path):
+    """benchmarks/phone_matrix.py on one call and target: the export ran (its .ort beside its report), and the row
+    and the table carry what the report says; a precision the target does not offer is not attempted."""
+    result = subprocess.run([sys.executable, "benchmarks/phone_matrix.py", "--out", str(tmp_path / "out"),
+                             "--calls", "generator", "--targets", "ort-mobile", "--precisions", "fp32", "int8",
+                             "--json", str(tmp_path / "m.json"), "--markdown", str(tmp_path / "m.md")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert [(r["call"], r["target"], r["precision"], r["ok"]) for r in rows] == [("generator", "ort-mobile", "fp32", True)]
+    report = json.loads((tmp_path / "out" / "ort-mobile-fp32" / "generator" / "generator.ort.json").read_text())
+    assert rows[0]["files"]["generator.ort"]["rel"] == report["rel"] < 1e-4
+    nnapi = report["partitions"]["NNAPI"]
+    assert f"NNAPI {nnapi['supported']}/{nnapi['nodes']} in {nnapi['partitions']}" in (tmp_path / "m.md").read_text()
