@@ -117,11 +117,14 @@ def test_erf_in_phone_ops_within_its_bound(tmp_path):
         assert (p.supported, p.partitions) == (p.nodes, 1), (ep, p)
 
 
-def test_reduce_l2_as_a_mean_of_squares(tmp_path):
-    model = graph([helper.make_node("ReduceL2", ["x", "axes"], ["y"], keepdims=1)], X, ("y", [1, 4, 8, 1]),
+@pytest.mark.parametrize("op", ["ReduceL2", "ReduceSum"])
+def test_reductions_as_scaled_means(op, tmp_path):
+    """ReduceSum as ReduceMean times the count, ReduceL2 as the square root of that over the squares: the same
+    arithmetic, within float32 rounding."""
+    model = graph([helper.make_node(op, ["x", "axes"], ["y"], keepdims=1)], X, ("y", [1, 4, 8, 1]),
                   {"axes": np.array([-1], np.int64)})
     phone, done = rewritten(model)
-    assert done == {"ReduceL2": 1} and "ReduceL2" not in ops(phone)
+    assert done == {op: 1} and op not in ops(phone)
     feeds = feeds_for(model, np.random.default_rng())
     assert rel_error(run(phone, feeds), run(model, feeds)) < 1e-6
     for ep, p in partitions(phone, tmp_path).items():

@@ -370,19 +370,22 @@ def _layer_norm(g: _Graph, node) -> list | None:
     return nodes
 
 
-def _reduce_sum(g: _Graph, node) -> list | None:
-    """ReduceSum over constant axes as ReduceMean times the count (NNAPI: no ReduceSum)."""
+def _sum_as_mean(g: _Graph, node, x: str, output: str) -> list | None:
+    """The sum of x over `node`'s constant axes (and with its keepdims) as ReduceMean times the count."""
     shape = g.shapes.get(node.input[0])
     axes = g.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-    if shape is None or axes is None or axes.size == 0:
-        return None
     dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
-    if not np.issubdtype(dtype, np.floating):
+    if shape is None or axes is None or axes.size == 0 or not np.issubdtype(dtype, np.floating):
         return None
     count = int(np.prod([shape[int(a)] for a in axes.reshape(-1)]))
     mean = g.fresh("mean")
-    return [helper.make_node("ReduceMean", [node.input[0], node.input[1]], [mean], keepdims=attribute(node, "keepdims", 1)),
-            helper.make_node("Mul", [mean, g.constant(np.array(count, dtype), "count")], list(node.output))]
+    return [helper.make_node("ReduceMean", [x, node.input[1]], [mean], keepdims=attribute(node, "keepdims", 1)),
+            helper.make_node("Mul", [mean, g.constant(np.array(count, dtype), "count")], [output])]
+
+
+def _reduce_sum(g: _Graph, node) -> list | None:
+    """ReduceSum over constant axes as ReduceMean times the count (NNAPI: no ReduceSum)."""
+    return _sum_as_mean(g, node, node.input[0], node.output[0])
 
 
 ERF_P, ERF_A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
@@ -420,16 +423,11 @@ def _erf(g: _Graph, node) -> list | None:
 
 def _reduce_l2(g: _Graph, node) -> list | None:
     """ReduceL2 over constant axes as Sqrt(ReduceMean(x x) x the count) (NNAPI and Core ML MLProgram: none)."""
-    shape = g.shapes.get(node.input[0])
-    axes = g.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-    if shape is None or axes is None or axes.size == 0:
+    square, total = g.fresh("square"), g.fresh("total")
+    summed = _sum_as_mean(g, node, square, total)
+    if summed is None:
         return None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
-    count = int(np.prod([shape[int(a)] for a in axes.reshape(-1)]))
-    square, mean, total = g.fresh("square"), g.fresh("mean"), g.fresh("total")
-    return [helper.make_node("Mul", [node.input[0], node.input[0]], [square]),
-            helper.make_node("ReduceMean", [square, node.input[1]], [mean], keepdims=attribute(node, "keepdims", 1)),
-            helper.make_node("Mul", [mean, g.constant(np.array(count, dtype), "count")], [total]),
+    return [helper.make_node("Mul", [node.input[0], node.input[0]], [square]), *summed,
             helper.make_node("Sqrt", [total], list(node.output))]
 
 
