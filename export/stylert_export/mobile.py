@@ -152,7 +152,8 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     if not report.ok:
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: {report}; the file was removed")
-    io_spec = {"inputs": [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in example.items()],
+    fed = _cast_inputs(example, target.precision) if target.name == "executorch" else example  # as the file takes them
+    io_spec = {"inputs": [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in fed.items()],
                "outputs": [[name, list(o.shape)] for name, o in zip(output_names, want)]}
     path.with_name(path.name + ".json").write_text(json.dumps({**report.to_json(), **io_spec, "metadata": metadata},
                                                               indent=1))
