@@ -46,6 +46,10 @@ class _Graph:
             self.dtypes[vi.name] = vi.type.tensor_type.elem_type
         self.count = 0
 
+    def np_dtype(self, name: str) -> np.dtype:
+        """The NumPy dtype of a tensor of the graph (float32 where shape inference left it unknown)."""
+        return onnx.helper.tensor_dtype_to_np_dtype(self.dtypes.get(name, onnx.TensorProto.FLOAT))
+
     def constant(self, value: np.ndarray, hint: str) -> str:
         self.count += 1
         name = f"phone_{hint}_{self.count}"
@@ -92,7 +96,7 @@ def _gather(g: _Graph, node) -> list | None:
 
 
 def _reciprocal(g: _Graph, node) -> list | None:
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(node.input[0])
     return [helper.make_node("Div", [g.constant(np.array(1, dtype), "one"), node.input[0]], list(node.output))]
 
 
@@ -133,7 +137,7 @@ def _clip(g: _Graph, node) -> list | None:
     low, high = (None if b is None else float(g.constants[b].reshape(())) for b in bounds)
     if (low, high) in ((0.0, 6.0), (-1.0, 1.0)) or (low is None and high is None):
         return None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(node.input[0])
     return _bounded(g, node.input[0], low, high, node.output[0], dtype)
 
 
@@ -152,7 +156,7 @@ def _pad(g: _Graph, node) -> list | None:
     rank = len(shape)
     if mode == "reflect" and any(p < 0 or p >= shape[i % rank] for i, p in enumerate(pads)):
         return None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(x, onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(x)
     nodes, current, shape = [], x, list(shape)
     for axis in range(rank):
         before, after = int(pads[axis]), int(pads[axis + rank])
@@ -271,7 +275,7 @@ def _zero_insertion(g: _Graph, node, consumers: dict) -> tuple[list, list] | Non
     source = node.input[0]
     if g.shapes.get(source) != [n, c, h, w]:
         return None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(source, onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(source)
     mask = np.zeros((1, 1, h * up, w * up), dtype)
     mask[:, :, ::up, ::up] = 1
     repeated = g.fresh("nearest")
@@ -287,7 +291,7 @@ def _expand(g: _Graph, node) -> list | None:
     x, out = node.input[0], g.shapes.get(node.output[0])
     if out is None or g.shapes.get(x) is None or np.prod(out) > 2 ** 22:
         return None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(x, onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(x)
     if not np.issubdtype(dtype, np.floating):
         return None
     return [helper.make_node("Add", [x, g.constant(np.zeros(out, dtype), "zeros")], list(node.output))]
@@ -350,7 +354,7 @@ def _layer_norm(g: _Graph, node) -> list | None:
     if shape is None or len([o for o in node.output if o]) != 1:
         return None
     axis = attribute(node, "axis", -1) % len(shape)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(node.input[0])
     axes = g.constant(np.arange(axis, len(shape), dtype=np.int64), "axes")
     mean, centred, square, var, shifted, std, normed = (g.fresh(h) for h in ("mean", "centred", "square", "var",
                                                                                   "shifted", "std", "normed"))
@@ -374,7 +378,7 @@ def _sum_as_mean(g: _Graph, node, x: str, output: str) -> list | None:
     """The sum of x over `node`'s constant axes (and with its keepdims) as ReduceMean times the count."""
     shape = g.shapes.get(node.input[0])
     axes = g.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(node.input[0], onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(node.input[0])
     if shape is None or axes is None or axes.size == 0 or not np.issubdtype(dtype, np.floating):
         return None
     count = int(np.prod([shape[int(a)] for a in axes.reshape(-1)]))
@@ -396,7 +400,7 @@ def _erf(g: _Graph, node) -> list | None:
     erf(x) = sign(x) (1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x^2)), t = 1 / (1 + p |x|), with
     |x| = Sqrt(x x) and sign(x) = Clip(x 1e30, -1, 1) (NNAPI's relu1), in ops both accelerators take."""
     x = node.input[0]
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(x, onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(x)
     if dtype != np.float32:
         return None
 
@@ -448,7 +452,7 @@ def _pixel_unshuffle(g: _Graph, node, consumers: dict) -> tuple[list, list] | No
     after = consumers.get(users[0].output[0], [])
     if len(after) != 1 or after[0].op_type != "Reshape" or g.shapes.get(after[0].output[0]) != [n, c * r * r, h, w]:
         return None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(g.dtypes.get(source, onnx.TensorProto.FLOAT))
+    dtype = g.np_dtype(source)
     kernel = np.zeros((c, r, r, 1, r, r), dtype)
     for i in range(r):
         for j in range(r):
