@@ -38,9 +38,10 @@ def quiet(*_):
 
 @pytest.fixture(scope="session")
 def phone_models(tmp_path_factory):
-    """The tiny retoucher (32x32) and generator (16x16) for both phone targets in fp32, the retoucher's .ort in fp16
-    and .pte in int8 too, GRIG's step and a style's generator as .ort (the graphs with the most ops to rewrite: GELU, L2 norms,
-    reflect padding, pixel (un)shuffles; style mixing), each folder with its reports; made once per session."""
+    """The tiny retoucher (32x32) with the face detector and generator (16x16) for both phone targets in fp32, the
+    retoucher's .ort in fp16 and .pte in int8 too, GRIG's step and a style's generator as .ort (the graphs with the
+    most ops to rewrite: GELU, L2 norms, reflect padding, pixel (un)shuffles; style mixing), each folder with its
+    reports; made once per session."""
     needs_executorch()
     from stylert_export import retouch_export as rx
     from stylert_export import stylize_export as sx
@@ -64,8 +65,9 @@ def phone_models(tmp_path_factory):
                             log=quiet)
         rx.export_retoucher(retouch_source(), out / "int8" / "retouch.onnx", target=Target("executorch", "int8"),
                             log=quiet)
-        convert_detector(out / "ort-mobile")
-        write_pipeline(out / "ort-mobile", "retouch", Target("ort-mobile"))
+        for target in (Target("ort-mobile"), Target("executorch")):
+            convert_detector(out / target.name, target)
+            write_pipeline(out / target.name, "retouch", target)
 
     return built(tmp_path_factory, "mobile", make)
 
@@ -276,6 +278,71 @@ def test_detector_ort_files_match_the_shipped_graphs(phone_models):
             assert rel_error(a, b) < 1e-5
 
 
+class PteNetwork:
+    """An ExecuTorch detector file behind the two calls `MTCNNDetector` makes of an ONNX Runtime session, following
+    pipeline.json's `detector.sizes`: a 12-pixel P-Net side padded to 13 and the extra output dropped, crops run in
+    batches of at most `crops_per_run`."""
+
+    def __init__(self, path, sizes: dict):
+        from executorch.runtime import Runtime
+
+        self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        self.pnet, self.sizes = path.stem == "pnet", sizes
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "x"})]
+
+    def run(self, _, feed: dict) -> list[np.ndarray]:
+        x = feed["x"]
+        if self.pnet:
+            low = self.sizes["pnet_side"][0]
+            pad = [max(low - side, 0) for side in x.shape[1:3]]
+            outs = self.method.execute([torch.from_numpy(np.pad(x, [(0, 0), (0, pad[0]), (0, pad[1]), (0, 0)]))])
+            return [o.numpy()[:, :o.shape[1] - pad[0], :o.shape[2] - pad[1]] for o in outs]
+        step = self.sizes["crops_per_run"]
+        runs = [self.method.execute([torch.from_numpy(x[i:i + step])]) for i in range(0, len(x), step)]
+        return [np.concatenate([r[k].numpy() for r in runs]) for k in range(len(runs[0]))]
+
+
+def test_detector_pte_files_match_the_shipped_graphs(phone_models):
+    """The ExecuTorch detector against the ONNX files stylert ships at sizes its conversion did not check: P-Net on
+    odd and wide levels and on 12-pixel sides by pipeline.json's padding rule, R-Net and O-Net over several runs."""
+    import onnxruntime as ort
+    from stylert.faces.detect import mtcnn_model_dir
+
+    folder = phone_models / "executorch"
+    spec = json.loads((folder / "pipeline.json").read_text())["detector"]
+    assert spec["files"] == ["detector/pnet.pte", "detector/rnet.pte", "detector/onet.pte"]
+    shapes = {"pnet": [(1, 12, 12, 3), (1, 12, 57, 3), (1, 301, 12, 3), (1, 83, 64, 3)],
+              "rnet": [(spec["sizes"]["crops_per_run"] + 3, 24, 24, 3)], "onet": [(2, 48, 48, 3)]}
+    for name, sizes in shapes.items():
+        network = PteNetwork(folder / "detector" / f"{name}.pte", spec["sizes"])
+        session = ort.InferenceSession(str(mtcnn_model_dir() / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        for k, shape in enumerate(sizes):
+            feed = np.random.default_rng(11 + k).uniform(-1, 1, shape).astype(np.float32)
+            got, want = network.run(None, {"x": feed}), session.run(None, {session.get_inputs()[0].name: feed})
+            for a, b in zip(got, want, strict=True):
+                assert a.shape == b.shape and rel_error(a, b) < 1e-5, (name, shape)
+
+
+def test_pte_detector_finds_the_faces_the_sdk_finds(phone_models, astronaut):
+    """The SDK's MTCNN cascade with the .pte networks in place of ONNX Runtime's finds on a real photo the same
+    faces, boxes and landmarks."""
+    from stylert.faces.detect import MTCNNDetector
+
+    folder = phone_models / "executorch"
+    sizes = json.loads((folder / "pipeline.json").read_text())["detector"]["sizes"]
+    on_pte = MTCNNDetector()
+    on_pte.pnet, on_pte.rnet, on_pte.onet = (PteNetwork(folder / "detector" / f"{n}.pte", sizes)
+                                             for n in ("pnet", "rnet", "onet"))
+    got, want = on_pte.detect(astronaut), MTCNNDetector().detect(astronaut)
+    assert len(want) >= 1 and len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.box, b.box, atol=0.05)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+        assert abs(a.score - b.score) < 1e-4
+
+
 TINY_RETOUCH = ("retouch", "--random-init", "--resolution", 32, "--channel-base", 256, "--channel-max", 16,
                 "--w-dim", 16)
 
@@ -331,3 +398,11 @@ def test_missing_executorch_names_the_extra(tmp_path, capsys, monkeypatch):
     code, stderr = export_cli(capsys, *TINY_RETOUCH, "-o", tmp_path / "out", "--target", "executorch")
     assert code == 2
     assert "pip install 'stylert[mobile]'" in error_line(stderr, "export")
+
+
+def test_mtcnn_load_names_a_file_that_is_not_a_detector_network(tmp_path):
+    from stylert_export.mtcnn import load
+    from stylert_export.onnx_export import ExportError
+
+    with pytest.raises(ExportError, match="x.onnx: not an MTCNN network file"):
+        load(tmp_path / "x.onnx")

@@ -72,13 +72,13 @@ def _wrote(path, target) -> None:
 
 
 def _phone_folder(folder, call: str, target) -> None:
-    """The rest of a phone folder: the face detector (ORT format) for the face calls, and pipeline.json."""
+    """The rest of a phone folder: the face detector for the face calls, on the networks' runtime, and pipeline.json."""
     from .phone_pipeline import convert_detector, write_pipeline
 
     if target is None:
         return
     if call != "generator":
-        for path in convert_detector(folder):
+        for path in convert_detector(folder, target):
             print(f"wrote {path}")
     print(f"wrote {write_pipeline(folder, call, target)}")
 

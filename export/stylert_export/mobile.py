@@ -366,13 +366,15 @@ def _quiet_executorch():
             lg.setLevel(level)
 
 
-def _write_pte(module, example: dict, path: Path, precision: str) -> tuple[int, int]:
-    """torch.export -> constants folded -> XNNPACK partitions -> `.pte`; (convolutions, of them on XNNPACK)."""
+def _write_pte(module, example: dict, path: Path, precision: str,
+               dynamic_shapes: dict | None = None) -> tuple[int, int]:
+    """torch.export -> constants folded -> XNNPACK partitions -> `.pte`; (convolutions, of them on XNNPACK).
+    `dynamic_shapes` (torch.export's, by input name) gives sizes a range; the file is planned for its upper bounds."""
     with _quiet_executorch():
-        return _lower_to_pte(module, example, path, precision)
+        return _lower_to_pte(module, example, path, precision, dynamic_shapes)
 
 
-def _lower_to_pte(module, example: dict, path: Path, precision: str) -> tuple[int, int]:
+def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_shapes: dict | None) -> tuple[int, int]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (XnnpackDynamicallyQuantizedPartitioner,
                                                                             XnnpackPartitioner)
     from executorch.exir import to_edge_transform_and_lower
@@ -387,7 +389,7 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str) -> tuple[in
                 module, keep = _dynamic_int8(module, args)
                 partitioners.insert(0, XnnpackDynamicallyQuantizedPartitioner())
             with _ReductionsInFloat32() if precision == "fp16" else contextlib.nullcontext():
-                program = torch.export.export(module, args, strict=False)
+                program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
             convs = _count_convs(program.graph)
             _explicit_pool_strides(program)
             program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())

@@ -1,7 +1,7 @@
 """What a phone app must reproduce around the networks: `pipeline.json` in a phone folder, and the face detector.
 
 The JSON states, for the call exported into the folder: each model file with its inputs and outputs, how a face is
-found (MTCNN, the detector stylert ships, converted for ONNX Runtime Mobile beside the networks), aligned (the
+found (MTCNN, the detector stylert ships, converted for the same runtime as the networks), aligned (the
 five-point FFHQ template, a similarity transform, the warp), normalised, which inputs are controls (with their
 ranges and defaults) and which are random (and how the SDK seeds them), what the output means, and how the crop is
 pasted back through a feathered mask. Every number is read from the installed stylert package, whose Python is the
@@ -9,10 +9,14 @@ executable reference each step names.
 """
 from __future__ import annotations
 
+import inspect
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+from stylert.faces.detect import MTCNN_MIN_FACE_SIZE, MTCNN_SCALE_FACTOR, MTCNN_THRESHOLDS
+from stylert.faces.pipeline import DETECT_SIZE, MIN_FACE_SIZE
 
 from .onnx_export import ExportError
 
@@ -49,7 +53,6 @@ CALL_OUTPUT = {
 def write_pipeline(folder: str | Path, call: str, target) -> Path:
     """`pipeline.json` for the phone artifacts in `folder` (their `NAME.ext.json` reports) exported for `call`."""
     from stylert.faces.align import FEATHER_ZERO_BELOW, FFHQ_512, feather_geometry
-    from stylert.faces.detect import MTCNN_MIN_FACE_SIZE, MTCNN_SCALE_FACTOR, MTCNN_THRESHOLDS
 
     folder = Path(folder)
     models = {}
@@ -78,12 +81,7 @@ def write_pipeline(folder: str | Path, call: str, target) -> Path:
     if faces:
         margin, sigma = feather_geometry(resolution)
         pipeline.update({
-            "detector": {"method": "MTCNN (P-Net over an image pyramid, R-Net, O-Net), five landmarks",
-                         "files": [f"detector/{n}.ort" for n in ("pnet", "rnet", "onet")],
-                         "runtime": "onnxruntime (ORT format)", "input": "NHWC float32, (x - 127.5) * 0.0078125",
-                         "min_face_size": MTCNN_MIN_FACE_SIZE, "thresholds": list(MTCNN_THRESHOLDS),
-                         "scale_factor": MTCNN_SCALE_FACTOR,
-                         "reference": "stylert.faces.detect.MTCNNDetector"},
+            "detector": _detector(target),
             "input": {"size": resolution, "channels": "RGB", "layout": "NCHW", "dtype": "float32",
                       "normalise": "x / 127.5 - 1 (uint8 0..255 -> [-1, 1])",
                       "reference": "stylert.faces.pipeline.to_network"},
@@ -129,7 +127,31 @@ def _runtime(target) -> dict:
 
     return {"name": "ExecuTorch with XNNPACK", "checked_with": f"executorch {version('executorch')}",
             "android": "org.pytorch:executorch-android", "ios": "ExecuTorch Swift package (executorch, "
-            "backend_xnnpack)", "detector": "the detector files are ORT format: ONNX Runtime Mobile runs them"}
+            "backend_xnnpack)"}
+
+
+def _detector(target) -> dict:
+    spec = {"method": "MTCNN (P-Net over an image pyramid, R-Net, O-Net), five landmarks",
+            "files": [f"detector/{n}{_suffix(target)}" for n in ("pnet", "rnet", "onet")],
+            "input": "NHWC float32, (x - 127.5) * 0.0078125, each image transposed: (N, W, H, 3), the networks come "
+                     "from a Keras port trained on transposed images; P-Net's outputs come back (1, W', H', C) and "
+                     "are transposed back likewise",
+            "detect_size": DETECT_SIZE,
+            "downscale": "a photo whose long side exceeds detect_size is detected on a copy scaled to it (area "
+                         "interpolation, each side rounded); boxes and landmarks map back as full = (small + 0.5) * "
+                         "(full side / small side) - 0.5 (stylert.faces.pipeline.FacePipeline.detect)",
+            "min_face_size": MTCNN_MIN_FACE_SIZE, "thresholds": list(MTCNN_THRESHOLDS),
+            "scale_factor": MTCNN_SCALE_FACTOR, "reference": "stylert.faces.detect.MTCNNDetector",
+            "too_small": f"faces whose box's longer side is under {MIN_FACE_SIZE} pixels are left as they are "
+                         "(stylert.faces.pipeline.FacePipeline.select)"}
+    if target.name == "executorch":
+        spec["sizes"] = {
+            "pnet_side": list(PNET_SIDES), "crops_per_run": DETECTOR_BATCH,
+            "rule": f"P-Net takes levels of {PNET_SIDES[0]} to {PNET_SIDES[1]} pixels a side (the first level of a "
+                    "photo at detect_size); a 12-pixel side (the last level can round to it) is padded with one row "
+                    "or column of zeros at its end and the outputs' last row or column dropped, which gives the "
+                    f"12-pixel level's outputs exactly; R-Net and O-Net: at most {DETECTOR_BATCH} crops a run"}
+    return spec
 
 
 def _resolution(models: dict) -> int:
@@ -162,26 +184,72 @@ def _steps(call: str, faces: bool) -> list[str]:
     return steps
 
 
-def convert_detector(folder: str | Path) -> list[Path]:
-    """The MTCNN networks that ship with stylert as ORT-format files in `folder`/detector, each run here against
-    the ONNX file it came from on seeded inputs (within 1e-5 relative)."""
+# The ExecuTorch detector's sizes: P-Net takes pyramid levels of PNET_SIDES pixels a side, up to the first level of
+# a photo at the SDK's detection size (a 12-pixel side, the smallest level MTCNN runs, is padded to 13, see
+# "detector" in pipeline.json: torch.export cannot give one graph both a 1-pixel and a larger output); R-Net and
+# O-Net up to DETECTOR_BATCH crops a run. The file is planned for the upper bounds: loading a P-Net planned for
+# 1280 pixels took about 70 MB on a 2-core AMD EPYC, one for 2560 about 290 MB.
+PNET_SIDES = (13, math.ceil(DETECT_SIZE * 12 / MTCNN_MIN_FACE_SIZE))
+DETECTOR_BATCH = 256
+# Each network's traced example: R-Net and O-Net at their largest batch, as PyTorch's convolution asks whether the
+# batch is at least 16 while ExecuTorch lowers it, and a smaller example would bound the file's batch at 15.
+DETECTOR_EXAMPLE = {"pnet.onnx": (1, 97, 130, 3), "rnet.onnx": (DETECTOR_BATCH, 24, 24, 3),
+                    "onet.onnx": (DETECTOR_BATCH, 48, 48, 3)}
+# Seeded check inputs for each network: sizes at both ends of what the file takes, and between them.
+DETECTOR_CHECKS = {"pnet.onnx": [(1, 13, 13, 3), (1, 13, PNET_SIDES[1], 3), (1, PNET_SIDES[1], 13, 3), (1, 97, 130, 3)],
+                   "rnet.onnx": [(1, 24, 24, 3), (DETECTOR_BATCH, 24, 24, 3), (7, 24, 24, 3)],
+                   "onet.onnx": [(1, 48, 48, 3), (DETECTOR_BATCH, 48, 48, 3), (5, 48, 48, 3)]}
+
+
+def convert_detector(folder: str | Path, target) -> list[Path]:
+    """The MTCNN networks stylert's detector runs, for `target` (always float32: they are 2 MB), in
+    `folder`/detector, each run on its runtime here against the ONNX file it came from on seeded inputs of several
+    sizes (within 1e-5 relative); a .pte with any convolution off XNNPACK fails."""
     import onnxruntime as ort
+    import torch
     from stylert.faces.detect import MTCNN_FILES, mtcnn_model_dir
 
-    from .mobile import to_ort
+    from . import mtcnn
+    from .mobile import RUNTIME, SUFFIX, _first_line, _run_pte, _write_pte, to_ort
 
     out = Path(folder) / "detector"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in MTCNN_FILES:
         source = mtcnn_model_dir() / name
-        path = out / Path(name).with_suffix(".ort").name
-        to_ort(source, path)
-        shapes = {"pnet.onnx": (1, 48, 48, 3), "rnet.onnx": (1, 24, 24, 3), "onet.onnx": (1, 48, 48, 3)}
-        feed = np.random.default_rng(7).uniform(-1, 1, shapes[name]).astype(np.float32)
-        got, want = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (path, source))
-        for a, b in zip(got.run(None, {got.get_inputs()[0].name: feed}), want.run(None, {want.get_inputs()[0].name: feed})):
-            if not np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-12):
-                raise ExportError(f"{path}: the converted detector differs from {source.name}")
+        path = out / Path(name).with_suffix(SUFFIX[target.name]).name
+        checks = DETECTOR_CHECKS[name]
+        if target.name == "ort-mobile":
+            to_ort(source, path)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            run = lambda x: session.run(None, {session.get_inputs()[0].name: x})  # noqa: E731
+        else:
+            net = mtcnn.load(source)
+            arg = next(iter(inspect.signature(net.forward).parameters))  # the input's name: image or crops
+            if name == "pnet.onnx":
+                sides = [torch.export.Dim(f"{arg}_{axis}", min=PNET_SIDES[0], max=PNET_SIDES[1]) for axis in "hw"]
+                dynamic = {arg: {1: sides[0], 2: sides[1]}}
+            else:
+                dynamic = {arg: {0: torch.export.Dim(f"{arg}_n", min=1, max=DETECTOR_BATCH)}}
+            convs, delegated = _write_pte(net, {arg: torch.zeros(DETECTOR_EXAMPLE[name])}, path, "fp32", dynamic)
+            if delegated != convs:
+                path.unlink()
+                raise ExportError(f"{path}: XNNPACK takes {delegated} of its {convs} convolutions; "
+                                  "the file was removed")
+            run = lambda x: _run_pte(path, {arg: torch.from_numpy(x)}, "fp32")  # noqa: E731
+        reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+        for k, shape in enumerate(checks):
+            feed = np.random.default_rng(7 + k).uniform(-1, 1, shape).astype(np.float32)
+            want = reference.run(None, {reference.get_inputs()[0].name: feed})
+            try:
+                got = run(feed)
+            except Exception as exc:  # the runtime's own error, as one line
+                path.unlink(missing_ok=True)
+                raise ExportError(f"{path.name} does not run a {shape} input on {RUNTIME[target.name]} here: "
+                                  f"{_first_line(exc)}; the file was removed") from exc
+            for a, b in zip(got, want):
+                if not (a.shape == b.shape and np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-12)):
+                    path.unlink(missing_ok=True)
+                    raise ExportError(f"{path}: differs from {source.name} on a {shape} input; the file was removed")
         written.append(path)
     return written
