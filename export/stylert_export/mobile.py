@@ -390,6 +390,7 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
                 partitioners.insert(0, XnnpackDynamicallyQuantizedPartitioner())
             with _ReductionsInFloat32() if precision == "fp16" else contextlib.nullcontext():
                 program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+            program = program.run_decompositions({torch.ops.aten.select.int: _select_as_slice})
             convs = _count_convs(program.graph)
             _explicit_pool_strides(program)
             program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())
@@ -443,6 +444,15 @@ def _dynamic_int8(module: torch.nn.Module, args: tuple) -> tuple[torch.nn.Module
             q.dequantize_per_tensor.default, q.quantize_per_tensor.tensor, q.dequantize_per_tensor.tensor,
             q.choose_qparams.tensor}
     return convert_pt2e(prepared), keep
+
+
+def _select_as_slice(x: torch.Tensor, dim: int, index: int) -> torch.Tensor:
+    """x.select(dim, index) as a one-wide slice and a reshape, which XNNPACK runs: a select it does not, and one
+    between two of its partitions (a style vector taken from ws) splits them, each split copying the activations
+    between layouts."""
+    shape = list(x.shape)
+    del shape[dim]
+    return x.narrow(dim, index, 1).reshape(shape)
 
 
 def _explicit_pool_strides(program) -> None:
