@@ -33,9 +33,9 @@ class _DensePReLU(nn.Sequential):
 
 def _pool(x: torch.Tensor, k: int, same: bool) -> torch.Tensor:
     """The Keras max pool with stride 2. "same" (ONNX SAME_UPPER) pads only at the end: one row and column there,
-    below any value (float32's lowest: ExecuTorch's serialiser cannot write -inf), give its ceil(size / 2) outputs
-    for k = 2 at any size and for k = 3 at the even sizes R-Net and O-Net see, without a branch on the size's
-    parity (P-Net's is dynamic). "valid" drops the last odd row."""
+    below any finite activation (float32's lowest: ExecuTorch's serialiser cannot write -inf), give its
+    ceil(size / 2) outputs for k = 2 at any size and for k = 3 at the even sizes R-Net and O-Net see, without a
+    branch on the size's parity (P-Net's is dynamic). "valid" is PyTorch's floor mode."""
     if same:
         x = F.pad(x, (0, 1, 0, 1), value=torch.finfo(torch.float32).min)
     return F.max_pool2d(x, k, 2)
@@ -52,6 +52,9 @@ class PNet(nn.Module):
     def forward(self, image: torch.Tensor):
         x = _pool(self.conv1(image.permute(0, 3, 1, 2)), 2, same=True)
         x = self.conv3(self.conv2(x))
+        # The softmax over channels runs on ExecuTorch's portable kernel (a small map). Written over the last dim of
+        # the permuted map, XNNPACK took it and gave wrong numbers (ExecuTorch 1.4.1); as sigmoids of the logits'
+        # difference, its channel slices cannot be exported with dynamic sizes.
         return self.box(x).permute(0, 2, 3, 1), F.softmax(self.face(x), dim=1).permute(0, 2, 3, 1)
 
 
@@ -114,19 +117,21 @@ def load(path: str | Path) -> nn.Module:
     cls, names = LAYOUT[path.name]
     graph = onnx.load(str(path)).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    slopes = _prelu_slopes(graph, init)
     net = cls().eval()
     state = {}
-    for attr, name in names.items():
-        layer, prelu = name if isinstance(name, tuple) else (name, None)
-        kernel = init[f"{layer}/kernel:0"]
-        prefix = f"{attr}.0." if prelu else f"{attr}."
-        state[prefix + "weight"] = kernel.T if kernel.ndim == 2 else kernel
-        state[prefix + "bias"] = init[f"{layer}/bias:0"]
-        if prelu:
-            state[f"{attr}.1.weight"] = slopes[prelu].reshape(-1)
     try:
+        slopes = _prelu_slopes(graph, init)
+        for attr, name in names.items():
+            layer, prelu = name if isinstance(name, tuple) else (name, None)
+            kernel = init[f"{layer}/kernel:0"]
+            prefix = f"{attr}.0." if prelu else f"{attr}."
+            state[prefix + "weight"] = kernel.T if kernel.ndim == 2 else kernel
+            state[prefix + "bias"] = init[f"{layer}/bias:0"]
+            if prelu:
+                state[f"{attr}.1.weight"] = slopes[prelu].reshape(-1)
         net.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in state.items()})
+    except KeyError as exc:
+        raise ExportError(f"{path}: no weight {exc} in the file: not the MTCNN layout stylert ships") from exc
     except RuntimeError as exc:
         raise ExportError(f"{path}: weights do not fit MTCNN's {cls.__name__}: {str(exc).splitlines()[0]}") from exc
     return net

@@ -137,13 +137,15 @@ def _detector(target) -> dict:
                      "from a Keras port trained on transposed images; P-Net's outputs come back (1, W', H', C) and "
                      "are transposed back likewise",
             "detect_size": DETECT_SIZE,
-            "downscale": "a photo whose long side exceeds detect_size is detected on a copy scaled to it (area "
-                         "interpolation, each side rounded); boxes and landmarks map back as full = (small + 0.5) * "
-                         "(full side / small side) - 0.5 (stylert.faces.pipeline.FacePipeline.detect)",
+            "downscale": "a photo whose long side exceeds detect_size is detected on a copy scaled by s = "
+                         "detect_size / long side (area interpolation), each side max(1, round(side * s)), rounding "
+                         "half to even; boxes and landmarks map back as full = (small + 0.5) * (full side / small "
+                         "side) - 0.5 (stylert.faces.pipeline.FacePipeline.detect)",
             "min_face_size": MTCNN_MIN_FACE_SIZE, "thresholds": list(MTCNN_THRESHOLDS),
             "scale_factor": MTCNN_SCALE_FACTOR, "reference": "stylert.faces.detect.MTCNNDetector",
-            "too_small": f"faces whose box's longer side is under {MIN_FACE_SIZE} pixels are left as they are "
-                         "(stylert.faces.pipeline.FacePipeline.select)"}
+            "too_small": f"faces whose box's longer side is under {MIN_FACE_SIZE} pixels of the photo (after "
+                         "mapping back) are not edited; a photo with no other face fails with 'face too small to "
+                         "align' (stylert.faces.pipeline.FacePipeline.select)"}
     if target.name == "executorch":
         spec["sizes"] = {
             "pnet_side": list(PNET_SIDES), "crops_per_run": DETECTOR_BATCH,
@@ -188,7 +190,7 @@ def _steps(call: str, faces: bool) -> list[str]:
 # a photo at the SDK's detection size (a 12-pixel side, the smallest level MTCNN runs, is padded to 13, see
 # "detector" in pipeline.json: torch.export cannot give one graph both a 1-pixel and a larger output); R-Net and
 # O-Net up to DETECTOR_BATCH crops a run. The file is planned for the upper bounds: loading a P-Net planned for
-# 1280 pixels took about 70 MB on a 2-core AMD EPYC, one for 2560 about 290 MB.
+# 1280-pixel levels took about 70 MB on a 2-core AMD EPYC, one for 2560 about 290 MB.
 PNET_SIDES = (13, math.ceil(DETECT_SIZE * 12 / MTCNN_MIN_FACE_SIZE))
 DETECTOR_BATCH = 256
 # Each network's traced example: R-Net and O-Net at their largest batch, as PyTorch's convolution asks whether the
@@ -196,7 +198,8 @@ DETECTOR_BATCH = 256
 DETECTOR_EXAMPLE = {"pnet.onnx": (1, 97, 130, 3), "rnet.onnx": (DETECTOR_BATCH, 24, 24, 3),
                     "onet.onnx": (DETECTOR_BATCH, 48, 48, 3)}
 # Seeded check inputs for each network: sizes at both ends of what the file takes, and between them.
-DETECTOR_CHECKS = {"pnet.onnx": [(1, 13, 13, 3), (1, 13, PNET_SIDES[1], 3), (1, PNET_SIDES[1], 13, 3), (1, 97, 130, 3)],
+DETECTOR_CHECKS = {"pnet.onnx": [(1, 13, 13, 3), (1, 13, PNET_SIDES[1], 3), (1, PNET_SIDES[1], 13, 3),
+                                  (1, PNET_SIDES[1], PNET_SIDES[1], 3), (1, 97, 130, 3)],
                    "rnet.onnx": [(1, 24, 24, 3), (DETECTOR_BATCH, 24, 24, 3), (7, 24, 24, 3)],
                    "onet.onnx": [(1, 48, 48, 3), (DETECTOR_BATCH, 48, 48, 3), (5, 48, 48, 3)]}
 
@@ -210,14 +213,14 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
     from stylert.faces.detect import MTCNN_FILES, mtcnn_model_dir
 
     from . import mtcnn
-    from .mobile import RUNTIME, SUFFIX, _first_line, _run_pte, _write_pte, to_ort
+    from .mobile import RUNTIME, _first_line, _run_pte, _write_pte, to_ort
 
     out = Path(folder) / "detector"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in MTCNN_FILES:
         source = mtcnn_model_dir() / name
-        path = out / Path(name).with_suffix(SUFFIX[target.name]).name
+        path = out / Path(name).with_suffix(_suffix(target)).name
         checks = DETECTOR_CHECKS[name]
         if target.name == "ort-mobile":
             to_ort(source, path)
@@ -227,13 +230,13 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
             net = mtcnn.load(source)
             arg = next(iter(inspect.signature(net.forward).parameters))  # the input's name: image or crops
             if name == "pnet.onnx":
-                sides = [torch.export.Dim(f"{arg}_{axis}", min=PNET_SIDES[0], max=PNET_SIDES[1]) for axis in "hw"]
+                sides = [torch.export.Dim(f"{arg}_side{axis}", min=PNET_SIDES[0], max=PNET_SIDES[1]) for axis in "12"]
                 dynamic = {arg: {1: sides[0], 2: sides[1]}}
             else:
                 dynamic = {arg: {0: torch.export.Dim(f"{arg}_n", min=1, max=DETECTOR_BATCH)}}
             convs, delegated = _write_pte(net, {arg: torch.zeros(DETECTOR_EXAMPLE[name])}, path, "fp32", dynamic)
             if delegated != convs:
-                path.unlink()
+                _remove(path)
                 raise ExportError(f"{path}: XNNPACK takes {delegated} of its {convs} convolutions; "
                                   "the file was removed")
             run = lambda x: _run_pte(path, {arg: torch.from_numpy(x)}, "fp32")  # noqa: E731
@@ -244,12 +247,18 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
             try:
                 got = run(feed)
             except Exception as exc:  # the runtime's own error, as one line
-                path.unlink(missing_ok=True)
+                _remove(path)
                 raise ExportError(f"{path.name} does not run a {shape} input on {RUNTIME[target.name]} here: "
                                   f"{_first_line(exc)}; the file was removed") from exc
             for a, b in zip(got, want):
                 if not (a.shape == b.shape and np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-12)):
-                    path.unlink(missing_ok=True)
+                    _remove(path)
                     raise ExportError(f"{path}: differs from {source.name} on a {shape} input; the file was removed")
         written.append(path)
     return written
+
+
+def _remove(path: Path) -> None:
+    """A detector file that failed its check, and the operator config to_ort wrote beside an .ort."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".required_operators.config").unlink(missing_ok=True)
