@@ -40,6 +40,7 @@ SMALL = {  # call -> its export options at a small configuration (the test suite
 FULL = {  # call -> its export options at the published size (the retoucher's: benchmarks/mobile.py)
     "generator": "generator --random-init --seed 7 --resolution 1024 --with-mapping",
     "restore QC": "restore --random-init --seed 3 --resolution 256",
+    "restore VSP": "restore --method vsp --random-init --seed 3 --resolution 256",
     "inpaint GRIG": "inpaint --method grig --random-init --seed 5 --resolution 256",
 }
 SUFFIX = {"ort-mobile": ".ort", "executorch": ".pte"}
