@@ -388,6 +388,7 @@ def test_an_artifact_its_runtime_cannot_run_is_one_line_and_removed(tmp_path, mo
     assert str(refused.value) == ("generator.ort does not run on onnxruntime here: RuntimeError: method->execute() "
                                   "failed with error 0x10; the file was removed")
     assert not (tmp_path / "generator.ort").exists()
+    assert not (tmp_path / "generator.required_operators.config").exists()
 
 
 def test_missing_executorch_names_the_extra(tmp_path, capsys, monkeypatch):

@@ -116,6 +116,12 @@ def artifact_path(output: str | Path, target: Target) -> Path:
     return Path(output).with_suffix(SUFFIX[target.name])
 
 
+def remove_artifact(path: Path) -> None:
+    """A phone file that failed its check, and the operator config to_ort writes beside an .ort."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".required_operators.config").unlink(missing_ok=True)
+
+
 def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
                  output: str | Path, *, output_names: list[str], metadata: dict, target: Target,
                  opset: int = DEFAULT_OPSET, log=print) -> PhoneReport:
@@ -135,7 +141,7 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     try:
         got = run(path, make_inputs(1, PARITY_SEED))
     except Exception as exc:  # the runtime's own error, as one line; the file is not left behind
-        path.unlink(missing_ok=True)
+        remove_artifact(path)
         raise ExportError(f"{path.name} does not run on {RUNTIME[target.name]} here: {_first_line(exc)}; "
                           "the file was removed") from exc
     with torch.no_grad():
@@ -150,7 +156,7 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
         log("note: ExecuTorch's XNNPACK delegate stores convolution weights in float32 (backends/xnnpack/operators/"
             "op_conv2d.py, force_fp32) and computes in float16: the fp16 file is about the fp32 one's size")
     if not report.ok:
-        path.unlink(missing_ok=True)
+        remove_artifact(path)
         raise ExportError(f"{path}: {report}; the file was removed")
     fed = _cast_inputs(example, target.precision) if target.name == "executorch" else example  # as the file takes them
     io_spec = {"inputs": [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in fed.items()],

@@ -213,7 +213,7 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
     from stylert.faces.detect import MTCNN_FILES, mtcnn_model_dir
 
     from . import mtcnn
-    from .mobile import RUNTIME, _first_line, _run_pte, _write_pte, to_ort
+    from .mobile import RUNTIME, _first_line, _run_pte, _write_pte, remove_artifact, to_ort
 
     out = Path(folder) / "detector"
     out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,7 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
                 dynamic = {arg: {0: torch.export.Dim(f"{arg}_n", min=1, max=DETECTOR_BATCH)}}
             convs, delegated = _write_pte(net, {arg: torch.zeros(DETECTOR_EXAMPLE[name])}, path, "fp32", dynamic)
             if delegated != convs:
-                _remove(path)
+                remove_artifact(path)
                 raise ExportError(f"{path}: XNNPACK takes {delegated} of its {convs} convolutions; "
                                   "the file was removed")
             run = lambda x: _run_pte(path, {arg: torch.from_numpy(x)}, "fp32")  # noqa: E731
@@ -247,18 +247,12 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
             try:
                 got = run(feed)
             except Exception as exc:  # the runtime's own error, as one line
-                _remove(path)
+                remove_artifact(path)
                 raise ExportError(f"{path.name} does not run a {shape} input on {RUNTIME[target.name]} here: "
                                   f"{_first_line(exc)}; the file was removed") from exc
             for a, b in zip(got, want):
                 if not (a.shape == b.shape and np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-12)):
-                    _remove(path)
+                    remove_artifact(path)
                     raise ExportError(f"{path}: differs from {source.name} on a {shape} input; the file was removed")
         written.append(path)
     return written
-
-
-def _remove(path: Path) -> None:
-    """A detector file that failed its check, and the operator config to_ort wrote beside an .ort."""
-    path.unlink(missing_ok=True)
-    path.with_suffix(".required_operators.config").unlink(missing_ok=True)
