@@ -407,3 +407,73 @@ def test_mtcnn_load_names_a_file_that_is_not_a_detector_network(tmp_path):
 
     with pytest.raises(ExportError, match="x.onnx: not an MTCNN network file"):
         load(tmp_path / "x.onnx")
+
+
+class RoundOff(torch.nn.Module):
+    """y = (x + 1e4) - 1e4: float32 loses about 5e-4 of x on the way, float64 keeps it (the kind of amplified
+    round-off the VSP restorer's iterated diffuser has at its published size)."""
+
+    def __init__(self, shift: float = 0.0):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x):
+        return (x + 1e4) - 1e4 + self.shift
+
+
+def round_off_inputs(batch, seed):
+    return {"x": torch.rand(batch, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1}
+
+
+@pytest.mark.parametrize("shift, passes", [(0.0, True), (2e-3, False)])
+def test_float64_floor_judges_a_phone_file_against_float64(tmp_path, shift, passes):
+    """With float64_floor the .ort is compared with the reference run in float64, allowed 1e-4 relative plus twice
+    PyTorch float32's own error: a file as exact as PyTorch float32 passes, one that adds its own error of a few
+    times that is refused and removed."""
+    from stylert_export.mobile import Target, export_phone
+    from stylert_export.onnx_export import ExportError
+
+    def export():
+        return export_phone(RoundOff(shift), RoundOff(), round_off_inputs, tmp_path / "m.onnx", output_names=["y"],
+                            metadata={}, target=Target("ort-mobile"), float64_floor=True, log=quiet)
+
+    if not passes:
+        with pytest.raises(ExportError, match="vs PyTorch in float64 .* -> FAILED"):
+            export()
+        assert not (tmp_path / "m.ort").exists()
+        return
+    report = export()
+    assert 1e-4 < report.floor < 2e-3, report  # PyTorch float32 alone would fail a plain 1e-4 against float64
+    assert report.rel > 1e-4 and report.ok, report
+    saved = json.loads((tmp_path / "m.ort.json").read_text())
+    assert saved["floor"] == report.floor and saved["rel"] == report.rel
+
+
+
+class TransposedConv(torch.nn.Module):
+    def __init__(self, kernel: int, padding: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(kernel * 10 + padding)
+        self.weight = torch.nn.Parameter(torch.randn(6, 5, kernel, kernel, generator=g))
+        self.bias = torch.nn.Parameter(torch.randn(5, generator=g))
+        self.padding = padding
+
+    def forward(self, x):
+        return torch.nn.functional.conv_transpose2d(x, self.weight, self.bias, stride=2, padding=self.padding)
+
+
+@pytest.mark.parametrize("kernel, padding", [(3, 0), (3, 1), (4, 1), (5, 2)])
+def test_pte_runs_a_stride2_transposed_conv_as_four_phase_convs(tmp_path, kernel, padding):
+    """In a .pte a stride-2 transposed convolution becomes one convolution per output phase, interleaved: all four
+    on XNNPACK, the output equal to PyTorch's transposed convolution on fresh inputs of odd and even sides."""
+    needs_executorch()
+    from stylert_export.mobile import _run_pte, _write_pte
+
+    module = TransposedConv(kernel, padding).eval().requires_grad_(False)
+    path = tmp_path / "t.pte"
+    assert _write_pte(module, {"x": torch.randn(1, 6, 7, 10)}, path, "fp32") == (4, 4)
+    x = torch.randn(1, 6, 7, 10, generator=torch.Generator().manual_seed(99))
+    got = _run_pte(path, {"x": x}, "fp32")[0]
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert got.shape == want.shape and rel_error(got, want) < 1e-6, rel_error(got, want)

@@ -9,13 +9,17 @@ ort-mobile: the ONNX graph at fixed shapes (fp16: float16 inside, float32 inputs
   NAME.ort.json), then onnxruntime's own `convert_onnx_models_to_ort` at the "basic" optimisation level: NAME.ort and NAME.required_operators.config
   (the operators a minimal runtime build needs).
 executorch: `torch.export` of the module, parameters folded into constants (a conv weight computed from a
-  parameter, such as a transposed or flipped filter, becomes a static one), lowered with XNNPACK's partitioner:
+  parameter, such as a transposed or flipped filter, becomes a static one), stride-2 transposed convolutions
+  written as four phase convolutions in fp32 and fp16 (_transposed_conv_as_phases), lowered with XNNPACK's
+  partitioner:
   NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. int8 (executorch only): XNNPACK's
   dynamic quantization, int8 weights per output channel and activations quantized as the model runs.
 
 Each artifact then runs on its own runtime here (onnxruntime for `.ort`, `executorch.runtime` for `.pte`) on fresh
 seeded inputs against the PyTorch module in float32; fp32 must be within 1e-4 relative (L2), fp16 and int8 within 5e-2;
-past that the artifact is removed and the export fails.
+past that the artifact is removed and the export fails. A model whose arithmetic amplifies round-off (float64_floor,
+as in the desktop parity check) is judged against its float64 copy instead, allowed twice PyTorch float32's own
+relative error on top of the tolerance.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import numpy as np
 import onnx
 import torch
 
-from .onnx_export import DEFAULT_OPSET, ExportError, _compare, _outputs, export_module
+from .onnx_export import DEFAULT_OPSET, ExportError, _compare, _float64_outputs, _outputs, export_module
 from .phone_graph import attribute
 
 TARGETS = ("ort-mobile", "executorch")
@@ -85,17 +89,23 @@ class PhoneReport:
     rel: float
     max_abs: float
     tolerance: float
+    floor: float | None = None  # PyTorch float32 vs float64, relative: the model's own round-off, when measured
     convs: int | None = None  # executorch: convolutions in the graph
     delegated_convs: int | None = None  # executorch: of them, run by XNNPACK
     partitions: dict[str, Partitions] = field(default_factory=dict)  # ort-mobile: per provider
 
     @property
     def ok(self) -> bool:
-        return bool(np.isfinite(self.rel)) and self.rel <= self.tolerance
+        allowed = self.tolerance + (2 * self.floor if self.floor is not None else 0.0)
+        return bool(np.isfinite(self.rel)) and self.rel <= allowed
 
     def __str__(self) -> str:
+        against, allowed = "PyTorch", f"tolerance {self.tolerance:g}"
+        if self.floor is not None:
+            against = "PyTorch in float64"
+            allowed = f"PyTorch float32 vs float64: relative {self.floor:.2e}; {allowed} + 2 x that"
         parts = [f"{self.target} {self.precision}: {Path(self.path).name}, {self.size_bytes / 2 ** 20:.2f} MiB, "
-                 f"relative {self.rel:.2e} vs PyTorch (max abs {self.max_abs:.2e}), tolerance {self.tolerance:g} "
+                 f"relative {self.rel:.2e} vs {against} (max abs {self.max_abs:.2e}), {allowed} "
                  f"-> {'ok' if self.ok else 'FAILED'}"]
         if self.convs is not None:
             parts.append(f"XNNPACK runs {self.delegated_convs} of {self.convs} convolutions")
@@ -124,9 +134,10 @@ def remove_artifact(path: Path) -> None:
 
 def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
                  output: str | Path, *, output_names: list[str], metadata: dict, target: Target,
-                 opset: int = DEFAULT_OPSET, log=print) -> PhoneReport:
+                 opset: int = DEFAULT_OPSET, float64_floor: bool = False, log=print) -> PhoneReport:
     """`module` for `target` beside `output` (its suffix replaced), checked on the target's runtime against
-    `reference` (the float32 PyTorch model); a failed check removes the artifact and raises ExportError."""
+    `reference` (the float32 PyTorch model; with float64_floor, a Module judged in float64 as
+    onnx_export.check_parity does); a failed check removes the artifact and raises ExportError."""
     path = artifact_path(output, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = make_inputs(1, 0)
@@ -138,19 +149,24 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
         convs, delegated = _write_pte(module, example, path, target.precision)
         report_extra = {"convs": convs, "delegated_convs": delegated}
         run = functools.partial(_run_pte, precision=target.precision)
+    inputs = make_inputs(1, PARITY_SEED)
     try:
-        got = run(path, make_inputs(1, PARITY_SEED))
+        got = run(path, inputs)
     except Exception as exc:  # the runtime's own error, as one line; the file is not left behind
         remove_artifact(path)
         raise ExportError(f"{path.name} does not run on {RUNTIME[target.name]} here: {_first_line(exc)}; "
                           "the file was removed") from exc
     with torch.no_grad():
-        want = _outputs(reference(**make_inputs(1, PARITY_SEED)))
+        want = _outputs(reference(**inputs))
+        floor = None
+        if float64_floor:
+            exact = _float64_outputs(reference, inputs)
+            floor, want = _compare(want, exact)[1], exact
     max_abs, rel = _compare(got, want)
     if not np.isfinite(max_abs):
         rel = float("nan")
     report = PhoneReport(target.name, target.precision, str(path), path.stat().st_size, rel, max_abs,
-                         TOLERANCE[target.precision], **report_extra)
+                         TOLERANCE[target.precision], floor, **report_extra)
     log(str(report))
     if target.name == "executorch" and target.precision == "fp16":
         log("note: ExecuTorch's XNNPACK delegate stores convolution weights in float32 (backends/xnnpack/operators/"
@@ -396,7 +412,10 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
                 partitioners.insert(0, XnnpackDynamicallyQuantizedPartitioner())
             with _ReductionsInFloat32() if precision == "fp16" else contextlib.nullcontext():
                 program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
-            program = program.run_decompositions({torch.ops.aten.select.int: _select_as_slice})
+            table = {torch.ops.aten.select.int: _select_as_slice}
+            if precision != "int8":  # int8's transposed convs are quantized as they are: XNNPACK's int8 deconvolution
+                table[torch.ops.aten.conv_transpose2d.input] = _transposed_conv_as_phases
+            program = program.run_decompositions(table)
             convs = _count_convs(program.graph)
             _explicit_pool_strides(program)
             program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())
@@ -459,6 +478,34 @@ def _select_as_slice(x: torch.Tensor, dim: int, index: int) -> torch.Tensor:
     shape = list(x.shape)
     del shape[dim]
     return x.narrow(dim, index, 1).reshape(shape)
+
+
+def _transposed_conv_as_phases(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """A stride-2 transposed convolution as four stride-1 convolutions, one per output phase (row and column
+    parity), interleaved by a pixel shuffle: the same taps, which XNNPACK runs as convolutions (its deconvolution
+    took twice ONNX Runtime's time on a 2-core AMD EPYC Zen 4). Others stay as they are (NotImplemented).
+
+    Full output o = 2i + t (t a tap of the kernel, size k): phase a takes taps a, a + 2, ..., a correlation with
+    them reversed over x padded by (taps - 1) before; every phase is padded after to M = ceil(L / 2) outputs,
+    L = 2H + k - 2, and the interleaved 2M then cropped to the convolution's padding."""
+    pair = torch.nn.modules.utils._pair
+    if not (pair(stride) == (2, 2) and pair(dilation) == (1, 1) and pair(output_padding) == (0, 0) and groups == 1
+            and x.dim() == 4):
+        return NotImplemented
+    kh, kw = weight.shape[-2:]
+    (h, w), (ph, pw) = x.shape[-2:], pair(padding)
+    lh, lw = 2 * h + kh - 2, 2 * w + kw - 2
+    mh, mw = -(-lh // 2), -(-lw // 2)
+    flipped = weight.transpose(0, 1).flip([2, 3])  # [out, in, kh, kw], taps reversed: phase a's are every other
+    phases = []
+    for a in (0, 1):
+        for b in (0, 1):
+            taps = flipped[:, :, (kh - 1 - a) % 2::2, (kw - 1 - b) % 2::2]
+            pad = [taps.shape[3] - 1, mw - w, taps.shape[2] - 1, mh - h]
+            phases.append(torch.nn.functional.conv2d(torch.nn.functional.pad(x, pad), taps))
+    y = torch.nn.functional.pixel_shuffle(torch.stack(phases, dim=2).flatten(1, 2), 2)
+    y = y[:, :, ph:lh - ph, pw:lw - pw]
+    return y if bias is None else y + bias[:, None, None]
 
 
 def _explicit_pool_strides(program) -> None:

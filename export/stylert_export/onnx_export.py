@@ -180,6 +180,12 @@ def _outputs(result) -> list[np.ndarray]:
     return [r.double().numpy() for r in (result if isinstance(result, (tuple, list)) else [result])]
 
 
+def _float64_outputs(module: torch.nn.Module, inputs: dict) -> list[np.ndarray]:
+    """`module` run on a float64 copy of itself and of the inputs: the reference without float32 round-off."""
+    return _outputs(copy.deepcopy(module).double()(**{k: v.double() if v.is_floating_point() else v
+                                                     for k, v in inputs.items()}))
+
+
 def _compare(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float]:
     """(max abs, relative L2) over every output; NaN anywhere in `got` gives NaN."""
     if len(got) != len(want):
@@ -215,8 +221,7 @@ def check_parity(path: str | Path, reference: Callable[..., torch.Tensor | tuple
         want = _outputs(reference(**inputs))
         if not float64_floor:
             return ParityReport(*_compare(got, want), tolerance, batch)
-        exact = _outputs(copy.deepcopy(reference).double()(**{k: v.double() if v.is_floating_point() else v
-                                                               for k, v in inputs.items()}))
+        exact = _float64_outputs(reference, inputs)
     floor, _ = _compare(want, exact)
     return ParityReport(*_compare(got, exact), tolerance, batch, floor)
 
@@ -239,7 +244,7 @@ def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Ca
             raise ExportError(f"--flavor {flavor} is for TensorRT; phone targets take the portable flavour")
         return export_phone(module, reference, make_inputs, output, output_names=output_names,
                             metadata={**metadata, "stylert.precision": target.precision}, target=target, opset=opset,
-                            log=log)
+                            float64_floor=float64_floor, log=log)
     export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
                   metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor})
     report = check_parity(output, reference, make_inputs, TOLERANCE[precision], flavor=flavor,
