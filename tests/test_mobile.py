@@ -462,16 +462,17 @@ class TransposedConv(torch.nn.Module):
         return torch.nn.functional.conv_transpose2d(x, self.weight, self.bias, stride=2, padding=self.padding)
 
 
-@pytest.mark.parametrize("kernel, padding", [(3, 0), (3, 1), (4, 1), (5, 2)])
-def test_pte_runs_a_stride2_transposed_conv_as_four_phase_convs(tmp_path, kernel, padding):
+@pytest.mark.parametrize("kernel, padding, convs", [(3, 0, 4), (3, 1, 4), (4, 1, 4), (5, 2, 4), (2, 0, 4), (1, 0, 1)])
+def test_pte_runs_a_stride2_transposed_conv_as_four_phase_convs(tmp_path, kernel, padding, convs):
     """In a .pte a stride-2 transposed convolution becomes one convolution per output phase, interleaved: all four
-    on XNNPACK, the output equal to PyTorch's transposed convolution on fresh inputs of odd and even sides."""
+    on XNNPACK, the output equal to PyTorch's transposed convolution on fresh inputs of odd and even sides; a 1x1
+    kernel (phases without taps) stays one transposed convolution."""
     needs_executorch()
     from stylert_export.mobile import _run_pte, _write_pte
 
     module = TransposedConv(kernel, padding).eval().requires_grad_(False)
     path = tmp_path / "t.pte"
-    assert _write_pte(module, {"x": torch.randn(1, 6, 7, 10)}, path, "fp32") == (4, 4)
+    assert _write_pte(module, {"x": torch.randn(1, 6, 7, 10)}, path, "fp32") == (convs, convs)
     x = torch.randn(1, 6, 7, 10, generator=torch.Generator().manual_seed(99))
     got = _run_pte(path, {"x": x}, "fp32")[0]
     with torch.no_grad():

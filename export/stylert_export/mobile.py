@@ -489,10 +489,10 @@ def _transposed_conv_as_phases(x, weight, bias=None, stride=1, padding=0, output
     them reversed over x padded by (taps - 1) before; every phase is padded after to M = ceil(L / 2) outputs,
     L = 2H + k - 2, and the interleaved 2M then cropped to the convolution's padding."""
     pair = torch.nn.modules.utils._pair
-    if not (pair(stride) == (2, 2) and pair(dilation) == (1, 1) and pair(output_padding) == (0, 0) and groups == 1
-            and x.dim() == 4):
-        return NotImplemented
     kh, kw = weight.shape[-2:]
+    if not (pair(stride) == (2, 2) and pair(dilation) == (1, 1) and pair(output_padding) == (0, 0) and groups == 1
+            and x.dim() == 4 and min(kh, kw) >= 2):  # a one-tap side would leave a phase without taps
+        return NotImplemented
     (h, w), (ph, pw) = x.shape[-2:], pair(padding)
     lh, lw = 2 * h + kh - 2, 2 * w + kw - 2
     mh, mw = -(-lh // 2), -(-lw // 2)
