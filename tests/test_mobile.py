@@ -449,7 +449,6 @@ def test_float64_floor_judges_a_phone_file_against_float64(tmp_path, shift, pass
     assert saved["floor"] == report.floor and saved["rel"] == report.rel
 
 
-
 class TransposedConv(torch.nn.Module):
     def __init__(self, kernel: int, padding: int):
         super().__init__()
