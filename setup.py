@@ -39,9 +39,10 @@ setup(
         # python-multipart parses /inpaint's multipart forms (Starlette's form parser needs it).
         "serve": ["ray[serve,data]>=2.60,<2.61", "python-multipart>=0.0.9"],
         # Phone targets of `stylert export --target executorch` (ExecuTorch with XNNPACK, checked here through
-        # executorch.runtime). ExecuTorch pins torch: 1.4.1 goes with torch 2.13.0, the pair tested; an extra so that
-        # nothing else inherits the pin. `--target ort-mobile` needs only onnxruntime.
-        "mobile": ["executorch==1.4.1", "torch==2.13.0"],
+        # executorch.runtime) and `--target ncnn` (pnnx converts, the ncnn wheel checks). ExecuTorch pins torch: 1.4.1
+        # goes with torch 2.13.0, the pair tested; an extra so that nothing else inherits the pin. pnnx and ncnn are
+        # released together, by date; their pair is the one tested. `--target ort-mobile` needs only onnxruntime.
+        "mobile": ["executorch==1.4.1", "torch==2.13.0", "pnnx==20261020", "ncnn==1.0.20261020"],
         # tensorrt-stubs is installed with --no-deps by the Makefile: it requires NVIDIA's placeholder wheel.
         # the suite: pytest with two workers, the browser test (Playwright drives the system's Chromium; it never
         # downloads a browser), the documentation site's build (MkDocs, Material, mkdocstrings), and setuptools for

@@ -1,10 +1,11 @@
 """Phone artifacts of one call beside ONNX Runtime desktop on the same model, in one run, on this CPU.
 
-Exports the call (seeded random weights) as the ONNX graph stylert's runtime reads and for both phone targets in
-fp32 and fp16, and ExecuTorch in int8 (`stylert export --target ort-mobile|executorch`, each checked against
-PyTorch on its own runtime here), then times every file at batch 1, each in a fresh child process so that cold start (load + first run) and
-peak memory are its own: ONNX Runtime desktop on the .onnx (the reference), ONNX Runtime on the .ort files, and
-ExecuTorch's runtime with XNNPACK on the .pte files (an --out folder from an earlier run is timed again as it is,
+Exports the call (seeded random weights) as the ONNX graph stylert's runtime reads and for the three phone targets
+in fp32 and fp16, and ExecuTorch in int8 (`stylert export --target ort-mobile|executorch|ncnn`, each checked against
+PyTorch on its own runtime here), then times every file at batch 1, each in a fresh child process so that cold
+start (load + first run) and peak memory are its own: ONNX Runtime desktop on the .onnx (the reference), ONNX
+Runtime on the .ort files, ExecuTorch's runtime with XNNPACK on the .pte files, and the ncnn wheel on the ncnn files
+in float32 arithmetic, as their export checked them (an --out folder from an earlier run is timed again as it is,
 without exporting). Reports p50, p99, cold start, peak RSS, file size, error against
 PyTorch, the convolutions XNNPACK takes and ONNX Runtime's NNAPI / Core ML partition estimate. Nothing is asserted.
 
@@ -45,14 +46,14 @@ def build(call: str, resolution: int, channel_base: int, out: Path) -> dict[str,
         export(files["onnxruntime desktop (.onnx)"])
         print(f"exported the ONNX graph in {time.perf_counter() - t:.0f} s", flush=True)
     for target in (Target("ort-mobile"), Target("ort-mobile", "fp16"), Target("executorch"),
-                   Target("executorch", "fp16"), Target("executorch", "int8")):
+                   Target("executorch", "fp16"), Target("executorch", "int8"), Target("ncnn"), Target("ncnn", "fp16")):
         path = out / f"{target.name}-{target.precision}" / f"{call}.onnx"
         if not artifact_path(path, target).exists():  # a folder from an earlier run is timed again as it is
             t = time.perf_counter()
             export(path, target)
             print(f"exported {target.name} {target.precision} in {time.perf_counter() - t:.0f} s", flush=True)
-        files[f"{'onnxruntime (.ort' if target.name == 'ort-mobile' else 'executorch xnnpack (.pte'} "
-              f"{target.precision})"] = artifact_path(path, target)
+        runtime = {"ort-mobile": "onnxruntime (.ort", "executorch": "executorch xnnpack (.pte", "ncnn": "ncnn (.ncnn"}
+        files[f"{runtime[target.name]} {target.precision})"] = artifact_path(path, target)
     return files
 
 
@@ -97,6 +98,23 @@ def child(path: str, iters: int, warmup: int, queue) -> None:
 
             def step():
                 method.execute(args)
+        elif path.suffix == ".param":
+            import ncnn
+            import numpy as np
+
+            start = time.perf_counter()
+            net = ncnn.Net()
+            net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False  # as checked
+            if net.load_param(str(path)) or net.load_model(str(path.with_suffix(".bin"))):
+                raise RuntimeError(f"ncnn could not load {path.name}")
+            blobs = json.loads(path.with_name(path.name + ".json").read_text())["blobs"]
+            mats = {blobs[k]: ncnn.Mat(np.ascontiguousarray(v[0] if v.ndim > 1 else v)) for k, v in inputs.items()}
+
+            def step():
+                with net.create_extractor() as ex:
+                    for blob, mat in mats.items():
+                        ex.input(blob, mat)
+                    ex.extract("out0")
         else:
             import onnxruntime as ort
 
@@ -141,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
         report = path.with_name(path.name + ".json")
         if report.exists():
             r = json.loads(report.read_text())
-            row.update({k: r[k] for k in ("rel", "max_abs", "convs", "delegated_convs", "partitions") if r.get(k)})
+            row.update({k: r[k] for k in ("size_bytes", "rel", "max_abs", "convs", "delegated_convs", "partitions")
+                        if r.get(k)})  # an ncnn file's size counts its .bin
         rows[name] = row
     info = machine()
     print(f"\n{args.call} {args.resolution}x{args.resolution}, channel base {args.channel_base}, random weights, "

@@ -1,4 +1,4 @@
-"""Every call's phone export at a small configuration (or some at their published size), on both targets and at
+"""Every call's phone export at a small configuration (or some at their published size), on every target and at
 every precision, in one table.
 
 Runs `stylert export CALL --random-init ... --target T --precision P` (seeded random weights; each command checks
@@ -46,7 +46,7 @@ FULL = {  # call -> its export options at the published size (the retoucher's: b
     "stylize": "stylize --random-init --seed 4 --style cartoon --with-local --resolution 1024",
     "edit": "edit --random-init --seed 6 --resolution 256 --bank-resolution 1024",
 }
-SUFFIX = {"ort-mobile": ".ort", "executorch": ".pte"}
+SUFFIX = {"ort-mobile": ".ort", "executorch": ".pte", "ncnn": ".ncnn.param"}
 
 
 def export(options: str, target: str, precision: str, folder: Path) -> dict:

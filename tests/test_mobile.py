@@ -1,10 +1,12 @@
-"""Phone targets (`stylert export CALL --target ort-mobile|executorch`): every artifact run on its own runtime here
-(onnxruntime for .ort, executorch.runtime with XNNPACK for .pte) against the PyTorch module on fresh seeded inputs,
-the convolutions XNNPACK takes, ONNX Runtime's mobile usability report beside each .ort, and the one-line refusals."""
+"""Phone targets (`stylert export CALL --target ort-mobile|executorch|ncnn`): every artifact run on its own runtime
+here (onnxruntime for .ort, executorch.runtime with XNNPACK for .pte, the ncnn wheel for .ncnn.param) against the
+PyTorch module on fresh seeded inputs, the convolutions XNNPACK takes, ONNX Runtime's mobile usability report beside
+each .ort, and the one-line refusals."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -16,11 +18,14 @@ torch = pytest.importorskip("torch")
 
 
 def needs_executorch():
-    """ExecuTorch comes with stylert[mobile], which `make test` installs: missing under CI is a failure."""
+    """ExecuTorch, pnnx and ncnn come with stylert[mobile], which `make test` installs: missing under CI is a
+    failure."""
     try:
         import executorch.runtime  # noqa: F401
-    except ModuleNotFoundError:
-        reason = "ExecuTorch is not installed: pip install 'stylert[mobile]'"
+        import ncnn  # noqa: F401
+        import pnnx  # noqa: F401
+    except ModuleNotFoundError as missing:
+        reason = f"{missing.name} is not installed: pip install 'stylert[mobile]'"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI: {reason}")
         pytest.skip(reason)
@@ -38,21 +43,22 @@ def quiet(*_):
 
 @pytest.fixture(scope="session")
 def phone_models(tmp_path_factory):
-    """The tiny retoucher (32x32) with the face detector and generator (16x16) for both phone targets in fp32, the
-    retoucher's .ort in fp16 and .pte in int8 too, GRIG's step and a style's generator as .ort (the graphs with the
-    most ops to rewrite: GELU, L2 norms, reflect padding, pixel (un)shuffles; style mixing), each folder with its
-    reports; made once per session."""
+    """The tiny retoucher (32x32) with the face detector and generator (16x16) for the three phone targets in fp32,
+    the retoucher's .ort and ncnn files in fp16 and .pte in int8 too, GRIG's step and a style's generator as .ort
+    (the graphs with the most ops to rewrite: GELU, L2 norms, reflect padding, pixel (un)shuffles; style mixing),
+    each folder with its reports; made once per session."""
     needs_executorch()
     from stylert_export import retouch_export as rx
     from stylert_export import stylize_export as sx
     from stylert_export.generator import export_generator
     from stylert_export.inpaint_export import export_grig, grig_from_random_init
     from stylert_export.mobile import Target
-
     from stylert_export.phone_pipeline import convert_detector, write_pipeline
 
+    TARGETS = (Target("ort-mobile"), Target("executorch"), Target("ncnn"))
+
     def make(out):
-        for target in (Target("ort-mobile"), Target("executorch")):
+        for target in TARGETS:
             rx.export_retoucher(retouch_source(), out / target.name / "retouch.onnx", target=target, log=quiet)
             export_generator(generator_source(), out / f"{target.name}-generator" / "generator.onnx", target=target,
                              log=quiet)
@@ -65,7 +71,9 @@ def phone_models(tmp_path_factory):
                             log=quiet)
         rx.export_retoucher(retouch_source(), out / "int8" / "retouch.onnx", target=Target("executorch", "int8"),
                             log=quiet)
-        for target in (Target("ort-mobile"), Target("executorch")):
+        rx.export_retoucher(retouch_source(), out / "ncnn-fp16" / "retouch.onnx", target=Target("ncnn", "fp16"),
+                            log=quiet)
+        for target in TARGETS:
             convert_detector(out / target.name, target)
             write_pipeline(out / target.name, "retouch", target)
 
@@ -96,7 +104,7 @@ def torch_output(name, inputs):
 
 
 def artifact(folder, target, name):
-    suffix = {"ort-mobile": ".ort", "executorch": ".pte"}[target]
+    suffix = {"ort-mobile": ".ort", "executorch": ".pte", "ncnn": ".ncnn.param"}[target]
     return folder / (target if name == "retouch" else f"{target}-{name}") / f"{name}{suffix}"
 
 
@@ -112,6 +120,53 @@ def run_pte(path, inputs):
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
     return method.execute(list(inputs.values()))[0].numpy()
+
+
+def run_ncnn(path, inputs):
+    """An ncnn .param and its .bin on the ncnn wheel, in float32 arithmetic, fed and read by the blob names its
+    report gives; each input without its batch axis (ncnn's Mat has none)."""
+    import ncnn
+
+    blobs = json.loads(path.with_name(path.name + ".json").read_text())["blobs"]
+    net = ncnn.Net()
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+    assert net.load_param(str(path)) == 0 and net.load_model(str(path.with_suffix(".bin"))) == 0
+    with net.create_extractor() as ex:
+        for name, value in inputs.items():
+            array = value.numpy()
+            ex.input(blobs[name], ncnn.Mat(array[0] if array.ndim > 1 else array).clone())
+        status, out = ex.extract("out0")
+        assert status == 0
+        return np.array(out)[None]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ncnn_matches_pytorch(phone_models, name):
+    """The ncnn files (pnnx's conversion of the phone graph) on the ncnn wheel against PyTorch, on inputs the export
+    never saw: within 1e-4 relative in fp32; the report's size counts the weights file an app ships with it; the
+    phase convolutions' DepthToSpace (DCR), which pnnx leaves as it is, is ncnn's PixelShuffle in its DCR mode."""
+    inputs = CASES[name][1](4246)
+    path = artifact(phone_models, "ncnn", name)
+    got = run_ncnn(path, inputs)
+    assert rel_error(got, torch_output(name, inputs)) < 1e-4
+    report = json.loads(path.with_name(path.name + ".json").read_text())
+    assert report["size_bytes"] == path.stat().st_size + path.with_suffix(".bin").stat().st_size
+    layers = [line.split() for line in path.read_text().splitlines()[2:]]
+    assert not [layer for layer in layers if layer[0] == "DepthToSpace"]
+    shuffles = [layer[-2:] for layer in layers if layer[0] == "PixelShuffle"]
+    assert shuffles and all(params == ["0=2", "1=1"] for params in shuffles), shuffles
+
+
+def test_ncnn_fp16_stores_half_the_weights(phone_models):
+    """--precision fp16 for ncnn stores the weights in float16 (ncnn widens them as it loads, here): the weights file
+    is at most 60% of the fp32 one (the 32x32 retoucher: 55%; its float32 leftovers are the few non-conv constants),
+    and the output stays within 5e-2 of PyTorch yet differs from the fp32 file's (the weights were rounded)."""
+    inputs = retouch_inputs(4247)
+    fp16, fp32 = phone_models / "ncnn-fp16" / "retouch.ncnn.param", artifact(phone_models, "ncnn", "retouch")
+    assert fp16.with_suffix(".bin").stat().st_size <= 0.6 * fp32.with_suffix(".bin").stat().st_size
+    got, want = run_ncnn(fp16, inputs), torch_output("retouch", inputs)
+    assert 1e-6 < rel_error(got, want) < 5e-2
+    assert json.loads(fp16.with_name(fp16.name + ".json").read_text())["precision"] == "fp16"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -343,6 +398,71 @@ def test_pte_detector_finds_the_faces_the_sdk_finds(phone_models, astronaut):
         assert abs(a.score - b.score) < 1e-4
 
 
+class NcnnNetwork:
+    """An ncnn detector file behind the two calls `MTCNNDetector` makes of an ONNX Runtime session, following
+    pipeline.json's `detector.sizes`: one image or crop a run, blobs in0 and out0, out1, ..."""
+
+    def __init__(self, path):
+        import ncnn
+
+        self.ncnn, self.net = ncnn, ncnn.Net()
+        self.net.opt.use_fp16_storage = self.net.opt.use_fp16_packed = self.net.opt.use_fp16_arithmetic = False
+        assert self.net.load_param(str(path)) == 0 and self.net.load_model(str(path.with_suffix(".bin"))) == 0
+        self.outputs = len(set(re.findall(r"\bout\d+\b", path.read_text())))
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "x"})]
+
+    def run(self, _, feed: dict) -> list[np.ndarray]:
+        runs = []
+        for item in feed["x"]:
+            with self.net.create_extractor() as ex:
+                ex.input("in0", self.ncnn.Mat(np.ascontiguousarray(item)).clone())
+                runs.append([np.array(ex.extract(f"out{k}")[1]) for k in range(self.outputs)])
+        return [np.stack([r[k] for r in runs]) for k in range(self.outputs)]
+
+
+def test_detector_ncnn_files_match_the_shipped_graphs(phone_models):
+    """The ncnn detector against the ONNX files stylert ships at sizes its conversion did not check (P-Net on odd,
+    wide and 12-pixel levels, each as it is; R-Net and O-Net crop by crop), within the fp32 phone tolerance."""
+    import onnxruntime as ort
+    from stylert.faces.detect import mtcnn_model_dir
+
+    folder = phone_models / "ncnn"
+    spec = json.loads((folder / "pipeline.json").read_text())
+    assert spec["detector"]["files"] == ["detector/pnet.ncnn.param", "detector/rnet.ncnn.param",
+                                         "detector/onet.ncnn.param"]
+    assert spec["detector"]["sizes"]["crops_per_run"] == 1
+    assert spec["models"]["network"]["blobs"] == {"image": "in0", "strength": "in1", "retouched": "out0"}
+    shapes = {"pnet": [(1, 12, 57, 3), (1, 301, 12, 3), (1, 83, 64, 3)], "rnet": [(5, 24, 24, 3)],
+              "onet": [(2, 48, 48, 3)]}
+    for name, sizes in shapes.items():
+        network = NcnnNetwork(folder / "detector" / f"{name}.ncnn.param")
+        session = ort.InferenceSession(str(mtcnn_model_dir() / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        for k, shape in enumerate(sizes):
+            feed = np.random.default_rng(21 + k).uniform(-1, 1, shape).astype(np.float32)
+            got, want = network.run(None, {"x": feed}), session.run(None, {session.get_inputs()[0].name: feed})
+            for a, b in zip(got, want, strict=True):
+                assert a.shape == b.shape and rel_error(a, b) < 1e-4, (name, shape)
+
+
+def test_ncnn_detector_finds_the_faces_the_sdk_finds(phone_models, astronaut):
+    """The SDK's MTCNN cascade with the ncnn networks in place of ONNX Runtime's finds on a real photo the same
+    faces, boxes and landmarks."""
+    from stylert.faces.detect import MTCNNDetector
+
+    folder = phone_models / "ncnn" / "detector"
+    on_ncnn = MTCNNDetector()
+    on_ncnn.pnet, on_ncnn.rnet, on_ncnn.onet = (NcnnNetwork(folder / f"{n}.ncnn.param")
+                                                for n in ("pnet", "rnet", "onet"))
+    got, want = on_ncnn.detect(astronaut), MTCNNDetector().detect(astronaut)
+    assert len(want) >= 1 and len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.box, b.box, atol=0.05)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+        assert abs(a.score - b.score) < 1e-4
+
+
 TINY_RETOUCH = ("retouch", "--random-init", "--resolution", 32, "--channel-base", 256, "--channel-max", 16,
                 "--w-dim", 16)
 
@@ -357,11 +477,13 @@ def export_cli(capsys, *args) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("extra, says", [
-    (("--target", "ort-mobile", "--precision", "int8"), "--precision int8: ort-mobile takes fp32, fp16 (ONNX Runtime's int8 "
-                                                        "needs calibration images"),
+    (("--target", "ort-mobile", "--precision", "int8"),
+     "--precision int8: ort-mobile takes fp32, fp16 (ONNX Runtime's and ncnn's int8 need calibration images"),
     (("--precision", "fp16"), "--precision is for phone targets"),
     (("--target", "ort-mobile", "--flavor", "plugin"), "--flavor plugin is for TensorRT"),
     (("--target", "ort-mobile", "-o", "model.onnx"), "-o is a folder for the app's files, not model.onnx"),
+    (("--target", "ncnn", "--precision", "int8"),
+     "--precision int8: ncnn takes fp32, fp16 (ONNX Runtime's and ncnn's int8 need calibration images"),
 ])
 def test_bad_phone_options_are_one_line(tmp_path, capsys, monkeypatch, extra, says):
     monkeypatch.chdir(tmp_path)
@@ -391,14 +513,17 @@ def test_an_artifact_its_runtime_cannot_run_is_one_line_and_removed(tmp_path, mo
     assert not (tmp_path / "generator.required_operators.config").exists()
 
 
-def test_missing_executorch_names_the_extra(tmp_path, capsys, monkeypatch):
-    """Without ExecuTorch (its modules made unimportable, as when the extra is not installed) the executorch
-    target says which extra brings it, in one line."""
-    for name in [m for m in sys.modules if m == "executorch" or m.startswith("executorch.")] or ["executorch"]:
+@pytest.mark.parametrize("target, module", [("executorch", "executorch"), ("ncnn", "pnnx")])
+def test_missing_mobile_extra_is_named(tmp_path, capsys, monkeypatch, target, module):
+    """Without the target's package (its modules made unimportable, as when the extra is not installed) the export
+    says which package is missing and which extra brings it, in one line, and writes no model."""
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")] or [module]:
         monkeypatch.setitem(sys.modules, name, None)
-    code, stderr = export_cli(capsys, *TINY_RETOUCH, "-o", tmp_path / "out", "--target", "executorch")
+    code, stderr = export_cli(capsys, *TINY_RETOUCH, "-o", tmp_path / "out", "--target", target)
     assert code == 2
-    assert "pip install 'stylert[mobile]'" in error_line(stderr, "export")
+    line = error_line(stderr, "export")
+    assert f"--target {target} needs {module}" in line and "pip install 'stylert[mobile]'" in line
+    assert not list(tmp_path.rglob("retouch.*"))
 
 
 def test_mtcnn_load_names_a_file_that_is_not_a_detector_network(tmp_path):

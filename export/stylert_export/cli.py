@@ -12,8 +12,8 @@ import sys
 RANDOM_INIT_HELP = "seeded random weights (untrained; tests, benchmarks)"
 OPSET_HELP = "ONNX opset (default 18)"
 LAYOUTS = ["auto", "rosinality", "nvlabs"]
-TARGETS = ["onnx", "ort-mobile", "executorch"]
-MOBILE_NEEDS = ("executorch",)
+TARGETS = ["onnx", "ort-mobile", "executorch", "ncnn"]
+MOBILE_NEEDS = ("executorch", "ncnn", "pnnx")
 
 
 def _source(parser, *before: tuple[str, dict], after: tuple[tuple[str, dict], ...] = ()) -> None:
@@ -36,21 +36,23 @@ def _opset(parser, help: str = OPSET_HELP) -> None:
 
 def _target(parser) -> None:
     parser.add_argument("--target", choices=TARGETS, default="onnx",
-                        help="onnx: a graph for stylert's runtime; ort-mobile (ONNX Runtime Mobile, .ort) or executorch "
-                             "(.pte, XNNPACK; pip install 'stylert[mobile]'): -o is a folder a phone app ships, each "
-                             "model checked on that runtime here")
+                        help="onnx: a graph for stylert's runtime; ort-mobile (ONNX Runtime Mobile, .ort), executorch "
+                             "(.pte, XNNPACK) or ncnn (.ncnn.param and .bin; executorch and ncnn: pip install "
+                             "'stylert[mobile]'): -o is a folder a phone app ships, each model checked on that runtime "
+                             "here")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, dest="phone_precision",
                         help="phone targets: fp32 (default) or fp16; executorch also int8 (int8 weights, activations "
                              "quantized as it runs)")
 
 
 def _phone(args, name: str):
-    """(mobile.Target or None, where the export writes): a phone target writes NAME.ort/.pte into the -o folder."""
+    """(mobile.Target or None, where the export writes): a phone target writes NAME.ort/.pte/.ncnn.param into the -o
+    folder."""
     from pathlib import Path
 
     if args.target == "onnx":
         if args.phone_precision is not None:
-            raise ValueError("--precision is for phone targets (--target ort-mobile or executorch)")
+            raise ValueError("--precision is for phone targets (--target ort-mobile, executorch or ncnn)")
         return None, Path(getattr(args, "output", None) or args.pack)
     from .mobile import Target
 
@@ -60,7 +62,7 @@ def _phone(args, name: str):
         raise ValueError(f"--fp16 writes an fp16 ONNX graph; for --target {args.target} use --precision fp16")
     target = Target(args.target, args.phone_precision or "fp32")
     folder = Path(getattr(args, "output", None) or args.pack)
-    if folder.suffix.lower() in (".onnx", ".ort", ".pte"):
+    if folder.suffix.lower() in (".onnx", ".ort", ".pte", ".param"):
         raise ValueError(f"--target {args.target}: -o is a folder for the app's files, not {folder.name}")
     return target, folder / f"{name}.onnx"
 

@@ -1,6 +1,7 @@
-"""Phone targets: ONNX Runtime Mobile (`.ort`) and ExecuTorch (`.pte`, XNNPACK), each checked against PyTorch here.
+"""Phone targets: ONNX Runtime Mobile (`.ort`), ExecuTorch (`.pte`, XNNPACK) and ncnn (`.ncnn.param` and `.bin`),
+each checked against PyTorch here.
 
-Both start from the module the ONNX export builds, whose modulated convs take the activation form (scale the
+All start from the module the ONNX export builds, whose modulated convs take the activation form (scale the
 input by the style, convolve with the layer's own constant weight, scale by the demodulation): every conv weight is
 a constant, which NNAPI, Core ML and XNNPACK need. Shapes are fixed at batch 1, as phone accelerators want.
 
@@ -14,8 +15,12 @@ executorch: `torch.export` of the module, parameters folded into constants (a co
   partitioner:
   NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. int8 (executorch only): XNNPACK's
   dynamic quantization, int8 weights per output channel and activations quantized as the model runs.
+ncnn: the ONNX graph at fixed shapes with the ort-mobile rewrites (every tensor of rank 4 at most, which ncnn's
+  layers need), converted by pnnx (ncnn's converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for
+  fp16 (ncnn's own weight storage; run here in float32 arithmetic).
 
-Each artifact then runs on its own runtime here (onnxruntime for `.ort`, `executorch.runtime` for `.pte`) on fresh
+Each artifact then runs on its own runtime here (onnxruntime for `.ort`, `executorch.runtime` for `.pte`, the ncnn
+wheel for `.ncnn.param`) on fresh
 seeded inputs against the PyTorch module in float32; fp32 must be within 1e-4 relative (L2), fp16 and int8 within 5e-2;
 past that the artifact is removed and the export fails. A model whose arithmetic amplifies round-off (float64_floor,
 as in the desktop parity check) is judged against its float64 copy instead, allowed twice PyTorch float32's own
@@ -30,6 +35,8 @@ import io
 import json
 import logging
 import os
+import re
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,11 +49,12 @@ import torch
 from .onnx_export import DEFAULT_OPSET, ExportError, _compare, _float64_outputs, _outputs, export_module
 from .phone_graph import attribute
 
-TARGETS = ("ort-mobile", "executorch")
-PRECISIONS = {"ort-mobile": ("fp32", "fp16"), "executorch": ("fp32", "fp16", "int8")}
+TARGETS = ("ort-mobile", "executorch", "ncnn")
+PRECISIONS = {"ort-mobile": ("fp32", "fp16"), "executorch": ("fp32", "fp16", "int8"), "ncnn": ("fp32", "fp16")}
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": 5e-2}  # relative L2 over every output, against PyTorch in float32
-SUFFIX = {"ort-mobile": ".ort", "executorch": ".pte"}
-RUNTIME = {"ort-mobile": "onnxruntime", "executorch": "executorch.runtime (XNNPACK)"}
+SUFFIX = {"ort-mobile": ".ort", "executorch": ".pte", "ncnn": ".ncnn.param"}
+COMPANION = {".ort": ".required_operators.config", ".param": ".bin"}  # written beside an artifact, removed with it
+RUNTIME = {"ort-mobile": "onnxruntime", "executorch": "executorch.runtime (XNNPACK)", "ncnn": "ncnn"}
 MOBILE_EXTRA = "pip install 'stylert[mobile]'"
 PARITY_SEED = 24680  # fresh inputs: neither the traced example (seed 0) nor the ONNX parity check's
 
@@ -62,8 +70,8 @@ class Target:
             raise ValueError(f"unknown target {self.name!r}; expected onnx or one of {', '.join(TARGETS)}")
         if self.precision not in PRECISIONS[self.name]:
             raise ValueError(f"--precision {self.precision}: {self.name} takes {', '.join(PRECISIONS[self.name])} "
-                             "(ONNX Runtime's int8 needs calibration images, which stylert does not ship; executorch's "
-                             "int8 quantizes activations as it runs)")
+                             "(ONNX Runtime's and ncnn's int8 need calibration images, which stylert does not ship; "
+                             "executorch's int8 quantizes activations as it runs)")
 
 
 @dataclass
@@ -93,6 +101,7 @@ class PhoneReport:
     convs: int | None = None  # executorch: convolutions in the graph
     delegated_convs: int | None = None  # executorch: of them, run by XNNPACK
     partitions: dict[str, Partitions] = field(default_factory=dict)  # ort-mobile: per provider
+    blobs: dict[str, str] = field(default_factory=dict)  # ncnn: input or output name -> its blob in the .param
 
     @property
     def ok(self) -> bool:
@@ -122,14 +131,21 @@ class PhoneReport:
 
 
 def artifact_path(output: str | Path, target: Target) -> Path:
-    """retouch.onnx -> retouch.ort / retouch.pte beside it."""
+    """retouch.onnx -> retouch.ort / retouch.pte / retouch.ncnn.param beside it."""
     return Path(output).with_suffix(SUFFIX[target.name])
 
 
+def artifact_bytes(path: Path) -> int:
+    """What an app ships of an artifact: the file, and an ncnn .param's weights (.bin)."""
+    return path.stat().st_size + (path.with_suffix(".bin").stat().st_size if path.suffix == ".param" else 0)
+
+
 def remove_artifact(path: Path) -> None:
-    """A phone file that failed its check, and the operator config to_ort writes beside an .ort."""
+    """A phone file that failed its check, and what is written beside it (COMPANION: an .ort's operator config,
+    an ncnn .param's weights)."""
     path.unlink(missing_ok=True)
-    path.with_suffix(".required_operators.config").unlink(missing_ok=True)
+    if path.suffix in COMPANION:
+        path.with_suffix(COMPANION[path.suffix]).unlink(missing_ok=True)
 
 
 def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
@@ -145,6 +161,10 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
         report_extra = {"partitions": _write_ort(module, example, output_names, path, opset, metadata,
                                                  target.precision, log)}
         run = _run_ort
+    elif target.name == "ncnn":
+        report_extra = {"blobs": _write_ncnn(module, example, output_names, path, opset, metadata, target.precision,
+                                             log)}
+        run = _run_ncnn
     else:
         convs, delegated = _write_pte(module, example, path, target.precision)
         report_extra = {"convs": convs, "delegated_convs": delegated}
@@ -165,7 +185,7 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     max_abs, rel = _compare(got, want)
     if not np.isfinite(max_abs):
         rel = float("nan")
-    report = PhoneReport(target.name, target.precision, str(path), path.stat().st_size, rel, max_abs,
+    report = PhoneReport(target.name, target.precision, str(path), artifact_bytes(path), rel, max_abs,
                          TOLERANCE[target.precision], floor, **report_extra)
     log(str(report))
     if target.name == "executorch" and target.precision == "fp16":
@@ -174,7 +194,8 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     if not report.ok:
         remove_artifact(path)
         raise ExportError(f"{path}: {report}; the file was removed")
-    fed = _cast_inputs(example, target.precision) if target.name == "executorch" else example  # as the file takes them
+    fed = {"executorch": _cast_inputs(example, target.precision),  # as the file takes them
+           "ncnn": {k: v.float() for k, v in example.items()}}.get(target.name, example)
     io_spec = {"inputs": [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in fed.items()],
                "outputs": [[name, list(o.shape)] for name, o in zip(output_names, want)]}
     path.with_name(path.name + ".json").write_text(json.dumps({**report.to_json(), **io_spec, "metadata": metadata},
@@ -353,6 +374,95 @@ def _run_ort(path: Path, inputs: dict) -> list[np.ndarray]:
     options.log_severity_level = 3  # an fp16 graph: ONNX Runtime's CPU notes on what it cannot constant-fold
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, {k: v.numpy() for k, v in inputs.items()})
+
+
+# --- ncnn ---
+
+def _write_ncnn(module, example, output_names, path: Path, opset: int, metadata: dict, precision: str,
+                log) -> dict[str, str]:
+    """The ort-mobile graph (fixed shapes, phone rewrites: no tensor above rank 4) through pnnx; returns each input
+    and output's blob name (pnnx names them in0, in1, ... and out0, ... in the graph's order)."""
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        onnx_path = Path(tmp) / path.with_suffix("").with_suffix(".onnx").name
+        export_module(module, example, output_names, onnx_path, opset=opset, dynamic_batch=False,
+                      metadata={**metadata, "stylert.precision": precision, "stylert.target": "ncnn"})
+        _rewrite_for_phones(onnx_path, log)
+        to_ncnn(onnx_path, path, [list(v.shape) for v in example.values()], fp16=precision == "fp16")
+    return {**{name: f"in{i}" for i, name in enumerate(example)},
+            **{name: f"out{i}" for i, name in enumerate(output_names)}}
+
+
+def to_ncnn(onnx_path: Path, path: Path, shapes: list[list[int]], fp16: bool = False) -> None:
+    """pnnx, ncnn's converter, on one ONNX graph at its inputs' `shapes`: `path` (NAME.ncnn.param) and its weights
+    NAME.ncnn.bin (float16 with fp16); pnnx's other files stay in the graph's folder. ncnn's blobs are float: an
+    integer input (a style's mixing layer) is declared float32 first, its cast to float then an identity. pnnx
+    20261020 leaves ONNX's DepthToSpace as it is, which ncnn has no layer for: it becomes ncnn's PixelShuffle (mode 1
+    is DCR's channel order, 0 CRD's)."""
+    import ncnn
+    import pnnx
+
+    _float_inputs(onnx_path)
+    work = onnx_path.parent
+    shapes = ",".join(f"[{','.join(map(str, shape))}]f32" for shape in shapes)
+    files = {key: work / f"{onnx_path.stem}.{key}" for key in ("pnnxparam", "pnnxbin", "pnnxpy", "pnnxonnx",
+                                                                "ncnnparam", "ncnnbin", "ncnnpy")}
+    done = subprocess.run([pnnx.EXEC_PATH, str(onnx_path), f"inputshape={shapes}", f"fp16={int(fp16)}",
+                           *(f"{key}={file}" for key, file in files.items())],
+                          capture_output=True, text=True, cwd=work)
+    if done.returncode or not files["ncnnparam"].is_file():
+        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise ExportError(f"pnnx refused {onnx_path.name} (exit status {done.returncode}): {said}")
+    modes = {(attribute(n, "blocksize", 0), attribute(n, "mode", "DCR")) for n in onnx.load(
+        str(onnx_path), load_external_data=False).graph.node if n.op_type == "DepthToSpace"}
+    if len(modes) > 1:
+        raise ExportError(f"{onnx_path.name}: DepthToSpace of several kinds {sorted(modes)}; pnnx leaves them "
+                          "unconverted and they cannot be told apart in its output")
+    lines = files["ncnnparam"].read_text().splitlines()
+    for k, line in enumerate(lines):
+        if line.startswith("DepthToSpace "):
+            (blocksize, mode), = modes
+            lines[k] = re.sub(r"^DepthToSpace ", "PixelShuffle ", line) + f" 0={blocksize} 1={int(mode == 'DCR')}"
+    unknown = sorted({line.split()[0] for line in lines[2:] if ncnn.layer_to_index(line.split()[0]) < 0})
+    if unknown:
+        raise ExportError(f"pnnx left {', '.join(unknown)} in {onnx_path.name}, which ncnn has no layer for")
+    path.write_text("\n".join(lines) + "\n")
+    files["ncnnbin"].replace(path.with_suffix(".bin"))
+
+
+def _float_inputs(onnx_path: Path) -> None:
+    """Integer graph inputs declared float32, the inferred types of what they feed dropped (re-inferred as float)."""
+    model = onnx.load(str(onnx_path))
+    integers = [i for i in model.graph.input if i.type.tensor_type.elem_type != onnx.TensorProto.FLOAT]
+    if integers:
+        for value in integers:
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        del model.graph.value_info[:]
+        onnx.save(model, str(onnx_path))
+
+
+def _run_ncnn(path: Path, inputs: dict) -> list[np.ndarray]:
+    """The .param and .bin on the ncnn wheel, in float32 arithmetic (fp16 weights widened as ncnn loads them), each
+    input as float32 without its batch axis (ncnn's Mat has none; a rank-1 input stays as it is), outputs given it
+    back."""
+    import ncnn
+
+    net = ncnn.Net()
+    opt = net.opt
+    opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = opt.use_bf16_storage = False
+    if net.load_param(str(path)) or net.load_model(str(path.with_suffix(".bin"))):
+        raise RuntimeError(f"ncnn could not load {path.name} and its .bin")
+    outputs = sorted(re.findall(r"\bout(\d+)\b", path.read_text()), key=int)
+    with net.create_extractor() as ex:
+        for k, value in enumerate(inputs.values()):
+            array = value.numpy().astype(np.float32)
+            ex.input(f"in{k}", ncnn.Mat(np.ascontiguousarray(array[0] if array.ndim > 1 else array)).clone())
+        got = []
+        for k in dict.fromkeys(outputs):
+            status, mat = ex.extract(f"out{k}")
+            if status:
+                raise RuntimeError(f"ncnn could not compute out{k} (status {status})")
+            got.append(np.array(mat)[None])
+    return got
 
 
 # --- ExecuTorch ---

@@ -21,6 +21,7 @@ and the artifact's parity check against PyTorch covers them.
   Reshape to rank 6, Pad, Reshape         -> Resize (nearest) x a constant mask: zero insertion in rank 4
   (upfirdn2d's upsampling; Core ML takes rank <= 5, ncnn rank <= 4)
   Reshape to rank 6, Transpose, Reshape   -> a depthwise one-hot Conv of stride r: PixelUnshuffle in rank 4
+  Slice(x, 0 to the end, steps s on H, W) -> MaxPool of kernel 1, stride s: subsampling (ncnn: no strided Slice)
 """
 from __future__ import annotations
 
@@ -462,6 +463,24 @@ def _pixel_unshuffle(g: _Graph, node, consumers: dict) -> tuple[list, list] | No
     return [conv], [users[0], after[0]]
 
 
+def _strided_slice(g: _Graph, node) -> list | None:
+    """x[:, :, ::sh, ::sw] of a rank-4 x (pSp's identity shortcut) as a max pooling of kernel 1 and stride (sh, sw),
+    which it equals: ncnn's Crop takes no steps, the pooling every phone runtime takes."""
+    given = [g.constants.get(name) if name else None for name in list(node.input[1:]) + [""] * (5 - len(node.input))]
+    starts, ends, axes, steps = given
+    if len(g.shapes.get(node.input[0], [])) != 4 or any(v is None for v in (starts, ends, axes, steps)):
+        return None
+    shape = g.shapes[node.input[0]]
+    axes = [int(a) % 4 for a in axes]
+    if not (set(axes) <= {2, 3} and (starts == 0).all() and (steps >= 1).all() and (steps > 1).any()
+            and all(int(e) >= shape[a] for e, a in zip(ends, axes))):
+        return None
+    strides = [1, 1]
+    for axis, step in zip(axes, steps):
+        strides[axis - 2] = int(step)
+    return [helper.make_node("MaxPool", [node.input[0]], list(node.output), kernel_shape=[1, 1], strides=strides)]
+
+
 def _depth_to_space_dcr(g: _Graph, node, producer) -> bool:
     """DepthToSpace in CRD mode (NNAPI: DCR only) fed by a Conv of constant weights that feeds nothing else: the
     Conv's output channels reordered from CRD's c r^2 + i r + j to DCR's (i r + j) C + c, and the mode set to
@@ -486,7 +505,8 @@ def _depth_to_space_dcr(g: _Graph, node, producer) -> bool:
 
 REWRITES = {"LayerNormalization": _layer_norm, "ReduceSum": _reduce_sum, "ReduceL2": _reduce_l2, "Erf": _erf,
             "Resize": _resize, "Gather": _gather, "Expand": _expand, "BatchNormalization": _batch_norm,
-            "Reciprocal": _reciprocal, "Min": _min, "Clip": _clip, "Pad": _pad, "ConvTranspose": _conv_transpose}
+            "Reciprocal": _reciprocal, "Min": _min, "Clip": _clip, "Pad": _pad, "ConvTranspose": _conv_transpose,
+            "Slice": _strided_slice}
 SEQUENCES = {"zero insertion (Reshape, Pad, Reshape)": _zero_insertion,
              "PixelUnshuffle (Reshape, Transpose, Reshape)": _pixel_unshuffle}  # each starts at a Reshape
 
