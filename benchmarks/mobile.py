@@ -108,7 +108,8 @@ def child(path: str, iters: int, warmup: int, queue) -> None:
             if net.load_param(str(path)) or net.load_model(str(path.with_suffix(".bin"))):
                 raise RuntimeError(f"ncnn could not load {path.name}")
             blobs = json.loads(path.with_name(path.name + ".json").read_text())["blobs"]
-            mats = {blobs[k]: ncnn.Mat(np.ascontiguousarray(v[0] if v.ndim > 1 else v)) for k, v in inputs.items()}
+            axis = {k: 233 if b["batch_axis"] is None else b["batch_axis"] for k, b in blobs.items()}  # 233: none
+            mats = {blobs[k]["blob"]: ncnn.Mat(np.ascontiguousarray(v), batch_index=axis[k]) for k, v in inputs.items()}
 
             def step():
                 with net.create_extractor() as ex:

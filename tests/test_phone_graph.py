@@ -134,3 +134,41 @@ def test_reductions_as_scaled_means(op, tmp_path):
     assert rel_error(run(phone, feeds), run(model, feeds)) < 1e-6
     for ep, p in partitions(phone, tmp_path).items():
         assert (p.supported, p.partitions) == (p.nodes, 1), (ep, p)
+
+
+@pytest.mark.parametrize("axis, shape", [(2, [1, 6, 1]), (1, [1, 1, 16]), (-1, [1, 6, 1])])
+def test_token_means_as_matmuls_for_ncnn(axis, shape):
+    """For ncnn: a mean over a token tensor's tokens or channels (rank 3, as PixelNorm and layer norms take them) as
+    a MatMul with a constant averaging vector, within float32 rounding of ONNX Runtime's ReduceMean; a rank-4 mean
+    (an image's) stays as it is."""
+    from stylert_export.phone_graph import rewrite_for_ncnn
+
+    model = graph([helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=1)], {"x": [1, 6, 16]},
+                  ("y", shape), {"axes": np.array([axis], np.int64)})
+    ncnn_graph = onnx.ModelProto()
+    ncnn_graph.CopyFrom(model)
+    assert rewrite_for_ncnn(ncnn_graph) == {"ReduceMean": 1} and ops(ncnn_graph) == {"MatMul"}
+    feeds = feeds_for(model, np.random.default_rng())
+    got, want = run(ncnn_graph, feeds), run(model, feeds)
+    assert got.shape == want.shape == tuple(shape) and rel_error(got, want) < 1e-6
+    image = graph([helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=1)], X, ("y", [1, 4, 8, 1]),
+                  {"axes": np.array([-1], np.int64)})
+    assert rewrite_for_ncnn(image) == {}
+
+
+def test_squeeze_to_rank1_as_reshape_for_ncnn():
+    """For ncnn: a Squeeze down to rank 1 (a flag taken from a [1, 4] input) as a Reshape to the same shape, the same
+    numbers; a Squeeze to a higher rank stays."""
+    from stylert_export.phone_graph import rewrite_for_ncnn
+
+    model = graph([helper.make_node("Slice", ["x", "s", "e", "a"], ["f"]),
+                   helper.make_node("Squeeze", ["f", "a"], ["y"])], {"x": [1, 4]}, ("y", [1]),
+                  {"s": np.array([2], np.int64), "e": np.array([3], np.int64), "a": np.array([1], np.int64)})
+    ncnn_graph = onnx.ModelProto()
+    ncnn_graph.CopyFrom(model)
+    assert rewrite_for_ncnn(ncnn_graph) == {"Squeeze": 1} and "Squeeze" not in ops(ncnn_graph)
+    feeds = feeds_for(model, np.random.default_rng())
+    np.testing.assert_array_equal(run(ncnn_graph, feeds), run(model, feeds))
+    higher = graph([helper.make_node("Squeeze", ["x", "a"], ["y"])], {"x": [1, 1, 4]}, ("y", [1, 4]),
+                   {"a": np.array([1], np.int64)})
+    assert rewrite_for_ncnn(higher) == {}

@@ -16,8 +16,9 @@ executorch: `torch.export` of the module, parameters folded into constants (a co
   NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. int8 (executorch only): XNNPACK's
   dynamic quantization, int8 weights per output channel and activations quantized as the model runs.
 ncnn: the ONNX graph at fixed shapes with the ort-mobile rewrites (every tensor of rank 4 at most, which ncnn's
-  layers need), converted by pnnx (ncnn's converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for
-  fp16 (ncnn's own weight storage; run here in float32 arithmetic).
+  layers need) and phone_graph.rewrite_for_ncnn's (what pnnx converts wrongly), converted by pnnx (ncnn's
+  converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for fp16 (ncnn's own weight storage; run here
+  in float32 arithmetic); NAME.ncnn.param.json names each input's and output's blob and batch axis.
 
 Each artifact then runs on its own runtime here (onnxruntime for `.ort`, `executorch.runtime` for `.pte`, the ncnn
 wheel for `.ncnn.param`) on fresh
@@ -101,7 +102,7 @@ class PhoneReport:
     convs: int | None = None  # executorch: convolutions in the graph
     delegated_convs: int | None = None  # executorch: of them, run by XNNPACK
     partitions: dict[str, Partitions] = field(default_factory=dict)  # ort-mobile: per provider
-    blobs: dict[str, str] = field(default_factory=dict)  # ncnn: input or output name -> its blob in the .param
+    blobs: dict[str, dict] = field(default_factory=dict)  # ncnn: input or output name -> its blob and batch axis
 
     @property
     def ok(self) -> bool:
@@ -162,9 +163,9 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
                                                  target.precision, log)}
         run = _run_ort
     elif target.name == "ncnn":
-        report_extra = {"blobs": _write_ncnn(module, example, output_names, path, opset, metadata, target.precision,
-                                             log)}
-        run = _run_ncnn
+        blobs = _write_ncnn(module, example, output_names, path, opset, metadata, target.precision, log)
+        report_extra = {"blobs": blobs}
+        run = functools.partial(_run_ncnn, axes={b["blob"]: b["batch_axis"] for b in blobs.values()})
     else:
         convs, delegated = _write_pte(module, example, path, target.precision)
         report_extra = {"convs": convs, "delegated_convs": delegated}
@@ -274,6 +275,17 @@ def _rewrite_for_phones(onnx_path: Path, log) -> None:
         log("rewritten for phone accelerators: " + ", ".join(f"{n} {op}" for op, n in sorted(done.items())))
 
 
+def _rewrite_for_ncnn(onnx_path: Path, log) -> None:
+    """phone_graph's rewrites of what pnnx converts wrongly, after the phone ones."""
+    from .phone_graph import rewrite_for_ncnn
+
+    model = onnx.load(str(onnx_path))
+    done = rewrite_for_ncnn(model)
+    onnx.save(model, str(onnx_path))
+    if done:
+        log("rewritten for pnnx: " + ", ".join(f"{n} {op}" for op, n in sorted(done.items())))
+
+
 def _to_fp16(onnx_path: Path) -> None:
     """float16 weights and arithmetic inside, float32 inputs and outputs (what the app feeds stays the same)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -378,23 +390,31 @@ def _run_ort(path: Path, inputs: dict) -> list[np.ndarray]:
 
 # --- ncnn ---
 
+NO_BATCH_AXIS = 233  # ncnn's Python Mat: batch_index for a tensor without one
+
+
 def _write_ncnn(module, example, output_names, path: Path, opset: int, metadata: dict, precision: str,
-                log) -> dict[str, str]:
+                log) -> dict[str, dict]:
     """The ort-mobile graph (fixed shapes, phone rewrites: no tensor above rank 4) through pnnx; returns each input
-    and output's blob name (pnnx names them in0, in1, ... and out0, ... in the graph's order)."""
+    and output's blob (pnnx names them in0, in1, ... and out0, ... in the graph's order) and batch axis."""
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         onnx_path = Path(tmp) / path.with_suffix("").with_suffix(".onnx").name
         export_module(module, example, output_names, onnx_path, opset=opset, dynamic_batch=False,
                       metadata={**metadata, "stylert.precision": precision, "stylert.target": "ncnn"})
         _rewrite_for_phones(onnx_path, log)
-        to_ncnn(onnx_path, path, [list(v.shape) for v in example.values()], fp16=precision == "fp16")
-    return {**{name: f"in{i}" for i, name in enumerate(example)},
-            **{name: f"out{i}" for i, name in enumerate(output_names)}}
+        _rewrite_for_ncnn(onnx_path, log)
+        axes = to_ncnn(onnx_path, path, [list(v.shape) for v in example.values()], fp16=precision == "fp16")
+    blobs = [f"in{i}" for i in range(len(example))] + [f"out{i}" for i in range(len(output_names))]
+    if set(blobs) - set(axes):
+        remove_artifact(path)
+        raise ExportError(f"{path.name}: pnnx made blobs {sorted(axes)}, the graph has {blobs}; the file was removed")
+    return {name: {"blob": blob, "batch_axis": axes[blob]} for name, blob in zip([*example, *output_names], blobs)}
 
 
-def to_ncnn(onnx_path: Path, path: Path, shapes: list[list[int]], fp16: bool = False) -> None:
+def to_ncnn(onnx_path: Path, path: Path, shapes: list[list[int]], fp16: bool = False) -> dict[str, int | None]:
     """pnnx, ncnn's converter, on one ONNX graph at its inputs' `shapes`: `path` (NAME.ncnn.param) and its weights
-    NAME.ncnn.bin (float16 with fp16); pnnx's other files stay in the graph's folder. ncnn's blobs are float: an
+    NAME.ncnn.bin (float16 with fp16); pnnx's other files stay in the graph's folder. Returns each input and output
+    blob's batch axis as pnnx decided it (`_batch_axes`). ncnn's blobs are float: an
     integer input (a style's mixing layer) is declared float32 first, its cast to float then an identity. pnnx
     20261020 leaves ONNX's DepthToSpace as it is, which ncnn has no layer for: it becomes ncnn's PixelShuffle (mode 1
     is DCR's channel order, 0 CRD's)."""
@@ -425,8 +445,21 @@ def to_ncnn(onnx_path: Path, path: Path, shapes: list[list[int]], fp16: bool = F
     unknown = sorted({line.split()[0] for line in lines[2:] if ncnn.layer_to_index(line.split()[0]) < 0})
     if unknown:
         raise ExportError(f"pnnx left {', '.join(unknown)} in {onnx_path.name}, which ncnn has no layer for")
+    axes = _batch_axes(files["ncnnpy"].read_text())
     path.write_text("\n".join(lines) + "\n")
     files["ncnnbin"].replace(path.with_suffix(".bin"))
+    return axes
+
+
+def _batch_axes(script: str) -> dict[str, int | None]:
+    """Each blob's batch axis, None where it has none, from the test script pnnx writes beside its conversion (its
+    `ncnn.Mat(x, batch_index=i)` and `mat.numpy(batch_index=i)`, 233 for none): pnnx drops an axis as the batch only
+    where the graph shows it is one (an image's, not a token tensor's), and this is where it says which."""
+    found = re.findall(r'ex\.input\("(in\d+)", ncnn\.Mat\(\w+\.numpy\(\), batch_index=(\d+)\)', script)
+    found += re.findall(r'\b(out\d+)\.numpy\(batch_index=(\d+)\)', script)
+    if not found:
+        raise ExportError("pnnx's script states no blob's batch axis (a pnnx other than 20261020?)")
+    return {blob: None if int(axis) == NO_BATCH_AXIS else int(axis) for blob, axis in found}
 
 
 def _float_inputs(onnx_path: Path) -> None:
@@ -440,10 +473,10 @@ def _float_inputs(onnx_path: Path) -> None:
         onnx.save(model, str(onnx_path))
 
 
-def _run_ncnn(path: Path, inputs: dict) -> list[np.ndarray]:
+def _run_ncnn(path: Path, inputs: dict, axes: dict[str, int | None]) -> list[np.ndarray]:
     """The .param and .bin on the ncnn wheel, in float32 arithmetic (fp16 weights widened as ncnn loads them), each
-    input as float32 without its batch axis (ncnn's Mat has none; a rank-1 input stays as it is), outputs given it
-    back."""
+    input as float32 by blob (in0, in1, ... in order) and batch axis (`axes`, to_ncnn's), as ncnn's Mat takes them;
+    the outputs out0, out1, ... back in full."""
     import ncnn
 
     net = ncnn.Net()
@@ -451,18 +484,21 @@ def _run_ncnn(path: Path, inputs: dict) -> list[np.ndarray]:
     opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = opt.use_bf16_storage = False
     if net.load_param(str(path)) or net.load_model(str(path.with_suffix(".bin"))):
         raise RuntimeError(f"ncnn could not load {path.name} and its .bin")
-    outputs = sorted(re.findall(r"\bout(\d+)\b", path.read_text()), key=int)
     with net.create_extractor() as ex:
         for k, value in enumerate(inputs.values()):
-            array = value.numpy().astype(np.float32)
-            ex.input(f"in{k}", ncnn.Mat(np.ascontiguousarray(array[0] if array.ndim > 1 else array)).clone())
+            array = np.ascontiguousarray(value.numpy(), dtype=np.float32)
+            ex.input(f"in{k}", ncnn.Mat(array, batch_index=_axis(axes[f"in{k}"])).clone())
         got = []
-        for k in dict.fromkeys(outputs):
-            status, mat = ex.extract(f"out{k}")
+        for blob in sorted((b for b in axes if b.startswith("out")), key=lambda b: int(b[3:])):
+            status, mat = ex.extract(blob)
             if status:
-                raise RuntimeError(f"ncnn could not compute out{k} (status {status})")
-            got.append(np.array(mat)[None])
+                raise RuntimeError(f"ncnn could not compute {blob} (status {status})")
+            got.append(np.array(mat.numpy(batch_index=_axis(axes[blob]))))
     return got
+
+
+def _axis(axis: int | None) -> int:
+    return NO_BATCH_AXIS if axis is None else axis
 
 
 # --- ExecuTorch ---

@@ -22,6 +22,13 @@ and the artifact's parity check against PyTorch covers them.
   (upfirdn2d's upsampling; Core ML takes rank <= 5, ncnn rank <= 4)
   Reshape to rank 6, Transpose, Reshape   -> a depthwise one-hot Conv of stride r: PixelUnshuffle in rank 4
   Slice(x, 0 to the end, steps s on H, W) -> MaxPool of kernel 1, stride s: subsampling (ncnn: no strided Slice)
+
+For ncnn only (rewrite_for_ncnn, after the above; pnnx 20261020 converts these wrongly):
+  ReduceMean of a rank-3 tensor over axis 1 or 2 -> MatMul with a constant averaging vector (pnnx writes ncnn's
+                                            Reduction with no axes for a tensor without a batch axis: it reduced
+                                            nothing)
+  Squeeze to rank 1                       -> Reshape to that shape (pnnx fuses such Squeezes of Slices into one
+                                            unbind whose single values ncnn cannot reshape)
 """
 from __future__ import annotations
 
@@ -556,5 +563,53 @@ def rewrite_for_phones(model: onnx.ModelProto) -> dict[str, int]:
     kept = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    return done
+
+
+def _token_mean(g: _Graph, node) -> list | None:
+    """ReduceMean (keepdims) of a rank-3 x over axis 2 as x @ (1/D ones [D, 1]), over axis 1 as (1/N ones [1, N]) @ x:
+    the same mean, summed in another order."""
+    shape = g.shapes.get(node.input[0])
+    axes = g.constants.get(node.input[1]) if len(node.input) > 1 else None
+    if shape is None or len(shape) != 3 or axes is None or attribute(node, "keepdims", 1) != 1:
+        return None
+    axes = sorted({int(a) % 3 for a in np.atleast_1d(axes)})
+    dtype = g.np_dtype(node.input[0])
+    if axes == [2]:
+        ones = g.constant(np.full((shape[2], 1), 1.0 / shape[2], dtype), "mean_columns")
+        return [helper.make_node("MatMul", [node.input[0], ones], list(node.output))]
+    if axes == [1]:
+        ones = g.constant(np.full((1, shape[1]), 1.0 / shape[1], dtype), "mean_rows")
+        return [helper.make_node("MatMul", [ones, node.input[0]], list(node.output))]
+    return None
+
+
+def _squeeze_to_rank1(g: _Graph, node) -> list | None:
+    shape = g.shapes.get(node.output[0])
+    if shape is None or len(shape) != 1:
+        return None
+    return [helper.make_node("Reshape", [node.input[0], g.constant(np.array(shape, np.int64), "shape")],
+                             list(node.output))]
+
+
+NCNN_REWRITES = {"ReduceMean": _token_mean, "Squeeze": _squeeze_to_rank1}
+
+
+def rewrite_for_ncnn(model: onnx.ModelProto) -> dict[str, int]:
+    """Apply NCNN_REWRITES in place where they hold; {op: times rewritten}."""
+    g = _Graph(model)
+    done: dict[str, int] = {}
+    nodes = []
+    for node in model.graph.node:
+        rewrite = NCNN_REWRITES.get(node.op_type)
+        replaced = rewrite(g, node) if rewrite and node.domain in ("", "ai.onnx") else None
+        if replaced is None:
+            nodes.append(node)
+        else:
+            nodes.extend(replaced)
+            done[node.op_type] = done.get(node.op_type, 0) + 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     onnx.checker.check_model(model)
     return done

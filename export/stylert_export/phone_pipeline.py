@@ -131,8 +131,10 @@ def _runtime(target) -> dict:
         return {"name": "ncnn", "checked_with": f"ncnn {version('ncnn')} (Python wheel), pnnx {version('pnnx')}",
                 "android": "ncnn's prebuilt Android library (ncnn-YYYYMMDD-android-vulkan.zip, GitHub releases)",
                 "ios": "ncnn's prebuilt iOS framework (ncnn-YYYYMMDD-ios-vulkan.zip, GitHub releases)",
-                "inputs": "each input as an ncnn Mat without its batch axis ([1, 3, S, S] -> c=3, h=S, w=S; a [1] "
-                          "input stays one value), fed by its blob name (models.*.blobs); outputs likewise",
+                "inputs": "each input as an ncnn Mat, fed by its blob name (models.*.blobs): without the axis its "
+                          "batch_axis names ([1, 3, S, S], batch_axis 0 -> c=3, h=S, w=S), or whole where it is null "
+                          "([1, N, D] token tensors -> c=1, h=N, w=D; a [1] control -> one value), as "
+                          "ncnn.Mat(x, batch_index=...) does; outputs likewise",
                 "checked_options": "float32 storage and arithmetic (use_fp16_storage, use_fp16_packed, "
                                    "use_fp16_arithmetic and use_bf16_storage off); ncnn's defaults on a phone use "
                                    "float16 where the CPU has it"}
@@ -226,10 +228,10 @@ DETECTOR_CHECKS = {"pnet.onnx": [(1, 13, 13, 3), (1, 13, PNET_SIDES[1], 3), (1, 
 DETECTOR_TOLERANCE = {"default": 1e-5, "ncnn": 1e-4}
 
 
-def _detector_to_ncnn(net, name: str, out: Path) -> Path:
+def _detector_to_ncnn(net, name: str, out: Path) -> tuple[Path, dict]:
     """One MTCNN network, exported from its PyTorch module at batch 1 (the shipped Keras-converted graphs' transposes
     before a flatten come out of pnnx in the wrong order) through pnnx; ncnn's layers take any image size, so P-Net
-    converted at one runs every pyramid level."""
+    converted at one runs every pyramid level. Returns the file and its blobs' batch axes (to_ncnn's)."""
     import tempfile
 
     import torch
@@ -245,8 +247,8 @@ def _detector_to_ncnn(net, name: str, out: Path) -> Path:
         with torch.no_grad():
             outputs = [f"out{k}" for k in range(len(net(example)))]
         export_module(net, {arg: example}, outputs, onnx_path, metadata={}, dynamic_batch=False)
-        to_ncnn(onnx_path, path, [list(example.shape)])
-    return path
+        axes = to_ncnn(onnx_path, path, [list(example.shape)])
+    return path, axes
 
 
 def convert_detector(folder: str | Path, target) -> list[Path]:
@@ -271,8 +273,8 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
         if target.name == "ncnn":
             checks = [shape for shape in checks if shape[0] == 1]  # one image or crop a run; P-Net at 12 too
             checks += [(1, 12, 12, 3)] if name == "pnet.onnx" else []
-            path = _detector_to_ncnn(mtcnn.load(source), name, out)
-            run = lambda x: _run_ncnn(path, {"x": torch.from_numpy(x)})  # noqa: E731
+            path, axes = _detector_to_ncnn(mtcnn.load(source), name, out)
+            run = lambda x: _run_ncnn(path, {"x": torch.from_numpy(x)}, axes)  # noqa: E731
         elif target.name == "ort-mobile":
             to_ort(source, path)
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
