@@ -222,9 +222,9 @@ DETECTOR_CHECKS = {"pnet.onnx": [(1, 13, 13, 3), (1, 13, PNET_SIDES[1], 3), (1, 
                    "rnet.onnx": [(1, 24, 24, 3), (DETECTOR_BATCH, 24, 24, 3), (7, 24, 24, 3)],
                    "onet.onnx": [(1, 48, 48, 3), (DETECTOR_BATCH, 48, 48, 3), (5, 48, 48, 3)]}
 
-# Relative error a detector file may have against the ONNX file it came from: ncnn's 3x3 convolutions run as
-# Winograd transforms, whose round-off reached 8e-6 on P-Net's 12-pixel level (2-core AMD EPYC Zen 4), so ncnn is
-# held to the fp32 phone tolerance.
+# Relative error a detector file may have against the ONNX file it came from: ncnn's float32 round-off reached 8e-6
+# on P-Net's 12-pixel level (2-core AMD EPYC Zen 4; its 3x3 convolutions run as Winograd transforms by default), so
+# ncnn is held to the fp32 phone tolerance.
 DETECTOR_TOLERANCE = {"default": 1e-5, "ncnn": 1e-4}
 
 
