@@ -359,6 +359,22 @@ def test_detector_ort_files_match_the_shipped_graphs(phone_models):
             assert rel_error(a, b) < 1e-5
 
 
+def assert_detector_matches(network, shapes: dict, seed: int, tolerance: float) -> None:
+    """`network(name)` (a phone detector file behind MTCNNDetector's session calls) against the ONNX file stylert
+    ships, on seeded inputs of each of `shapes[name]`: every output of the same shape, within `tolerance`."""
+    import onnxruntime as ort
+    from stylert.faces.detect import mtcnn_model_dir
+
+    for name, sizes in shapes.items():
+        phone = network(name)
+        session = ort.InferenceSession(str(mtcnn_model_dir() / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        for k, shape in enumerate(sizes):
+            feed = np.random.default_rng(seed + k).uniform(-1, 1, shape).astype(np.float32)
+            got, want = phone.run(None, {"x": feed}), session.run(None, {session.get_inputs()[0].name: feed})
+            for a, b in zip(got, want, strict=True):
+                assert a.shape == b.shape and rel_error(a, b) < tolerance, (name, shape)
+
+
 class PteNetwork:
     """An ExecuTorch detector file behind the two calls `MTCNNDetector` makes of an ONNX Runtime session, following
     pipeline.json's `detector.sizes`: a 12-pixel P-Net side padded to 13 and the extra output dropped, crops run in
@@ -388,22 +404,13 @@ class PteNetwork:
 def test_detector_pte_files_match_the_shipped_graphs(phone_models):
     """The ExecuTorch detector against the ONNX files stylert ships at sizes its conversion did not check: P-Net on
     odd and wide levels and on 12-pixel sides by pipeline.json's padding rule, R-Net and O-Net over several runs."""
-    import onnxruntime as ort
-    from stylert.faces.detect import mtcnn_model_dir
-
     folder = phone_models / "executorch"
     spec = json.loads((folder / "pipeline.json").read_text())["detector"]
     assert spec["files"] == ["detector/pnet.pte", "detector/rnet.pte", "detector/onet.pte"]
     shapes = {"pnet": [(1, 12, 12, 3), (1, 12, 57, 3), (1, 301, 12, 3), (1, 83, 64, 3)],
               "rnet": [(spec["sizes"]["crops_per_run"] + 3, 24, 24, 3)], "onet": [(2, 48, 48, 3)]}
-    for name, sizes in shapes.items():
-        network = PteNetwork(folder / "detector" / f"{name}.pte", spec["sizes"])
-        session = ort.InferenceSession(str(mtcnn_model_dir() / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-        for k, shape in enumerate(sizes):
-            feed = np.random.default_rng(11 + k).uniform(-1, 1, shape).astype(np.float32)
-            got, want = network.run(None, {"x": feed}), session.run(None, {session.get_inputs()[0].name: feed})
-            for a, b in zip(got, want, strict=True):
-                assert a.shape == b.shape and rel_error(a, b) < 1e-5, (name, shape)
+    assert_detector_matches(lambda name: PteNetwork(folder / "detector" / f"{name}.pte", spec["sizes"]), shapes,
+                            seed=11, tolerance=1e-5)
 
 
 def test_pte_detector_finds_the_faces_the_sdk_finds(phone_models, astronaut):
@@ -451,9 +458,6 @@ class NcnnNetwork:
 def test_detector_ncnn_files_match_the_shipped_graphs(phone_models):
     """The ncnn detector against the ONNX files stylert ships at sizes its conversion did not check (P-Net on odd,
     wide and 12-pixel levels, each as it is; R-Net and O-Net crop by crop), within the fp32 phone tolerance."""
-    import onnxruntime as ort
-    from stylert.faces.detect import mtcnn_model_dir
-
     folder = phone_models / "ncnn"
     spec = json.loads((folder / "pipeline.json").read_text())
     assert spec["detector"]["files"] == ["detector/pnet.ncnn.param", "detector/rnet.ncnn.param",
@@ -464,14 +468,8 @@ def test_detector_ncnn_files_match_the_shipped_graphs(phone_models):
                                                   "retouched": {"blob": "out0", "batch_axis": 0}}
     shapes = {"pnet": [(1, 12, 57, 3), (1, 301, 12, 3), (1, 83, 64, 3)], "rnet": [(5, 24, 24, 3)],
               "onet": [(2, 48, 48, 3)]}
-    for name, sizes in shapes.items():
-        network = NcnnNetwork(folder / "detector" / f"{name}.ncnn.param")
-        session = ort.InferenceSession(str(mtcnn_model_dir() / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-        for k, shape in enumerate(sizes):
-            feed = np.random.default_rng(21 + k).uniform(-1, 1, shape).astype(np.float32)
-            got, want = network.run(None, {"x": feed}), session.run(None, {session.get_inputs()[0].name: feed})
-            for a, b in zip(got, want, strict=True):
-                assert a.shape == b.shape and rel_error(a, b) < 1e-4, (name, shape)
+    assert_detector_matches(lambda name: NcnnNetwork(folder / "detector" / f"{name}.ncnn.param"), shapes, seed=21,
+                            tolerance=1e-4)
 
 
 def test_ncnn_detector_finds_the_faces_the_sdk_finds(phone_models, astronaut):

@@ -268,22 +268,23 @@ def _rewrite_for_phones(onnx_path: Path, log) -> None:
     """phone_graph's exact rewrites into ops both NNAPI and Core ML take."""
     from .phone_graph import rewrite_for_phones
 
-    model = onnx.load(str(onnx_path))
-    done = rewrite_for_phones(model)
-    onnx.save(model, str(onnx_path))
-    if done:
-        log("rewritten for phone accelerators: " + ", ".join(f"{n} {op}" for op, n in sorted(done.items())))
+    _rewrite(onnx_path, rewrite_for_phones, "phone accelerators", log)
 
 
 def _rewrite_for_ncnn(onnx_path: Path, log) -> None:
     """phone_graph's rewrites of what pnnx converts wrongly, after the phone ones."""
     from .phone_graph import rewrite_for_ncnn
 
+    _rewrite(onnx_path, rewrite_for_ncnn, "pnnx", log)
+
+
+def _rewrite(onnx_path: Path, rewrite: Callable[[onnx.ModelProto], dict], what: str, log) -> None:
+    """`rewrite` on the graph in `onnx_path`, saved in place; its counts logged."""
     model = onnx.load(str(onnx_path))
-    done = rewrite_for_ncnn(model)
+    done = rewrite(model)
     onnx.save(model, str(onnx_path))
     if done:
-        log("rewritten for pnnx: " + ", ".join(f"{n} {op}" for op, n in sorted(done.items())))
+        log(f"rewritten for {what}: " + ", ".join(f"{n} {op}" for op, n in sorted(done.items())))
 
 
 def _to_fp16(onnx_path: Path) -> None:

@@ -550,13 +550,24 @@ def rewrite_for_phones(model: onnx.ModelProto) -> dict[str, int]:
             source = producers.get(node.input[0])
             if _depth_to_space_dcr(g, node, source and (source, len(consumers.get(node.input[0], [])))):
                 count("DepthToSpace CRD")
-        rewrite = REWRITES.get(node.op_type)
-        replaced = rewrite(g, node) if rewrite and node.domain in ("", "ai.onnx") else None
+        replaced = _rewritten(g, node, REWRITES)
         if replaced is None:
             nodes.append(node)
         else:
             nodes.extend(replaced)
             count(node.op_type)
+    _set_nodes(model, nodes)
+    return done
+
+
+def _rewritten(g: _Graph, node, table: dict) -> list | None:
+    """The nodes `table`'s rewrite for this op gives (None where it has none or it does not hold)."""
+    rewrite = table.get(node.op_type)
+    return rewrite(g, node) if rewrite and node.domain in ("", "ai.onnx") else None
+
+
+def _set_nodes(model: onnx.ModelProto, nodes: list) -> None:
+    """The graph's nodes replaced by `nodes`, the constants nothing uses any more dropped, the model checked."""
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
@@ -564,7 +575,6 @@ def rewrite_for_phones(model: onnx.ModelProto) -> dict[str, int]:
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
     onnx.checker.check_model(model)
-    return done
 
 
 def _token_mean(g: _Graph, node) -> list | None:
@@ -602,14 +612,11 @@ def rewrite_for_ncnn(model: onnx.ModelProto) -> dict[str, int]:
     done: dict[str, int] = {}
     nodes = []
     for node in model.graph.node:
-        rewrite = NCNN_REWRITES.get(node.op_type)
-        replaced = rewrite(g, node) if rewrite and node.domain in ("", "ai.onnx") else None
+        replaced = _rewritten(g, node, NCNN_REWRITES)
         if replaced is None:
             nodes.append(node)
         else:
             nodes.extend(replaced)
             done[node.op_type] = done.get(node.op_type, 0) + 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    onnx.checker.check_model(model)
+    _set_nodes(model, nodes)
     return done
