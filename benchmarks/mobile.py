@@ -93,8 +93,6 @@ def child(path: str, iters: int, warmup: int, queue) -> None:
             start = time.perf_counter()  # cold start: load + first run, the libraries already imported
             method = Runtime.get().load_program(str(path)).load_method("forward")
             args = [torch.from_numpy(v) for v in inputs.values()]
-            if json.loads(path.with_name(path.name + ".json").read_text())["precision"] == "fp16":
-                args = [a.half() for a in args]
 
             def step():
                 method.execute(args)

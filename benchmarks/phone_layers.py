@@ -72,7 +72,7 @@ def build(name: str, spec: tuple, folder: Path, seed: int) -> dict:
         {"inputs": [["x", list(example["x"].shape), "float32"]], "precision": "fp32"}))  # what mobile.child reads
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     want = session.run(None, {"x": example["x"].numpy()})[0]
-    got = _run_pte(pte_path, example, "fp32")[0]
+    got = _run_pte(pte_path, example)[0]
     rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     return {"onnx": onnx_path, "pte": pte_path, "rel": rel, "convs": f"{delegated}/{convs}"}
 

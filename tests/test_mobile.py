@@ -4,6 +4,7 @@ PyTorch module on fresh seeded inputs, the convolutions XNNPACK takes, ONNX Runt
 each .ort, and the one-line refusals."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -278,8 +279,7 @@ def test_int8_pte_quantizes_every_conv_and_stays_close(phone_models):
 
 def test_modulated_convs_stay_in_the_modules_precision():
     """In a float16 module the rosinality and VSP modulated convs give float16 (their demodulation is computed in
-    float32 and cast back), so the next layer's float16 weights meet a float16 input: the fp16 .pte of EXE-GAN,
-    FACEMUG and VSP needs it."""
+    float32 and cast back), so the next layer's float16 weights meet a float16 input."""
     from stylert_export.rosinality import ModulatedConv2d
     from stylert_export.vsp_restorer import DilatedModulatedConv2d
 
@@ -288,29 +288,47 @@ def test_modulated_convs_stay_in_the_modules_precision():
     assert DilatedModulatedConv2d(4, 6, 3, 2).half()(x, torch.randn(1, 4).half()).dtype == torch.float16
 
 
-def test_fp16_reductions_are_traced_in_float32():
-    """An fp16 module traced for ExecuTorch: its mean, softmax and layer norm take float32 inputs (cast from
-    float16) and give float16 back, so no portable kernel accumulates a feature map in float16; the result equals
-    the float32 computation rounded to float16."""
-    from stylert_export.mobile import _ReductionsInFloat32
+class Styled(torch.nn.Module):
+    """A linear layer's style scaling a convolution's input, as in a modulated conv, then a convolution without bias."""
 
-    class Reductions(torch.nn.Module):
-        def forward(self, x):
-            return x.mean((2, 3), keepdim=True) + torch.softmax(x, 1) + torch.nn.functional.layer_norm(x, x.shape[1:])
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(16)
+        self.affine, self.conv, self.out = torch.nn.Linear(32, 64), torch.nn.Conv2d(64, 64, 3, padding=1), \
+            torch.nn.Conv2d(64, 32, 3, padding=1, bias=False)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) / 8
 
-    x = torch.rand(1, 4, 64, 64).half() + 100
-    with _ReductionsInFloat32():
-        program = torch.export.export(Reductions(), (x,), strict=False)
-    reductions = [n for n in program.graph.nodes if n.op == "call_function" and n.target in (
-        torch.ops.aten.mean.dim, torch.ops.aten.softmax.int, torch.ops.aten._softmax.default,
-        torch.ops.aten.layer_norm.default, torch.ops.aten.native_layer_norm.default)]
-    assert len(reductions) == 3
-    for node in reductions:
-        assert node.args[0].meta["val"].dtype == torch.float32, node
-    got = program.module()(x)
-    assert got.dtype == torch.float16
-    want = Reductions()(x.float())
-    assert rel_error(got.float().numpy(), want.half().float().numpy()) < 1e-3
+    def forward(self, x, w):
+        x = x * self.affine(w)[:, :, None, None]
+        return self.out(torch.nn.functional.leaky_relu(self.conv(x), 0.2))
+
+
+def test_fp16_pte_stores_float16_weights_and_computes_in_float32(tmp_path):
+    """--precision fp16 for ExecuTorch: convolution and linear weights and biases stored in float16, so the file is
+    smaller by half their float32 bytes, with the arithmetic in float32: on fresh inputs the output is PyTorch's
+    float32 on the weights rounded to float16, every convolution on XNNPACK."""
+    needs_executorch()
+    from stylert_export.mobile import _run_pte, _write_pte
+
+    module = Styled().eval().requires_grad_(False)
+    example = {"x": torch.randn(1, 64, 12, 12), "w": torch.randn(1, 32)}
+    paths = {p: tmp_path / f"{p}.pte" for p in ("fp32", "fp16")}
+    for precision, path in paths.items():
+        assert _write_pte(module, example, path, precision) == (2, 2)
+    saved = paths["fp32"].stat().st_size - paths["fp16"].stat().st_size
+    weight_bytes = 4 * sum(p.numel() for p in module.parameters())
+    assert 0.49 * weight_bytes < saved < 0.51 * weight_bytes, (saved, weight_bytes)
+    g = torch.Generator().manual_seed(61)
+    inputs = {"x": torch.randn(1, 64, 12, 12, generator=g), "w": torch.randn(1, 32, generator=g)}
+    got = _run_pte(paths["fp16"], inputs)[0]
+    rounded = copy.deepcopy(module)
+    for p in rounded.parameters():
+        p.data = p.data.half().float()
+    with torch.no_grad():
+        want, exact = rounded(**inputs).numpy(), module(**inputs).numpy()
+    assert rel_error(got, want) < 1e-6, rel_error(got, want)
+    assert rel_error(got, exact) > 1e-5  # the weights were rounded
 
 
 def test_pipeline_json_reproduces_the_sdk(phone_models):
@@ -624,7 +642,7 @@ def test_pte_runs_a_stride2_transposed_conv_as_four_phase_convs(tmp_path, kernel
     path = tmp_path / "t.pte"
     assert _write_pte(module, {"x": torch.randn(1, 6, 7, 10)}, path, "fp32") == (convs, convs)
     x = torch.randn(1, 6, 7, 10, generator=torch.Generator().manual_seed(99))
-    got = _run_pte(path, {"x": x}, "fp32")[0]
+    got = _run_pte(path, {"x": x})[0]
     with torch.no_grad():
         want = module(x).numpy()
     assert got.shape == want.shape and rel_error(got, want) < 1e-6, rel_error(got, want)

@@ -41,8 +41,9 @@ def _target(parser) -> None:
                              "'stylert[mobile]'): -o is a folder a phone app ships, each model checked on that runtime "
                              "here")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None, dest="phone_precision",
-                        help="phone targets: fp32 (default) or fp16; executorch also int8 (int8 weights, activations "
-                             "quantized as it runs)")
+                        help="phone targets: fp32 (default) or fp16 (.ort: float16 inside; .pte: float16 weights, "
+                             "float32 arithmetic; ncnn: float16 weights); executorch also int8 (int8 weights, "
+                             "activations quantized as it runs)")
 
 
 def _phone(args, name: str):

@@ -13,8 +13,9 @@ executorch: `torch.export` of the module, parameters folded into constants (a co
   parameter, such as a transposed or flipped filter, becomes a static one), stride-2 transposed convolutions
   written as four phase convolutions in fp32 and fp16 (_transposed_conv_as_phases), lowered with XNNPACK's
   partitioner:
-  NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. int8 (executorch only): XNNPACK's
-  dynamic quantization, int8 weights per output channel and activations quantized as the model runs.
+  NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. fp16: convolution and linear weights in
+  float16, arithmetic in float32 (_weights_in_float16). int8 (executorch only): XNNPACK's dynamic quantization, int8
+  weights per output channel and activations quantized as the model runs.
 ncnn: the ONNX graph at fixed shapes with the ort-mobile rewrites (every tensor of rank 4 at most, which ncnn's
   layers need) and phone_graph.rewrite_for_ncnn's (what pnnx converts wrongly), converted by pnnx (ncnn's
   converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for fp16 (ncnn's own weight storage; run here
@@ -169,7 +170,7 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     else:
         convs, delegated = _write_pte(module, example, path, target.precision)
         report_extra = {"convs": convs, "delegated_convs": delegated}
-        run = functools.partial(_run_pte, precision=target.precision)
+        run = _run_pte
     inputs = make_inputs(1, PARITY_SEED)
     try:
         got = run(path, inputs)
@@ -189,14 +190,10 @@ def export_phone(module: torch.nn.Module, reference: Callable, make_inputs: Call
     report = PhoneReport(target.name, target.precision, str(path), artifact_bytes(path), rel, max_abs,
                          TOLERANCE[target.precision], floor, **report_extra)
     log(str(report))
-    if target.name == "executorch" and target.precision == "fp16":
-        log("note: ExecuTorch's XNNPACK delegate stores convolution weights in float32 (backends/xnnpack/operators/"
-            "op_conv2d.py, force_fp32) and computes in float16: the fp16 file is about the fp32 one's size")
     if not report.ok:
         remove_artifact(path)
         raise ExportError(f"{path}: {report}; the file was removed")
-    fed = {"executorch": _cast_inputs(example, target.precision),  # as the file takes them
-           "ncnn": {k: v.float() for k, v in example.items()}}.get(target.name, example)
+    fed = {k: v.float() for k, v in example.items()} if target.name == "ncnn" else example  # as the file takes them
     io_spec = {"inputs": [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in fed.items()],
                "outputs": [[name, list(o.shape)] for name, o in zip(output_names, want)]}
     path.with_name(path.name + ".json").write_text(json.dumps({**report.to_json(), **io_spec, "metadata": metadata},
@@ -549,16 +546,15 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
     from executorch.exir import to_edge_transform_and_lower
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass, get_default_skip_targets_no_quant
 
-    module = _for_precision(module, precision)
-    args = tuple(_cast_inputs(example, precision).values())
+    module = copy.deepcopy(module).eval().requires_grad_(False)  # no gradients: folded constants are plain tensors
+    args = tuple(example.values())
     partitioners, keep = [XnnpackPartitioner()], set()
     try:
         with torch.no_grad():
             if precision == "int8":
                 module, keep = _dynamic_int8(module, args)
                 partitioners.insert(0, XnnpackDynamicallyQuantizedPartitioner())
-            with _ReductionsInFloat32() if precision == "fp16" else contextlib.nullcontext():
-                program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
             table = {torch.ops.aten.select.int: _select_as_slice}
             if precision != "int8":  # int8's transposed convs are quantized as they are: XNNPACK's int8 deconvolution
                 table[torch.ops.aten.conv_transpose2d.input] = _transposed_conv_as_phases
@@ -566,7 +562,8 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
             convs = _count_convs(program.graph)
             _explicit_pool_strides(program)
             program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())
-            edge = to_edge_transform_and_lower(program, partitioner=partitioners)
+            with _weights_in_float16() if precision == "fp16" else contextlib.nullcontext():
+                edge = to_edge_transform_and_lower(program, partitioner=partitioners)
             left = _count_convs(edge.exported_program().graph)
             buffer = edge.to_executorch().buffer
     except Exception as exc:
@@ -575,28 +572,47 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
     return convs, convs - left
 
 
-class _ReductionsInFloat32(torch.overrides.TorchFunctionMode):
-    """While an fp16 module is traced: means, sums, norms and softmaxes of float16 tensors computed in float32 and
-    cast back, as mixed precision does. Left in float16, ExecuTorch's portable kernels accumulate them in float16
-    (XNNPACK takes convolutions, not these), and a mean over a feature map loses most of its digits (FACEMUG at 32x32:
-    18% error)."""
-
-    FUNCTIONS = {torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, torch.var, torch.Tensor.var,
-                 torch.std, torch.Tensor.std, torch.softmax, torch.Tensor.softmax, torch.nn.functional.softmax,
-                 torch.nn.functional.layer_norm, torch.nn.functional.group_norm, torch.nn.functional.instance_norm,
-                 torch.nn.functional.normalize, torch.norm, torch.Tensor.norm, torch.linalg.vector_norm}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func not in self.FUNCTIONS or not any(_is_half(a) for a in (*args, *kwargs.values())):
-            return func(*args, **kwargs)
-        widen = lambda v: v.float() if _is_half(v) else v  # noqa: E731
-        out = func(*map(widen, args), **{k: widen(v) for k, v in kwargs.items()})
-        return out.half() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+WEIGHTED_OPS = ("aten.convolution.default", "aten.linear.default")  # XNNPACK's convolution and fully connected
 
 
-def _is_half(value) -> bool:
-    return isinstance(value, torch.Tensor) and value.dtype == torch.float16
+@contextlib.contextmanager
+def _weights_in_float16():
+    """While XNNPACK's delegate serialises: convolution and linear weights and biases written in float16, the
+    arithmetic left in float32. XNNPACK's subgraph takes a float16 filter only beside float32 activations (the
+    datatype check of xnn_define_convolution_2d), which it widens once as it packs the weights: the file is half the
+    size, the speed fp32's. ExecuTorch 1.4.1 itself writes a convolution's weight in float32 in any precision
+    (op_conv2d.py: force_fp32), so its visitors for these ops are swapped for ones that do not, and restored."""
+    import executorch.backends.xnnpack.operators  # noqa: F401  (registers the visitors)
+    from executorch.backends.xnnpack.operators.node_visitor import _node_visitor_dict as registry
+
+    saved = {op: registry[op] for op in WEIGHTED_OPS}
+    registry.update({op: _half_weights(visitor) for op, visitor in saved.items()})
+    try:
+        yield
+    finally:
+        registry.update(saved)
+
+
+def _half_weights(visitor: type) -> type:
+    """`visitor` with its float32 constants (weight, bias) serialised in float16; activations stay as they are."""
+    from executorch.backends.xnnpack.utils.utils import get_tensor_name, is_param_node
+
+    class HalfWeights(visitor):
+        def define_tensor(self, tensor, *args, **kwargs):
+            program = self.exported_program
+            if (kwargs.get("quant_params") is not None or not is_param_node(program, tensor)
+                    or tensor.meta["val"].dtype != torch.float32):
+                return super().define_tensor(tensor, *args, **kwargs)
+            name = get_tensor_name(program, tensor)
+            store = program.state_dict if name in program.state_dict else program.constants
+            value, meta = store[name], tensor.meta["val"]
+            store[name], tensor.meta["val"] = value.detach().half(), meta.to(torch.float16)
+            try:
+                return super().define_tensor(tensor, *args, **{**kwargs, "force_fp32": False})
+            finally:
+                store[name], tensor.meta["val"] = value, meta
+
+    return HalfWeights
 
 
 def _dynamic_int8(module: torch.nn.Module, args: tuple) -> tuple[torch.nn.Module, set]:
@@ -667,25 +683,13 @@ def _explicit_pool_strides(program) -> None:
     program.graph_module.recompile()
 
 
-def _for_precision(module: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """A frozen copy (no gradients, so folded constants are plain tensors), in float16 for fp16 (int8 quantizes
-    the float32 module)."""
-    module = copy.deepcopy(module).eval().requires_grad_(False)
-    return module.half() if precision == "fp16" else module
-
-
-def _cast_inputs(inputs: dict, precision: str) -> dict:
-    dtype = torch.float16 if precision == "fp16" else torch.float32
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
-
-
-def _run_pte(path: Path, inputs: dict, precision: str) -> list[np.ndarray]:
+def _run_pte(path: Path, inputs: dict) -> list[np.ndarray]:
     with _quiet_executorch():
         from executorch.runtime import Runtime
 
         method = Runtime.get().load_program(str(path)).load_method("forward")
-        outputs = method.execute(list(_cast_inputs(inputs, precision).values()))
-    return [o.float().numpy() for o in outputs]
+        outputs = method.execute(list(inputs.values()))
+    return [o.numpy() for o in outputs]
 
 
 def _first_line(exc: Exception) -> str:

@@ -292,7 +292,7 @@ def convert_detector(folder: str | Path, target) -> list[Path]:
                 remove_artifact(path)
                 raise ExportError(f"{path}: XNNPACK takes {delegated} of its {convs} convolutions; "
                                   "the file was removed")
-            run = lambda x: _run_pte(path, {arg: torch.from_numpy(x)}, "fp32")  # noqa: E731
+            run = lambda x: _run_pte(path, {arg: torch.from_numpy(x)})  # noqa: E731
         reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
         for k, shape in enumerate(checks):
             feed = np.random.default_rng(7 + k).uniform(-1, 1, shape).astype(np.float32)
