@@ -304,27 +304,33 @@ class Styled(torch.nn.Module):
         return self.out(torch.nn.functional.leaky_relu(self.conv(x), 0.2))
 
 
-def test_fp16_pte_stores_float16_weights_and_computes_in_float32(tmp_path):
+@pytest.mark.parametrize("keep", [(), ("affine",)])
+def test_fp16_pte_stores_float16_weights_and_computes_in_float32(tmp_path, keep):
     """--precision fp16 for ExecuTorch: convolution and linear weights and biases stored in float16, so the file is
     smaller by half their float32 bytes, with the arithmetic in float32: on fresh inputs the output is PyTorch's
-    float32 on the weights rounded to float16, every convolution on XNNPACK."""
+    float32 on the weights rounded to float16, every convolution on XNNPACK. A submodule whose class asks for
+    float32 weights (float32_weights, as VSP's code diffuser does) keeps them."""
     needs_executorch()
     from stylert_export.mobile import _run_pte, _write_pte
 
     module = Styled().eval().requires_grad_(False)
+    for name in keep:
+        module.get_submodule(name).float32_weights = True
     example = {"x": torch.randn(1, 64, 12, 12), "w": torch.randn(1, 32)}
     paths = {p: tmp_path / f"{p}.pte" for p in ("fp32", "fp16")}
     for precision, path in paths.items():
         assert _write_pte(module, example, path, precision) == (2, 2)
+    halved = {n: p for n, p in module.named_parameters() if not n.startswith(keep)}
     saved = paths["fp32"].stat().st_size - paths["fp16"].stat().st_size
-    weight_bytes = 4 * sum(p.numel() for p in module.parameters())
+    weight_bytes = 4 * sum(p.numel() for p in halved.values())
     assert 0.49 * weight_bytes < saved < 0.51 * weight_bytes, (saved, weight_bytes)
     g = torch.Generator().manual_seed(61)
     inputs = {"x": torch.randn(1, 64, 12, 12, generator=g), "w": torch.randn(1, 32, generator=g)}
     got = _run_pte(paths["fp16"], inputs)[0]
     rounded = copy.deepcopy(module)
-    for p in rounded.parameters():
-        p.data = p.data.half().float()
+    for name, p in rounded.named_parameters():
+        if name in halved:
+            p.data = p.data.half().float()
     with torch.no_grad():
         want, exact = rounded(**inputs).numpy(), module(**inputs).numpy()
     assert rel_error(got, want) < 1e-6, rel_error(got, want)

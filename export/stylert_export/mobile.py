@@ -14,8 +14,9 @@ executorch: `torch.export` of the module, parameters folded into constants (a co
   written as four phase convolutions in fp32 and fp16 (_transposed_conv_as_phases), lowered with XNNPACK's
   partitioner:
   NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. fp16: convolution and linear weights in
-  float16, arithmetic in float32 (_weights_in_float16). int8 (executorch only): XNNPACK's dynamic quantization, int8
-  weights per output channel and activations quantized as the model runs.
+  float16 (not in a submodule whose class sets float32_weights), arithmetic in float32 (_weights_in_float16). int8
+  (executorch only): XNNPACK's dynamic quantization, int8 weights per output channel and activations quantized as
+  the model runs.
 ncnn: the ONNX graph at fixed shapes with the ort-mobile rewrites (every tensor of rank 4 at most, which ncnn's
   layers need) and phone_graph.rewrite_for_ncnn's (what pnnx converts wrongly), converted by pnnx (ncnn's
   converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for fp16 (ncnn's own weight storage; run here
@@ -562,7 +563,7 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
             convs = _count_convs(program.graph)
             _explicit_pool_strides(program)
             program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())
-            with _weights_in_float16() if precision == "fp16" else contextlib.nullcontext():
+            with _weights_in_float16(_float32_scopes(module)) if precision == "fp16" else contextlib.nullcontext():
                 edge = to_edge_transform_and_lower(program, partitioner=partitioners)
             left = _count_convs(edge.exported_program().graph)
             buffer = edge.to_executorch().buffer
@@ -575,32 +576,46 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
 WEIGHTED_OPS = ("aten.convolution.default", "aten.linear.default")  # XNNPACK's convolution and fully connected
 
 
+def _float32_scopes(module: torch.nn.Module) -> tuple[str, ...]:
+    """The paths of submodules whose weights stay float32 in an fp16 file (a class with float32_weights = True)."""
+    return tuple(name for name, m in module.named_modules() if getattr(m, "float32_weights", False))
+
+
 @contextlib.contextmanager
-def _weights_in_float16():
-    """While XNNPACK's delegate serialises: convolution and linear weights and biases written in float16, the
-    arithmetic left in float32. XNNPACK's subgraph takes a float16 filter only beside float32 activations (the
-    datatype check of xnn_define_convolution_2d), which it widens once as it packs the weights: the file is half the
-    size, the speed fp32's. ExecuTorch 1.4.1 itself writes a convolution's weight in float32 in any precision
-    (op_conv2d.py: force_fp32), so its visitors for these ops are swapped for ones that do not, and restored."""
+def _weights_in_float16(keep: tuple[str, ...]):
+    """While XNNPACK's delegate serialises: convolution and linear weights and biases written in float16 (but those
+    of the ops inside the submodules at `keep`), the arithmetic left in float32. XNNPACK's subgraph takes a float16
+    filter only beside float32 activations (the datatype check of xnn_define_convolution_2d), which it widens once as
+    it packs the weights: the file is half the size, the speed fp32's. ExecuTorch 1.4.1 itself writes a convolution's
+    weight in float32 in any precision (op_conv2d.py: force_fp32), so its visitors for these ops are swapped for ones
+    that do not, and restored."""
     import executorch.backends.xnnpack.operators  # noqa: F401  (registers the visitors)
     from executorch.backends.xnnpack.operators.node_visitor import _node_visitor_dict as registry
 
     saved = {op: registry[op] for op in WEIGHTED_OPS}
-    registry.update({op: _half_weights(visitor) for op, visitor in saved.items()})
+    registry.update({op: _half_weights(visitor, keep) for op, visitor in saved.items()})
     try:
         yield
     finally:
         registry.update(saved)
 
 
-def _half_weights(visitor: type) -> type:
-    """`visitor` with its float32 constants (weight, bias) serialised in float16; activations stay as they are."""
+def _half_weights(visitor: type, keep: tuple[str, ...]) -> type:
+    """`visitor` with its float32 constants (weight, bias) serialised in float16, unless its op was traced inside a
+    submodule at `keep` (the op's nn_module_stack); activations stay as they are."""
     from executorch.backends.xnnpack.utils.utils import get_tensor_name, is_param_node
 
     class HalfWeights(visitor):
+        float16 = True
+
+        def define_node(self, node, *args, **kwargs):
+            paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+            self.float16 = not any(p == k or p.startswith(k + ".") for p in paths for k in keep)
+            return super().define_node(node, *args, **kwargs)
+
         def define_tensor(self, tensor, *args, **kwargs):
             program = self.exported_program
-            if (kwargs.get("quant_params") is not None or not is_param_node(program, tensor)
+            if (not self.float16 or kwargs.get("quant_params") is not None or not is_param_node(program, tensor)
                     or tensor.meta["val"].dtype != torch.float32):
                 return super().define_tensor(tensor, *args, **kwargs)
             name = get_tensor_name(program, tensor)
