@@ -69,3 +69,17 @@ def test_phone_matrix_runs_the_export_and_tabulates_its_reports(tmp_path):
     assert rows[0]["files"]["generator.ort"]["rel"] == report["rel"] < 1e-4
     nnapi = report["partitions"]["NNAPI"]
     assert f"NNAPI {nnapi['supported']}/{nnapi['nodes']} in {nnapi['partitions']}" in (tmp_path / "m.md").read_text()
+
+
+def test_vsp_fp16_weights_rounds_one_part_at_a_time(tmp_path):
+    """benchmarks/vsp_fp16_weights.py on a tiny VSP restorer: an error for float32 alone, for each part's weights in
+    float16 and for all of them, each finite; rounding weights moves the output further than float32 round-off."""
+    result = subprocess.run([sys.executable, "benchmarks/vsp_fp16_weights.py", "--resolution", "32", "--channel-base",
+                             "2048", "--encoder-units", "1,1,1,1", "--encoder-size", "16", "--json",
+                             str(tmp_path / "v.json")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    errors = json.loads((tmp_path / "v.json").read_text())["relative_error"]
+    assert list(errors) == ["none (float32 round-off)", "encoder", "bank", "diffuser", "net",
+                            "encoder + bank + diffuser + net"]
+    assert all(np.isfinite(e) for e in errors.values())
+    assert errors["encoder + bank + diffuser + net"] > 10 * errors["none (float32 round-off)"]
