@@ -1,8 +1,9 @@
 """Which parts of the VSP restorer take float16 weights: each part's weights rounded to float16 alone, in PyTorch.
 
 Builds the restorer (seeded random weights) at a resolution, runs it in float64 as the reference its phone exports
-are judged against, then in float32 with the convolution and linear weights and biases (every parameter of two or
-more dimensions, and every bias) of one part at a time rounded to float16: the encoder, the feature bank, the code
+are judged against, then in float32 with the weights of one part at a time rounded to float16 (every parameter of two or
+more dimensions and every bias: the convolution and linear weights the fp16 `.pte` stores in float16, plus a few
+norm biases; the `.pte` rounds its folded constants, so this approximates it): the encoder, the feature bank, the code
 diffuser, the restoration network, then all four. The part that alone goes past fp16's 5e-2 is what keeps
 `float32_weights` in the fp16 `.pte` (stylert_export.code_diffuser). Nothing is asserted.
 

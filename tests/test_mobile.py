@@ -279,7 +279,8 @@ def test_int8_pte_quantizes_every_conv_and_stays_close(phone_models):
 
 def test_modulated_convs_stay_in_the_modules_precision():
     """In a float16 module the rosinality and VSP modulated convs give float16 (their demodulation is computed in
-    float32 and cast back), so the next layer's float16 weights meet a float16 input."""
+    float32 and cast back), so the next layer's float16 weights meet a float16 input: a module in half precision
+    (on a GPU, say) runs in float16 throughout."""
     from stylert_export.rosinality import ModulatedConv2d
     from stylert_export.vsp_restorer import DilatedModulatedConv2d
 
@@ -320,6 +321,9 @@ def test_fp16_pte_stores_float16_weights_and_computes_in_float32(tmp_path, keep)
     paths = {p: tmp_path / f"{p}.pte" for p in ("fp32", "fp16")}
     for precision, path in paths.items():
         assert _write_pte(module, example, path, precision) == (2, 2)
+    from executorch.backends.xnnpack.operators.node_visitor import _node_visitor_dict
+
+    assert not any(v.__name__ == "HalfWeights" for v in _node_visitor_dict.values())  # ExecuTorch's own, restored
     halved = {n: p for n, p in module.named_parameters() if not n.startswith(keep)}
     saved = paths["fp32"].stat().st_size - paths["fp16"].stat().st_size
     weight_bytes = 4 * sum(p.numel() for p in halved.values())

@@ -92,8 +92,8 @@ class TACCBlock(nn.Module):
 class CodeDiffuser(nn.Module):
     """P_theta(w^t, w-hat, t) -> predicted w^0; checkpoint key layout `att_mapper.{0..3}.*`."""
 
-    # Phone files keep these weights in float32 at fp16 (mobile.py): the reverse process iterates them, and rounded to
-    # float16 they alone put the 256 VSP restorer 7.6e-2 from float64 (random weights; its other weights: 2.6e-2).
+    # The fp16 .pte keeps these weights in float32 (mobile.py): the reverse process iterates them, and rounded to
+    # float16 they alone put the 256 VSP restorer 7.6e-2 from float64 (random weights; its encoder's: 2.6e-2).
     float32_weights = True
 
     def __init__(self, dim: int = 512, timesteps: int = TIMESTEPS):

@@ -578,7 +578,8 @@ WEIGHTED_OPS = ("aten.convolution.default", "aten.linear.default")  # XNNPACK's 
 
 def _float32_scopes(module: torch.nn.Module) -> tuple[str, ...]:
     """The paths of submodules whose weights stay float32 in an fp16 file (a class with float32_weights = True)."""
-    return tuple(name for name, m in module.named_modules() if getattr(m, "float32_weights", False))
+    return tuple(name for name, m in module.named_modules(remove_duplicate=False)
+                 if getattr(m, "float32_weights", False))
 
 
 @contextlib.contextmanager
@@ -586,9 +587,9 @@ def _weights_in_float16(keep: tuple[str, ...]):
     """While XNNPACK's delegate serialises: convolution and linear weights and biases written in float16 (but those
     of the ops inside the submodules at `keep`), the arithmetic left in float32. XNNPACK's subgraph takes a float16
     filter only beside float32 activations (the datatype check of xnn_define_convolution_2d), which it widens once as
-    it packs the weights: the file is half the size, the speed fp32's. ExecuTorch 1.4.1 itself writes a convolution's
-    weight in float32 in any precision (op_conv2d.py: force_fp32), so its visitors for these ops are swapped for ones
-    that do not, and restored."""
+    it packs the weights: those weights take half the bytes in the file, the speed is fp32's. ExecuTorch 1.4.1
+    itself writes a convolution's weight in float32 in any precision (op_conv2d.py: force_fp32), so its visitors for
+    these ops are swapped for ones that do not, and restored."""
     import executorch.backends.xnnpack.operators  # noqa: F401  (registers the visitors)
     from executorch.backends.xnnpack.operators.node_visitor import _node_visitor_dict as registry
 
@@ -620,6 +621,8 @@ def _half_weights(visitor: type, keep: tuple[str, ...]) -> type:
                 return super().define_tensor(tensor, *args, **kwargs)
             name = get_tensor_name(program, tensor)
             store = program.state_dict if name in program.state_dict else program.constants
+            if name not in store:  # a get_attr constant: left as it is
+                return super().define_tensor(tensor, *args, **kwargs)
             value, meta = store[name], tensor.meta["val"]
             store[name], tensor.meta["val"] = value.detach().half(), meta.to(torch.float16)
             try:
