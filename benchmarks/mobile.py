@@ -99,15 +99,13 @@ def child(path: str, iters: int, warmup: int, queue) -> None:
         elif path.suffix == ".param":
             import ncnn
             import numpy as np
+            from stylert_export.mobile import batch_index, load_ncnn
 
             start = time.perf_counter()
-            net = ncnn.Net()
-            net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False  # as checked
-            if net.load_param(str(path)) or net.load_model(str(path.with_suffix(".bin"))):
-                raise RuntimeError(f"ncnn could not load {path.name}")
+            net = load_ncnn(path)  # float32 arithmetic, as checked
             blobs = json.loads(path.with_name(path.name + ".json").read_text())["blobs"]
-            axis = {k: 233 if b["batch_axis"] is None else b["batch_axis"] for k, b in blobs.items()}  # 233: none
-            mats = {blobs[k]["blob"]: ncnn.Mat(np.ascontiguousarray(v), batch_index=axis[k]) for k, v in inputs.items()}
+            mats = {blobs[k]["blob"]: ncnn.Mat(np.ascontiguousarray(v), batch_index=batch_index(blobs[k]["batch_axis"]))
+                    for k, v in inputs.items()}
 
             def step():
                 with net.create_extractor() as ex:

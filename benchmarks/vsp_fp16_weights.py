@@ -42,12 +42,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--encoder-size", type=int, default=256)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    from stylert_export.restore_export import vsp_from_random_init, vsp_inputs
+    from stylert_export.cli import _units
     from stylert_export.mobile import PARITY_SEED
+    from stylert_export.restore_export import vsp_from_random_init, vsp_inputs
 
     torch.set_grad_enabled(False)
     model = vsp_from_random_init(args.seed, args.resolution, channel_base=args.channel_base,
-                                 encoder_units=tuple(int(u) for u in args.encoder_units.split(",")),
+                                 encoder_units=_units(args.encoder_units),
                                  encoder_size=args.encoder_size).model.eval()
     inputs = vsp_inputs(model, args.resolution)(1, PARITY_SEED)
     exact = copy.deepcopy(model).double()(**{k: v.double() for k, v in inputs.items()})

@@ -125,20 +125,18 @@ def run_pte(path, inputs):
 
 def run_ncnn(path, inputs, output):
     """An ncnn .param and its .bin on the ncnn wheel, in float32 arithmetic, fed and read by the blobs and batch
-    axes its report gives (ncnn.Mat's batch_index; 233: none)."""
+    axes its report gives (ncnn.Mat's batch_index)."""
     import ncnn
+    from stylert_export.mobile import batch_index, load_ncnn
 
     blobs = json.loads(path.with_name(path.name + ".json").read_text())["blobs"]
-    axis = {b["blob"]: 233 if b["batch_axis"] is None else b["batch_axis"] for b in blobs.values()}
-    net = ncnn.Net()
-    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
-    assert net.load_param(str(path)) == 0 and net.load_model(str(path.with_suffix(".bin"))) == 0
-    with net.create_extractor() as ex:
+    with load_ncnn(path).create_extractor() as ex:
         for name, value in inputs.items():
-            ex.input(blobs[name]["blob"], ncnn.Mat(value.numpy(), batch_index=axis[blobs[name]["blob"]]).clone())
+            ex.input(blobs[name]["blob"], ncnn.Mat(value.numpy(), batch_index=batch_index(blobs[name]["batch_axis"]))
+                     .clone())
         status, out = ex.extract(blobs[output]["blob"])
         assert status == 0
-        return out.numpy(batch_index=axis[blobs[output]["blob"]])
+        return out.numpy(batch_index=batch_index(blobs[output]["batch_axis"]))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -465,10 +463,9 @@ class NcnnNetwork:
 
     def __init__(self, path):
         import ncnn
+        from stylert_export.mobile import load_ncnn
 
-        self.ncnn, self.net = ncnn, ncnn.Net()
-        self.net.opt.use_fp16_storage = self.net.opt.use_fp16_packed = self.net.opt.use_fp16_arithmetic = False
-        assert self.net.load_param(str(path)) == 0 and self.net.load_model(str(path.with_suffix(".bin"))) == 0
+        self.ncnn, self.net = ncnn, load_ncnn(path)
         self.outputs = len(set(re.findall(r"\bout\d+\b", path.read_text())))
 
     def get_inputs(self):

@@ -478,25 +478,35 @@ def _run_ncnn(path: Path, inputs: dict, axes: dict[str, int | None]) -> list[np.
     the outputs out0, out1, ... back in full."""
     import ncnn
 
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = opt.use_bf16_storage = False
-    if net.load_param(str(path)) or net.load_model(str(path.with_suffix(".bin"))):
-        raise RuntimeError(f"ncnn could not load {path.name} and its .bin")
+    net = load_ncnn(path)
     with net.create_extractor() as ex:
         for k, value in enumerate(inputs.values()):
             array = np.ascontiguousarray(value.numpy(), dtype=np.float32)
-            ex.input(f"in{k}", ncnn.Mat(array, batch_index=_axis(axes[f"in{k}"])).clone())
+            ex.input(f"in{k}", ncnn.Mat(array, batch_index=batch_index(axes[f"in{k}"])).clone())
         got = []
         for blob in sorted((b for b in axes if b.startswith("out")), key=lambda b: int(b[3:])):
             status, mat = ex.extract(blob)
             if status:
                 raise RuntimeError(f"ncnn could not compute {blob} (status {status})")
-            got.append(np.array(mat.numpy(batch_index=_axis(axes[blob]))))
+            got.append(np.array(mat.numpy(batch_index=batch_index(axes[blob]))))
     return got
 
 
-def _axis(axis: int | None) -> int:
+def load_ncnn(path: Path):
+    """An ncnn .param and its .bin on the ncnn wheel in float32 storage and arithmetic (float16 weights widened as
+    ncnn loads them), as exports check them."""
+    import ncnn
+
+    net = ncnn.Net()
+    opt = net.opt
+    opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = opt.use_bf16_storage = False
+    if net.load_param(str(path)) or net.load_model(str(path.with_suffix(".bin"))):
+        raise RuntimeError(f"ncnn could not load {path.name} and its .bin")
+    return net
+
+
+def batch_index(axis: int | None) -> int:
+    """A blob's batch axis (None: it has none) as ncnn's Python Mat takes it."""
     return NO_BATCH_AXIS if axis is None else axis
 
 
