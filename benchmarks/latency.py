@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 import warnings
 
 from stylert.errors import UntrainedWeightsWarning
-from stylert.tools.bench import feeds_for, in_child, machine, percentiles, pipeline_stages
+from stylert.tools.bench import feeds_for, in_child, machine, peak_rss_mb, percentiles, pipeline_stages
 
 
 def measure(load, step, warmup: int, iters: int) -> dict:
@@ -39,7 +38,7 @@ def measure(load, step, warmup: int, iters: int) -> dict:
         step(state)
         times.append((time.perf_counter() - t) * 1000)
     return {"cold_start_ms": cold * 1000, **percentiles(times),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def torch_backend(meta: dict, args: dict, form: str):

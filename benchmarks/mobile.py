@@ -18,28 +18,33 @@ import json
 import time
 from pathlib import Path
 
-from stylert.tools.bench import in_child, machine, percentiles
+from stylert.tools.bench import in_child, machine, peak_rss_mb, percentiles
+
+
+def exporter(call: str, resolution: int, channel_base: int):
+    """export(path, target=None, flavor="portable") of the call's model, seeded random weights."""
+    if call == "retouch":
+        from stylert_export import retouch_export as rx
+
+        src = rx.from_random_init(0, resolution, channel_base=channel_base)
+
+        def export(path, target=None, flavor="portable"):
+            return rx.export_retoucher(src, path, target=target, flavor=flavor)
+    else:
+        from stylert_export.generator import export_generator, from_random_init
+
+        src = from_random_init(0, resolution, channel_base=channel_base)
+
+        def export(path, target=None, flavor="portable"):
+            return export_generator(src, path, target=target, flavor=flavor)
+    return export
 
 
 def build(call: str, resolution: int, channel_base: int, out: Path) -> dict[str, Path]:
     """The call's .onnx and its four phone artifacts in `out`: {row name: file}."""
     from stylert_export.mobile import Target, artifact_path
 
-    if call == "retouch":
-        from stylert_export import retouch_export as rx
-
-        src = rx.from_random_init(0, resolution, channel_base=channel_base)
-
-        def export(path, target=None):
-            return rx.export_retoucher(src, path, target=target)
-    else:
-        from stylert_export.generator import export_generator, from_random_init
-
-        src = from_random_init(0, resolution, channel_base=channel_base)
-
-        def export(path, target=None):
-            return export_generator(src, path, target=target)
-
+    export = exporter(call, resolution, channel_base)
     files = {"onnxruntime desktop (.onnx)": out / f"{call}.onnx"}
     if not files["onnxruntime desktop (.onnx)"].exists():
         t = time.perf_counter()
@@ -71,15 +76,6 @@ def feeds(path: Path, seed: int = 1) -> dict:
         spec = [(i.name, [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]) for i in graph.input]
     rng = np.random.default_rng(seed)
     return {name: rng.uniform(-1, 1, shape).astype(np.float32) for name, shape in spec}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory since it started (VmHWM; getrusage's maxrss would include the memory of
-    the exporting parent it was forked from)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(path: str, iters: int, warmup: int, queue) -> None:

@@ -83,3 +83,25 @@ def test_vsp_fp16_weights_rounds_one_part_at_a_time(tmp_path):
                             "encoder + bank + diffuser + net"]
     assert all(np.isfinite(e) for e in errors.values())
     assert errors["encoder + bank + diffuser + net"] > 10 * errors["none (float32 round-off)"]
+
+
+def test_winograd_benchmark_times_both_flavours_on_the_cpu_backends(tmp_path):
+    """benchmarks/winograd.py on a tiny generator with 256 channels at 16x16: both graphs exported (the winograd one
+    holding the form), each timed on ONNX Runtime (and OpenVINO where installed) with p50, p99, cold start and peak
+    memory, and the two outputs equal within round-off."""
+    out = tmp_path / "w.json"
+    result = subprocess.run([sys.executable, "benchmarks/winograd.py", "generator", "--resolution", "16",
+                             "--channel-base", "4096", "--warmup", "0", "--duration", "0", "--out", str(tmp_path),
+                             "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    models = report["bench"]["models"]
+    assert [m["metadata"]["stylert.flavor"] for m in models] == ["portable", "winograd"]
+    for m in models:
+        assert {r["backend"] for r in m["rows"]} >= {"onnxruntime-cpu"}
+        for row in m["rows"]:
+            assert "error" not in row, row
+            assert row["runs"] >= 5 and row["p50_ms"] <= row["p99_ms"] and row["cold_start_ms"] > 0
+            assert row["peak_rss_mb"] > 0
+    assert 0 < report["winograd_vs_portable_rel"] < 1e-5
+    assert "winograd  onnxruntime-cpu" in result.stdout and "vs portable" in result.stdout

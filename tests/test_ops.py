@@ -8,6 +8,7 @@ from conftest import rel_error  # noqa: E402
 from stylert_export.ops import bias_lrelu, composed_up_kernel, demod_coefficients, modulated_conv2d, setup_filter, \
     upfirdn2d, upsample2d, upsampling_phase_weights  # noqa: E402
 from stylert_export.ops.modconv import _upsampling_conv  # noqa: E402
+from stylert_export.ops.winograd import WinogradForm, applies, winograd_conv2d  # noqa: E402
 
 
 def upfirdn2d_direct(x, f, up, down, pad, gain):
@@ -134,3 +135,43 @@ def test_demodulated_output_has_unit_weight_norm():
 def test_unknown_form_is_an_error():
     with pytest.raises(ValueError, match="unknown modulated conv form"):
         modulated_conv2d(torch.randn(1, 2, 4, 4), torch.randn(2, 2, 3, 3), torch.randn(1, 2), form="fused")
+
+
+@pytest.mark.parametrize("shape, padding", [((2, 5, 9, 13), 1), ((1, 4, 8, 8), 0), ((3, 6, 17, 5), 1),
+                                            ((1, 3, 4, 4), 2)])
+def test_winograd_conv2d_matches_direct_conv(shape, padding):
+    """F(4x4,3x3) against the direct conv in float64 on fresh random inputs, sides that are and are not multiples of
+    the 4x4 tile, with and without padding."""
+    x, w, b = torch.randn(shape), torch.randn(7, shape[1], 3, 3), torch.randn(7)
+    got = winograd_conv2d(x, w, b, [1, 1], [padding, padding], [1, 1], 1, min_channels=1, min_pixels=1)
+    want = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=padding)
+    err = rel_error(got.numpy(), want.numpy())
+    print(f"winograd {shape} padding {padding}: relative error {err:.2e}")
+    assert got.shape == want.shape and err < 1e-5
+
+
+@pytest.mark.parametrize("change, why", [
+    ({}, None), ({"w": (256, 256, 1, 1)}, "1x1 kernel"), ({"stride": 2}, "stride 2"), ({"dilation": 2}, "dilated"),
+    ({"groups": 2, "w": (256, 128, 3, 3)}, "grouped"), ({"w": (128, 256, 3, 3)}, "128 output channels"),
+    ({"x": (1, 128, 16, 16), "w": (256, 128, 3, 3)}, "128 input channels"), ({"x": (1, 256, 8, 8)}, "8x8 output"),
+    ({"dtype": torch.float16}, "float16"), ({"padding": "same"}, "padding given as a string"),
+    ({"padding": [1, 0]}, "padding that differs between sides")])
+def test_winograd_form_takes_only_wide_3x3_stride_1_convs(change, why):
+    """Where it ran slower on ONNX Runtime's CPU (fewer than 256 channels, under 16x16 outputs) or does not apply,
+    the conv stays direct: winograd_conv2d answers NotImplemented, and under WinogradForm F.conv2d is the direct
+    conv, bit for bit."""
+    args = {"x": (1, 256, 16, 16), "w": (256, 256, 3, 3), "stride": 1, "padding": 1, "dilation": 1, "groups": 1,
+            "dtype": torch.float32, **change}
+    x, w = torch.randn(args["x"], dtype=args["dtype"]), torch.randn(args["w"], dtype=args["dtype"]) / 48
+    conv = dict(stride=args["stride"], padding=args["padding"], dilation=args["dilation"], groups=args["groups"])
+    direct = torch.nn.functional.conv2d(x, w, **conv).float()
+    with WinogradForm():
+        traced = torch.nn.functional.conv2d(x, w, **conv).float()
+    assert applies(x, w, **conv) is (why is None)
+    if why is None:
+        err = rel_error(traced.numpy(), direct.numpy())
+        print(f"winograd 256 channels 16x16: relative error {err:.2e} against the direct float32 conv")
+        assert 0 < err < 1e-5  # the Winograd form's own round-off: it ran
+    else:
+        assert winograd_conv2d(x, w, None, **conv) is NotImplemented
+        assert torch.equal(traced, direct), why

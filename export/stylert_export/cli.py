@@ -58,7 +58,7 @@ def _phone(args, name: str):
     from .mobile import Target
 
     if getattr(args, "flavor", "portable") != "portable":
-        raise ValueError(f"--flavor {args.flavor} is for TensorRT; --target {args.target} takes the portable flavour")
+        raise ValueError(f"--flavor {args.flavor} is not for phones; --target {args.target} takes the portable flavour")
     if getattr(args, "fp16", False):
         raise ValueError(f"--fp16 writes an fp16 ONNX graph; for --target {args.target} use --precision fp16")
     target = Target(args.target, args.phone_precision or "fp32")
@@ -87,9 +87,11 @@ def _phone_folder(folder, call: str, target) -> None:
 
 
 def _flavor(parser) -> None:
-    parser.add_argument("--flavor", choices=["portable", "plugin"], default="portable",
-                        help="portable: standard ONNX ops (ONNX Runtime, TensorRT); plugin: one stylert::ModulatedConv2d "
-                             "/ BAFSBlend node per layer, for TensorRT with stylert's plugins")
+    parser.add_argument("--flavor", choices=["portable", "plugin", "winograd"], default="portable",
+                        help="portable: standard ONNX ops (ONNX Runtime, OpenVINO, TensorRT); plugin: one "
+                             "stylert::ModulatedConv2d / BAFSBlend node per layer, for TensorRT with stylert's plugins; "
+                             "winograd: portable ops, 3x3 convs of 256+ channels in Winograd's F(4x4,3x3) form, for "
+                             "CPUs (ONNX Runtime, OpenVINO: faster, twice the memory)")
 
 
 def _random_init(parser, resolution: int, *, title: str = "random init (also the seed of freshly initialised parts)",

@@ -137,13 +137,13 @@ def grig_inputs(step: GRIGStep):
 def export_grig(model: GRIGModel, output: str | Path, *, opset: int = DEFAULT_OPSET, flavor: str = "portable",
                 target=None, log=print) -> Path:
     """One reasoning step as a graph (the runtime loops it: T is a per-call choice, every I^t is kept)."""
-    if flavor != "portable":
-        raise ValueError("GRIG exports in the portable flavour only (it has no modulated convs)")
+    if flavor == "plugin":
+        raise ValueError("GRIG has no plugin flavour (it has no modulated convs)")
     step = model.step.eval()
     meta = {**_common(model, "grig"), "stylert.config": json.dumps(step.cfg.to_json(), sort_keys=True),
             "stylert.noise_size": step.noise_size, "stylert.default_steps": 3, "stylert.role": "step"}
     export_checked(step, step, grig_inputs(step), output, output_names=["inpainted"], metadata=meta,
-                   precision="fp32", opset=opset, target=target, log=log)
+                   precision="fp32", opset=opset, flavor=flavor, target=target, log=log)
     return Path(output)
 
 

@@ -5,6 +5,7 @@ inputs (a batch size other than the one traced), and the export fails past toler
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -17,8 +18,11 @@ from typing import Callable
 import numpy as np
 import onnx
 import torch
+from torch.overrides import TorchFunctionMode
 
 import stylert
+
+from .ops.winograd import WinogradForm
 
 DEFAULT_OPSET = 18  # the lowest opset torch's ONNX exporter writes; ONNX Runtime and TensorRT 10 read it
 FORMAT_VERSION = "1"  # bump when the metadata or I/O contract changes; the runtime checks it
@@ -54,9 +58,10 @@ class ParityReport:
 
 def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], output_names: list[str],
                   path: str | Path, *, opset: int = DEFAULT_OPSET, metadata: dict[str, str],
-                  dynamic_batch: bool = True) -> Path:
+                  dynamic_batch: bool = True, form: TorchFunctionMode | None = None) -> Path:
     """Export `module(**example)` with every input's dim 0 as one dynamic `batch` (or every shape fixed at the
-    example's, as phone accelerators want); write metadata."""
+    example's, as phone accelerators want); write metadata. `form`: a mode the module is traced under, which
+    writes some of its ops in another form (ops.winograd.WinogradForm)."""
     if opset < DEFAULT_OPSET:
         raise ExportError(f"opset {opset} is not supported: torch's exporter writes opset >= {DEFAULT_OPSET}")
     path = Path(path)
@@ -71,11 +76,11 @@ def export_module(module: torch.nn.Module, example: dict[str, torch.Tensor], out
             if set(example) & set(output_names):
                 raise ExportError(f"ONNX names must be unique: {sorted(set(example) & set(output_names))} "
                                   "used as both input and output")
-            program = torch.onnx.export(module.eval(), tuple(example.values()), input_names=list(example),
-                                        output_names=output_names, opset_version=opset, dynamo=True,
-                                        dynamic_shapes={name: {0: batch} for name in example} if dynamic_batch else None,
-                                        optimize=False,
-                                        verbose=False)
+            with form or contextlib.nullcontext():
+                program = torch.onnx.export(module.eval(), tuple(example.values()), input_names=list(example),
+                                            output_names=output_names, opset_version=opset, dynamo=True,
+                                            dynamic_shapes={name: {0: batch} for name in example} if dynamic_batch
+                                            else None, optimize=False, verbose=False)
             fold_constants(program.model)
             program.save(str(path), external_data=False)
         except ExportError:
@@ -230,8 +235,9 @@ def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Ca
                    output: str | Path, *, output_names: list[str], metadata: dict, precision: str,
                    opset: int = DEFAULT_OPSET, flavor: str = "portable", float64_floor: bool = False,
                    target=None, log=print):
-    """Export `module`, built in `flavor` (portable ONNX, or plugin nodes for TensorRT: plugin_ops.in_flavor),
-    check it against `reference` (always the portable PyTorch model) on ONNX Runtime, and stamp the errors
+    """Export `module`, built in `flavor` (portable ONNX, plugin nodes for TensorRT: plugin_ops.in_flavor, or the
+    portable graph with its wide 3x3 convolutions in Winograd's form for CPUs: ops.winograd), check it
+    against `reference` (always the portable PyTorch model) on ONNX Runtime, and stamp the errors
     into the metadata; a failed check removes the file and raises ExportError.
 
     target (a mobile.Target): write a phone artifact beside `output` instead (mobile.export_phone), checked on
@@ -241,12 +247,13 @@ def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Ca
         from .mobile import export_phone
 
         if flavor != "portable":
-            raise ExportError(f"--flavor {flavor} is for TensorRT; phone targets take the portable flavour")
+            raise ExportError(f"--flavor {flavor} is not for phones; phone targets take the portable flavour")
         return export_phone(module, reference, make_inputs, output, output_names=output_names,
                             metadata={**metadata, "stylert.precision": target.precision}, target=target, opset=opset,
                             float64_floor=float64_floor, log=log)
     export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
-                  metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor})
+                  metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor},
+                  form=WinogradForm() if flavor == "winograd" else None)
     report = check_parity(output, reference, make_inputs, TOLERANCE[precision], flavor=flavor,
                           float64_floor=float64_floor)
     log(str(report))

@@ -28,7 +28,7 @@ from .ops.modconv import modconv_impl, modulated_conv_bias_act
 
 DOMAIN = "stylert"
 PLUGIN_VERSION = "1"
-FLAVORS = ("portable", "plugin")
+FLAVORS = ("portable", "plugin", "winograd")  # winograd: the portable module, rewritten as it is exported
 _PLUGIN_ATTRS = {"plugin_namespace": DOMAIN, "plugin_version": PLUGIN_VERSION}
 
 
@@ -49,12 +49,12 @@ def bafs_blend_node(f_s, f_i, m_s, m_c) -> torch.Tensor:
 
 
 def in_flavor(module: torch.nn.Module, build, flavor: str) -> torch.nn.Module:
-    """`module` as exported in `flavor`: itself for the portable flavour; for the plugin flavour `build()`
-    constructed under modconv_impl("plugin") (plugin nodes for its modulated convs and BAFS blends), holding
-    `module`'s weights."""
+    """`module` as exported in `flavor`: itself for the portable and winograd flavours (the latter is written as it
+    is traced: onnx_export.export_checked); for the plugin flavour `build()` constructed under
+    modconv_impl("plugin") (plugin nodes for its modulated convs and BAFS blends), holding `module`'s weights."""
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; expected one of {FLAVORS}")
-    if flavor == "portable":
+    if flavor != "plugin":
         return module
     with modconv_impl("plugin"):
         twin = build()

@@ -76,8 +76,8 @@ def vsp_inputs(model: VSPRestorer, res: int):
 def _export_vsp(src: RestorerSource, output, opset: int, flavor: str, target, log):
     import json
 
-    if flavor != "portable":
-        raise ValueError("the VSP restorer exports in the portable flavour only (its SMART layers have no plugin)")
+    if flavor == "plugin":
+        raise ValueError("the VSP restorer has no plugin flavour (its SMART layers have no plugin)")
     model = src.model.eval()
     res = model.net.cfg.size
     metadata = {

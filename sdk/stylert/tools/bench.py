@@ -132,7 +132,7 @@ def _measure(backend: str, model_path: str, args: dict) -> dict:
         step(state)
         times.append((time.perf_counter() - t) * 1000)
     row = {"cold_start_ms": cold, "cold_load_ms": (loaded - start) * 1000, **percentiles(times),
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "peak_rss_mb": peak_rss_mb()}
     if backend != "torch":  # what ran, and its output (compared with ONNX Runtime f32's in the parent)
         choice = state.precision_choice
         row.update(precision=choice.precision, precision_reason=choice.reason)
@@ -152,6 +152,18 @@ def _child(backend: str, model_path: str, args: dict, queue, measure=_measure) -
         queue.put(measure(backend, model_path, args))
     except Exception as exc:  # reported in its row; the other rows still run
         queue.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started, in MiB: VmHWM where /proc has it (getrusage's maxrss
+    is carried over exec, so a spawned child would report the parent's peak when that was larger)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def in_child(target, *args):
@@ -318,8 +330,8 @@ def bench(models: list[str], backends: list[str], batches: list[int], *, threads
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
-    # Children first: a spawned child inherits this process's peak RSS, so nothing large is
-    # loaded here (graph costs, ceilings, pipeline sessions) until every row is measured.
+    # Children first: nothing large is loaded here (graph costs, ceilings, pipeline sessions) until every row is
+    # measured, so the machine's memory is the rows' own while they run.
     if not isinstance(loops, int) or loops < 1:
         raise ValueError(f"loops must be an integer >= 1, got {loops!r}")
     report: dict = {"schema": SCHEMA, "machine": machine(), "models": [], "ceilings": {}, "loops": loops}

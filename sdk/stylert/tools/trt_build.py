@@ -96,6 +96,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: Engine
     if meta.get("stylert.flavor") == "plugin" and not options.plugins:
         raise ModelError(f"{onnx_path}: a plugin-flavour graph: pass --plugins kernels/build/libstylert_plugins.so "
                          "(built with `make -C kernels TRT_INCLUDE=...`), or export with --flavor portable")
+    if meta.get("stylert.flavor") == "winograd":
+        log(f"{onnx_path}: a winograd-flavour graph, written for CPUs; TensorRT chooses its own convolution "
+            "algorithms, give it the portable one (export with --flavor portable)")
     try:
         import tensorrt as trt
     except ImportError:

@@ -1,0 +1,60 @@
+"""The winograd flavour: the portable graph with its wide 3x3 convolutions in Winograd's F(4x4,3x3) form, which
+CPU backends run faster (benchmarks/winograd.py)."""
+import importlib
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+
+import stylert
+
+torch = pytest.importorskip("torch")
+from conftest import rel_error  # noqa: E402
+from stylert_export import generator as genexp  # noqa: E402
+
+
+
+@pytest.fixture(scope="module")
+def winograd_graph(tmp_path_factory):
+    """A tiny generator with 256 channels up to 32x32 in the winograd flavour (its 3x3 convs at 16x16 and 32x32 take
+    the form, those at 4x4 and 8x8 stay direct), and the export's parity report."""
+    path = tmp_path_factory.mktemp("winograd") / "g.onnx"
+    src = genexp.from_random_init(3, 32, channel_base=8192, channel_max=256, w_dim=32, mapping_layers=2)
+    return path, genexp.export_generator(src, path, flavor="winograd", log=lambda *_: None)
+
+
+def test_winograd_generator_runs_on_the_cpu_runtime_as_pytorch(winograd_graph):
+    """Two 3x3 convs in the form (tile transforms, 36 GEMMs as one grouped conv, 4x4 depth-to-space), the export's
+    parity check passed, and stylert's CPU runtime at a batch other than the export's equal to PyTorch."""
+    path, parity = winograd_graph
+    assert parity.ok and parity.rel < 1e-5
+    graph = onnx.load(str(path)).graph
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in graph.node]
+    kinds = [(n.op_type, a.get("group"), a.get("blocksize")) for n, a in zip(graph.node, attrs)]
+    assert kinds.count(("Conv", 36, None)) == 2 and kinds.count(("DepthToSpace", None, 4)) == 2
+
+    model = stylert.open_model(path, "cpu")
+    assert model.metadata["stylert.flavor"] == "winograd"
+    ws = np.random.default_rng().standard_normal((5, int(model.metadata["stylert.num_ws"]), 32)).astype(np.float32)
+    got = next(iter(model.run({"ws": ws}).values()))
+    with torch.no_grad():
+        want = genexp.rebuild_reference(path)(torch.from_numpy(ws)).numpy()
+    err = rel_error(got, want)
+    print(f"winograd generator, batch 5, against PyTorch: relative error {err:.2e}")
+    assert got.shape == want.shape and err < 1e-5
+
+
+def test_build_engine_says_a_winograd_graph_is_for_cpus(winograd_graph, tmp_path):
+    """`stylert build-engine` on a winograd graph says, before it needs TensorRT, that the portable one is for it."""
+    from stylert.tools.trt_build import EngineOptions, build_engine
+
+    if hasattr(importlib.util.find_spec("tensorrt") and importlib.import_module("tensorrt"), "Builder"):
+        pytest.skip("TensorRT is installed here (not only its stubs): the build would go on; this checks the line said "
+                    "before it")
+    path, _ = winograd_graph
+    said = []
+    with pytest.raises(stylert.BackendUnavailable):  # no TensorRT here: the line comes first
+        build_engine(path, tmp_path / "g.engine", EngineOptions(), log=said.append)
+    assert said == [f"{path}: a winograd-flavour graph, written for CPUs; TensorRT chooses its own convolution "
+                    "algorithms, give it the portable one (export with --flavor portable)"]
