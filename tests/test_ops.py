@@ -140,8 +140,8 @@ def test_unknown_form_is_an_error():
 @pytest.mark.parametrize("shape, padding", [((2, 5, 9, 13), 1), ((1, 4, 8, 8), 0), ((3, 6, 17, 5), 1),
                                             ((1, 3, 4, 4), 2)])
 def test_winograd_conv2d_matches_direct_conv(shape, padding):
-    """F(4x4,3x3) against the direct conv in float64 on fresh random inputs, sides that are and are not multiples of
-    the 4x4 tile, with and without padding."""
+    """F(4x4,3x3) in float32 against the direct conv computed in float64, on fresh random inputs: sides that are and
+    are not multiples of the 4x4 tile, with and without padding."""
     x, w, b = torch.randn(shape), torch.randn(7, shape[1], 3, 3), torch.randn(7)
     got = winograd_conv2d(x, w, b, [1, 1], [padding, padding], [1, 1], 1, min_channels=1, min_pixels=1)
     want = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=padding)
@@ -154,8 +154,7 @@ def test_winograd_conv2d_matches_direct_conv(shape, padding):
     ({}, None), ({"w": (256, 256, 1, 1)}, "1x1 kernel"), ({"stride": 2}, "stride 2"), ({"dilation": 2}, "dilated"),
     ({"groups": 2, "w": (256, 128, 3, 3)}, "grouped"), ({"w": (128, 256, 3, 3)}, "128 output channels"),
     ({"x": (1, 128, 16, 16), "w": (256, 128, 3, 3)}, "128 input channels"), ({"x": (1, 256, 8, 8)}, "8x8 output"),
-    ({"dtype": torch.float16}, "float16"), ({"padding": "same"}, "padding given as a string"),
-    ({"padding": [1, 0]}, "padding that differs between sides")])
+    ({"dtype": torch.float16}, "float16"), ({"padding": [1, 0]}, "padding that differs between sides")])
 def test_winograd_form_takes_only_wide_3x3_stride_1_convs(change, why):
     """Where it ran slower on ONNX Runtime's CPU (fewer than 256 channels, under 16x16 outputs) or does not apply,
     the conv stays direct: winograd_conv2d answers NotImplemented, and under WinogradForm F.conv2d is the direct
@@ -175,3 +174,22 @@ def test_winograd_form_takes_only_wide_3x3_stride_1_convs(change, why):
     else:
         assert winograd_conv2d(x, w, None, **conv) is NotImplemented
         assert torch.equal(traced, direct), why
+
+
+def test_winograd_form_takes_modules_keywords_and_padding_modes():
+    """Under WinogradForm, an nn.Conv2d (zero and reflect padding), a call by keywords and padding="same" are
+    written in the form (counted) and equal the direct conv within its round-off."""
+    x = torch.randn(2, 256, 16, 16)
+    form = WinogradForm()
+    for mode in ("zeros", "reflect"):
+        conv = torch.nn.Conv2d(256, 256, 3, padding=1, padding_mode=mode).eval().requires_grad_(False)
+        with form:
+            got = conv(x)
+        err = rel_error(got.numpy(), conv(x).numpy())
+        print(f"nn.Conv2d, padding_mode {mode}, in the form: relative error {err:.2e}")
+        assert 0 < err < 1e-5
+    w = torch.randn(256, 256, 3, 3) / 48
+    with form:
+        by_keywords = torch.nn.functional.conv2d(input=x, weight=w, padding="same")
+    assert 0 < rel_error(by_keywords.numpy(), torch.nn.functional.conv2d(x, w, padding=1).numpy()) < 1e-5
+    assert form.written == 3

@@ -12,7 +12,7 @@ import stylert
 torch = pytest.importorskip("torch")
 from conftest import rel_error  # noqa: E402
 from stylert_export import generator as genexp  # noqa: E402
-
+from stylert_export.onnx_export import ExportError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,13 @@ def test_build_engine_says_a_winograd_graph_is_for_cpus(winograd_graph, tmp_path
         build_engine(path, tmp_path / "g.engine", EngineOptions(), log=said.append)
     assert said == [f"{path}: a winograd-flavour graph, written for CPUs; TensorRT chooses its own convolution "
                     "algorithms, give it the portable one (export with --flavor portable)"]
+
+
+def test_a_model_without_a_wide_conv_is_refused_in_one_line(tmp_path):
+    """A model none of whose convolutions takes the form (16 channels) is not written as a winograd graph that is
+    the portable one under another name: the export says so and leaves no file."""
+    src = genexp.from_random_init(7, 16, channel_base=128, channel_max=16, w_dim=16, mapping_layers=2)
+    with pytest.raises(ExportError, match="--flavor winograd: no convolution of this fp32 model takes the Winograd "
+                                          r"form \(3x3, stride 1, float32, 256\+ input and output channels"):
+        genexp.export_generator(src, tmp_path / "g.onnx", flavor="winograd", log=lambda *_: None)
+    assert not any(tmp_path.iterdir())

@@ -91,7 +91,7 @@ def _flavor(parser) -> None:
                         help="portable: standard ONNX ops (ONNX Runtime, OpenVINO, TensorRT); plugin: one "
                              "stylert::ModulatedConv2d / BAFSBlend node per layer, for TensorRT with stylert's plugins; "
                              "winograd: portable ops, 3x3 convs of 256+ channels in Winograd's F(4x4,3x3) form, for "
-                             "CPUs (ONNX Runtime, OpenVINO: faster, twice the memory)")
+                             "CPUs (ONNX Runtime, OpenVINO f32: faster, more memory)")
 
 
 def _random_init(parser, resolution: int, *, title: str = "random init (also the seed of freshly initialised parts)",

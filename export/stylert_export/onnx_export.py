@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 import stylert
 
-from .ops.winograd import WinogradForm
+from .ops.winograd import MIN_CHANNELS, MIN_PIXELS, WinogradForm
 
 DEFAULT_OPSET = 18  # the lowest opset torch's ONNX exporter writes; ONNX Runtime and TensorRT 10 read it
 FORMAT_VERSION = "1"  # bump when the metadata or I/O contract changes; the runtime checks it
@@ -251,9 +251,14 @@ def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Ca
         return export_phone(module, reference, make_inputs, output, output_names=output_names,
                             metadata={**metadata, "stylert.precision": target.precision}, target=target, opset=opset,
                             float64_floor=float64_floor, log=log)
+    form = WinogradForm() if flavor == "winograd" else None
     export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
-                  metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor},
-                  form=WinogradForm() if flavor == "winograd" else None)
+                  metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor}, form=form)
+    if form is not None and not form.written:
+        output.unlink(missing_ok=True)
+        raise ExportError(f"--flavor winograd: no convolution of this {precision} model takes the Winograd form "
+                          f"(3x3, stride 1, float32, {MIN_CHANNELS}+ input and output channels, {MIN_PIXELS}+ output "
+                          "pixels); export it with --flavor portable")
     report = check_parity(output, reference, make_inputs, TOLERANCE[precision], flavor=flavor,
                           float64_floor=float64_floor)
     log(str(report))

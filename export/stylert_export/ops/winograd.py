@@ -14,8 +14,7 @@ EPYC Zen 4, gained little and unsteadily at 128 channels and lost at fewer or un
 (benchmarks/winograd.py layers): `winograd_conv2d` leaves those direct. In bf16 its error grows past what OpenVINO's
 bf16 check accepts (docs/pages/export.md, Flavours). It is not a form for TensorRT (which picks its own
 algorithms) nor for phones: their runtimes take convolution weights as constants in the file, where the folded
-form's are 4x the direct ones (the 256 retoucher's .pte with its 3x3 convs of 128+ channels in the form: 1269 MiB
-against 429).
+form's are 4x the direct ones.
 
 `winograd_conv2d` is the fast path; `torch.nn.functional.conv2d` is its reference.
 """
@@ -41,41 +40,49 @@ def _single(value) -> int | None:
     return values[0] if len(set(values)) == 1 else None
 
 
-def applies(x: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dilation=1, groups=1, *,
+def _padding(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups, min_channels: int,
+             min_pixels: int) -> int | None:
+    """The padding (one for every side) of a conv2d the Winograd form takes; None for one it leaves direct."""
+    if isinstance(padding, str):  # for a 3x3 stride-1 conv: "same" pads 1, "valid" 0
+        padding = {"same": 1, "valid": 0}.get(padding, -1)
+    pad = _single(padding)
+    if (x.dim() != 4 or weight.dim() != 4 or x.dtype != torch.float32 or weight.dtype != x.dtype or pad is None
+            or pad < 0 or tuple(weight.shape[2:]) != (3, 3) or _single(stride) != 1 or _single(dilation) != 1
+            or groups != 1 or min(weight.shape[:2]) < min_channels):
+        return None
+    height, width = x.shape[-2:]
+    if not (isinstance(height, int) and isinstance(width, int)):  # spatial sizes are fixed at export
+        return None
+    return pad if (height + 2 * pad - 2) * (width + 2 * pad - 2) >= min_pixels else None
+
+
+def applies(input: torch.Tensor, weight: torch.Tensor, stride=1, padding=0, dilation=1, groups=1, *,
             min_channels: int = MIN_CHANNELS, min_pixels: int = MIN_PIXELS) -> bool:
     """Whether winograd_conv2d computes this conv2d in the Winograd form (else it leaves it to the direct one)."""
-    if isinstance(padding, str) or x.dim() != 4 or weight.dim() != 4 or x.dtype != torch.float32:
-        return False
-    height, width = x.shape[-2:]
-    pad = _single(padding)
-    if not (isinstance(height, int) and isinstance(width, int) and pad is not None and pad >= 0):
-        return False  # spatial sizes fixed at export; one padding on all sides
-    out_pixels = (height + 2 * pad - 2) * (width + 2 * pad - 2)
-    return (tuple(weight.shape[2:]) == (3, 3) and _single(stride) == 1 and _single(dilation) == 1 and groups == 1
-            and min(weight.shape[:2]) >= min_channels and out_pixels >= min_pixels)
+    return _padding(input, weight, stride, padding, dilation, groups, min_channels, min_pixels) is not None
 
 
-def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
-                    dilation=1, groups=1, *, min_channels: int = MIN_CHANNELS, min_pixels: int = MIN_PIXELS):
-    """conv2d(x, weight, ...) in the F(4x4, 3x3) form where `applies`, else NotImplemented."""
-    if not applies(x, weight, stride, padding, dilation, groups, min_channels=min_channels, min_pixels=min_pixels):
+def winograd_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
+                    padding=0, dilation=1, groups=1, *, min_channels: int = MIN_CHANNELS,
+                    min_pixels: int = MIN_PIXELS):
+    """conv2d(input, weight, ...) (F.conv2d's arguments) in the F(4x4, 3x3) form where `applies`, else
+    NotImplemented."""
+    pad = _padding(input, weight, stride, padding, dilation, groups, min_channels, min_pixels)
+    if pad is None:
         return NotImplemented
-    channels, (height, width), pad = x.shape[1], x.shape[-2:], _single(padding)
-    out_ch = weight.shape[0]
+    (channels, height, width), out_ch = input.shape[1:], weight.shape[0]
     oh, ow = height + 2 * pad - 2, width + 2 * pad - 2
     th, tw = -(-oh // 4), -(-ow // 4)  # tiles; the last ones run past the output and are cropped
-    bt = torch.tensor(_BT, dtype=x.dtype)
-    x = F.pad(x, [pad, 4 * tw - ow + pad, pad, 4 * th - oh + pad])  # 4 t + 2 rows and columns
+    bt, g, at = (torch.tensor(m, dtype=input.dtype, device=input.device) for m in (_BT, _G, _AT))
+    x = F.pad(input, [pad, 4 * tw - ow + pad, pad, 4 * th - oh + pad])  # 4 t + 2 rows and columns
     v = F.conv2d(x, bt.reshape(6, 1, 1, 6).repeat(channels, 1, 1, 1), stride=(1, 4), groups=channels)
     v = F.conv2d(v, bt.reshape(6, 1, 6, 1).repeat(6 * channels, 1, 1, 1), stride=(4, 1), groups=6 * channels)
     # v: B^T d B of every tile, channel c * 36 + 6 j + i (i: row coefficient, j: column); regrouped to p * C + c
     v = v.reshape(-1, channels, 36, th, tw).transpose(1, 2).reshape(-1, 36 * channels, th, tw)
-    g = torch.tensor(_G, dtype=weight.dtype)
     u = g @ weight @ g.t()  # G g G^T: [out, in, 6 (i), 6 (j)]
-    u = u.permute(3, 2, 0, 1).reshape(36 * out_ch, channels, 1, 1).to(x.dtype)
+    u = u.permute(3, 2, 0, 1).reshape(36 * out_ch, channels, 1, 1)
     m = F.conv2d(v, u, groups=36)  # the elementwise products summed over input channels: channel p * O + o
     m = m.reshape(-1, 36, out_ch, th, tw).transpose(1, 2).reshape(-1, 36 * out_ch, th, tw)
-    at = torch.tensor(_AT, dtype=x.dtype)
     a = (at[:, None, None, :] * at[None, :, :, None]).reshape(16, 36, 1, 1)  # [4 a + b, 6 j + i] = A[a,i] A[b,j]
     y = F.pixel_shuffle(F.conv2d(m, a.repeat(out_ch, 1, 1, 1), groups=out_ch), 4)[:, :, :oh, :ow]
     return y if bias is None else y + bias.to(y.dtype)[:, None, None]
@@ -88,11 +95,13 @@ class WinogradForm(TorchFunctionMode):
     def __init__(self, min_channels: int = MIN_CHANNELS, min_pixels: int = MIN_PIXELS):
         super().__init__()
         self.bounds = {"min_channels": min_channels, "min_pixels": min_pixels}
+        self.written = 0  # convolutions written in the form
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.conv2d:
             y = winograd_conv2d(*args, **kwargs, **self.bounds)
             if y is not NotImplemented:
+                self.written += 1
                 return y
         return func(*args, **kwargs)
