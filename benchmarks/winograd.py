@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latency import measure
 from mobile import exporter
 from stylert.runtime.model import cpu_flags
 from stylert.runtime.precision import native_bf16
@@ -42,7 +43,6 @@ def layers(out: Path, iters: int) -> dict:
     import torch
     from stylert_export.onnx_export import export_module
     from stylert_export.ops.winograd import WinogradForm
-    from stylert.tools.bench import percentiles
 
     rows = []
     for k, (cin, cout, side) in enumerate(LAYERS):
@@ -56,13 +56,8 @@ def layers(out: Path, iters: int) -> dict:
                                  form=form)
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             feed = {"x": x["x"].numpy()}
-            ms = []
-            for i in range(iters + 2):
-                start = time.perf_counter()
-                y = session.run(None, feed)[0]
-                ms.append((time.perf_counter() - start) * 1000)
-            outputs.append(y.astype(np.float64))
-            times.append(percentiles(ms[2:]))
+            times.append(measure(lambda: session, lambda s: s.run(None, feed), 2, iters))
+            outputs.append(session.run(None, feed)[0].astype(np.float64))
         rel = float(np.linalg.norm(outputs[1] - outputs[0]) / np.linalg.norm(outputs[0]))
         rows.append({"in": cin, "out": cout, "side": side, "direct": times[0], "winograd": times[1], "rel": rel})
         print(f"{cin:4d} -> {cout:4d} at {side:3d}x{side:<3d}  direct p50 {times[0]['p50_ms']:7.2f} ms  winograd "
