@@ -654,3 +654,49 @@ def test_pte_runs_a_stride2_transposed_conv_as_four_phase_convs(tmp_path, kernel
     with torch.no_grad():
         want = module(x).numpy()
     assert got.shape == want.shape and rel_error(got, want) < 1e-6, rel_error(got, want)
+
+
+class NoisyConvs(torch.nn.Module):
+    """Two convolutions with StyleGAN2's elementwise steps between them: a gain, a noise image [H, W] added, and
+    1 - sigmoid(mask) multiplied in."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1, self.conv2 = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1)
+        self.register_buffer("noise", torch.randn(6, 6))
+
+    def forward(self, x):
+        y = torch.nn.functional.leaky_relu(self.conv1(x), 0.2) * 2 ** 0.5 + self.noise * 0.1
+        return self.conv2(y * (1 - torch.sigmoid(y.mean(1, keepdim=True))))
+
+
+def test_pte_keeps_activations_channels_last_between_convolutions(tmp_path, monkeypatch):
+    """XNNPACK's delegate runs convolutions channels-last; an elementwise op between two of them takes its
+    operands of rank < 4 (the noise image, a gain, the 1 of 1 - x) reshaped to rank 4, so that no activation is
+    copied back to channels-first inside the delegate (the only such copy left is the network's output), and the
+    .pte still equals PyTorch on fresh inputs."""
+    needs_executorch()
+    from executorch.backends.xnnpack._passes import channels_last_tagged_reshape_pass as tagging
+    from stylert_export.mobile import _run_pte, _write_pte
+
+    copies = []
+    call = tagging.ChannelsLastTaggedReshapePass.call
+
+    def counting(self, graph_module):
+        result = call(self, graph_module)
+        copies.extend((n.kwargs["memory_format"], [u.op for u in n.users]) for n in result.graph_module.graph.nodes
+                      if n.op == "call_function" and "memory_format" in n.kwargs)
+        return result
+
+    monkeypatch.setattr(tagging.ChannelsLastTaggedReshapePass, "call", counting)
+    module = NoisyConvs().eval().requires_grad_(False)
+    path = tmp_path / "n.pte"
+    assert _write_pte(module, {"x": torch.randn(1, 4, 6, 6)}, path, "fp32") == (2, 2)
+    back = [users for fmt, users in copies if fmt == torch.contiguous_format]
+    assert back and all(users == ["output"] for users in back), copies
+    x = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(11))
+    got = _run_pte(path, {"x": x})[0]
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert rel_error(got, want) < 1e-6, rel_error(got, want)

@@ -11,8 +11,8 @@ ort-mobile: the ONNX graph at fixed shapes (fp16: float16 inside, float32 inputs
   (the operators a minimal runtime build needs).
 executorch: `torch.export` of the module, parameters folded into constants (a conv weight computed from a
   parameter, such as a transposed or flipped filter, becomes a static one), stride-2 transposed convolutions
-  written as four phase convolutions in fp32 and fp16 (_transposed_conv_as_phases), lowered with XNNPACK's
-  partitioner:
+  written as four phase convolutions in fp32 and fp16 (_transposed_conv_as_phases), elementwise operands of rank
+  < 4 reshaped to rank 4 (_operands_in_rank4: activations stay channels-last), lowered with XNNPACK's partitioner:
   NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. fp16: convolution and linear weights in
   float16 (not in a submodule whose class sets float32_weights), arithmetic in float32 (_weights_in_float16). int8
   (executorch only): XNNPACK's dynamic quantization, int8 weights per output channel and activations quantized as
@@ -572,6 +572,7 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
             program = program.run_decompositions(table)
             convs = _count_convs(program.graph)
             _explicit_pool_strides(program)
+            _operands_in_rank4(program)
             program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())
             with _weights_in_float16(_float32_scopes(module)) if precision == "fp16" else contextlib.nullcontext():
                 edge = to_edge_transform_and_lower(program, partitioner=partitioners)
@@ -708,6 +709,42 @@ def _explicit_pool_strides(program) -> None:
             args = list(node.args)
             if len(args) < 3 or not args[2]:
                 node.args = (*args[:2], list(args[1]), *args[3:])
+    program.graph_module.recompile()
+
+
+ELEMENTWISE = {torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor, torch.ops.aten.mul.Tensor,
+               torch.ops.aten.div.Tensor}
+
+
+def _operands_in_rank4(program) -> None:
+    """Each operand of rank < 4 (a Python number included) of an elementwise op with a 4-D result reshaped to
+    rank 4 (a view, or a [1, 1, 1, 1] constant; constants fold afterwards), and 1 - x (rsub) written as a
+    subtraction of such a constant. XNNPACK's delegate runs 4-D activations channels-last and gives an elementwise
+    op one layout for all its operands: ExecuTorch 1.4.1 turns an operand it cannot make channels-last (any of
+    rank < 4: the noise image [H, W], a gain, the 1 of 1 - x) into the channels-first layout together with the
+    activation, each time copying the activation twice (there and back)."""
+    graph = program.graph
+    for node in list(graph.nodes):
+        out = node.meta.get("val")
+        if node.op != "call_function" or not (isinstance(out, torch.Tensor) and out.dim() == 4):
+            continue
+        if node.target == torch.ops.aten.rsub.Scalar and len(node.args) == 2 and not node.kwargs:
+            node.target, node.args = torch.ops.aten.sub.Tensor, node.args[::-1]
+        if node.target not in ELEMENTWISE:
+            continue
+        args = list(node.args)
+        with graph.inserting_before(node):
+            for i, arg in enumerate(args[:2]):
+                val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+                if isinstance(val, torch.Tensor) and val.dim() < 4 and all(isinstance(d, int) for d in val.shape):
+                    shape = [1] * (4 - val.dim()) + list(val.shape)
+                    args[i] = graph.call_function(torch.ops.aten.view.default, (arg, shape))
+                    args[i].meta["val"] = val.view(shape)
+                elif isinstance(arg, (int, float)):
+                    args[i] = graph.call_function(torch.ops.aten.full.default, ([1, 1, 1, 1], arg),
+                                                  {"dtype": out.dtype})
+                    args[i].meta["val"] = torch.full([1, 1, 1, 1], arg, dtype=out.dtype)
+        node.args = tuple(args)
     program.graph_module.recompile()
 
 
