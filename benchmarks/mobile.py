@@ -30,6 +30,13 @@ def exporter(call: str, resolution: int, channel_base: int):
 
         def export(path, target=None, flavor="portable"):
             return rx.export_retoucher(src, path, target=target, flavor=flavor)
+    elif call == "edit":  # FACEMUG, its feature bank at the published 1024
+        from stylert_export import edit_export as ex
+
+        src = ex.from_random_init(0, resolution, channel_base=channel_base)
+
+        def export(path, target=None, flavor="portable"):
+            return ex.export_edit(src, path, target=target, flavor=flavor)
     else:
         from stylert_export.generator import export_generator, from_random_init
 

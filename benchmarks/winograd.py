@@ -68,7 +68,7 @@ def layers(out: Path, iters: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("call", choices=["retouch", "generator", "layers"])
+    parser.add_argument("call", choices=["retouch", "generator", "edit", "layers"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--channel-base", type=int, default=32768, help="32768: config-F widths")
     parser.add_argument("--batch", type=int, default=1)

@@ -68,3 +68,76 @@ def test_a_model_without_a_wide_conv_is_refused_in_one_line(tmp_path):
                                           r"form \(3x3, stride 1, float32, 256\+ input and output channels"):
         genexp.export_generator(src, tmp_path / "g.onnx", flavor="winograd", log=lambda *_: None)
     assert not any(tmp_path.iterdir())
+
+
+def _runs_as_pytorch(path, batch=2):
+    """The graph on stylert's CPU runtime at its metadata's feeds (not the export check's inputs), against the
+    PyTorch module it came from: the relative error."""
+    from stylert.runtime.feeds import feeds_for
+    from stylert_export.references import build
+
+    model = stylert.open_model(path, "cpu")
+    feeds = feeds_for(model.metadata, batch)
+    got = list(model.run(feeds).values())[0]
+    want = build(path, form="activation")(feeds)[0]
+    return rel_error(got, want)
+
+
+def _winograd_convs(path) -> int:
+    graph = onnx.load(str(path)).graph
+    return sum(n.op_type == "Conv" and any(a.name == "group" and a.i == 36 for a in n.attribute) for n in graph.node)
+
+
+def test_winograd_editor_runs_on_the_cpu_runtime_as_pytorch(tmp_path):
+    """`stylert export edit --flavor winograd`: FACEMUG's five 3x3 convs of 256+ channels at 16x16 in the form, the
+    export's parity check passed, and stylert's CPU runtime as close to PyTorch on other inputs as test_edit holds
+    the portable editor (1e-4; FACEMUG's float32 round-off here is 5.4e-5 in both flavours)."""
+    from conftest import cli_export
+
+    path = tmp_path / "edit.onnx"
+    result = cli_export("edit", "--random-init", "--seed", 6, "--resolution", 32, "--bank-resolution", 32,
+                        "--channel-base", 4096, "--encoder-units", "1,1,1,1", "--encoder-size", 32,
+                        "--aggregation-channels", 8, "--flavor", "winograd", "-o", path)
+    assert "parity" in result.stdout and "-> ok" in result.stdout
+    assert stylert.open_model(path, "cpu").metadata["stylert.flavor"] == "winograd" and _winograd_convs(path) == 5
+    err = _runs_as_pytorch(path)
+    print(f"winograd editor against PyTorch: relative error {err:.2e}")
+    assert err < 1e-4
+
+
+def test_winograd_pack_takes_the_form_where_a_graph_has_a_wide_conv(tmp_path):
+    """`stylert export stylize --flavor winograd`: the style generator (256 channels at 16x16 and 32x32) takes the
+    form, the encoder and the region-local model (no such conv) stay portable and say so, the manifest is written,
+    and every graph on stylert's CPU runtime equals PyTorch on other inputs than the export check's."""
+    import json
+
+    from conftest import cli_export
+
+    pack = tmp_path / "pack"
+    result = cli_export("stylize", "--random-init", "--seed", 4, "--pack", pack, "--style", "cartoon", "--with-local",
+                        "--resolution", 32, "--channel-base", 8192, "--channel-max", 256, "--w-dim", 32,
+                        "--encoder-units", "1,1,1,1", "--encoder-size", 32, "--local-width", 8, "--flavor", "winograd")
+    manifest = json.loads((pack / "stylepack.json").read_text())
+    flavors = {g: stylert.open_model(pack / g, "cpu").metadata["stylert.flavor"]
+               for g in (manifest["encoder"], manifest["styles"]["cartoon"]["generator"], manifest["local"])}
+    assert flavors == {"encoder.onnx": "portable", "cartoon.onnx": "winograd", "local.onnx": "portable"}
+    for g in ("encoder.onnx", "local.onnx"):
+        assert f"{g}: no convolution takes the Winograd form; written as the portable graph" in result.stdout
+    assert _winograd_convs(pack / "cartoon.onnx") == 2
+    for g, flavor in flavors.items():
+        err = _runs_as_pytorch(pack / g)
+        print(f"{g} ({flavor}) against PyTorch: relative error {err:.2e}")
+        assert err < 1e-5
+
+
+def test_a_pack_without_a_wide_conv_gets_no_manifest(tmp_path):
+    """A pack none of whose graphs has a conv that takes the form is not written as a winograd pack: the export
+    says so in one line and writes no manifest."""
+    from stylert_export import stylize_export as sx
+
+    src = sx.from_random_init(4, 16, ["cartoon"], channel_base=128, channel_max=16, w_dim=16,
+                              encoder_units=(1, 1, 1, 1), encoder_size=16)
+    with pytest.raises(ExportError, match=r"--flavor winograd: no convolution of this pack's graphs takes the "
+                                          r"Winograd form \(3x3, stride 1, float32, 256\+ input and output channels"):
+        sx.export_pack(src, tmp_path, flavor="winograd", log=lambda *_: None)
+    assert not (tmp_path / "stylepack.json").exists()

@@ -86,12 +86,16 @@ def _phone_folder(folder, call: str, target) -> None:
     print(f"wrote {write_pipeline(folder, call, target)}")
 
 
-def _flavor(parser) -> None:
-    parser.add_argument("--flavor", choices=["portable", "plugin", "winograd"], default="portable",
-                        help="portable: standard ONNX ops (ONNX Runtime, OpenVINO, TensorRT); plugin: one "
-                             "stylert::ModulatedConv2d / BAFSBlend node per layer, for TensorRT with stylert's plugins; "
-                             "winograd: portable ops, 3x3 convs of 256+ channels in Winograd's F(4x4,3x3) form, for "
-                             "CPUs (ONNX Runtime, OpenVINO f32: faster, more memory)")
+FLAVOR_HELP = {
+    "portable": "standard ONNX ops (ONNX Runtime, OpenVINO, TensorRT)",
+    "plugin": "one stylert::ModulatedConv2d / BAFSBlend node per layer, for TensorRT with stylert's plugins",
+    "winograd": "portable ops, 3x3 convs of 256+ channels in Winograd's F(4x4,3x3) form, for CPUs (ONNX Runtime, "
+                "OpenVINO f32: faster, more memory)"}
+
+
+def _flavor(parser, flavors=tuple(FLAVOR_HELP)) -> None:
+    parser.add_argument("--flavor", choices=flavors, default="portable",
+                        help="; ".join(f"{f}: {FLAVOR_HELP[f]}" for f in flavors))
 
 
 def _random_init(parser, resolution: int, *, title: str = "random init (also the seed of freshly initialised parts)",
@@ -175,6 +179,7 @@ def _stylize_arguments(p) -> None:
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="generator checkpoint layout")
     p.add_argument("--encoder-size", type=int, default=256, help="the encoder's input size (pSp: 256)")
     _opset(p)
+    _flavor(p, ("portable", "winograd"))  # a pack's graphs with no qualifying conv stay portable
     _target(p)
     group = _random_init(p, 1024)
     group.add_argument("--encoder-units", default="3,4,14,3", help="IR-SE units per stage (IR-SE-50: 3,4,14,3)")
@@ -208,6 +213,7 @@ def _edit_arguments(p) -> None:
     _output(p, "edit.onnx")
     p.add_argument("--save-checkpoint", metavar="PATH", help="also write the model as a stylert .safetensors checkpoint")
     _opset(p)
+    _flavor(p, ("portable", "winograd"))
     _target(p)
     group = _random_init(p, 256, title="random init (also the seed of the parts --encoder does not hold)",
                          resolution_help="the editing size (the thesis: 256)",
@@ -427,7 +433,9 @@ def _export_stylize(args: argparse.Namespace) -> int:
                 raise ValueError("--save-local needs a region-local model (--with-local or --local)")
             print(f"wrote {sx.save_local(src.local, args.save_local, src.trained, src.description)}")
         target, _ = _phone(args, "stylize")
-        print(f"wrote {sx.export_pack(src, args.pack, opset=args.opset or DEFAULT_OPSET, target=target)}")
+        manifest = sx.export_pack(src, args.pack, opset=args.opset or DEFAULT_OPSET, flavor=args.flavor,
+                                  target=target)
+        print(f"wrote {manifest}")
         _phone_folder(args.pack, "stylize", target)
 
     return _run(export, describe)
@@ -500,7 +508,7 @@ def _export_edit(args: argparse.Namespace) -> int:
         if args.save_checkpoint:
             print(f"wrote {ex.save_facemug(src, args.save_checkpoint)}")
         target, output = _phone(args, "edit")
-        ex.export_edit(src, output, opset=args.opset or DEFAULT_OPSET, target=target)
+        ex.export_edit(src, output, opset=args.opset or DEFAULT_OPSET, flavor=args.flavor, target=target)
         _wrote(output, target)
         _phone_folder(output.parent, "edit", target)
 

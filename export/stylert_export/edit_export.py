@@ -97,7 +97,8 @@ def edit_inputs(model: FACEMUG):
     return make_inputs
 
 
-def export_edit(src: EditSource, output: str | Path, *, opset: int = DEFAULT_OPSET, target=None, log=print):
+def export_edit(src: EditSource, output: str | Path, *, opset: int = DEFAULT_OPSET, flavor: str = "portable",
+                target=None, log=print):
     model = src.model.eval()
     meta = {"stylert.call": "edit", "stylert.method": "facemug", "stylert.source": src.description,
             "stylert.trained": str(src.trained).lower(), "stylert.resolution": model.cfg.size,
@@ -107,7 +108,7 @@ def export_edit(src: EditSource, output: str | Path, *, opset: int = DEFAULT_OPS
     if src.seed is not None:
         meta["stylert.seed"] = src.seed
     return export_checked(model, model, edit_inputs(model), output, output_names=["edited"], metadata=meta,
-                          precision="fp32", opset=opset, target=target, log=log)
+                          precision="fp32", opset=opset, flavor=flavor, target=target, log=log)
 
 
 def rebuild_reference(onnx_path: str | Path, checkpoint: str | Path | None = None) -> FACEMUG:

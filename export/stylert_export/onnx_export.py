@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 import stylert
 
-from .ops.winograd import MIN_CHANNELS, MIN_PIXELS, WinogradForm
+from .ops.winograd import CONDITIONS, WinogradForm
 
 DEFAULT_OPSET = 18  # the lowest opset torch's ONNX exporter writes; ONNX Runtime and TensorRT 10 read it
 FORMAT_VERSION = "1"  # bump when the metadata or I/O contract changes; the runtime checks it
@@ -234,11 +234,13 @@ def check_parity(path: str | Path, reference: Callable[..., torch.Tensor | tuple
 def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Callable[[int, int], dict],
                    output: str | Path, *, output_names: list[str], metadata: dict, precision: str,
                    opset: int = DEFAULT_OPSET, flavor: str = "portable", float64_floor: bool = False,
-                   target=None, log=print):
+                   portable_if_none: bool = False, target=None, log=print):
     """Export `module`, built in `flavor` (portable ONNX, plugin nodes for TensorRT: plugin_ops.in_flavor, or the
     portable graph with its wide 3x3 convolutions in Winograd's form for CPUs: ops.winograd), check it
     against `reference` (always the portable PyTorch model) on ONNX Runtime, and stamp the errors
-    into the metadata; a failed check removes the file and raises ExportError.
+    into the metadata; a failed check removes the file and raises ExportError. Under the winograd flavour a model
+    none of whose convolutions takes the form is refused, or with portable_if_none (one graph of several) written
+    as the portable graph it is, its metadata saying so.
 
     target (a mobile.Target): write a phone artifact beside `output` instead (mobile.export_phone), checked on
     that phone runtime here; its precision replaces `precision`."""
@@ -254,11 +256,14 @@ def export_checked(module: torch.nn.Module, reference: Callable, make_inputs: Ca
     form = WinogradForm() if flavor == "winograd" else None
     export_module(module, make_inputs(2, 0), output_names, output, opset=opset,
                   metadata={**metadata, "stylert.precision": precision, "stylert.flavor": flavor}, form=form)
-    if form is not None and not form.written:
+    if form is not None and not form.written and portable_if_none:
+        log(f"{output.name}: no convolution takes the Winograd form; written as the portable graph")
+        flavor = "portable"
+        set_metadata(output, {"stylert.flavor": flavor})
+    elif form is not None and not form.written:
         output.unlink(missing_ok=True)
         raise ExportError(f"--flavor winograd: no convolution of this {precision} model takes the Winograd form "
-                          f"(3x3, stride 1, float32, {MIN_CHANNELS}+ input and output channels, {MIN_PIXELS}+ output "
-                          "pixels); export it with --flavor portable")
+                          f"({CONDITIONS}); export it with --flavor portable")
     report = check_parity(output, reference, make_inputs, TOLERANCE[precision], flavor=flavor,
                           float64_floor=float64_floor)
     log(str(report))

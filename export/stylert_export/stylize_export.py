@@ -31,6 +31,7 @@ from .generator import from_checkpoint as generator_from_checkpoint
 from .generator import from_random_init as generator_from_random_init
 from .local_style import LocalStyleConfig, LocalStyleNet, random_local_style
 from .onnx_export import DEFAULT_OPSET, ExportError, config_metadata, export_checked, read_metadata
+from .ops.winograd import CONDITIONS
 from .psp import PSPConfig, PSPEncoderW, load_psp_encoder, random_psp_encoder
 from .random_init import random_generator
 from .stylegan2 import Generator, StyleGAN2Config
@@ -123,7 +124,7 @@ def _common_metadata(pack: PackSource, role: str, resolution: int) -> dict:
     return meta
 
 
-def _export_encoder(pack: PackSource, resolution: int, path: Path, opset: int, target, log):
+def _export_encoder(pack: PackSource, resolution: int, path: Path, opset: int, flavor: str, target, log):
     enc = pack.encoder.eval()
 
     def make_inputs(batch, seed):
@@ -133,7 +134,7 @@ def _export_encoder(pack: PackSource, resolution: int, path: Path, opset: int, t
     meta = {**_common_metadata(pack, "encoder", resolution), "stylert.source": pack.description,
             "stylert.w_dim": enc.cfg.w_dim, "stylert.config": json.dumps(enc.cfg.to_json())}
     return export_checked(enc, enc, make_inputs, path, output_names=["w"], metadata=meta, precision="fp32",
-                          opset=opset, target=target, log=log)
+                          opset=opset, flavor=flavor, portable_if_none=True, target=target, log=log)
 
 
 def generator_inputs(cfg: StyleGAN2Config):
@@ -147,7 +148,7 @@ def generator_inputs(cfg: StyleGAN2Config):
     return make_inputs
 
 
-def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, target, log):
+def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, flavor: str, target, log):
     gen = style.generator
     cfg = gen.generator.cfg
     graph = StyleGeneratorGraph(gen.generator.eval())
@@ -160,7 +161,7 @@ def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, 
     for note in gen.notes:
         log(f"note ({style.name}): {note}")
     return export_checked(graph, graph, generator_inputs(cfg), path, output_names=["image"], metadata=meta,
-                          precision="fp32", opset=opset, target=target, log=log)
+                          precision="fp32", opset=opset, flavor=flavor, portable_if_none=True, target=target, log=log)
 
 
 def local_inputs(resolution: int):
@@ -176,13 +177,15 @@ def local_inputs(resolution: int):
     return make_inputs
 
 
-def export_local(pack: PackSource, path: Path, opset: int = DEFAULT_OPSET, target=None, log=print):
+def export_local(pack: PackSource, path: Path, opset: int = DEFAULT_OPSET, flavor: str = "portable", target=None,
+                 log=print):
     """The pack's region-local model alone (a pack's local.onnx)."""
     model = pack.local.eval()
     meta = {**_common_metadata(pack, "local", model.cfg.resolution), "stylert.source": pack.description,
             "stylert.config": json.dumps(model.cfg.to_json()), "stylert.token_stride": 16}
     return export_checked(model, model, local_inputs(model.cfg.resolution), path, output_names=["stylized"],
-                          metadata=meta, precision="fp32", opset=opset, target=target, log=log)
+                          metadata=meta, precision="fp32", opset=opset, flavor=flavor, portable_if_none=True,
+                          target=target, log=log)
 
 
 def _write_exemplar(style: StyleSource, resolution: int, path: Path) -> None:
@@ -201,10 +204,12 @@ def _write_exemplar(style: StyleSource, resolution: int, path: Path) -> None:
     write_image(path, to_uint8(mean_face)[0])
 
 
-def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT_OPSET, target=None,
-                log=print) -> Path:
+def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT_OPSET, flavor: str = "portable",
+                target=None, log=print) -> Path:
     """Export every graph of the pack (each parity-checked) and write its manifest last; for a phone target
-    (mobile.Target) the manifest names its artifacts."""
+    (mobile.Target) the manifest names its artifacts. Under the winograd flavour each graph takes the form where a
+    convolution qualifies and stays portable where none does (its metadata says which); a pack none of whose graphs
+    takes it gets no manifest."""
     from .mobile import SUFFIX
 
     suffix = SUFFIX[target.name] if target is not None else ".onnx"
@@ -226,17 +231,22 @@ def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT
     for note in pack.notes:
         log(f"note: {note}")
     log("encoder:")
-    _export_encoder(pack, resolution, directory / "encoder.onnx", opset, target, log)
+    _export_encoder(pack, resolution, directory / "encoder.onnx", opset, flavor, target, log)
     for s in pack.styles:
         log(f"style '{s.name}' (psi {s.psi}):")
-        _export_style(pack, s, directory / f"{s.name}.onnx", opset, target, log)
+        _export_style(pack, s, directory / f"{s.name}.onnx", opset, flavor, target, log)
         _write_exemplar(s, resolution, directory / f"{s.name}.exemplar.png")
         manifest["styles"][s.name] = {"generator": f"{s.name}{suffix}", "psi": s.psi,
                                       "exemplar": f"{s.name}.exemplar.png", "references": {}}
     if pack.local is not None:
         log("local style transfer:")
-        export_local(pack, directory / "local.onnx", opset, target, log)
+        export_local(pack, directory / "local.onnx", opset, flavor, target, log)
         manifest["local"] = f"local{suffix}"
+    graphs = [manifest["encoder"], *(s["generator"] for s in manifest["styles"].values()), manifest["local"]]
+    if flavor == "winograd" and not any(read_metadata(directory / g)["stylert.flavor"] == flavor for g in graphs if g):
+        raise ExportError(f"--flavor winograd: no convolution of this pack's graphs takes the Winograd form "
+                          f"({CONDITIONS}); its graphs in {directory} are the portable ones, and it has no manifest: "
+                          "export it with --flavor portable")
     write_manifest(directory, manifest)
     return directory / MANIFEST
 

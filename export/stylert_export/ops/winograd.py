@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 MIN_CHANNELS = 256  # input and output channels of a layer that takes the Winograd form
 MIN_PIXELS = 256  # output pixels (16x16) of such a layer
+CONDITIONS = f"3x3, stride 1, float32, {MIN_CHANNELS}+ input and output channels, {MIN_PIXELS}+ output pixels"
 
 _BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
        (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))  # input transform, points 0, +-1, +-2
