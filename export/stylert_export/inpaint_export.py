@@ -79,7 +79,9 @@ def _common(model, method: str) -> dict:
 
 def export_exe_gan(model: EXEModel, output: str | Path, *, opset: int = DEFAULT_OPSET, flavor: str = "portable",
                    target=None, log=print) -> tuple[Path, Path]:
-    """The generator graph at `output` and the exemplar graph beside it, each checked against PyTorch."""
+    """The generator graph at `output` and the exemplar graph beside it, each checked against PyTorch; under the
+    winograd flavour the exemplar encoder takes the form where a convolution qualifies and stays portable where none
+    does (as a pack's graphs)."""
     output = Path(output)
     graph, cfg = model.graph.eval(), model.graph.cfg
     codes = model.exemplar.latent_avg[cfg.psp_start:cfg.psp_start + cfg.num_exemplar_codes]
@@ -90,7 +92,8 @@ def export_exe_gan(model: EXEModel, output: str | Path, *, opset: int = DEFAULT_
     extra = exemplar_path(output)
     export_checked(model.exemplar.eval(), model.exemplar, exemplar_inputs(model.resolution), extra,
                    output_names=["codes"], metadata={**meta, "stylert.role": "exemplar"}, precision="fp32",
-                   opset=opset, target=target, log=log)
+                   opset=opset, flavor="winograd" if flavor == "winograd" else "portable", portable_if_none=True,
+                   target=target, log=log)
     default = base64.b64encode(codes.detach().float().numpy().astype("<f4").tobytes()).decode()
     module = in_flavor(graph, lambda: EXEInpaintGraph(EXEGenerator(cfg), graph.w_avg), flavor)
     export_checked(module, graph, exe_inputs(graph), output, output_names=["inpainted"],

@@ -728,7 +728,8 @@ def _operands_in_rank4(program) -> None:
         out = node.meta.get("val")
         if node.op != "call_function" or not (isinstance(out, torch.Tensor) and out.dim() == 4):
             continue
-        if node.target == torch.ops.aten.rsub.Scalar and len(node.args) == 2 and not node.kwargs:
+        if (node.target == torch.ops.aten.rsub.Scalar and len(node.args) == 2 and not node.kwargs
+                and isinstance(node.args[1], (int, float))):
             node.target, node.args = torch.ops.aten.sub.Tensor, node.args[::-1]
         if node.target not in ELEMENTWISE:
             continue
@@ -736,14 +737,15 @@ def _operands_in_rank4(program) -> None:
         with graph.inserting_before(node):
             for i, arg in enumerate(args[:2]):
                 val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
-                if isinstance(val, torch.Tensor) and val.dim() < 4 and all(isinstance(d, int) for d in val.shape):
+                if (isinstance(val, torch.Tensor) and val.dim() < 4 and all(isinstance(d, int) for d in val.shape)
+                        and (val.dim() > 0 or val.dtype == out.dtype)):  # a 0-d one of another dtype: no promotion
                     shape = [1] * (4 - val.dim()) + list(val.shape)
                     args[i] = graph.call_function(torch.ops.aten.view.default, (arg, shape))
                     args[i].meta["val"] = val.view(shape)
                 elif isinstance(arg, (int, float)):
                     args[i] = graph.call_function(torch.ops.aten.full.default, ([1, 1, 1, 1], arg),
                                                   {"dtype": out.dtype})
-                    args[i].meta["val"] = torch.full([1, 1, 1, 1], arg, dtype=out.dtype)
+                    args[i].meta["val"] = out.new_full([1, 1, 1, 1], arg)
         node.args = tuple(args)
     program.graph_module.recompile()
 

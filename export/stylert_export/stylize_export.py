@@ -177,9 +177,10 @@ def local_inputs(resolution: int):
     return make_inputs
 
 
-def export_local(pack: PackSource, path: Path, opset: int = DEFAULT_OPSET, flavor: str = "portable", target=None,
+def export_local(pack: PackSource, path: Path, opset: int = DEFAULT_OPSET, *, flavor: str = "portable", target=None,
                  log=print):
-    """The pack's region-local model alone (a pack's local.onnx)."""
+    """The pack's region-local model alone (a pack's local.onnx); under the winograd flavour, portable where no
+    convolution takes the form (as every graph of a pack)."""
     model = pack.local.eval()
     meta = {**_common_metadata(pack, "local", model.cfg.resolution), "stylert.source": pack.description,
             "stylert.config": json.dumps(model.cfg.to_json()), "stylert.token_stride": 16}
@@ -207,9 +208,10 @@ def _write_exemplar(style: StyleSource, resolution: int, path: Path) -> None:
 def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT_OPSET, flavor: str = "portable",
                 target=None, log=print) -> Path:
     """Export every graph of the pack (each parity-checked) and write its manifest last; for a phone target
-    (mobile.Target) the manifest names its artifacts. Under the winograd flavour each graph takes the form where a
-    convolution qualifies and stays portable where none does (its metadata says which); a pack none of whose graphs
-    takes it gets no manifest."""
+    (mobile.Target) the manifest names its artifacts; a manifest already there is removed first (it would name the
+    graphs this export replaces). Under the winograd flavour each graph takes the form where a convolution qualifies
+    and stays portable where none does (its metadata says which); a pack none of whose graphs takes it gets no
+    manifest."""
     from .mobile import SUFFIX
 
     suffix = SUFFIX[target.name] if target is not None else ".onnx"
@@ -230,6 +232,9 @@ def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT
                 "trained": pack.trained and all(s.generator.trained for s in pack.styles)}
     for note in pack.notes:
         log(f"note: {note}")
+    if (directory / MANIFEST).exists():  # it would name graphs this export replaces; written again at the end
+        (directory / MANIFEST).unlink()
+        log(f"{directory / MANIFEST}: removed until every graph is exported again")
     log("encoder:")
     _export_encoder(pack, resolution, directory / "encoder.onnx", opset, flavor, target, log)
     for s in pack.styles:
@@ -240,13 +245,13 @@ def export_pack(pack: PackSource, directory: str | Path, *, opset: int = DEFAULT
                                       "exemplar": f"{s.name}.exemplar.png", "references": {}}
     if pack.local is not None:
         log("local style transfer:")
-        export_local(pack, directory / "local.onnx", opset, flavor, target, log)
+        export_local(pack, directory / "local.onnx", opset, flavor=flavor, target=target, log=log)
         manifest["local"] = f"local{suffix}"
     graphs = [manifest["encoder"], *(s["generator"] for s in manifest["styles"].values()), manifest["local"]]
     if flavor == "winograd" and not any(read_metadata(directory / g)["stylert.flavor"] == flavor for g in graphs if g):
         raise ExportError(f"--flavor winograd: no convolution of this pack's graphs takes the Winograd form "
-                          f"({CONDITIONS}); its graphs in {directory} are the portable ones, and it has no manifest: "
-                          "export it with --flavor portable")
+                          f"({CONDITIONS}); its graphs in {directory} are the portable ones, and no manifest is "
+                          "written: export it with --flavor portable")
     write_manifest(directory, manifest)
     return directory / MANIFEST
 
