@@ -662,9 +662,10 @@ class NoisyConvs(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        torch.manual_seed(3)
-        self.conv1, self.conv2 = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1)
-        self.register_buffer("noise", torch.randn(6, 6))
+        with torch.random.fork_rng():  # seeded weights, the process's own generator left as it was
+            torch.manual_seed(3)
+            self.conv1, self.conv2 = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1)
+            self.register_buffer("noise", torch.randn(6, 6))
 
     def forward(self, x):
         y = torch.nn.functional.leaky_relu(self.conv1(x), 0.2) * 2 ** 0.5 + self.noise * 0.1
