@@ -10,7 +10,6 @@ pixel distance, and relative to the inter-ocular distance). Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -18,7 +17,7 @@ import time
 import cv2
 import numpy as np
 
-from stylert.tools.bench import machine
+from stylert.tools.bench import machine, write_json
 from stylert.faces.imageio import read_image
 from stylert.faces.pipeline import DETECT_SIZE, FacePipeline
 
@@ -64,9 +63,7 @@ def main(argv=None) -> int:
               f"{row.get('landmark_max_px', float('nan')):.2f} px ({row.get('landmark_max_rel_iod', float('nan')):.2%} "
               "of the eye distance)", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "detect_size": DETECT_SIZE, "rows": rows}, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"machine": machine(), "detect_size": DETECT_SIZE, "rows": rows}, indent=1)
     return 0
 
 

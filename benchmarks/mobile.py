@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from stylert.tools.bench import in_child, machine, peak_rss_mb, percentiles
+from stylert.tools.bench import in_child, machine, peak_rss_mb, percentiles, write_json
 
 
 def exporter(call: str, resolution: int, channel_base: int):
@@ -185,8 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"schema": "stylert.bench.mobile/1", "machine": info, "call": args.call, "resolution": args.resolution,
               "channel_base": args.channel_base, "batch": 1, "iters": args.iters, "rows": rows}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return result
 
 

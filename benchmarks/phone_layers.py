@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile import child
-from stylert.tools.bench import in_child, machine
+from stylert.tools.bench import in_child, machine, write_json
 
 LAYERS = {  # name -> (in channels, out channels, input side, up)
     "3x3 conv, 128 ch at 256": (128, 128, 256, 1),
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{x['p50_ms'] / o['p50_ms']:6.2f}x {r['rel']:8.1e}")
     result = {"schema": "stylert.bench.phone_layers/1", "machine": info, "iters": args.iters, "rows": rows}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return result
 
 

@@ -10,7 +10,6 @@ and the report says so; with a trained checkpoint they are comparable to the pap
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import stylert
+from stylert.tools.bench import write_json
 from stylert.tools.degrade import MODELS
 from stylert.faces.imageio import IMAGE_SUFFIXES, read_image
 
@@ -65,9 +65,8 @@ def main() -> int:
     for k in ("degraded", "restored"):
         print(f"{k:10} {mean[k]['psnr']:9.2f} {mean[k]['ssim']:7.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"schema": "stylert.bench.quality/1", "model": restorer.model.metadata,
-                                               "trained": restorer.trained, "mean": mean, "images": rows}, indent=2))
-        print(f"wrote {args.json}")
+        write_json(args.json, {"schema": "stylert.bench.quality/1", "model": restorer.model.metadata,
+                               "trained": restorer.trained, "mean": mean, "images": rows})
     return 0
 
 

@@ -18,7 +18,6 @@ flavour leaves a convolution direct, to be taken again on another CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ from latency import measure
 from mobile import exporter
 from stylert.runtime.model import cpu_flags
 from stylert.runtime.precision import native_bf16
-from stylert.tools.bench import bench, feeds_for, machine
+from stylert.tools.bench import bench, feeds_for, machine, write_json
 
 FLAVORS = ("portable", "winograd")
 LAYERS = [(16, 16, 512), (32, 32, 512), (64, 64, 256), (128, 128, 256), (128, 128, 128), (128, 128, 64),
@@ -66,25 +65,8 @@ def layers(out: Path, iters: int) -> dict:
     return {"schema": "stylert.bench.winograd_layers/1", "machine": machine(), "iters": iters, "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("call", choices=["retouch", "generator", "edit", "layers"])
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--channel-base", type=int, default=32768, help="32768: config-F widths")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per row")
-    parser.add_argument("--duration", type=float, default=40.0, help="seconds of timed runs per row (at least 5)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the backend's)")
-    parser.add_argument("--out", required=True, help="folder for the exported graphs")
-    parser.add_argument("--iters", type=int, default=20, help="layers: timed runs of each graph")
-    parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
-    if args.call == "layers":
-        result = layers(Path(args.out), args.iters)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
-        return result
-
+def flavours(args: argparse.Namespace) -> dict:
+    """The call's two graphs, exported if not in --out already, timed on the CPU backends and compared."""
     import stylert
     from stylert.errors import UntrainedWeightsWarning
 
@@ -132,11 +114,26 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"winograd output vs portable output on ONNX Runtime, same inputs: relative {rel:.1e}")
     result = {"schema": "stylert.bench.winograd/1", "call": args.call, "resolution": args.resolution,
               "channel_base": args.channel_base, "bench": report, "winograd_vs_portable_rel": rel}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
     return result
 
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("call", choices=["retouch", "generator", "edit", "layers"])
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--channel-base", type=int, default=32768, help="32768: config-F widths")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up per row")
+    parser.add_argument("--duration", type=float, default=40.0, help="seconds of timed runs per row (at least 5)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the backend's)")
+    parser.add_argument("--out", required=True, help="folder for the exported graphs")
+    parser.add_argument("--iters", type=int, default=20, help="layers: timed runs of each graph")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    result = layers(Path(args.out), args.iters) if args.call == "layers" else flavours(args)
+    if args.json:
+        write_json(args.json, result)
+    return result
 
 if __name__ == "__main__":
     main()

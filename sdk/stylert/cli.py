@@ -127,7 +127,7 @@ def _int_list(text: str) -> list[int]:
 def _cmd_bench(args) -> int:
     from tqdm import tqdm
 
-    from .tools.bench import bench, format_table, plot
+    from .tools.bench import bench, format_table, plot, write_json
 
     backends = [b for b in args.backend.split(",") if b]
     total = len(args.models) * len(args.batch) * (len(backends) + (args.reference and "torch" not in backends))
@@ -141,8 +141,7 @@ def _cmd_bench(args) -> int:
             raise StylertError(str(exc)) from None
     print(format_table(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-        print(f"wrote {args.json}")
+        write_json(args.json, report, indent=1)
     if args.plot:
         try:
             plot(report, args.plot)

@@ -26,6 +26,7 @@ timed iteration (--loops; GRIG's steps)}.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -60,6 +61,12 @@ def machine() -> dict:
     except ImportError:
         pass
     return found
+
+
+def write_json(path: str | Path, result: dict, *, indent: int = 2) -> None:
+    """A benchmark's result as JSON at `path`, and a line saying where."""
+    Path(path).write_text(json.dumps(result, indent=indent))
+    print(f"wrote {path}")
 
 
 def percentiles(ms: list[float]) -> dict:
