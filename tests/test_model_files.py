@@ -47,8 +47,9 @@ def refused(path: Path, open_it, *, allow_success: bool = False, key: str | None
 
 
 def _metadata_edit(src: Path, dst: Path, **updates) -> Path:
-    """src's graph with its metadata_props updated (None removes a key), saved as dst."""
-    model = onnx.load(str(src))
+    """src's graph with its metadata_props updated (None removes a key), saved as dst (weights src keeps in an
+    external file stay there: dst beside src shares them)."""
+    model = onnx.load(str(src), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     props.update({f"stylert.{k}": v for k, v in updates.items()})
     del model.metadata_props[:]
@@ -291,7 +292,9 @@ CALL_KEYS = {
 @pytest.mark.parametrize("case", list(CALL_KEYS))
 def test_call_metadata_missing_or_malformed(case, request, tmp_path):
     fixture, pick, cls_name, keys = CALL_KEYS[case]
-    src = request.getfixturevalue(fixture)[pick]
+    src = tmp_path / "intact.onnx"  # its weights in one external file, which every edited copy below shares
+    onnx.save(onnx.load(str(request.getfixturevalue(fixture)[pick])), str(src), save_as_external_data=True,
+              location="intact.weights")
     cls = getattr(stylert, cls_name)
     refused(src, lambda: cls(src, "cpu"), allow_success=True)  # the intact model opens
     escapes = []
