@@ -194,6 +194,58 @@ def test_ncnn_runs_token_tensors(tmp_path):
     assert got.shape == want.shape and rel_error(got, want) < 1e-4
 
 
+def test_ncnn_runs_the_style_attention_mask(tmp_path):
+    """The region-local model's style attention (LFFM: keys outside the style region get a -1e4 logit, from a
+    comparison ncnn has no layer for, written as 1 - Ceil(Clip(m, 0, 1))) exported for ncnn and run there within
+    1e-4 of PyTorch on masks with empty tokens it never saw; with every key let in the output moves by far more."""
+    needs_executorch()
+    from stylert_export.local_style import LFFM
+    from stylert_export.mobile import Target, artifact_path, export_phone
+
+    torch.manual_seed(0)
+    lffm = LFFM(16, 8).eval()
+
+    def make(batch, seed):
+        g = torch.Generator().manual_seed(seed)
+        ms = torch.rand(batch, 1, 6, 6, generator=g) * (torch.rand(batch, 1, 6, 6, generator=g) < 0.5)
+        return {"fc": torch.randn(batch, 16, 6, 6, generator=g), "fs": torch.randn(batch, 16, 6, 6, generator=g),
+                "mc": torch.rand(batch, 1, 6, 6, generator=g), "ms": ms}
+
+    target = Target("ncnn")
+    report = export_phone(lffm, lffm, make, tmp_path / "lffm.onnx", output_names=["fused"], metadata={}, target=target,
+                          log=quiet)
+    assert report.rel < 1e-4
+    inputs = make(1, 99)
+    assert 0 < (inputs["ms"] == 0).sum() < inputs["ms"].numel()
+    got = run_ncnn(artifact_path(tmp_path / "lffm.onnx", target), inputs, "fused")
+    with torch.no_grad():
+        want, unmasked = lffm(**inputs).numpy(), lffm(**{**inputs, "ms": torch.ones_like(inputs["ms"])}).numpy()
+    assert got.shape == want.shape and rel_error(got, want) < 1e-4
+    assert rel_error(unmasked, want) > 1e-2
+
+
+def test_ncnn_runs_a_u_block_down_to_one_pixel(tmp_path):
+    """A residual U-block (the region-local model's encoders are built of them) whose deepest max pooling takes a
+    1x1 map, as at small sizes: exported for ncnn and run there within 1e-4 of PyTorch on an input it never saw."""
+    needs_executorch()
+    from stylert_export.local_style import RSU
+    from stylert_export.mobile import Target, artifact_path, export_phone
+
+    torch.manual_seed(0)
+    block = RSU(5, 8, 4, 8).eval()  # 4x4 -> 2x2 -> 1x1 -> 1x1 (ceil mode)
+
+    def make(batch, seed):
+        return {"x": torch.randn(batch, 8, 4, 4, generator=torch.Generator().manual_seed(seed))}
+
+    target = Target("ncnn")
+    export_phone(block, block, make, tmp_path / "rsu.onnx", output_names=["y"], metadata={}, target=target, log=quiet)
+    inputs = make(1, 99)
+    got = run_ncnn(artifact_path(tmp_path / "rsu.onnx", target), inputs, "y")
+    with torch.no_grad():
+        want = block(**inputs).numpy()
+    assert got.shape == want.shape and rel_error(got, want) < 1e-4
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_ort_mobile_matches_pytorch(phone_models, name):
     """The .ort file on ONNX Runtime (which reads the ORT format a phone's runtime reads) against PyTorch, on inputs

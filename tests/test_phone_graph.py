@@ -172,3 +172,46 @@ def test_squeeze_to_rank1_as_reshape_for_ncnn():
     higher = graph([helper.make_node("Squeeze", ["x", "a"], ["y"])], {"x": [1, 1, 4]}, ("y", [1, 4]),
                    {"a": np.array([1], np.int64)})
     assert rewrite_for_ncnn(higher) == {}
+
+
+def test_at_most_as_a_float_mask_for_ncnn():
+    """For ncnn (no comparison layer): Cast(LessOrEqual(x, c), float) as 1 - Ceil(Clip(x - c, 0, 1)), the same mask
+    bit for bit on values at c, one float step either side of it, far from it and random; a comparison with a value
+    the graph computes stays."""
+    from stylert_export.phone_graph import rewrite_for_ncnn
+
+    nodes = [helper.make_node("LessOrEqual", ["x", "c"], ["le"]),
+             helper.make_node("Cast", ["le"], ["m"], to=TensorProto.FLOAT)]
+    mask = graph(nodes, {"x": [1, 2, 64]}, ("m", [1, 2, 64]), {"c": np.float32(0.25)})
+    ncnn_graph = onnx.ModelProto()
+    ncnn_graph.CopyFrom(mask)
+    assert rewrite_for_ncnn(ncnn_graph) == {"LessOrEqual": 1}
+    assert not ops(ncnn_graph) & {"LessOrEqual", "Cast"}
+    c = np.float32(0.25)
+    edges = [c, np.nextafter(c, np.float32(1)), np.nextafter(c, np.float32(0)), 0, -0.0, 1.25, 1e30, -1e30,
+             np.float32(1.4e-45)]
+    x = np.random.default_rng().standard_normal(128).astype(np.float32)
+    x[:len(edges)] = edges
+    feeds = {"x": x.reshape(1, 2, 64)}
+    got, want = run(ncnn_graph, feeds), run(mask, feeds)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(want[0, 0, :len(edges)], [1, 0, 1, 1, 1, 0, 0, 1, 1])
+    assert rewrite_for_ncnn(graph(nodes, {"x": [1, 2, 64], "c": [1]}, ("m", [1, 2, 64]))) == {}
+
+
+def test_pool_of_one_pixel_as_identity_for_ncnn():
+    """For ncnn: a max pooling (ceil mode) from a 1x1 map to a 1x1 map is the map itself; one over a larger map
+    stays."""
+    from stylert_export.phone_graph import rewrite_for_ncnn
+
+    def pool(side, out):
+        return graph([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)],
+                     {"x": [1, 4, side, side]}, ("y", [1, 4, out, out]))
+
+    one = pool(1, 1)
+    ncnn_graph = onnx.ModelProto()
+    ncnn_graph.CopyFrom(one)
+    assert rewrite_for_ncnn(ncnn_graph) == {"MaxPool": 1} and ops(ncnn_graph) == {"Identity"}
+    feeds = feeds_for(one, np.random.default_rng())
+    np.testing.assert_array_equal(run(ncnn_graph, feeds), run(one, feeds))
+    assert rewrite_for_ncnn(pool(3, 2)) == {}

@@ -7,8 +7,8 @@ a constant, which NNAPI, Core ML and XNNPACK need. Shapes are fixed at batch 1, 
 
 ort-mobile: the ONNX graph at fixed shapes (fp16: float16 inside, float32 inputs and outputs), ONNX Runtime's
   mobile usability checker (its report saved as NAME.usability.txt, the NNAPI and Core ML MLProgram partitions in
-  NAME.ort.json), then onnxruntime's own `convert_onnx_models_to_ort` at the "basic" optimisation level: NAME.ort and NAME.required_operators.config
-  (the operators a minimal runtime build needs).
+  NAME.ort.json), then onnxruntime's own `convert_onnx_models_to_ort` at the "basic" optimisation level: NAME.ort
+  and NAME.required_operators.config (the operators a minimal runtime build needs).
 executorch: `torch.export` of the module, parameters folded into constants (a conv weight computed from a
   parameter, such as a transposed or flipped filter, becomes a static one), stride-2 transposed convolutions
   written as four phase convolutions in fp32 and fp16 (_transposed_conv_as_phases), elementwise operands of rank
@@ -18,9 +18,10 @@ executorch: `torch.export` of the module, parameters folded into constants (a co
   (executorch only): XNNPACK's dynamic quantization, int8 weights per output channel and activations quantized as
   the model runs.
 ncnn: the ONNX graph at fixed shapes with the ort-mobile rewrites (every tensor of rank 4 at most, which ncnn's
-  layers need) and phone_graph.rewrite_for_ncnn's (what pnnx converts wrongly), converted by pnnx (ncnn's
-  converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for fp16 (ncnn's own weight storage; run here
-  in float32 arithmetic); NAME.ncnn.param.json names each input's and output's blob and batch axis.
+  layers need) and phone_graph.rewrite_for_ncnn's (what pnnx converts wrongly, and a comparison ncnn has no layer
+  for), converted by pnnx (ncnn's converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for fp16
+  (ncnn's own weight storage; run here in float32 arithmetic); NAME.ncnn.param.json names each input's and output's
+  blob and batch axis.
 
 Each artifact then runs on its own runtime here (onnxruntime for `.ort`, `executorch.runtime` for `.pte`, the ncnn
 wheel for `.ncnn.param`) on fresh

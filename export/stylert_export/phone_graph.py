@@ -23,12 +23,17 @@ and the artifact's parity check against PyTorch covers them.
   Reshape to rank 6, Transpose, Reshape   -> a depthwise one-hot Conv of stride r: PixelUnshuffle in rank 4
   Slice(x, 0 to the end, steps s on H, W) -> MaxPool of kernel 1, stride s: subsampling (ncnn: no strided Slice)
 
-For ncnn only (rewrite_for_ncnn, after the above; pnnx 20261020 converts these wrongly):
+For ncnn only (rewrite_for_ncnn, after the above; pnnx 20261020 and ncnn take the first three wrongly, ncnn has no
+layer for the fourth):
   ReduceMean of a rank-3 tensor over axis 1 or 2 -> MatMul with a constant averaging vector (pnnx writes ncnn's
                                             Reduction with no axes for a tensor without a batch axis: it reduced
                                             nothing)
   Squeeze to rank 1                       -> Reshape to that shape (pnnx fuses such Squeezes of Slices into one
                                             unbind whose single values ncnn cannot reshape)
+  MaxPool from a 1x1 map to a 1x1 map     -> Identity (ncnn's Pooling with ceil mode on a 1x1 map wrote garbage, 1e33:
+                                            U^2-Net's deepest pooling at small sizes)
+  Cast(LessOrEqual(x, constant c), float) -> 1 - Ceil(Clip(x - c, 0, 1))  (ncnn: no comparison layer; exact: x - c
+                                            is 0 only where x = c, and Ceil takes every value of (0, 1] to 1)
 """
 from __future__ import annotations
 
@@ -522,10 +527,7 @@ def rewrite_for_phones(model: onnx.ModelProto) -> dict[str, int]:
     """Apply REWRITES and SEQUENCES in place where they hold for this graph; {what: times rewritten}."""
     g = _Graph(model)
     done: dict[str, int] = {}
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(model)
     producers = {o: n for n in model.graph.node for o in n.output}
 
     def count(what):
@@ -558,6 +560,15 @@ def rewrite_for_phones(model: onnx.ModelProto) -> dict[str, int]:
             count(node.op_type)
     _set_nodes(model, nodes)
     return done
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list]:
+    """{tensor name: the nodes that take it}."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
 
 
 def _rewritten(g: _Graph, node, table: dict) -> list | None:
@@ -603,16 +614,48 @@ def _squeeze_to_rank1(g: _Graph, node) -> list | None:
                              list(node.output))]
 
 
-NCNN_REWRITES = {"ReduceMean": _token_mean, "Squeeze": _squeeze_to_rank1}
+def _at_most_as_float(g: _Graph, node, consumers: dict) -> list | None:
+    """A float LessOrEqual(x, constant c) whose one consumer casts it to float32: the float mask it gives, as
+    1 - Ceil(Clip(x - c, 0, 1)), written in the Cast's place."""
+    x, c = node.input
+    users = consumers.get(node.output[0], [])
+    if (c not in g.constants or g.np_dtype(x) != np.float32 or len(users) != 1 or users[0].op_type != "Cast"
+            or attribute(users[0], "to") != onnx.TensorProto.FLOAT
+            or node.output[0] in {o.name for o in g.graph.output}):
+        return None
+    above, clipped, step = g.fresh("above"), g.fresh("clipped"), g.fresh("step")
+    one = g.constant(np.array(1, np.float32), "one")
+    return [helper.make_node("Sub", [x, c], [above]),
+            helper.make_node("Clip", [above, g.constant(np.array(0, np.float32), "zero"), one], [clipped]),
+            helper.make_node("Ceil", [clipped], [step]),
+            helper.make_node("Sub", [one, step], list(users[0].output))]
+
+
+def _pool_of_one_pixel(g: _Graph, node) -> list | None:
+    """A MaxPool from a 1x1 map to a 1x1 map is the map itself: an Identity."""
+    shape, out = g.shapes.get(node.input[0]), g.shapes.get(node.output[0])
+    if shape is None or len(node.output) != 1 or shape[2:] != [1, 1] or out != shape:
+        return None
+    return [helper.make_node("Identity", [node.input[0]], list(node.output))]
+
+
+NCNN_REWRITES = {"ReduceMean": _token_mean, "Squeeze": _squeeze_to_rank1, "MaxPool": _pool_of_one_pixel}
 
 
 def rewrite_for_ncnn(model: onnx.ModelProto) -> dict[str, int]:
-    """Apply NCNN_REWRITES in place where they hold; {op: times rewritten}."""
+    """Apply NCNN_REWRITES in place where they hold, and _at_most_as_float (its Cast dropped); {op: times
+    rewritten}."""
     g = _Graph(model)
     done: dict[str, int] = {}
-    nodes = []
+    consumers = _consumers(model)
+    nodes, skip = [], set()
     for node in model.graph.node:
-        replaced = _rewritten(g, node, NCNN_REWRITES)
+        if id(node) in skip:
+            continue
+        if node.op_type == "LessOrEqual" and (replaced := _at_most_as_float(g, node, consumers)):
+            skip.add(id(consumers[node.output[0]][0]))
+        else:
+            replaced = _rewritten(g, node, NCNN_REWRITES)
         if replaced is None:
             nodes.append(node)
         else:

@@ -165,15 +165,21 @@ def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, 
 
 
 def local_inputs(resolution: int):
+    """Random images, each mask a half-size square at a random place: the style mask's tokens outside it are
+    empty, which the model's attention must leave out."""
     def make_inputs(batch, seed):
         g = torch.Generator().manual_seed(seed)
-        box = torch.zeros(batch, 1, resolution, resolution)
-        for i in range(batch):
-            y, x = torch.randint(0, resolution // 2, (2,), generator=g).tolist()
-            box[i, :, y:y + resolution // 2, x:x + resolution // 2] = 1
+
+        def box():
+            mask = torch.zeros(batch, 1, resolution, resolution)
+            for i in range(batch):
+                y, x = torch.randint(0, resolution // 2, (2,), generator=g).tolist()
+                mask[i, :, y:y + resolution // 2, x:x + resolution // 2] = 1
+            return mask
+
         return {"content": torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1,
                 "style": torch.rand(batch, 3, resolution, resolution, generator=g) * 2 - 1,
-                "content_mask": box, "style_mask": torch.ones(batch, 1, resolution, resolution)}
+                "content_mask": box(), "style_mask": box()}
     return make_inputs
 
 
