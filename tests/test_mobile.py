@@ -196,8 +196,9 @@ def test_ncnn_runs_token_tensors(tmp_path):
 
 def test_ncnn_runs_the_style_attention_mask(tmp_path):
     """The region-local model's style attention (LFFM: keys outside the style region get a -1e4 logit, from a
-    comparison ncnn has no layer for, written as 1 - Ceil(Clip(m, 0, 1))) exported for ncnn and run there within
-    1e-4 of PyTorch on masks with empty tokens it never saw; with every key let in the output moves by far more."""
+    comparison ncnn has no layer for, which rewrite_for_ncnn writes in arithmetic) exported for ncnn and run there
+    within 1e-4 of PyTorch on masks with empty tokens it never saw; with every key let in the output moves by far
+    more."""
     needs_executorch()
     from stylert_export.local_style import LFFM
     from stylert_export.mobile import Target, artifact_path, export_phone

@@ -176,8 +176,8 @@ def test_squeeze_to_rank1_as_reshape_for_ncnn():
 
 def test_at_most_as_a_float_mask_for_ncnn():
     """For ncnn (no comparison layer): Cast(LessOrEqual(x, c), float) as 1 - Ceil(Clip(x - c, 0, 1)), the same mask
-    bit for bit on values at c, one float step either side of it, far from it and random; a comparison with a value
-    the graph computes stays."""
+    bit for bit on values at c, one float step either side of it, zero, a subnormal, far from it and random; a
+    comparison with a value the graph computes stays."""
     from stylert_export.phone_graph import rewrite_for_ncnn
 
     nodes = [helper.make_node("LessOrEqual", ["x", "c"], ["le"]),
