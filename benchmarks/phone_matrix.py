@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from stylert.tools.bench import machine
+from stylert.tools.bench import machine, write_json
 
 SMALL = {  # call -> its export options at a small configuration (the test suite's kind)
     "retouch": "retouch --random-init --seed 5 --resolution 32 --channel-base 256 --channel-max 16 --w-dim 16",
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"schema": "stylert.bench.phone_matrix/1", "machine": info, "size": args.size,
               "rows": [{"call": c, "target": t, "precision": p, **row} for (c, t, p), row in rows.items()]}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(args.json, result, indent=1)
     if args.markdown:
         Path(args.markdown).write_text(table)
     return result

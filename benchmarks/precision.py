@@ -12,7 +12,6 @@ Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -23,7 +22,7 @@ from stylert import open_model
 from stylert.errors import StylertError, UntrainedWeightsWarning
 from stylert.runtime.feeds import feeds_for
 from stylert.runtime.precision import image_output, output_error, written_region
-from stylert.tools.bench import machine
+from stylert.tools.bench import machine, write_json
 
 
 def alternate(path: str, rounds: int) -> dict:
@@ -62,8 +61,7 @@ def main() -> None:
         print(f"{path}: f32 {row['p50_ms']['f32']:.0f} ms, bf16 {row['p50_ms']['bf16']:.0f} ms (p50 of "
               f"{args.rounds}): bf16 {row['bf16_speedup']:.2f}x; bf16 vs f32 {row['bf16_error']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(args.json, report, indent=1)
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ def main() -> int:
     params = dict(p.split("=", 1) for p in args.params.split("&") if p)
     body = args.photo.read_bytes()
     expected, reference = single_call(args.model, args.photo, params, args.single_runs)
-    from stylert.tools.bench import machine
+    from stylert.tools.bench import machine, write_json
 
     report = {"schema": "stylert.serve_load/1", "machine": machine(), "model": args.model, "photo": str(args.photo),
               "params": params, "serve_args": serve_args, "single_call": reference, "runs": []}
@@ -278,8 +278,7 @@ def main() -> int:
           f"{len(service.leftover)} process(es) left behind")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-        print(f"wrote {args.json}")
+        write_json(args.json, report, indent=1)
     bad = any(r["corrupted"] for r in report["runs"]) or service.leftover or report["exit_status"] != 0
     return 1 if bad else 0
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-from pathlib import Path
 
 import torch
 
-from stylert.tools.bench import machine
+from stylert.tools.bench import machine, write_json
 
 PARTS = ("encoder", "bank", "diffuser", "net")
 
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"schema": "stylert.bench.vsp_fp16_weights/1", "machine": machine(), "resolution": args.resolution,
               "seed": args.seed, "relative_error": rows, "parameters": params}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(args.json, result, indent=1)
     return result
 
 
