@@ -225,25 +225,25 @@ def test_ncnn_runs_the_style_attention_mask(tmp_path):
     assert rel_error(unmasked, want) > 1e-2
 
 
-def test_ncnn_runs_a_u_block_down_to_one_pixel(tmp_path):
-    """A residual U-block (the region-local model's encoders are built of them) whose deepest max pooling takes a
-    1x1 map, as at small sizes: exported for ncnn and run there within 1e-4 of PyTorch on an input it never saw."""
+def test_ncnn_runs_the_region_local_model(tmp_path):
+    """The region-local stylization model at 32x32, whose U-blocks max-pool a 1x1 map (which ncnn 1.0.20261020 got
+    wrong), exported for ncnn and run there within 1e-4 of PyTorch on inputs the export never saw, the style mask
+    leaving tokens empty."""
     needs_executorch()
-    from stylert_export.local_style import RSU
-    from stylert_export.mobile import Target, artifact_path, export_phone
+    from stylert_export import stylize_export as sx
+    from stylert_export.mobile import Target, artifact_path
 
-    torch.manual_seed(0)
-    block = RSU(5, 8, 4, 8).eval()  # 4x4 -> 2x2 -> 1x1 -> 1x1 (ceil mode)
-
-    def make(batch, seed):
-        return {"x": torch.randn(batch, 8, 4, 4, generator=torch.Generator().manual_seed(seed))}
-
+    pack = sx.from_random_init(4, 32, ["cartoon"], with_local=True, channel_base=256, channel_max=32, w_dim=32,
+                               encoder_units=(1, 1, 1, 1), encoder_size=32, local_width=8)
     target = Target("ncnn")
-    export_phone(block, block, make, tmp_path / "rsu.onnx", output_names=["y"], metadata={}, target=target, log=quiet)
-    inputs = make(1, 99)
-    got = run_ncnn(artifact_path(tmp_path / "rsu.onnx", target), inputs, "y")
+    sx.export_local(pack, tmp_path / "local.onnx", target=target, log=quiet)
+    inputs = sx.local_inputs(32)(1, 99)
+    inputs["style_mask"] = torch.zeros(1, 1, 32, 32)
+    inputs["style_mask"][..., 2:14, 4:28] = 1  # the top row of the 2x2 tokens; the bottom row empty
+    assert (torch.nn.functional.adaptive_avg_pool2d(inputs["style_mask"], 2).flatten() > 0).tolist() == [1, 1, 0, 0]
+    got = run_ncnn(artifact_path(tmp_path / "local.onnx", target), inputs, "stylized")
     with torch.no_grad():
-        want = block(**inputs).numpy()
+        want = pack.local.eval()(**inputs).numpy()
     assert got.shape == want.shape and rel_error(got, want) < 1e-4
 
 

@@ -165,8 +165,8 @@ def _export_style(pack: PackSource, style: StyleSource, path: Path, opset: int, 
 
 
 def local_inputs(resolution: int):
-    """Random images, each mask a half-size square at a random place: the style mask's tokens outside it are
-    empty, which the model's attention must leave out."""
+    """Random images, each mask a half-size square at a random place: the style mask's tokens wholly outside it
+    are empty, which the model's attention must leave out."""
     def make_inputs(batch, seed):
         g = torch.Generator().manual_seed(seed)
 
