@@ -13,10 +13,10 @@ executorch: `torch.export` of the module, parameters folded into constants (a co
   parameter, such as a transposed or flipped filter, becomes a static one), stride-2 transposed convolutions
   written as four phase convolutions in fp32 and fp16 (_transposed_conv_as_phases), elementwise operands of rank
   < 4 reshaped to rank 4 (_operands_in_rank4: activations stay channels-last), lowered with XNNPACK's partitioner:
-  NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. fp16: convolution and linear weights in
-  float16 (not in a submodule whose class sets float32_weights), arithmetic in float32 (_weights_in_float16). int8
-  (executorch only): XNNPACK's dynamic quantization, int8 weights per output channel and activations quantized as
-  the model runs.
+  NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. fp16: convolution and linear weights and
+  a matrix product's constant operand in float16 (not in a submodule whose class sets float32_weights), arithmetic
+  in float32 (_weights_in_float16). int8 (executorch only): XNNPACK's dynamic quantization, int8 weights per output
+  channel and activations quantized as the model runs.
 ncnn: the ONNX graph at fixed shapes with the ort-mobile rewrites (every tensor of rank 4 at most, which ncnn's
   layers need) and phone_graph.rewrite_for_ncnn's (what pnnx converts wrongly, and a comparison ncnn has no layer
   for), converted by pnnx (ncnn's converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for fp16
@@ -585,7 +585,9 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
     return convs, convs - left
 
 
-WEIGHTED_OPS = ("aten.convolution.default", "aten.linear.default")  # XNNPACK's convolution and fully connected
+# XNNPACK's convolution and fully connected (aten.mm with a constant right operand: the modulation's affine
+# layers and the demodulation's squared-weight sums, Wsq); args[1] and args[2] are the weight and bias of each
+WEIGHTED_OPS = ("aten.convolution.default", "aten.linear.default", "aten.mm.default")
 
 
 def _float32_scopes(module: torch.nn.Module) -> tuple[str, ...]:
@@ -596,12 +598,13 @@ def _float32_scopes(module: torch.nn.Module) -> tuple[str, ...]:
 
 @contextlib.contextmanager
 def _weights_in_float16(keep: tuple[str, ...]):
-    """While XNNPACK's delegate serialises: convolution and linear weights and biases written in float16 (but those
-    of the ops inside the submodules at `keep`), the arithmetic left in float32. XNNPACK's subgraph takes a float16
-    filter only beside float32 activations (the datatype check of xnn_define_convolution_2d), which it widens once as
-    it packs the weights: those weights take half the bytes in the file, the speed is fp32's. ExecuTorch 1.4.1
-    itself writes a convolution's weight in float32 in any precision (op_conv2d.py: force_fp32), so its visitors for
-    these ops are swapped for ones that do not, and restored."""
+    """While XNNPACK's delegate serialises: the weights and biases of convolutions and fully connected layers (linear,
+    and a matrix product with a constant) written in float16 (but those of the ops inside the submodules at `keep`),
+    the arithmetic left in float32. XNNPACK's subgraph takes a float16 filter only beside float32 activations (the
+    datatype check of xnn_define_convolution_2d), which it widens once as it packs the weights: those weights take
+    half the bytes in the file, the speed is fp32's. ExecuTorch 1.4.1 itself writes a convolution's weight in float32
+    in any precision (op_conv2d.py: force_fp32), so its visitors for these ops are swapped for ones that do not, and
+    restored."""
     import executorch.backends.xnnpack.operators  # noqa: F401  (registers the visitors)
     from executorch.backends.xnnpack.operators.node_visitor import _node_visitor_dict as registry
 
@@ -614,22 +617,24 @@ def _weights_in_float16(keep: tuple[str, ...]):
 
 
 def _half_weights(visitor: type, keep: tuple[str, ...]) -> type:
-    """`visitor` with its float32 constants (weight, bias) serialised in float16, unless its op was traced inside a
-    submodule at `keep` (the op's nn_module_stack); activations stay as they are."""
+    """`visitor` with its float32 constant weight and bias (the op's args[1] and args[2]) serialised in float16,
+    unless its op was traced inside a submodule at `keep` (the op's nn_module_stack); activations, and a constant
+    in the activation's place, stay as they are."""
     from executorch.backends.xnnpack.utils.utils import get_tensor_name, is_param_node
 
     class HalfWeights(visitor):
-        float16 = True
+        halved = ()
 
         def define_node(self, node, *args, **kwargs):
             paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
-            self.float16 = not any(p == k or p.startswith(k + ".") for p in paths for k in keep)
+            kept = any(p == k or p.startswith(k + ".") for p in paths for k in keep)
+            self.halved = () if kept else tuple(node.args[1:3])
             return super().define_node(node, *args, **kwargs)
 
         def define_tensor(self, tensor, *args, **kwargs):
             program = self.exported_program
-            if (not self.float16 or kwargs.get("quant_params") is not None or not is_param_node(program, tensor)
-                    or tensor.meta["val"].dtype != torch.float32):
+            if (tensor not in self.halved or kwargs.get("quant_params") is not None
+                    or not is_param_node(program, tensor) or tensor.meta["val"].dtype != torch.float32):
                 return super().define_tensor(tensor, *args, **kwargs)
             name = get_tensor_name(program, tensor)
             store = program.state_dict if name in program.state_dict else program.constants
