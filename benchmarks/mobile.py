@@ -30,6 +30,13 @@ def exporter(call: str, resolution: int, channel_base: int):
 
         def export(path, target=None, flavor="portable"):
             return rx.export_retoucher(src, path, target=target, flavor=flavor)
+    elif call == "restore":  # QC-StyleGAN
+        from stylert_export import restore_export as qx
+
+        src = qx.from_random_init(0, resolution, channel_base=channel_base)
+
+        def export(path, target=None, flavor="portable"):
+            return qx.export_restorer(src, path, target=target, flavor=flavor)
     elif call == "edit":  # FACEMUG, its feature bank at the published 1024
         from stylert_export import edit_export as ex
 
@@ -141,7 +148,7 @@ def child(path: str, iters: int, warmup: int, queue) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("call", choices=["retouch", "generator"])
+    parser.add_argument("call", choices=["retouch", "restore", "generator"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--channel-base", type=int, default=32768, help="32768: config-F widths")
     parser.add_argument("--iters", type=int, default=20)

@@ -16,7 +16,8 @@ executorch: `torch.export` of the module, parameters folded into constants (a co
   NAME.pte; NAME.pte.json says how many of its convolutions XNNPACK took. fp16: convolution and linear weights and
   a matrix product's constant operand in float16 (not in a submodule whose class sets float32_weights), arithmetic
   in float32 (_weights_in_float16). int8 (executorch only): XNNPACK's dynamic quantization, int8 weights per output
-  channel and activations quantized as the model runs.
+  channel and activations quantized as the model runs; the weights it leaves float (a matrix product's constant
+  operand, a convolution its quantizer does not take) in float16 as in fp16.
 ncnn: the ONNX graph at fixed shapes with the ort-mobile rewrites (every tensor of rank 4 at most, which ncnn's
   layers need) and phone_graph.rewrite_for_ncnn's (what pnnx converts wrongly, and a comparison ncnn has no layer
   for), converted by pnnx (ncnn's converter): NAME.ncnn.param and NAME.ncnn.bin, its weights in float16 for fp16
@@ -560,7 +561,7 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
 
     module = copy.deepcopy(module).eval().requires_grad_(False)  # no gradients: folded constants are plain tensors
     args = tuple(example.values())
-    partitioners, keep = [XnnpackPartitioner()], set()
+    partitioners, keep, float32_scopes = [XnnpackPartitioner()], set(), _float32_scopes(module)
     try:
         with torch.no_grad():
             if precision == "int8":
@@ -575,7 +576,7 @@ def _lower_to_pte(module, example: dict, path: Path, precision: str, dynamic_sha
             _explicit_pool_strides(program)
             _operands_in_rank4(program)
             program = constant_prop_pass(program, custom_skip_targets=keep | get_default_skip_targets_no_quant())
-            with _weights_in_float16(_float32_scopes(module)) if precision == "fp16" else contextlib.nullcontext():
+            with _weights_in_float16(float32_scopes) if precision != "fp32" else contextlib.nullcontext():
                 edge = to_edge_transform_and_lower(program, partitioner=partitioners)
             left = _count_convs(edge.exported_program().graph)
             buffer = edge.to_executorch().buffer
@@ -618,8 +619,9 @@ def _weights_in_float16(keep: tuple[str, ...]):
 
 def _half_weights(visitor: type, keep: tuple[str, ...]) -> type:
     """`visitor` with its float32 constant weight and bias (the op's args[1] and args[2]) serialised in float16,
-    unless its op was traced inside a submodule at `keep` (the op's nn_module_stack); activations, and a constant
-    in the activation's place, stay as they are."""
+    unless its op was traced inside a submodule at `keep` (the op's nn_module_stack) or its weight is quantized (an
+    int8 op's float bias stays beside it); activations, and a constant in the activation's place, stay as they
+    are."""
     from executorch.backends.xnnpack.utils.utils import get_tensor_name, is_param_node
 
     class HalfWeights(visitor):
@@ -628,7 +630,9 @@ def _half_weights(visitor: type, keep: tuple[str, ...]) -> type:
         def define_node(self, node, *args, **kwargs):
             paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
             kept = any(p == k or p.startswith(k + ".") for p in paths for k in keep)
-            self.halved = () if kept else tuple(node.args[1:3])
+            weight = node.args[1] if len(node.args) > 1 else None
+            float_weight = isinstance(weight, torch.fx.Node) and is_param_node(self.exported_program, weight)
+            self.halved = tuple(node.args[1:3]) if float_weight and not kept else ()
             return super().define_node(node, *args, **kwargs)
 
         def define_tensor(self, tensor, *args, **kwargs):
